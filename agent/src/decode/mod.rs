@@ -1,0 +1,95 @@
+//! Packet decoding: link layer → IP → transport, down to the flow key and the
+//! few header fields the flow table needs. Every view checks its length before
+//! it reads, so no input can make decoding panic; a packet that cannot be keyed
+//! is reported with a [`Skip`] reason instead.
+
+mod ip;
+mod link;
+
+pub use ip::{is_echo_reply, ICMP, ICMPV6, TCP, UDP};
+pub use link::linktype;
+
+use crate::flow::FlowKey;
+
+/// Fragment information of an IP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fragment {
+    /// Not fragmented.
+    None,
+    /// The first fragment: it carries the transport header.
+    First { id: u32 },
+    /// A later fragment: no transport header, ports come from the first one.
+    Later { id: u32 },
+}
+
+/// What the flow table needs from one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// Oriented as on the wire. Ports are zero for a later fragment.
+    pub key: FlowKey,
+    /// IP-layer bytes from the header (not the captured length).
+    pub ip_bytes: u32,
+    pub tcp_flags: u8,
+    /// ICMP / ICMPv6 type and code.
+    pub icmp: Option<(u8, u8)>,
+    pub fragment: Fragment,
+}
+
+/// Why a packet yielded no flow key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Skip {
+    /// The capture's link type is not one we decode.
+    UnsupportedLinktype(u32),
+    /// A link-layer frame that does not carry IPv4 or IPv6 (ARP, LLDP…).
+    NonIp,
+    TruncatedLink,
+    /// Not even the fixed IP header was captured.
+    TruncatedIp,
+    BadIpVersion,
+    BadIpHeader,
+    /// The transport header is cut before the ports (or the ICMP id).
+    TruncatedTransport,
+    /// An IPv6 extension-header chain that is cut or too long.
+    BadExtensionHeaders,
+}
+
+impl Skip {
+    /// Stable names for stats and logs.
+    pub fn reason(&self) -> String {
+        match self {
+            Skip::UnsupportedLinktype(t) => format!("unsupported_linktype_{t}"),
+            Skip::NonIp => "non_ip".into(),
+            Skip::TruncatedLink => "truncated_link".into(),
+            Skip::TruncatedIp => "truncated_ip".into(),
+            Skip::BadIpVersion => "bad_ip_version".into(),
+            Skip::BadIpHeader => "bad_ip_header".into(),
+            Skip::TruncatedTransport => "truncated_transport".into(),
+            Skip::BadExtensionHeaders => "bad_extension_headers".into(),
+        }
+    }
+}
+
+/// Decodes one captured frame. `orig_len` is the frame's length on the wire,
+/// used for the byte count when the IP header does not give one.
+#[inline]
+pub fn decode(linktype: u32, data: &[u8], orig_len: u32) -> Result<Decoded, Skip> {
+    let l3 = link::strip(linktype, data)?;
+    let fallback = orig_len.saturating_sub(l3.offset as u32);
+    let payload = data.get(l3.offset..).ok_or(Skip::TruncatedLink)?;
+    match l3.version {
+        4 => ip::ipv4(payload, l3.vlan, fallback),
+        6 => ip::ipv6(payload, l3.vlan, fallback),
+        _ => Err(Skip::BadIpVersion),
+    }
+}
+
+#[inline]
+pub(crate) fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+#[inline]
+pub(crate) fn be32(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at + 4)?;
+    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}

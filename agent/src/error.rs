@@ -1,0 +1,37 @@
+//! The agent's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::source::CaptureError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Capture {
+        path: PathBuf,
+        #[source]
+        source: CaptureError,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("config: {0}")]
+    Config(String),
+    #[error("writing records: {0}")]
+    Output(#[source] io::Error),
+    #[error("pipeline stage failed: {0}")]
+    Pipeline(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

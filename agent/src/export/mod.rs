@@ -1,0 +1,46 @@
+//! Where finished flow records go.
+
+mod ndjson;
+
+pub use ndjson::NdjsonSink;
+
+use vmflow_proto::FlowRecord;
+
+/// Receives records in their final, deterministic order.
+pub trait RecordSink: Send {
+    fn write(&mut self, records: &[FlowRecord]) -> std::io::Result<()>;
+    fn finish(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts records and drops them (benchmarks).
+#[derive(Default)]
+pub struct CountSink(pub u64);
+
+impl RecordSink for CountSink {
+    fn write(&mut self, records: &[FlowRecord]) -> std::io::Result<()> {
+        self.0 += records.len() as u64;
+        Ok(())
+    }
+}
+
+/// Keeps every record in memory (tests, small runs).
+#[derive(Default)]
+pub struct VecSink(pub Vec<FlowRecord>);
+
+impl RecordSink for VecSink {
+    fn write(&mut self, records: &[FlowRecord]) -> std::io::Result<()> {
+        self.0.extend_from_slice(records);
+        Ok(())
+    }
+}
+
+impl<S: RecordSink + ?Sized> RecordSink for Box<S> {
+    fn write(&mut self, records: &[FlowRecord]) -> std::io::Result<()> {
+        (**self).write(records)
+    }
+    fn finish(&mut self) -> std::io::Result<()> {
+        (**self).finish()
+    }
+}

@@ -1,0 +1,472 @@
+//! The flow table: a sans-IO state machine. It is fed packets and time through
+//! [`FlowTable::handle`] and appends finished records to a caller's vector; it
+//! owns no socket, thread or clock, so the same input always gives the same
+//! output.
+//!
+//! Flows sit in a slab and in one of three intrusive lists (half-open, open,
+//! closing), each kept in last-touched order. Every list has one timeout, so
+//! expiry only ever looks at list heads, and the least recently seen flow is the
+//! oldest of three heads.
+
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+use vmflow_proto::{flow_id, Direction, EndReason, FlowRecord};
+
+use super::{FlowKey, Packet};
+use crate::decode::{is_echo_reply, TCP};
+use crate::net::LocalNets;
+
+const NIL: u32 = u32::MAX;
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+
+/// Timeouts in nanoseconds of packet time, and the table bound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableConfig {
+    pub idle_ns: u64,
+    pub active_ns: u64,
+    pub tcp_linger_ns: u64,
+    pub half_open_ns: u64,
+    /// Idle timeout used while the table is nearly full.
+    pub emergency_idle_ns: u64,
+    pub max_flows: usize,
+    /// Flow count at which emergency timeouts start.
+    pub emergency_at: usize,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        const S: u64 = 1_000_000_000;
+        TableConfig {
+            idle_ns: 60 * S,
+            active_ns: 60 * S,
+            tcp_linger_ns: 2 * S,
+            half_open_ns: 10 * S,
+            emergency_idle_ns: 5 * S,
+            max_flows: 1 << 20,
+            emergency_at: (1 << 20) / 10 * 9,
+        }
+    }
+}
+
+/// Input to the table.
+#[derive(Clone, Copy, Debug)]
+pub enum Event<'a> {
+    Packet(&'a Packet),
+    /// Packet time has reached this instant: expire what is due.
+    Tick(u64),
+    /// Input is over: end every flow with this reason (closing TCP flows keep
+    /// their FIN/RST reason: they did end).
+    Finish(EndReason),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: u64,
+    pub records: u64,
+    pub evicted: u64,
+    /// Flows expired by the emergency idle timeout that the normal one would have kept.
+    pub emergency_expired: u64,
+    pub peak_flows: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    HalfOpen = 0,
+    Open = 1,
+    Closing = 2,
+}
+
+/// Counters of the current segment; index 0 is what the canonical source sent.
+#[derive(Clone, Copy, Default)]
+struct Segment {
+    first_ns: u64,
+    last_ns: u64,
+    packets: [u64; 2],
+    bytes: [u64; 2],
+    flags: [u8; 2],
+}
+
+struct Flow {
+    key: FlowKey,
+    hash: u64,
+    flow_id: u64,
+    segment: u32,
+    init_is_src: bool,
+    phase: Phase,
+    close: EndReason,
+    fin: [bool; 2],
+    icmp: Option<(u8, u8)>,
+    last_seen: u64,
+    seg: Segment,
+    prev: u32,
+    next: u32,
+}
+
+#[derive(Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+pub struct FlowTable {
+    cfg: TableConfig,
+    local: Arc<LocalNets>,
+    index: HashTable<u32>,
+    slots: Vec<Flow>,
+    free: Vec<u32>,
+    lists: [List; 3],
+    len: usize,
+    now: u64,
+    stats: TableStats,
+}
+
+impl FlowTable {
+    pub fn new(cfg: TableConfig, local: Arc<LocalNets>) -> Self {
+        FlowTable {
+            cfg,
+            local,
+            index: HashTable::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            lists: [List {
+                head: NIL,
+                tail: NIL,
+            }; 3],
+            len: 0,
+            now: 0,
+            stats: TableStats::default(),
+        }
+    }
+
+    /// The one entry point: apply an event, append any finished records to `out`.
+    pub fn handle(&mut self, ev: Event<'_>, out: &mut Vec<FlowRecord>) {
+        match ev {
+            Event::Packet(p) => self.packet(p, out),
+            Event::Tick(now) => self.tick(now, out),
+            Event::Finish(reason) => self.finish(reason, out),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn stats(&self) -> TableStats {
+        self.stats
+    }
+
+    fn packet(&mut self, p: &Packet, out: &mut Vec<FlowRecord>) {
+        self.now = self.now.max(p.ts_ns);
+        self.stats.packets += 1;
+        self.stats.bytes += u64::from(p.ip_bytes);
+        let slots = &self.slots;
+        let found = self
+            .index
+            .find(p.hash, |&i| slots[i as usize].key == p.key)
+            .copied();
+        if let Some(idx) = found {
+            let f = &self.slots[idx as usize];
+            let timeout = self.timeout(f.phase);
+            let expired = p.ts_ns >= f.last_seen.saturating_add(timeout);
+            // A fresh SYN on a finished connection is port reuse: a new flow.
+            let reused = f.phase == Phase::Closing && p.key.proto == TCP && syn_only(p.tcp_flags);
+            if !expired && !reused {
+                self.account(idx, p, true, out);
+                return;
+            }
+            let reason = if f.phase == Phase::Closing {
+                f.close
+            } else {
+                if expired && p.ts_ns < f.last_seen.saturating_add(self.normal_timeout(f.phase)) {
+                    self.stats.emergency_expired += 1;
+                }
+                EndReason::Idle
+            };
+            self.end(idx, reason, out);
+        }
+        self.create(p, out);
+    }
+
+    fn create(&mut self, p: &Packet, out: &mut Vec<FlowRecord>) {
+        if self.len >= self.cfg.max_flows.max(1) {
+            self.evict_lru(out);
+        }
+        let sender_initiates = if p.key.proto == TCP {
+            p.tcp_flags & (SYN | ACK) != SYN | ACK
+        } else {
+            !p.icmp.is_some_and(|(ty, _)| is_echo_reply(p.key.proto, ty))
+        };
+        let init_is_src = sender_initiates == p.from_src;
+        let (ik, rk) = if init_is_src {
+            ((p.key.src, p.key.src_port), (p.key.dst, p.key.dst_port))
+        } else {
+            ((p.key.dst, p.key.dst_port), (p.key.src, p.key.src_port))
+        };
+        let v = p.key.ip_version;
+        let id = flow_id(
+            p.key.vlan,
+            p.key.proto,
+            super::to_ip(&ik.0, v),
+            ik.1,
+            super::to_ip(&rk.0, v),
+            rk.1,
+            p.ts_ns,
+        );
+        let phase = if p.key.proto == TCP && syn_only(p.tcp_flags) {
+            Phase::HalfOpen
+        } else {
+            Phase::Open
+        };
+        let flow = Flow {
+            key: p.key,
+            hash: p.hash,
+            flow_id: id,
+            segment: 0,
+            init_is_src,
+            phase,
+            close: EndReason::Fin,
+            fin: [false; 2],
+            icmp: p.icmp,
+            last_seen: p.ts_ns,
+            seg: Segment::default(),
+            prev: NIL,
+            next: NIL,
+        };
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = flow;
+                i
+            }
+            None => {
+                self.slots.push(flow);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slots = &self.slots;
+        self.index
+            .insert_unique(p.hash, idx, |&i| slots[i as usize].hash);
+        self.push_tail(phase, idx);
+        self.len += 1;
+        self.stats.flows += 1;
+        self.stats.peak_flows = self.stats.peak_flows.max(self.len as u64);
+        self.account(idx, p, false, out);
+    }
+
+    /// Adds a packet to a flow: active-timeout split, counters, TCP state, LRU position.
+    fn account(&mut self, idx: u32, p: &Packet, existing: bool, out: &mut Vec<FlowRecord>) {
+        let active = self.cfg.active_ns;
+        let f = &mut self.slots[idx as usize];
+        if existing && p.ts_ns >= f.seg.first_ns.saturating_add(active) {
+            let rec = record(f, &self.local, EndReason::Active, false);
+            out.push(rec);
+            self.stats.records += 1;
+            f.segment += 1;
+            f.seg = Segment::default();
+        }
+        let side = usize::from(!p.from_src);
+        let s = &mut f.seg;
+        if s.packets[0] + s.packets[1] == 0 {
+            s.first_ns = p.ts_ns;
+            s.last_ns = p.ts_ns;
+        } else {
+            s.first_ns = s.first_ns.min(p.ts_ns);
+            s.last_ns = s.last_ns.max(p.ts_ns);
+        }
+        s.packets[side] += 1;
+        s.bytes[side] += u64::from(p.ip_bytes);
+        s.flags[side] |= p.tcp_flags;
+        f.last_seen = f.last_seen.max(p.ts_ns);
+
+        let old = f.phase;
+        if p.key.proto == TCP {
+            let from_initiator = p.from_src == f.init_is_src;
+            if f.phase == Phase::HalfOpen && !(from_initiator && syn_only(p.tcp_flags)) {
+                f.phase = Phase::Open;
+            }
+            if p.tcp_flags & FIN != 0 {
+                f.fin[side] = true;
+            }
+            if f.phase != Phase::Closing {
+                if p.tcp_flags & RST != 0 {
+                    f.phase = Phase::Closing;
+                    f.close = EndReason::Rst;
+                } else if f.fin[0] && f.fin[1] {
+                    f.phase = Phase::Closing;
+                    f.close = EndReason::Fin;
+                }
+            }
+        }
+        let new = f.phase;
+        self.unlink(old, idx);
+        self.push_tail(new, idx);
+    }
+
+    fn tick(&mut self, now: u64, out: &mut Vec<FlowRecord>) {
+        self.now = self.now.max(now);
+        for phase in [Phase::HalfOpen, Phase::Open, Phase::Closing] {
+            loop {
+                let head = self.lists[phase as usize].head;
+                if head == NIL {
+                    break;
+                }
+                let f = &self.slots[head as usize];
+                if f.last_seen.saturating_add(self.timeout(phase)) > self.now {
+                    break;
+                }
+                let reason = if phase == Phase::Closing {
+                    f.close
+                } else {
+                    if f.last_seen.saturating_add(self.normal_timeout(phase)) > self.now {
+                        self.stats.emergency_expired += 1;
+                    }
+                    EndReason::Idle
+                };
+                self.end(head, reason, out);
+            }
+        }
+    }
+
+    fn finish(&mut self, reason: EndReason, out: &mut Vec<FlowRecord>) {
+        for phase in [Phase::HalfOpen, Phase::Open, Phase::Closing] {
+            while self.lists[phase as usize].head != NIL {
+                let head = self.lists[phase as usize].head;
+                let r = if phase == Phase::Closing {
+                    self.slots[head as usize].close
+                } else {
+                    reason
+                };
+                self.end(head, r, out);
+            }
+        }
+    }
+
+    fn evict_lru(&mut self, out: &mut Vec<FlowRecord>) {
+        let victim = self
+            .lists
+            .iter()
+            .map(|l| l.head)
+            .filter(|&h| h != NIL)
+            .min_by_key(|&h| self.slots[h as usize].last_seen);
+        if let Some(idx) = victim {
+            self.stats.evicted += 1;
+            self.end(idx, EndReason::Evicted, out);
+        }
+    }
+
+    fn end(&mut self, idx: u32, reason: EndReason, out: &mut Vec<FlowRecord>) {
+        let f = &self.slots[idx as usize];
+        out.push(record(f, &self.local, reason, true));
+        self.stats.records += 1;
+        let (hash, phase) = (f.hash, f.phase);
+        if let Ok(e) = self.index.find_entry(hash, |&i| i == idx) {
+            e.remove();
+        }
+        self.unlink(phase, idx);
+        self.free.push(idx);
+        self.len -= 1;
+    }
+
+    fn emergency(&self) -> bool {
+        self.len >= self.cfg.emergency_at
+    }
+
+    fn normal_timeout(&self, phase: Phase) -> u64 {
+        match phase {
+            Phase::HalfOpen => self.cfg.half_open_ns,
+            Phase::Open => self.cfg.idle_ns,
+            Phase::Closing => self.cfg.tcp_linger_ns,
+        }
+    }
+
+    fn timeout(&self, phase: Phase) -> u64 {
+        let t = self.normal_timeout(phase);
+        if phase != Phase::Closing && self.emergency() {
+            t.min(self.cfg.emergency_idle_ns)
+        } else {
+            t
+        }
+    }
+
+    fn unlink(&mut self, phase: Phase, idx: u32) {
+        let (prev, next) = {
+            let f = &self.slots[idx as usize];
+            (f.prev, f.next)
+        };
+        if prev == NIL {
+            self.lists[phase as usize].head = next;
+        } else {
+            self.slots[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.lists[phase as usize].tail = prev;
+        } else {
+            self.slots[next as usize].prev = prev;
+        }
+        let f = &mut self.slots[idx as usize];
+        f.prev = NIL;
+        f.next = NIL;
+    }
+
+    fn push_tail(&mut self, phase: Phase, idx: u32) {
+        let list = &mut self.lists[phase as usize];
+        let tail = list.tail;
+        list.tail = idx;
+        if tail == NIL {
+            list.head = idx;
+        } else {
+            self.slots[tail as usize].next = idx;
+        }
+        let f = &mut self.slots[idx as usize];
+        f.prev = tail;
+        f.next = NIL;
+    }
+}
+
+fn syn_only(flags: u8) -> bool {
+    flags & (SYN | ACK | RST) == SYN
+}
+
+fn record(f: &Flow, local: &LocalNets, reason: EndReason, is_final: bool) -> FlowRecord {
+    let (i, r) = if f.init_is_src { (0, 1) } else { (1, 0) };
+    let k = &f.key;
+    let (src, src_port, dst, dst_port) = if f.init_is_src {
+        (k.src_ip(), k.src_port, k.dst_ip(), k.dst_port)
+    } else {
+        (k.dst_ip(), k.dst_port, k.src_ip(), k.src_port)
+    };
+    let s = &f.seg;
+    FlowRecord {
+        flow_id: f.flow_id,
+        segment: f.segment,
+        is_final,
+        ip_version: k.ip_version,
+        proto: k.proto,
+        vlan: k.vlan,
+        src_addr: src,
+        src_port,
+        dst_addr: dst,
+        dst_port,
+        direction: Direction::from_locality(local.contains(src), local.contains(dst)),
+        first_ns: s.first_ns,
+        last_ns: s.last_ns,
+        fwd_packets: s.packets[i],
+        fwd_bytes: s.bytes[i],
+        rev_packets: s.packets[r],
+        rev_bytes: s.bytes[r],
+        fwd_tcp_flags: s.flags[i],
+        rev_tcp_flags: s.flags[r],
+        icmp_type: f.icmp.map(|x| x.0),
+        icmp_code: f.icmp.map(|x| x.1),
+        end_reason: reason,
+    }
+}

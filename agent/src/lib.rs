@@ -1,0 +1,16 @@
+//! vmflow: turns captured packets into bidirectional flow records.
+//!
+//! Data moves one way: source → decode → flow table → export.
+
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod export;
+pub mod flow;
+pub mod net;
+pub mod pipeline;
+pub mod source;
+pub mod synth;
+
+pub use error::Error;

@@ -1,0 +1,338 @@
+//! Reader → N flow shards → output, joined by bounded crossbeam channels that
+//! carry batches. Each shard owns a fixed set of flow-table partitions (chosen by
+//! a symmetric hash of the flow key), so the packet path takes no lock.
+//!
+//! Determinism: batch boundaries are counted in packets and every partition is
+//! ticked at each boundary with the same packet time, whichever thread owns
+//! it. The output stage collects each batch's records from all shards and
+//! orders them by partition, so the output is identical for any thread count.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use vmflow_proto::{EndReason, FlowRecord};
+
+use crate::config::Config;
+use crate::decode::{decode, Decoded, Skip};
+use crate::error::Error;
+use crate::export::RecordSink;
+use crate::flow::{Event, FlowTable, FragStats, FragTable, Packet, TableStats};
+use crate::source::{CaptureFiles, FileWarning, RawPacket};
+
+/// What a replay did, for the summary line and for tests.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Packets read from the input.
+    pub packets: u64,
+    /// Packets that reached the flow table.
+    pub flow_packets: u64,
+    /// IP-layer bytes that reached the flow table.
+    pub ip_bytes: u64,
+    pub skipped: BTreeMap<String, u64>,
+    pub frag: FragStats,
+    pub table: TableStats,
+    pub records: u64,
+    /// Distinct flows (records with `final` set).
+    pub flows: u64,
+    pub warnings: Vec<FileWarning>,
+    pub elapsed: Duration,
+    pub threads: usize,
+}
+
+impl Summary {
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+
+    pub fn mpps(&self) -> f64 {
+        self.packets as f64 / self.elapsed.as_secs_f64().max(1e-9) / 1e6
+    }
+}
+
+pub struct Report {
+    pub summary: Summary,
+    /// Set when input stopped early (corrupt file) or a stage failed; every
+    /// record produced before that point was still written.
+    pub error: Option<Error>,
+}
+
+#[derive(Clone, Copy)]
+struct Routed {
+    part: u16,
+    pkt: Packet,
+}
+
+enum ToShard {
+    Batch {
+        pkts: Vec<Routed>,
+        now: u64,
+        last: bool,
+    },
+}
+
+struct FromShard {
+    records: Vec<(u16, FlowRecord)>,
+    stats: Option<TableStats>,
+}
+
+/// Replays capture files through the engine into `sink`.
+pub fn replay<S: RecordSink>(paths: Vec<PathBuf>, cfg: &Config, sink: S) -> Report {
+    let mut files = CaptureFiles::new(paths);
+    let mut report = run(cfg, sink, |feed| files.for_each(|p| feed(p)));
+    report.summary.warnings = files.warnings;
+    report
+}
+
+/// Runs the engine over any packet source. `source` is handed a feeder and
+/// calls it once per packet, in order.
+pub fn run<S, F>(cfg: &Config, sink: S, source: F) -> Report
+where
+    S: RecordSink,
+    F: FnOnce(&mut dyn FnMut(RawPacket<'_>)) -> Result<(), Error>,
+{
+    let start = Instant::now();
+    let threads = cfg.threads();
+    let parts = cfg.pipeline.partitions;
+    let batch = cfg.pipeline.batch_packets;
+    let local = match cfg.local_nets() {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            return Report {
+                summary: Summary::default(),
+                error: Some(e),
+            }
+        }
+    };
+    let table_cfg = cfg.table();
+    let frag_timeout = (cfg.flow.fragment_timeout * 1e9) as u64;
+
+    let mut to_shard = Vec::new();
+    let mut from_shard = Vec::new();
+    let mut recycle = Vec::new();
+    let mut shard_ends = Vec::new();
+    for _ in 0..threads {
+        let (tx, rx) = bounded::<ToShard>(4);
+        let (otx, orx) = bounded::<FromShard>(4);
+        let (rtx, rrx) = unbounded::<Vec<Routed>>();
+        to_shard.push(tx);
+        from_shard.push(orx);
+        recycle.push(rrx);
+        shard_ends.push((rx, otx, rtx));
+    }
+
+    let mut summary = Summary {
+        threads,
+        ..Summary::default()
+    };
+    let mut error = None;
+
+    std::thread::scope(|scope| {
+        for (i, (rx, otx, rtx)) in shard_ends.into_iter().enumerate() {
+            let owned: Vec<usize> = (i..parts).step_by(threads).collect();
+            let tables: Vec<FlowTable> = owned
+                .iter()
+                .map(|_| FlowTable::new(table_cfg.clone(), local.clone()))
+                .collect();
+            scope.spawn(move || shard(i, threads, tables, rx, otx, rtx));
+        }
+        let output = scope.spawn(move || output(sink, from_shard));
+
+        let mut reader = Reader {
+            threads,
+            parts,
+            batches: (0..threads).map(|_| Vec::with_capacity(batch)).collect(),
+            to_shard,
+            recycle,
+            now: 0,
+            failed: false,
+            flow_packets: 0,
+            ip_bytes: 0,
+        };
+        let mut frag = FragTable::new(frag_timeout);
+        let mut skips: HashMap<Skip, u64> = HashMap::new();
+        let mut packets = 0u64;
+        let mut in_batch = 0usize;
+        let result = source(&mut |raw: RawPacket<'_>| {
+            if reader.failed {
+                return;
+            }
+            packets += 1;
+            reader.now = reader.now.max(raw.ts_ns);
+            match decode(raw.linktype, raw.data, raw.orig_len) {
+                Ok(d) => frag.resolve(raw.ts_ns, d, &mut |ts, d| reader.push(ts, &d)),
+                Err(s) => *skips.entry(s).or_default() += 1,
+            }
+            in_batch += 1;
+            if in_batch == batch {
+                in_batch = 0;
+                let now = reader.now;
+                frag.expire(now, &mut |ts, d| reader.push(ts, &d));
+                reader.send(false);
+            }
+        });
+        if let Err(e) = result {
+            error = Some(e);
+        }
+        frag.drain(&mut |ts, d| reader.push(ts, &d));
+        reader.send(true);
+        let failed = reader.failed;
+        summary.flow_packets = reader.flow_packets;
+        summary.ip_bytes = reader.ip_bytes;
+        drop(reader);
+        summary.packets = packets;
+        summary.frag = frag.stats();
+        summary.skipped = skips.into_iter().map(|(k, v)| (k.reason(), v)).collect();
+        match output.join() {
+            Ok(Ok((records, flows, table))) => {
+                summary.records = records;
+                summary.flows = flows;
+                summary.table = table;
+            }
+            Ok(Err(e)) => error = Some(e),
+            Err(_) => error = Some(Error::Pipeline("output stage panicked".into())),
+        }
+        if failed && error.is_none() {
+            error = Some(Error::Pipeline("a flow shard stopped".into()));
+        }
+    });
+    summary.elapsed = start.elapsed();
+    Report { summary, error }
+}
+
+struct Reader {
+    threads: usize,
+    parts: usize,
+    batches: Vec<Vec<Routed>>,
+    to_shard: Vec<Sender<ToShard>>,
+    recycle: Vec<Receiver<Vec<Routed>>>,
+    now: u64,
+    failed: bool,
+    flow_packets: u64,
+    ip_bytes: u64,
+}
+
+impl Reader {
+    #[inline]
+    fn push(&mut self, ts: u64, d: &Decoded) {
+        let pkt = Packet::new(ts, d);
+        // Bits 32..48 of the hash: the table's buckets use the low bits and
+        // its control bytes the top seven, so partitions stay independent.
+        let part = ((pkt.hash >> 32) as u16 as usize) % self.parts;
+        self.flow_packets += 1;
+        self.ip_bytes += u64::from(pkt.ip_bytes);
+        self.batches[part % self.threads].push(Routed {
+            part: part as u16,
+            pkt,
+        });
+    }
+
+    fn send(&mut self, last: bool) {
+        for i in 0..self.threads {
+            let fresh = self.recycle[i].try_recv().unwrap_or_default();
+            let pkts = std::mem::replace(&mut self.batches[i], fresh);
+            let msg = ToShard::Batch {
+                pkts,
+                now: self.now,
+                last,
+            };
+            if self.to_shard[i].send(msg).is_err() {
+                self.failed = true;
+            }
+        }
+    }
+}
+
+fn shard(
+    me: usize,
+    threads: usize,
+    mut tables: Vec<FlowTable>,
+    rx: Receiver<ToShard>,
+    out: Sender<FromShard>,
+    recycle: Sender<Vec<Routed>>,
+) {
+    let mut recs = Vec::new();
+    let mut tagged: Vec<(u16, FlowRecord)> = Vec::new();
+    while let Ok(ToShard::Batch {
+        mut pkts,
+        now,
+        last,
+    }) = rx.recv()
+    {
+        for r in &pkts {
+            let local = usize::from(r.part) / threads;
+            tables[local].handle(Event::Packet(&r.pkt), &mut recs);
+            if !recs.is_empty() {
+                tagged.extend(recs.drain(..).map(|x| (r.part, x)));
+            }
+        }
+        pkts.clear();
+        let _ = recycle.send(pkts);
+        for (local, t) in tables.iter_mut().enumerate() {
+            let part = (local * threads + me) as u16;
+            t.handle(Event::Tick(now), &mut recs);
+            if last {
+                t.handle(Event::Finish(EndReason::EndOfInput), &mut recs);
+            }
+            tagged.extend(recs.drain(..).map(|x| (part, x)));
+        }
+        let stats = last.then(|| sum_stats(tables.iter().map(|t| t.stats())));
+        let msg = FromShard {
+            records: std::mem::take(&mut tagged),
+            stats,
+        };
+        if out.send(msg).is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Collects each batch from every shard in shard order, orders it by partition
+/// (stable, so each partition keeps its own order) and writes it.
+fn output<S: RecordSink>(
+    mut sink: S,
+    from: Vec<Receiver<FromShard>>,
+) -> Result<(u64, u64, TableStats), Error> {
+    let mut batch: Vec<(u16, FlowRecord)> = Vec::new();
+    let mut plain: Vec<FlowRecord> = Vec::new();
+    let (mut records, mut flows) = (0u64, 0u64);
+    let mut stats: Vec<TableStats> = Vec::new();
+    'epochs: loop {
+        for rx in &from {
+            match rx.recv() {
+                Ok(m) => {
+                    batch.extend(m.records);
+                    if let Some(s) = m.stats {
+                        stats.push(s);
+                    }
+                }
+                Err(_) => break 'epochs,
+            }
+        }
+        batch.sort_by_key(|(p, _)| *p);
+        plain.extend(batch.drain(..).map(|(_, r)| r));
+        records += plain.len() as u64;
+        flows += plain.iter().filter(|r| r.is_final).count() as u64;
+        sink.write(&plain).map_err(Error::Output)?;
+        plain.clear();
+        if stats.len() == from.len() {
+            break;
+        }
+    }
+    sink.finish().map_err(Error::Output)?;
+    Ok((records, flows, sum_stats(stats.into_iter())))
+}
+
+fn sum_stats(it: impl Iterator<Item = TableStats>) -> TableStats {
+    it.fold(TableStats::default(), |a, b| TableStats {
+        packets: a.packets + b.packets,
+        bytes: a.bytes + b.bytes,
+        flows: a.flows + b.flows,
+        records: a.records + b.records,
+        evicted: a.evicted + b.evicted,
+        emergency_expired: a.emergency_expired + b.emergency_expired,
+        peak_flows: a.peak_flows + b.peak_flows,
+    })
+}

@@ -1,0 +1,163 @@
+//! Capture file sources. The format is detected from the first bytes, never
+//! from the file name: Network Watcher writes `.cap` files whose format is not
+//! documented, so libpcap, pcapng and NetMon 2.x all have to work.
+
+mod buf;
+mod netmon;
+mod pcap;
+mod pcapng;
+mod stream;
+
+pub use stream::{CaptureFiles, FileWarning};
+
+use std::io::{self, Read, Seek};
+
+use buf::ChunkReader;
+
+/// One captured frame, borrowed from the reader's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct RawPacket<'a> {
+    pub ts_ns: u64,
+    /// LINKTYPE_* value of this packet's interface.
+    pub linktype: u32,
+    /// Length on the wire (may exceed `data.len()` under a snap length).
+    pub orig_len: u32,
+    pub data: &'a [u8],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("read failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("corrupt {format} data at offset {offset}: {what}")]
+    Corrupt {
+        format: &'static str,
+        offset: u64,
+        what: String,
+    },
+    #[error("not a capture file we can read (first bytes {magic})")]
+    UnknownFormat { magic: String },
+    #[error("unsupported {format} file: {what}")]
+    Unsupported { format: &'static str, what: String },
+}
+
+/// The input stopped in the middle of a record: everything before it was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Truncation {
+    pub offset: u64,
+    pub what: String,
+}
+
+pub enum CaptureReader<R> {
+    Pcap(pcap::PcapReader<R>),
+    PcapNg(pcapng::PcapNgReader<R>),
+    NetMon(netmon::NetMonReader<R>),
+    /// Too short to hold a file header (an empty file, or one just created).
+    Empty(Truncation),
+}
+
+impl<R: Read + Seek> CaptureReader<R> {
+    pub fn open(inner: R) -> Result<Self, CaptureError> {
+        let mut r = ChunkReader::new(inner);
+        if !r.fill(4)? {
+            let n = r.available();
+            return Ok(CaptureReader::Empty(Truncation {
+                offset: 0,
+                what: format!("file holds {n} bytes, too short for a capture header"),
+            }));
+        }
+        let m = r.peek(4);
+        let magic = [m[0], m[1], m[2], m[3]];
+        match magic {
+            [0xd4, 0xc3, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0xc3, 0xd4]
+            | [0x4d, 0x3c, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0x3c, 0x4d] => Ok(pcap::PcapReader::open(r)?
+                .map(CaptureReader::Pcap)
+                .unwrap_or_else(CaptureReader::Empty)),
+            [0x0a, 0x0d, 0x0d, 0x0a] => Ok(CaptureReader::PcapNg(pcapng::PcapNgReader::new(r))),
+            [b'G', b'M', b'B', b'U'] => Ok(netmon::NetMonReader::open(r)?
+                .map(CaptureReader::NetMon)
+                .unwrap_or_else(CaptureReader::Empty)),
+            [b'R', b'T', b'S', b'S'] => Err(CaptureError::Unsupported {
+                format: "netmon",
+                what: "Network Monitor 1.x (RTSS) files are not supported; convert with editcap"
+                    .into(),
+            }),
+            _ => Err(CaptureError::UnknownFormat {
+                magic: magic
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            }),
+        }
+    }
+
+    /// The next packet, or `None` at the end of the input (see [`Self::truncation`]).
+    #[inline]
+    pub fn next_packet(&mut self) -> Result<Option<RawPacket<'_>>, CaptureError> {
+        match self {
+            CaptureReader::Pcap(r) => r.next_packet(),
+            CaptureReader::PcapNg(r) => r.next_packet(),
+            CaptureReader::NetMon(r) => r.next_packet(),
+            CaptureReader::Empty(_) => Ok(None),
+        }
+    }
+
+    /// Set once the input has ended inside a record.
+    pub fn truncation(&self) -> Option<&Truncation> {
+        match self {
+            CaptureReader::Pcap(r) => r.truncation.as_ref(),
+            CaptureReader::PcapNg(r) => r.truncation.as_ref(),
+            CaptureReader::NetMon(r) => r.truncation.as_ref(),
+            CaptureReader::Empty(t) => Some(t),
+        }
+    }
+
+    pub fn format(&self) -> &'static str {
+        match self {
+            CaptureReader::Pcap(_) => "pcap",
+            CaptureReader::PcapNg(_) => "pcapng",
+            CaptureReader::NetMon(_) => "netmon",
+            CaptureReader::Empty(_) => "empty",
+        }
+    }
+}
+
+/// Reads a u16/u32/u64 in a file's byte order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Endian {
+    pub big: bool,
+}
+
+impl Endian {
+    #[inline]
+    pub fn u16(self, b: &[u8], at: usize) -> u16 {
+        let a = [b[at], b[at + 1]];
+        if self.big {
+            u16::from_be_bytes(a)
+        } else {
+            u16::from_le_bytes(a)
+        }
+    }
+    #[inline]
+    pub fn u32(self, b: &[u8], at: usize) -> u32 {
+        let a = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+        if self.big {
+            u32::from_be_bytes(a)
+        } else {
+            u32::from_le_bytes(a)
+        }
+    }
+    #[inline]
+    pub fn u64(self, b: &[u8], at: usize) -> u64 {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[at..at + 8]);
+        if self.big {
+            u64::from_be_bytes(a)
+        } else {
+            u64::from_le_bytes(a)
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Several capture files read as one continuous packet stream, in order.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use super::{CaptureReader, RawPacket};
+use crate::error::Error;
+
+/// A file that ended inside a record: everything before was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileWarning {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub what: String,
+}
+
+pub struct CaptureFiles {
+    paths: Vec<PathBuf>,
+    pub warnings: Vec<FileWarning>,
+}
+
+impl CaptureFiles {
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        CaptureFiles {
+            paths,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Feeds every packet of every file, in order, to `f`. Stops at the first
+    /// corrupt file with an error naming it; packets before the corruption have
+    /// already been delivered.
+    pub fn for_each(&mut self, mut f: impl FnMut(RawPacket<'_>)) -> Result<(), Error> {
+        for path in self.paths.clone() {
+            self.read_one(&path, &mut f)?;
+        }
+        Ok(())
+    }
+
+    fn read_one(&mut self, path: &Path, f: &mut impl FnMut(RawPacket<'_>)) -> Result<(), Error> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let cap = |source| Error::Capture {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut reader = CaptureReader::open(file).map_err(cap)?;
+        while let Some(p) = reader.next_packet().map_err(cap)? {
+            f(p);
+        }
+        if let Some(t) = reader.truncation() {
+            tracing::warn!(
+                "{}: input ends inside a record at offset {} ({}); every complete record before it was read",
+                path.display(),
+                t.offset,
+                t.what
+            );
+            self.warnings.push(FileWarning {
+                path: path.to_path_buf(),
+                offset: t.offset,
+                what: t.what.clone(),
+            });
+        }
+        Ok(())
+    }
+}

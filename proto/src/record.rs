@@ -1,0 +1,200 @@
+//! The flow record contract. Field names are relied on by exporters, the
+//! collector and external checks, so they change only with a version bump.
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// Where a flow's initiator and responder sit relative to the configured local networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Local initiator, remote responder.
+    Outbound,
+    /// Remote initiator, local responder.
+    Inbound,
+    /// Both ends local.
+    Internal,
+    /// Neither end local (transit or mirrored traffic).
+    External,
+}
+
+impl Direction {
+    pub fn from_locality(src_local: bool, dst_local: bool) -> Self {
+        match (src_local, dst_local) {
+            (true, false) => Direction::Outbound,
+            (false, true) => Direction::Inbound,
+            (true, true) => Direction::Internal,
+            (false, false) => Direction::External,
+        }
+    }
+}
+
+/// Why a record was emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// No packet for the idle timeout (or the half-open timeout for a lone SYN).
+    Idle,
+    /// The active timeout split a long flow; more segments follow.
+    Active,
+    /// FIN seen in both directions, after the linger.
+    Fin,
+    /// RST seen, after the linger.
+    Rst,
+    /// The flow table was full and this was the least recently seen flow.
+    Evicted,
+    /// The capture input ended while the flow was open.
+    EndOfInput,
+    /// The agent was stopped while the flow was open.
+    Shutdown,
+}
+
+/// One record of one flow. A flow longer than the active timeout yields several
+/// records (`segment` 0, 1, 2…) that share `flow_id`; counters are deltas since
+/// the previous segment and only the last one has `final` set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FlowRecord {
+    pub flow_id: u64,
+    pub segment: u32,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    pub ip_version: u8,
+    pub proto: u8,
+    pub vlan: Option<u16>,
+    pub src_addr: IpAddr,
+    pub src_port: u16,
+    pub dst_addr: IpAddr,
+    pub dst_port: u16,
+    pub direction: Direction,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub fwd_packets: u64,
+    pub fwd_bytes: u64,
+    pub rev_packets: u64,
+    pub rev_bytes: u64,
+    pub fwd_tcp_flags: u8,
+    pub rev_tcp_flags: u8,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    pub end_reason: EndReason,
+}
+
+/// The stable identifier of a flow: a 64-bit mix of its initiator-oriented key
+/// and the timestamp of its first packet. Defined here, not in the agent, because
+/// it is part of the record contract: anyone holding the key and the first
+/// timestamp can recompute it.
+#[allow(clippy::too_many_arguments)]
+pub fn flow_id(
+    vlan: Option<u16>,
+    proto: u8,
+    src: IpAddr,
+    src_port: u16,
+    dst: IpAddr,
+    dst_port: u16,
+    first_ns: u64,
+) -> u64 {
+    let mut h = Mix::new();
+    h.word(u64::from(vlan.map_or(0x1_0000, u32::from)) << 8 | u64::from(proto));
+    for (addr, port) in [(src, src_port), (dst, dst_port)] {
+        let bytes = match addr {
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            IpAddr::V6(a) => a.octets(),
+        };
+        h.word(u64::from_le_bytes(
+            bytes[..8].try_into().unwrap_or_default(),
+        ));
+        h.word(u64::from_le_bytes(
+            bytes[8..].try_into().unwrap_or_default(),
+        ));
+        h.word(u64::from(port) | u64::from(addr.is_ipv4()) << 16);
+    }
+    h.word(first_ns);
+    // Zero is kept free so consumers can use it as "no flow".
+    h.finish().max(1)
+}
+
+/// A small, fixed (never seeded) 64-bit mixer so ids are identical on every
+/// machine and in every version of Rust.
+struct Mix(u64);
+
+impl Mix {
+    fn new() -> Self {
+        Mix(0x243f_6a88_85a3_08d3)
+    }
+    fn word(&mut self, w: u64) {
+        self.0 = (self.0 ^ w)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> FlowRecord {
+        FlowRecord {
+            flow_id: 7,
+            segment: 0,
+            is_final: true,
+            ip_version: 4,
+            proto: 6,
+            vlan: None,
+            src_addr: "10.0.0.1".parse().unwrap(),
+            src_port: 40000,
+            dst_addr: "203.0.113.9".parse().unwrap(),
+            dst_port: 443,
+            direction: Direction::Outbound,
+            first_ns: 1,
+            last_ns: 2,
+            fwd_packets: 3,
+            fwd_bytes: 180,
+            rev_packets: 2,
+            rev_bytes: 120,
+            fwd_tcp_flags: 0x1b,
+            rev_tcp_flags: 0x12,
+            icmp_type: None,
+            icmp_code: None,
+            end_reason: EndReason::Fin,
+        }
+    }
+
+    #[test]
+    fn json_uses_contract_names() {
+        let v: serde_json::Value = serde_json::to_value(sample()).unwrap();
+        assert_eq!(v["final"], true);
+        assert_eq!(v["end_reason"], "fin");
+        assert_eq!(v["direction"], "outbound");
+        assert_eq!(v["src_addr"], "10.0.0.1");
+        assert!(v["vlan"].is_null());
+        let back: FlowRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn flow_id_depends_on_every_key_part() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let base = flow_id(None, 6, a, 1, b, 2, 100);
+        assert_ne!(base, flow_id(Some(0), 6, a, 1, b, 2, 100));
+        assert_ne!(base, flow_id(None, 17, a, 1, b, 2, 100));
+        assert_ne!(base, flow_id(None, 6, b, 1, a, 2, 100));
+        assert_ne!(base, flow_id(None, 6, a, 2, b, 1, 100));
+        assert_ne!(base, flow_id(None, 6, a, 1, b, 2, 101));
+        assert_eq!(base, flow_id(None, 6, a, 1, b, 2, 100));
+    }
+
+    #[test]
+    fn direction_from_locality() {
+        assert_eq!(Direction::from_locality(true, false), Direction::Outbound);
+        assert_eq!(Direction::from_locality(false, true), Direction::Inbound);
+        assert_eq!(Direction::from_locality(true, true), Direction::Internal);
+        assert_eq!(Direction::from_locality(false, false), Direction::External);
+    }
+}
