@@ -1,19 +1,25 @@
-//! One JSON object per line.
+//! One JSON object per line. Records are formatted by hand rather than through
+//! serde: the output stage shares two cores with the engine, and this is about
+//! three times cheaper. A test holds it byte-for-byte equal to serde_json's
+//! encoding of the same record, which stays the definition.
 
 use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
 
-use vmflow_proto::FlowRecord;
+use vmflow_proto::{Direction, EndReason, FlowRecord};
 
 use super::RecordSink;
 
 pub struct NdjsonSink<W: Write> {
     out: BufWriter<W>,
+    line: Vec<u8>,
 }
 
 impl<W: Write> NdjsonSink<W> {
     pub fn new(w: W) -> Self {
         NdjsonSink {
             out: BufWriter::with_capacity(1 << 16, w),
+            line: Vec::with_capacity(512),
         }
     }
 }
@@ -21,13 +27,159 @@ impl<W: Write> NdjsonSink<W> {
 impl<W: Write + Send> RecordSink for NdjsonSink<W> {
     fn write(&mut self, records: &[FlowRecord]) -> io::Result<()> {
         for r in records {
-            serde_json::to_writer(&mut self.out, r)?;
-            self.out.write_all(b"\n")?;
+            self.line.clear();
+            encode(r, &mut self.line);
+            self.line.push(b'\n');
+            self.out.write_all(&self.line)?;
         }
         Ok(())
     }
 
     fn finish(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+/// Appends the JSON object for `r` (no newline).
+pub fn encode(r: &FlowRecord, o: &mut Vec<u8>) {
+    let mut n = itoa::Buffer::new();
+    let mut num = |o: &mut Vec<u8>, key: &str, v: u64| {
+        o.extend_from_slice(key.as_bytes());
+        o.extend_from_slice(n.format(v).as_bytes());
+    };
+    num(o, "{\"flow_id\":", r.flow_id);
+    num(o, ",\"segment\":", u64::from(r.segment));
+    o.extend_from_slice(if r.is_final {
+        b",\"final\":true"
+    } else {
+        b",\"final\":false"
+    });
+    num(o, ",\"ip_version\":", u64::from(r.ip_version));
+    num(o, ",\"proto\":", u64::from(r.proto));
+    match r.vlan {
+        Some(v) => num(o, ",\"vlan\":", u64::from(v)),
+        None => o.extend_from_slice(b",\"vlan\":null"),
+    }
+    o.extend_from_slice(b",\"src_addr\":\"");
+    ip(r.src_addr, o);
+    num(o, "\",\"src_port\":", u64::from(r.src_port));
+    o.extend_from_slice(b",\"dst_addr\":\"");
+    ip(r.dst_addr, o);
+    num(o, "\",\"dst_port\":", u64::from(r.dst_port));
+    o.extend_from_slice(match r.direction {
+        Direction::Outbound => b",\"direction\":\"outbound\"".as_slice(),
+        Direction::Inbound => b",\"direction\":\"inbound\"",
+        Direction::Internal => b",\"direction\":\"internal\"",
+        Direction::External => b",\"direction\":\"external\"",
+    });
+    num(o, ",\"first_ns\":", r.first_ns);
+    num(o, ",\"last_ns\":", r.last_ns);
+    num(o, ",\"fwd_packets\":", r.fwd_packets);
+    num(o, ",\"fwd_bytes\":", r.fwd_bytes);
+    num(o, ",\"rev_packets\":", r.rev_packets);
+    num(o, ",\"rev_bytes\":", r.rev_bytes);
+    num(o, ",\"fwd_tcp_flags\":", u64::from(r.fwd_tcp_flags));
+    num(o, ",\"rev_tcp_flags\":", u64::from(r.rev_tcp_flags));
+    match r.icmp_type {
+        Some(v) => num(o, ",\"icmp_type\":", u64::from(v)),
+        None => o.extend_from_slice(b",\"icmp_type\":null"),
+    }
+    match r.icmp_code {
+        Some(v) => num(o, ",\"icmp_code\":", u64::from(v)),
+        None => o.extend_from_slice(b",\"icmp_code\":null"),
+    }
+    o.extend_from_slice(match r.end_reason {
+        EndReason::Idle => b",\"end_reason\":\"idle\"}".as_slice(),
+        EndReason::Active => b",\"end_reason\":\"active\"}",
+        EndReason::Fin => b",\"end_reason\":\"fin\"}",
+        EndReason::Rst => b",\"end_reason\":\"rst\"}",
+        EndReason::Evicted => b",\"end_reason\":\"evicted\"}",
+        EndReason::EndOfInput => b",\"end_reason\":\"end_of_input\"}",
+        EndReason::Shutdown => b",\"end_reason\":\"shutdown\"}",
+    });
+}
+
+fn ip(a: IpAddr, o: &mut Vec<u8>) {
+    match a {
+        IpAddr::V4(v4) => {
+            let mut n = itoa::Buffer::new();
+            for (i, b) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    o.push(b'.');
+                }
+                o.extend_from_slice(n.format(*b).as_bytes());
+            }
+        }
+        // RFC 5952 text form; rare enough that the std formatter is fine.
+        IpAddr::V6(v6) => {
+            let _ = write!(o, "{v6}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::Rng;
+
+    #[test]
+    fn equals_serde_encoding() {
+        let mut rng = Rng::new(11);
+        let reasons = [
+            EndReason::Idle,
+            EndReason::Active,
+            EndReason::Fin,
+            EndReason::Rst,
+            EndReason::Evicted,
+            EndReason::EndOfInput,
+            EndReason::Shutdown,
+        ];
+        let dirs = [
+            Direction::Outbound,
+            Direction::Inbound,
+            Direction::Internal,
+            Direction::External,
+        ];
+        for _ in 0..5_000 {
+            let v6 = rng.chance(0.5);
+            let addr = |rng: &mut Rng| -> IpAddr {
+                if v6 {
+                    IpAddr::V6((u128::from(rng.next_u64()) << 64 | u128::from(rng.below(3))).into())
+                } else {
+                    IpAddr::V4((rng.next_u64() as u32).into())
+                }
+            };
+            let icmp = rng.chance(0.3);
+            let r = FlowRecord {
+                flow_id: rng.next_u64(),
+                segment: rng.next_u64() as u32,
+                is_final: rng.chance(0.5),
+                ip_version: if v6 { 6 } else { 4 },
+                proto: rng.next_u64() as u8,
+                vlan: rng.chance(0.5).then(|| rng.below(4096) as u16),
+                src_addr: addr(&mut rng),
+                src_port: rng.next_u64() as u16,
+                dst_addr: addr(&mut rng),
+                dst_port: rng.next_u64() as u16,
+                direction: dirs[rng.below(4) as usize],
+                first_ns: rng.next_u64(),
+                last_ns: rng.next_u64(),
+                fwd_packets: rng.next_u64(),
+                fwd_bytes: rng.next_u64(),
+                rev_packets: rng.below(10),
+                rev_bytes: 0,
+                fwd_tcp_flags: rng.next_u64() as u8,
+                rev_tcp_flags: rng.next_u64() as u8,
+                icmp_type: icmp.then(|| rng.next_u64() as u8),
+                icmp_code: icmp.then(|| rng.next_u64() as u8),
+                end_reason: reasons[rng.below(7) as usize],
+            };
+            let mut mine = Vec::new();
+            encode(&r, &mut mine);
+            assert_eq!(
+                String::from_utf8(mine).unwrap(),
+                serde_json::to_string(&r).unwrap()
+            );
+        }
     }
 }

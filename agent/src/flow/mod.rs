@@ -2,6 +2,7 @@
 //! flow table turns packets and time into flow records.
 
 mod frag;
+mod index;
 mod key;
 mod table;
 
