@@ -204,7 +204,7 @@ fn a_file_cut_mid_record_yields_every_complete_record_and_warns() {
         let cut_at = part.len() + if name == "pcapng" { 8 } else { 21 };
         let cut = write(dir.path(), &format!("cut.{name}"), &whole[..cut_at]);
         let reference = write(dir.path(), &format!("ref.{name}"), &part);
-        let (got, err) = replay_ok(&[cut.clone()], &[]);
+        let (got, err) = replay_ok(std::slice::from_ref(&cut), &[]);
         let (want, _) = replay_ok(&[reference], &[]);
         assert_eq!(got, want, "{name}");
         assert!(!got.is_empty());
@@ -234,7 +234,7 @@ fn corrupt_input_is_an_error_naming_file_and_offset() {
     let third = 24 + 2 * 16 + fr[0].data.len() + fr[1].data.len();
     bytes[third + 8..third + 12].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
     let f = write(dir.path(), "bad.pcap", &bytes);
-    let (recs, err, ok) = replay(&[f.clone()], &[]);
+    let (recs, err, ok) = replay(std::slice::from_ref(&f), &[]);
     assert!(!ok);
     assert!(
         err.contains(&f.display().to_string()) && err.contains(&format!("offset {third}")),
@@ -247,7 +247,7 @@ fn corrupt_input_is_an_error_naming_file_and_offset() {
     assert_eq!(recs[0]["rev_packets"], 1);
 
     let junk = write(dir.path(), "junk.cap", b"this is not a capture file at all");
-    let (_, err, ok) = replay(&[junk.clone()], &[]);
+    let (_, err, ok) = replay(std::slice::from_ref(&junk), &[]);
     assert!(
         !ok && err.contains(&junk.display().to_string()) && err.contains("74 68 69 73"),
         "{err}"

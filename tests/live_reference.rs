@@ -287,7 +287,7 @@ fn live_traffic_matches_tshark_and_the_clients() {
     sh(&format!("kill -INT {}", dump.0.id()));
     let _ = dump.0.wait();
 
-    let (recs, err, ok) = replay(&[cap.clone()], &[]);
+    let (recs, err, ok) = replay(std::slice::from_ref(&cap), &[]);
     assert!(ok, "{err}");
     let ts = tshark(&cap);
 

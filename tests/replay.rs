@@ -150,14 +150,14 @@ fn split_pcap(path: &Path, n: usize) -> Vec<PathBuf> {
 fn split_files_and_thread_counts_give_identical_output() {
     let dir = tempfile::tempdir().unwrap();
     let (cap, _) = synth(dir.path(), 250_000, 2_000, 3, None);
-    let (whole, _) = raw_replay(&[cap.clone()], &["--threads", "1"]);
+    let (whole, _) = raw_replay(std::slice::from_ref(&cap), &["--threads", "1"]);
     let parts = split_pcap(&cap, 3);
     assert_eq!(parts.len(), 3);
     let (split, err) = raw_replay(&parts, &["--threads", "1"]);
     assert_eq!(summary(&err, "packets"), Some(250_000));
     assert!(whole == split, "splitting the capture changed the records");
     for t in ["2", "4"] {
-        let (threaded, err) = raw_replay(&[cap.clone()], &["--threads", t]);
+        let (threaded, err) = raw_replay(std::slice::from_ref(&cap), &["--threads", t]);
         assert_eq!(summary(&err, "threads"), Some(t.parse().unwrap()));
         assert!(whole == threaded, "--threads {t} changed the records");
     }

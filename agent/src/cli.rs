@@ -174,7 +174,8 @@ pub fn print_summary(what: &str, s: &Summary) {
     let _ = writeln!(
         err,
         "{what}: packets={} flow_packets={} ip_bytes={} skipped={} flows={} records={} \
-         evicted={} emergency_expired={} frag_first={} frag_later={} frag_orphaned={} \
+         record_packets={} record_bytes={} evicted={} emergency_expired={} frag_first={} \
+         frag_later={} frag_orphaned={} \
          warnings={} threads={} elapsed_s={:.3} mpps={:.2}",
         s.packets,
         s.flow_packets,
@@ -182,6 +183,8 @@ pub fn print_summary(what: &str, s: &Summary) {
         s.skipped_total(),
         s.flows,
         s.records,
+        s.record_packets,
+        s.record_bytes,
         s.table.evicted,
         s.table.emergency_expired,
         s.frag.first,

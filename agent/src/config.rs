@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::flow::TableConfig;
 use crate::net::{Cidr, LocalNets};
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// CIDRs that count as local for `direction`; defaults to private space.
@@ -42,16 +42,6 @@ pub struct PipelineConfig {
     pub partitions: usize,
     /// Packets per batch; timeouts are checked at every batch boundary.
     pub batch_packets: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            local_nets: None,
-            flow: FlowConfig::default(),
-            pipeline: PipelineConfig::default(),
-        }
-    }
 }
 
 impl Default for FlowConfig {

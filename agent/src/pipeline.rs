@@ -37,6 +37,10 @@ pub struct Summary {
     pub records: u64,
     /// Distinct flows (records with `final` set).
     pub flows: u64,
+    /// Packets and bytes summed over every record written: equal to
+    /// `flow_packets` and `ip_bytes` when nothing was lost or doubled.
+    pub record_packets: u64,
+    pub record_bytes: u64,
     pub warnings: Vec<FileWarning>,
     pub elapsed: Duration,
     pub threads: usize,
@@ -81,7 +85,7 @@ struct FromShard {
 /// Replays capture files through the engine into `sink`.
 pub fn replay<S: RecordSink>(paths: Vec<PathBuf>, cfg: &Config, sink: S) -> Report {
     let mut files = CaptureFiles::new(paths);
-    let mut report = run(cfg, sink, |feed| files.for_each(|p| feed(p)));
+    let mut report = run(cfg, sink, |feed| files.for_each(feed));
     report.summary.warnings = files.warnings;
     report
 }
@@ -187,10 +191,12 @@ where
         summary.frag = frag.stats();
         summary.skipped = skips.into_iter().map(|(k, v)| (k.reason(), v)).collect();
         match output.join() {
-            Ok(Ok((records, flows, table))) => {
-                summary.records = records;
-                summary.flows = flows;
-                summary.table = table;
+            Ok(Ok(o)) => {
+                summary.records = o.records;
+                summary.flows = o.flows;
+                summary.record_packets = o.packets;
+                summary.record_bytes = o.bytes;
+                summary.table = o.table;
             }
             Ok(Err(e)) => error = Some(e),
             Err(_) => error = Some(Error::Pipeline("output stage panicked".into())),
@@ -223,7 +229,7 @@ impl Reader {
         // Bits 32..48 of the hash: the table's buckets use the low bits and
         // its control bytes the top seven, so partitions stay independent.
         // Multiply-shift instead of `%`: a division per packet is measurable.
-        let part = ((pkt.hash >> 32) & 0xffff) as usize * self.parts >> 16;
+        let part = (((pkt.hash >> 32) & 0xffff) as usize * self.parts) >> 16;
         self.flow_packets += 1;
         self.ip_bytes += u64::from(pkt.ip_bytes);
         let shard = self.shard_of[part];
@@ -303,13 +309,19 @@ fn shard(
 
 /// Collects each batch from every shard in shard order, orders it by partition
 /// (stable, so each partition keeps its own order) and writes it.
-fn output<S: RecordSink>(
-    mut sink: S,
-    from: Vec<Receiver<FromShard>>,
-) -> Result<(u64, u64, TableStats), Error> {
+#[derive(Default)]
+struct Written {
+    records: u64,
+    flows: u64,
+    packets: u64,
+    bytes: u64,
+    table: TableStats,
+}
+
+fn output<S: RecordSink>(mut sink: S, from: Vec<Receiver<FromShard>>) -> Result<Written, Error> {
     let mut batch: Vec<(u16, FlowRecord)> = Vec::new();
     let mut plain: Vec<FlowRecord> = Vec::new();
-    let (mut records, mut flows) = (0u64, 0u64);
+    let mut w = Written::default();
     let mut stats: Vec<TableStats> = Vec::new();
     'epochs: loop {
         for rx in &from {
@@ -325,8 +337,12 @@ fn output<S: RecordSink>(
         }
         batch.sort_by_key(|(p, _)| *p);
         plain.extend(batch.drain(..).map(|(_, r)| r));
-        records += plain.len() as u64;
-        flows += plain.iter().filter(|r| r.is_final).count() as u64;
+        for r in &plain {
+            w.records += 1;
+            w.flows += u64::from(r.is_final);
+            w.packets += r.fwd_packets + r.rev_packets;
+            w.bytes += r.fwd_bytes + r.rev_bytes;
+        }
         sink.write(&plain).map_err(Error::Output)?;
         plain.clear();
         if stats.len() == from.len() {
@@ -334,7 +350,8 @@ fn output<S: RecordSink>(
         }
     }
     sink.finish().map_err(Error::Output)?;
-    Ok((records, flows, sum_stats(stats.into_iter())))
+    w.table = sum_stats(stats.into_iter());
+    Ok(w)
 }
 
 fn sum_stats(it: impl Iterator<Item = TableStats>) -> TableStats {

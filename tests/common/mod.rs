@@ -1,6 +1,6 @@
 //! Test helpers: frames and capture files built byte by byte, independently of
 //! vmflow's own readers and of its synthetic generator.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::too_many_arguments)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -362,7 +362,7 @@ pub fn pcapng(frames: &[Frame], big: bool, res: &[u8], spb_every: usize) -> Vec<
     };
     let block = |out: &mut Vec<u8>, ty: u32, body: &[u8]| {
         let mut b = body.to_vec();
-        while b.len() % 4 != 0 {
+        while !b.len().is_multiple_of(4) {
             b.push(0);
         }
         let len = (b.len() + 12) as u32;

@@ -17,9 +17,12 @@ struct FragKey {
     vlan: Option<u16>,
 }
 
+/// Ports and ICMP type/code learnt from a first fragment.
+type FirstInfo = (u16, u16, Option<(u8, u8)>);
+
 struct Entry {
     /// Ports and ICMP fields learnt from the first fragment.
-    first: Option<(u16, u16, Option<(u8, u8)>)>,
+    first: Option<FirstInfo>,
     /// Timestamp the entry's expiry is measured from.
     born: u64,
     pending: Vec<(u64, Decoded)>,
@@ -149,7 +152,7 @@ impl FragTable {
         }
     }
 
-    fn insert(&mut self, key: FragKey, ts: u64, first: Option<(u16, u16, Option<(u8, u8)>)>) {
+    fn insert(&mut self, key: FragKey, ts: u64, first: Option<FirstInfo>) {
         self.map.insert(
             key,
             Entry {
@@ -168,7 +171,7 @@ impl FragTable {
     }
 }
 
-fn fill(d: &mut Decoded, (sp, dp, icmp): (u16, u16, Option<(u8, u8)>)) {
+fn fill(d: &mut Decoded, (sp, dp, icmp): FirstInfo) {
     d.key.src_port = sp;
     d.key.dst_port = dp;
     d.icmp = icmp;

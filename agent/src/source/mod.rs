@@ -3,6 +3,8 @@
 //! documented, so libpcap, pcapng and NetMon 2.x all have to work.
 
 mod buf;
+#[cfg(test)]
+mod fuzz;
 mod netmon;
 mod pcap;
 mod pcapng;

@@ -52,7 +52,7 @@ impl<R: Read + Seek> NetMonReader<R> {
         let file_len = r.len()?;
         let table = if table_off as usize >= HEADER
             && table_len > 0
-            && table_len % 4 == 0
+            && table_len.is_multiple_of(4)
             && u64::from(table_off) + u64::from(table_len) <= file_len
         {
             r.seek_to(u64::from(table_off))?;

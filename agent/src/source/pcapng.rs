@@ -24,7 +24,7 @@ struct Iface {
 }
 
 impl Iface {
-    fn to_ns(&self, ts: u64) -> u64 {
+    fn ts_ns(self, ts: u64) -> u64 {
         let ns: u128 = if self.pow2 {
             (u128::from(ts) * 1_000_000_000) >> self.res.min(127)
         } else if self.res <= 9 {
@@ -100,7 +100,7 @@ impl<R: Read> PcapNgReader<R> {
             let e = self.e;
             let btype = e.u32(head, 0);
             let len = e.u32(head, 4);
-            if len < 12 || len % 4 != 0 || len > MAX_BLOCK {
+            if len < 12 || !len.is_multiple_of(4) || len > MAX_BLOCK {
                 return Err(Self::corrupt(at, format!("block length {len}")));
             }
             if !self.r.fill(len as usize)? {
@@ -165,7 +165,7 @@ impl<R: Read> PcapNgReader<R> {
                     let iface = *self.ifaces.get(iface_id).ok_or_else(|| {
                         Self::corrupt(at, format!("packet names undefined interface {iface_id}"))
                     })?;
-                    let ts_ns = iface.to_ns(ts);
+                    let ts_ns = iface.ts_ns(ts);
                     self.last_ts = ts_ns;
                     let block = self.r.take(len as usize);
                     return Ok(Some(RawPacket {
@@ -237,17 +237,17 @@ mod tests {
             pow2: false,
             offset_s: 0,
         };
-        assert_eq!(i.to_ns(1_500_000), 1_500_000_000);
+        assert_eq!(i.ts_ns(1_500_000), 1_500_000_000);
         i.res = 9;
-        assert_eq!(i.to_ns(7), 7);
+        assert_eq!(i.ts_ns(7), 7);
         i.res = 12;
-        assert_eq!(i.to_ns(7_000), 7);
+        assert_eq!(i.ts_ns(7_000), 7);
         i.pow2 = true;
         i.res = 10;
-        assert_eq!(i.to_ns(1024), 1_000_000_000);
+        assert_eq!(i.ts_ns(1024), 1_000_000_000);
         i.pow2 = false;
         i.res = 6;
         i.offset_s = 10;
-        assert_eq!(i.to_ns(1), 10_000_001_000);
+        assert_eq!(i.ts_ns(1), 10_000_001_000);
     }
 }

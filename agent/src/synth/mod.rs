@@ -514,7 +514,7 @@ fn endpoint(v6: bool, local: bool, client: bool, n: u32) -> [u8; 16] {
         (false, false, true) => a[..4].copy_from_slice(&[11, b[1], b[2], b[3]]),
         (false, true, false) => a[..4].copy_from_slice(&[10, 200, 0, b[3]]),
         (false, false, false) => {
-            let net = if n % 2 == 0 {
+            let net = if n.is_multiple_of(2) {
                 [198, 51, 100]
             } else {
                 [203, 0, 113]
