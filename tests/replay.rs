@@ -224,3 +224,27 @@ fn demo_runs_end_to_end() {
         "{text}"
     );
 }
+
+#[test]
+fn table_pressure_is_deterministic_across_thread_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cap, _) = synth(dir.path(), 150_000, 3_000, 6, None);
+    let cfg = write(
+        dir.path(),
+        "small.toml",
+        b"[flow]\nmax_flows = 800\nemergency_threshold = 0.5\nemergency_idle_timeout = 0.02\n",
+    );
+    let c = cfg.to_str().unwrap();
+    let (one, err) = raw_replay(
+        std::slice::from_ref(&cap),
+        &["--threads", "1", "--config", c],
+    );
+    assert!(summary(&err, "evicted").unwrap() > 100, "{err}");
+    assert!(summary(&err, "emergency_expired").unwrap() > 100, "{err}");
+    assert_eq!(summary(&err, "record_packets"), Some(150_000));
+    let (three, _) = raw_replay(
+        std::slice::from_ref(&cap),
+        &["--threads", "3", "--config", c],
+    );
+    assert!(one == three, "eviction under --threads 3 differs");
+}

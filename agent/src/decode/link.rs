@@ -1,7 +1,13 @@
 //! Link-layer headers: where the IP header starts, which IP version it is and
-//! the outermost VLAN tag.
+//! the outermost VLAN tag. pnet's views where it has one; BSD null/loopback
+//! (a 4-byte address family) has none.
 
-use super::{be16, Skip};
+use pnet_packet::ethernet::{EtherType, EtherTypes, EthernetPacket};
+use pnet_packet::sll::SLLPacket;
+use pnet_packet::sll2::SLL2Packet;
+use pnet_packet::vlan::VlanPacket;
+
+use super::Skip;
 
 /// LINKTYPE_* values (tcpdump.org/linktypes.html) that we decode.
 pub mod linktype {
@@ -24,27 +30,40 @@ pub(super) struct L3 {
     pub vlan: Option<u16>,
 }
 
-const ETH_IPV4: u16 = 0x0800;
-const ETH_IPV6: u16 = 0x86dd;
 const MAX_TAGS: usize = 8;
+/// Linux cooked header v1: type, ARPHRD, address length, 8-byte address, protocol.
+const SLL_LEN: usize = 16;
+/// Linux cooked header v2: protocol, reserved, ifindex, ARPHRD, type, address length, 8-byte address.
+const SLL2_LEN: usize = 20;
 
 #[inline]
 pub(super) fn strip(linktype: u32, data: &[u8]) -> Result<L3, Skip> {
     match linktype {
         linktype::ETHERNET => {
-            let ethertype = be16(data, 12).ok_or(Skip::TruncatedLink)?;
-            ethertype_chain(data, 14, ethertype)
+            let eth = EthernetPacket::new(data).ok_or(Skip::TruncatedLink)?;
+            ethertype_chain(
+                data,
+                EthernetPacket::minimum_packet_size(),
+                eth.get_ethertype(),
+            )
         }
         linktype::LINUX_SLL => {
-            let proto = be16(data, 14).ok_or(Skip::TruncatedLink)?;
-            ethertype_chain(data, 16, proto)
-        }
-        linktype::LINUX_SLL2 => {
-            if data.len() < 20 {
+            // pnet 0.35's SLLPacket::new accepts 8 bytes but its protocol
+            // getter reads bytes 14..16 (its minimum size leaves out the fixed
+            // 8-byte address field): found by our fuzz test. Check first.
+            if data.len() < SLL_LEN {
                 return Err(Skip::TruncatedLink);
             }
-            let proto = be16(data, 0).ok_or(Skip::TruncatedLink)?;
-            ethertype_chain(data, 20, proto)
+            let sll = SLLPacket::new(data).ok_or(Skip::TruncatedLink)?;
+            ethertype_chain(data, SLL_LEN, sll.get_protocol())
+        }
+        linktype::LINUX_SLL2 => {
+            // Same pnet gap as SLL: its minimum size omits the 8-byte address.
+            if data.len() < SLL2_LEN {
+                return Err(Skip::TruncatedLink);
+            }
+            let sll = SLL2Packet::new(data).ok_or(Skip::TruncatedLink)?;
+            ethertype_chain(data, SLL2_LEN, sll.get_protocol_type())
         }
         linktype::RAW | linktype::DLT_RAW_12 | linktype::DLT_RAW_14 => {
             let first = *data.first().ok_or(Skip::TruncatedIp)?;
@@ -90,32 +109,35 @@ fn fixed(offset: usize, version: u8) -> Result<L3, Skip> {
     })
 }
 
-/// Follows 802.1Q / 802.1ad tags (any depth up to a sanity bound) to the
-/// IP ethertype. `at` points just past the first ethertype field.
+/// Follows 802.1Q / 802.1ad tags (any depth up to a sanity bound) to the IP
+/// ethertype. `at` points just past the first ethertype field.
 #[inline]
-fn ethertype_chain(data: &[u8], mut at: usize, mut ethertype: u16) -> Result<L3, Skip> {
+fn ethertype_chain(data: &[u8], mut at: usize, mut ethertype: EtherType) -> Result<L3, Skip> {
     let mut vlan = None;
     for _ in 0..=MAX_TAGS {
         match ethertype {
-            ETH_IPV4 => {
+            EtherTypes::Ipv4 => {
                 return Ok(L3 {
                     offset: at,
                     version: 4,
                     vlan,
                 })
             }
-            ETH_IPV6 => {
+            EtherTypes::Ipv6 => {
                 return Ok(L3 {
                     offset: at,
                     version: 6,
                     vlan,
                 })
             }
-            0x8100 | 0x88a8 | 0x9100 | 0x9200 => {
-                let tci = be16(data, at).ok_or(Skip::TruncatedLink)?;
-                ethertype = be16(data, at + 2).ok_or(Skip::TruncatedLink)?;
-                vlan.get_or_insert(tci & 0x0fff);
-                at += 4;
+            EtherTypes::Vlan | EtherTypes::PBridge | EtherTypes::QinQ | EtherType(0x9200) => {
+                let tag = data
+                    .get(at..)
+                    .and_then(VlanPacket::new)
+                    .ok_or(Skip::TruncatedLink)?;
+                vlan.get_or_insert(tag.get_vlan_identifier());
+                ethertype = tag.get_ethertype();
+                at += VlanPacket::minimum_packet_size();
             }
             _ => return Err(Skip::NonIp),
         }

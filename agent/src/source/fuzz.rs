@@ -36,8 +36,18 @@ fn seeds() -> Vec<Vec<u8>> {
         out.extend_from_slice(&b);
         out.extend_from_slice(&len.to_le_bytes());
     };
-    block(&mut ng, 0x0a0d_0d0a, &[0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
-    block(&mut ng, 1, &[1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 1, 0, 9, 0, 0, 0, 0, 0, 0, 0]);
+    block(
+        &mut ng,
+        0x0a0d_0d0a,
+        &[
+            0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ],
+    );
+    block(
+        &mut ng,
+        1,
+        &[1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 1, 0, 9, 0, 0, 0, 0, 0, 0, 0],
+    );
     let mut nm = vec![0u8; 128];
     nm[..4].copy_from_slice(b"GMBU");
     nm[4] = 3;
@@ -148,7 +158,10 @@ fn mutated_captures_never_panic_and_lose_nothing() {
         assert_eq!(s.table.bytes, s.ip_bytes, "round {round}");
         assert_eq!(s.record_packets, s.flow_packets, "round {round}");
         assert_eq!(s.record_bytes, s.ip_bytes, "round {round}");
-        assert!(s.flow_packets + s.skipped_total() <= s.packets + s.frag.later, "round {round}");
+        assert!(
+            s.flow_packets + s.skipped_total() <= s.packets + s.frag.later,
+            "round {round}"
+        );
     }
 }
 
