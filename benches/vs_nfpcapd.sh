@@ -26,7 +26,7 @@ cat "$cap" >/dev/null
 
 mkdir -p "$work/nf"
 hyperfine --warmup 1 --runs "$runs" -N --export-json "$work/h.json" \
-    --prepare "rm -rf $work/nf && mkdir -p $work/nf" \
+    --prepare "sh -c 'rm -rf $work/nf && mkdir -p $work/nf'" \
     -n vmflow "$vmflow replay --threads 1 --out /dev/null $cap" \
     -n nfpcapd "nfpcapd -r $cap -w $work/nf -e 60,60" >&2
 
