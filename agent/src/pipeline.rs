@@ -146,6 +146,7 @@ where
 
         let mut reader = Reader {
             threads,
+            batch,
             parts,
             shard_of: (0..parts).map(|p| p % threads).collect(),
             batches: (0..threads).map(|_| Vec::with_capacity(batch)).collect(),
@@ -211,6 +212,7 @@ where
 
 struct Reader {
     threads: usize,
+    batch: usize,
     parts: usize,
     shard_of: Vec<usize>,
     batches: Vec<Vec<Routed>>,
@@ -241,7 +243,11 @@ impl Reader {
 
     fn send(&mut self, last: bool) {
         for i in 0..self.threads {
-            let fresh = self.recycle[i].try_recv().unwrap_or_default();
+            // Reuse a batch the shard has finished with; a new one only while
+            // the pipeline fills up, so steady state allocates nothing.
+            let fresh = self.recycle[i]
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(self.batch));
             let pkts = std::mem::replace(&mut self.batches[i], fresh);
             let msg = ToShard::Batch {
                 pkts,
