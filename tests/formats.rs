@@ -299,8 +299,28 @@ fn ipv4_options_and_zero_total_length() {
             ip: tso,
             ip_len: 20 + 20 + 9000,
         },
+        // SCTP has no pnet view: its ports are read by hand.
+        Pkt {
+            ts_ns: T0 + 2 * MS,
+            ip: ipv4(
+                A,
+                B,
+                132,
+                &[0x0b, 0x59, 0x0b, 0x5a, 0, 0, 0, 0, 0, 0, 0, 0],
+                12,
+                &[],
+                7,
+                0,
+            ),
+            ip_len: 32,
+        },
     ];
     let (recs, _) = one(pkts, Link::Ethernet, &[]);
+    let sctp = recs.iter().find(|r| r["proto"] == 132).unwrap();
+    assert_eq!(
+        (sctp["src_port"].clone(), sctp["dst_port"].clone()),
+        (json!(2905), json!(2906))
+    );
     let udp = recs.iter().find(|r| r["proto"] == 17).unwrap();
     assert_eq!(
         (
