@@ -234,7 +234,7 @@ impl Gen<'_> {
         };
         // (client address, client port) is unique per flow index, so no two
         // synthetic flows ever share a key.
-        let hi = (idx / 32_768) as u32;
+        let hi = (idx / 32_768) as u32 + 1;
         let cport = 32_768 + (idx % 32_768) as u16;
         let client = endpoint(v6, client_local, true, hi);
         let k = r.below(250) as u32 + 1;
