@@ -1,6 +1,15 @@
 //! Wire types shared by every vmflow component. No I/O lives here: the agent,
 //! the collector and the tests all agree on these shapes and on nothing else.
 
+mod block;
+mod error;
+mod frame;
 mod record;
 
+pub use block::{decode_records, encode_records, BLOCK_VERSION, MAX_BLOCK_RAW};
+pub use error::ProtoError;
+pub use frame::{
+    check_version, encode_frame, Ack, Batch, Frame, FrameDecoder, Heartbeat, Hello, HelloAck,
+    Refused, MAX_FRAME, PROTOCOL_VERSION,
+};
 pub use record::{flow_id, Direction, EndReason, FlowRecord};

@@ -44,3 +44,12 @@ impl<S: RecordSink + ?Sized> RecordSink for Box<S> {
         (**self).finish()
     }
 }
+
+impl<S: RecordSink + ?Sized> RecordSink for &mut S {
+    fn write(&mut self, records: &[FlowRecord]) -> std::io::Result<()> {
+        (**self).write(records)
+    }
+    fn finish(&mut self) -> std::io::Result<()> {
+        (**self).finish()
+    }
+}

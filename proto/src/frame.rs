@@ -1,0 +1,213 @@
+//! Agent ↔ collector frames: a 4-byte big-endian length, then one MessagePack
+//! map. Maps (field names on the wire) let either side add fields later:
+//! unknown fields are ignored. The version is negotiated once, in `Hello` and
+//! `HelloAck`; a side that does not speak the other's version refuses it.
+//! See PROTOCOL.md.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ProtoError;
+
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Frames larger than this are refused before they are buffered.
+pub const MAX_FRAME: usize = 16 << 20;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Frame {
+    Hello(Hello),
+    HelloAck(HelloAck),
+    Batch(Batch),
+    Ack(Ack),
+    Heartbeat(Heartbeat),
+    Refused(Refused),
+}
+
+/// Agent → collector, first frame of a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u16,
+    /// Informational: the collector takes the agent's identity from its certificate.
+    pub agent_id: String,
+    pub host: String,
+    pub agent_version: String,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// Collector → agent: the last batch sequence number it holds durably for
+/// this agent (0 = none), so the agent resumes after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloAck {
+    pub version: u16,
+    pub last_seq: u64,
+}
+
+/// Agent → collector: records `seq` (1, 2, 3… per agent, never reused).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub seq: u64,
+    /// Number of records in `block` (lets the receiver size things first).
+    pub records: u32,
+    /// A block from [`crate::encode_records`].
+    #[serde(with = "serde_bytes")]
+    pub block: Vec<u8>,
+}
+
+/// Collector → agent: every batch up to and including `seq` is durable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {}
+
+/// Either side, before closing: why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    pub reason: String,
+}
+
+/// Refuses a peer's version other than ours, with an error both sides can log.
+pub fn check_version(got: u16) -> Result<(), ProtoError> {
+    if got == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(ProtoError::UnsupportedVersion {
+            got,
+            supported: PROTOCOL_VERSION,
+        })
+    }
+}
+
+/// Appends a length-prefixed frame to `out`.
+pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    // Serializing these plain structs into a Vec cannot fail.
+    let _ = rmp_serde::encode::write_named(out, frame);
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Sans-IO frame decoder: push bytes as they arrive, pop whole frames.
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        Self::new(MAX_FRAME)
+    }
+}
+
+impl FrameDecoder {
+    pub fn new(max: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::new(),
+            max,
+        }
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received but not yet part of a whole frame.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next whole frame, `None` if more bytes are needed. After an error
+    /// the stream is unusable: close the connection.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtoError> {
+        let Some(head) = self.buf.get(..4) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if len > self.max {
+            return Err(ProtoError::Oversized { len, max: self.max });
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let frame = rmp_serde::from_slice(&self.buf[4..4 + len])
+            .map_err(|e| ProtoError::Malformed(e.to_string()));
+        self.buf.drain(..4 + len);
+        frame.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<Frame> {
+        vec![
+            Frame::Hello(Hello {
+                version: 1,
+                agent_id: "a".into(),
+                host: "h".into(),
+                agent_version: "0.1.0".into(),
+                capabilities: vec!["cols1+zstd".into()],
+            }),
+            Frame::HelloAck(HelloAck { version: 1, last_seq: 7 }),
+            Frame::Batch(Batch { seq: 8, records: 2, block: vec![1, 2, 3] }),
+            Frame::Ack(Ack { seq: 8 }),
+            Frame::Heartbeat(Heartbeat {}),
+            Frame::Refused(Refused { reason: "no".into() }),
+        ]
+    }
+
+    #[test]
+    fn frames_round_trip_through_any_split() {
+        let mut wire = Vec::new();
+        for f in all() {
+            encode_frame(&f, &mut wire);
+        }
+        for chunk in [1, 3, 7, wire.len()] {
+            let mut d = FrameDecoder::default();
+            let mut got = Vec::new();
+            for piece in wire.chunks(chunk) {
+                d.push(piece);
+                while let Some(f) = d.next_frame().unwrap() {
+                    got.push(f);
+                }
+            }
+            assert_eq!(got, all());
+            assert_eq!(d.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        #[derive(Serialize)]
+        struct Future {
+            #[serde(rename = "type")]
+            ty: &'static str,
+            seq: u64,
+            window: u32,
+        }
+        let payload = rmp_serde::to_vec_named(&Future { ty: "ack", seq: 9, window: 64 }).unwrap();
+        let mut wire = (payload.len() as u32).to_be_bytes().to_vec();
+        wire.extend_from_slice(&payload);
+        let mut d = FrameDecoder::default();
+        d.push(&wire);
+        assert_eq!(d.next_frame().unwrap(), Some(Frame::Ack(Ack { seq: 9 })));
+    }
+
+    #[test]
+    fn oversized_garbage_and_versions_are_errors() {
+        let mut d = FrameDecoder::new(1024);
+        d.push(&[0, 0, 8, 0, 1]);
+        assert_eq!(d.next_frame(), Err(ProtoError::Oversized { len: 2048, max: 1024 }));
+        let mut d = FrameDecoder::default();
+        d.push(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1]);
+        assert!(matches!(d.next_frame(), Err(ProtoError::Malformed(_))));
+        assert!(check_version(1).is_ok());
+        let e = check_version(2).unwrap_err().to_string();
+        assert!(e.contains("version 2") && e.contains("speaks 1"), "{e}");
+    }
+}
