@@ -12,7 +12,7 @@ use vmflow::export::VecSink;
 use vmflow::pipeline;
 use vmflow::source::CaptureReader;
 use vmflow::synth::{generate, SynthParams};
-use vmflow_proto::{encode_frame, encode_records, Batch, Frame, FlowRecord};
+use vmflow_proto::{encode_frame, encode_records, Batch, FlowRecord, Frame};
 
 fn records(packets: u64, concurrent: usize) -> Vec<FlowRecord> {
     let mut pcap = Vec::new();
@@ -65,7 +65,10 @@ fn ipfix_bytes(recs: &[FlowRecord]) -> usize {
         ]
     };
     let template_len = |v6: bool| -> usize {
-        4 + fields(v6).iter().map(|f| if f.2 != 0 { 8 } else { 4 }).sum::<usize>()
+        4 + fields(v6)
+            .iter()
+            .map(|f| if f.2 != 0 { 8 } else { 4 })
+            .sum::<usize>()
     };
     let rec_len = |v6: bool| -> usize { fields(v6).iter().map(|f| usize::from(f.1)).sum() };
     let mut total = 16 + 4 + template_len(false) + template_len(true);
@@ -97,16 +100,26 @@ fn main() {
     println!("records: {} (synth --packets {packets} --concurrent {concurrent} --snaplen 128 --seed 1)\n", recs.len());
     println!("| encoding | batch (records) | bytes/record | encode (records/s) |");
     println!("|---|---|---|---|");
-    let ndjson: usize = recs.iter().map(|r| serde_json::to_vec(r).unwrap().len() + 1).sum();
+    let ndjson: usize = recs
+        .iter()
+        .map(|r| serde_json::to_vec(r).unwrap().len() + 1)
+        .sum();
     println!("| NDJSON | — | {:.1} | — |", ndjson as f64 / n);
-    println!("| IPFIX biflow (RFC 5103), full-size fields | ≤ 64 KiB messages | {:.1} | — |", ipfix_bytes(&recs) as f64 / n);
+    println!(
+        "| IPFIX biflow (RFC 5103), full-size fields | ≤ 64 KiB messages | {:.1} | — |",
+        ipfix_bytes(&recs) as f64 / n
+    );
     for level in [1, 3] {
         for batch in [256usize, 1024, 4096] {
             let t = Instant::now();
             let mut wire = Vec::new();
             for (i, chunk) in recs.chunks(batch).enumerate() {
                 let block = encode_records(chunk, level);
-                let f = Frame::Batch(Batch { seq: i as u64 + 1, records: chunk.len() as u32, block });
+                let f = Frame::Batch(Batch {
+                    seq: i as u64 + 1,
+                    records: chunk.len() as u32,
+                    block,
+                });
                 encode_frame(&f, &mut wire);
             }
             let secs = t.elapsed().as_secs_f64();

@@ -70,9 +70,25 @@ struct Cols {
 impl Cols {
     fn all(&self) -> [&Vec<u8>; 19] {
         [
-            &self.meta, &self.kind, &self.proto, &self.vlan, &self.src, &self.dst, &self.sport,
-            &self.dport, &self.first, &self.dur, &self.fpk, &self.rpk, &self.fby, &self.rby,
-            &self.fflags, &self.rflags, &self.icmp, &self.segment, &self.id,
+            &self.meta,
+            &self.kind,
+            &self.proto,
+            &self.vlan,
+            &self.src,
+            &self.dst,
+            &self.sport,
+            &self.dport,
+            &self.first,
+            &self.dur,
+            &self.fpk,
+            &self.rpk,
+            &self.fby,
+            &self.rby,
+            &self.fflags,
+            &self.rflags,
+            &self.icmp,
+            &self.segment,
+            &self.id,
         ]
     }
 }
@@ -86,14 +102,18 @@ pub fn encode_records(records: &[FlowRecord], level: i32) -> Vec<u8> {
         .rev()
         .find(|&e| {
             let unit = 10u64.pow(e);
-            records.iter().all(|r| r.first_ns % unit == 0 && r.last_ns % unit == 0)
+            records
+                .iter()
+                .all(|r| r.first_ns % unit == 0 && r.last_ns % unit == 0)
         })
         .unwrap_or(0);
     let unit = 10u64.pow(exp);
     let mut c = Cols::default();
     let mut prev_first = 0u64;
     for r in order {
-        let derived = flow_id(r.vlan, r.proto, r.src_addr, r.src_port, r.dst_addr, r.dst_port, r.first_ns);
+        let derived = flow_id(
+            r.vlan, r.proto, r.src_addr, r.src_port, r.dst_addr, r.dst_port, r.first_ns,
+        );
         let v6 = r.src_addr.is_ipv6() || r.dst_addr.is_ipv6() || r.ip_version == 6;
         let mut meta = 0u8;
         for (on, bit) in [
@@ -109,7 +129,10 @@ pub fn encode_records(records: &[FlowRecord], level: i32) -> Vec<u8> {
             }
         }
         c.meta.push(meta);
-        let dir = DIRECTIONS.iter().position(|d| *d == r.direction).unwrap_or(0) as u8;
+        let dir = DIRECTIONS
+            .iter()
+            .position(|d| *d == r.direction)
+            .unwrap_or(0) as u8;
         let why = REASONS.iter().position(|d| *d == r.end_reason).unwrap_or(0) as u8;
         c.kind.push(dir | why << 2);
         c.proto.push(r.proto);
@@ -132,7 +155,8 @@ pub fn encode_records(records: &[FlowRecord], level: i32) -> Vec<u8> {
         c.rflags.push(r.rev_tcp_flags);
         if meta & ICMP != 0 {
             // Type and code each with a presence bit, so a half-set pair survives.
-            c.icmp.push(u8::from(r.icmp_type.is_some()) | u8::from(r.icmp_code.is_some()) << 1);
+            c.icmp
+                .push(u8::from(r.icmp_type.is_some()) | u8::from(r.icmp_code.is_some()) << 1);
             c.icmp.push(r.icmp_type.unwrap_or(0));
             c.icmp.push(r.icmp_code.unwrap_or(0));
         }
@@ -219,7 +243,10 @@ pub fn decode_records(block: &[u8]) -> Result<Vec<FlowRecord>, ProtoError> {
         let (it, ic) = if m & ICMP != 0 {
             let present = icmp.byte()?;
             let (t, c) = (icmp.byte()?, icmp.byte()?);
-            ((present & 1 != 0).then_some(t), (present & 2 != 0).then_some(c))
+            (
+                (present & 1 != 0).then_some(t),
+                (present & 2 != 0).then_some(c),
+            )
         } else {
             (None, None)
         };
@@ -273,10 +300,16 @@ fn addr(out: &mut Vec<u8>, a: IpAddr, v6: bool) {
 
 fn read_addr(r: &mut Reader<'_>, v6: bool) -> Result<IpAddr, ProtoError> {
     if v6 {
-        let b: [u8; 16] = r.take(16)?.try_into().map_err(|_| ProtoError::BadBlock("address".into()))?;
+        let b: [u8; 16] = r
+            .take(16)?
+            .try_into()
+            .map_err(|_| ProtoError::BadBlock("address".into()))?;
         Ok(IpAddr::V6(Ipv6Addr::from(b)))
     } else {
-        let b: [u8; 4] = r.take(4)?.try_into().map_err(|_| ProtoError::BadBlock("address".into()))?;
+        let b: [u8; 4] = r
+            .take(4)?
+            .try_into()
+            .map_err(|_| ProtoError::BadBlock("address".into()))?;
         Ok(IpAddr::V4(Ipv4Addr::from(b)))
     }
 }
@@ -333,18 +366,22 @@ mod tests {
     use super::*;
 
     fn rec(i: u64) -> FlowRecord {
-        let src: IpAddr = if i % 5 == 0 {
+        let src: IpAddr = if i.is_multiple_of(5) {
             format!("fd00::{:x}", i + 1).parse().unwrap()
         } else {
             format!("10.0.{}.{}", i / 250, i % 250 + 1).parse().unwrap()
         };
-        let dst: IpAddr = if i % 5 == 0 { "2001:db8::1".parse().unwrap() } else { "198.51.100.7".parse().unwrap() };
+        let dst: IpAddr = if i.is_multiple_of(5) {
+            "2001:db8::1".parse().unwrap()
+        } else {
+            "198.51.100.7".parse().unwrap()
+        };
         let first = 1_760_000_000_000_000_000 + i * 1_000_003;
         FlowRecord {
             flow_id: flow_id(None, 6, src, (40_000 + i) as u16, dst, 443, first),
             segment: 0,
             is_final: true,
-            ip_version: if i % 5 == 0 { 6 } else { 4 },
+            ip_version: if i.is_multiple_of(5) { 6 } else { 4 },
             proto: 6,
             vlan: None,
             src_addr: src,

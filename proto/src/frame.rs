@@ -153,11 +153,20 @@ mod tests {
                 agent_version: "0.1.0".into(),
                 capabilities: vec!["cols1+zstd".into()],
             }),
-            Frame::HelloAck(HelloAck { version: 1, last_seq: 7 }),
-            Frame::Batch(Batch { seq: 8, records: 2, block: vec![1, 2, 3] }),
+            Frame::HelloAck(HelloAck {
+                version: 1,
+                last_seq: 7,
+            }),
+            Frame::Batch(Batch {
+                seq: 8,
+                records: 2,
+                block: vec![1, 2, 3],
+            }),
             Frame::Ack(Ack { seq: 8 }),
             Frame::Heartbeat(Heartbeat {}),
-            Frame::Refused(Refused { reason: "no".into() }),
+            Frame::Refused(Refused {
+                reason: "no".into(),
+            }),
         ]
     }
 
@@ -190,7 +199,12 @@ mod tests {
             seq: u64,
             window: u32,
         }
-        let payload = rmp_serde::to_vec_named(&Future { ty: "ack", seq: 9, window: 64 }).unwrap();
+        let payload = rmp_serde::to_vec_named(&Future {
+            ty: "ack",
+            seq: 9,
+            window: 64,
+        })
+        .unwrap();
         let mut wire = (payload.len() as u32).to_be_bytes().to_vec();
         wire.extend_from_slice(&payload);
         let mut d = FrameDecoder::default();
@@ -202,7 +216,13 @@ mod tests {
     fn oversized_garbage_and_versions_are_errors() {
         let mut d = FrameDecoder::new(1024);
         d.push(&[0, 0, 8, 0, 1]);
-        assert_eq!(d.next_frame(), Err(ProtoError::Oversized { len: 2048, max: 1024 }));
+        assert_eq!(
+            d.next_frame(),
+            Err(ProtoError::Oversized {
+                len: 2048,
+                max: 1024
+            })
+        );
         let mut d = FrameDecoder::default();
         d.push(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1]);
         assert!(matches!(d.next_frame(), Err(ProtoError::Malformed(_))));

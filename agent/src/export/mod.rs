@@ -1,6 +1,7 @@
 //! Where finished flow records go.
 
 mod ndjson;
+pub mod spool;
 
 pub use ndjson::NdjsonSink;
 
