@@ -376,7 +376,7 @@ mod tests {
     use super::*;
 
     fn block(i: u64) -> Vec<u8> {
-        (0..(100 + i % 50)).map(|k| (k as u64 ^ i) as u8).collect()
+        (0..(100 + i % 50)).map(|k| (k ^ i) as u8).collect()
     }
 
     #[test]
