@@ -25,6 +25,12 @@ pub enum Error {
     Output(#[source] io::Error),
     #[error("pipeline stage failed: {0}")]
     Pipeline(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("spool: {0}")]
+    Spool(#[source] std::io::Error),
+    #[error("collector: {0}")]
+    Collector(String),
 }
 
 impl Error {

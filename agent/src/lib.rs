@@ -2,6 +2,7 @@
 //!
 //! Data moves one way: source → decode → flow table → export.
 
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod decode;
@@ -12,5 +13,6 @@ pub mod net;
 pub mod pipeline;
 pub mod source;
 pub mod synth;
+pub mod tls;
 
 pub use error::Error;

@@ -2,13 +2,17 @@
 //! them, across network failures and agent crashes.
 //!
 //! Segment files `seg-<first seq>.spool` hold entries
-//! `magic "VMSP" | seq u64 | records u32 | len u32 | crc32 u32 | block[len]`
-//! (little-endian; the CRC covers seq, records, len and the block). A segment
+//! `magic "VMSP" | seq u64 | first_record u64 | records u32 | len u32 | crc32 u32 | block[len]`
+//! (little-endian; the CRC covers everything after the magic up to the CRC,
+//! and the block). `first_record` is the position of the batch's first record
+//! in the agent's record stream, so a restarted agent knows how many records
+//! it already handed over. A segment
 //! is deleted once every batch in it is acknowledged. The spool is bounded:
 //! when a new batch does not fit, whole oldest segments are dropped and
 //! counted, and the first drop of an episode is logged. `state` holds the
-//! highest acknowledged sequence number (written atomically), so sequence
-//! numbers are never reused even when the spool is empty.
+//! highest acknowledged sequence number and the record-stream position after
+//! it (written atomically), so sequence numbers are never reused and the
+//! stream position is known even when the spool is empty.
 //!
 //! A crash can leave a torn entry at the end of the newest segment; opening
 //! the spool truncates it (the batch was never acknowledged, and its records
@@ -21,12 +25,13 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 4] = b"VMSP";
-const HEADER: usize = 24;
+const HEADER: usize = 32;
 const MAX_BLOCK: u32 = 64 << 20;
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     seq: u64,
+    first_record: u64,
     records: u32,
     offset: u64,
     len: u32,
@@ -58,6 +63,9 @@ pub struct Spool {
     writer: Option<File>,
     next_seq: u64,
     acked: u64,
+    /// Record-stream position after the last appended (or acknowledged) batch.
+    end_record: u64,
+    acked_end_record: u64,
     in_episode: bool,
     stats: SpoolStats,
 }
@@ -66,14 +74,20 @@ impl Spool {
     /// Opens (or creates) the spool in `dir`, bounded to `max_bytes`.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
         fs::create_dir_all(dir)?;
-        let acked = match fs::read_to_string(dir.join("state")) {
-            Ok(s) => s.trim().parse().map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: bad spool state {s:?}", dir.display()),
-                )
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        let (acked, acked_end_record) = match fs::read_to_string(dir.join("state")) {
+            Ok(s) => {
+                let mut it = s.split_whitespace().map(str::parse::<u64>);
+                match (it.next(), it.next()) {
+                    (Some(Ok(a)), Some(Ok(r))) => (a, r),
+                    _ => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{}: bad spool state {s:?}", dir.display()),
+                        ))
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (0, 0),
             Err(e) => return Err(e),
         };
         let mut names: Vec<(u64, PathBuf)> = fs::read_dir(dir)?
@@ -97,6 +111,8 @@ impl Spool {
             writer: None,
             next_seq: acked + 1,
             acked,
+            end_record: acked_end_record,
+            acked_end_record,
             in_episode: false,
             stats: SpoolStats::default(),
         };
@@ -105,6 +121,7 @@ impl Spool {
             let seg = spool.scan(&path, i == last)?;
             if let Some(e) = seg.entries.last() {
                 spool.next_seq = spool.next_seq.max(e.seq + 1);
+                spool.end_record = spool.end_record.max(e.first_record + u64::from(e.records));
             }
             if seg.entries.iter().all(|e| e.seq <= acked) {
                 fs::remove_file(&seg.path)?;
@@ -187,15 +204,17 @@ impl Spool {
             });
         }
         let seq = self.next_seq;
+        let first_record = self.end_record;
         let mut head = [0u8; HEADER];
         head[..4].copy_from_slice(MAGIC);
         head[4..12].copy_from_slice(&seq.to_le_bytes());
-        head[12..16].copy_from_slice(&records.to_le_bytes());
-        head[16..20].copy_from_slice(&(block.len() as u32).to_le_bytes());
+        head[12..20].copy_from_slice(&first_record.to_le_bytes());
+        head[20..24].copy_from_slice(&records.to_le_bytes());
+        head[24..28].copy_from_slice(&(block.len() as u32).to_le_bytes());
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&head[4..20]);
+        crc.update(&head[4..28]);
         crc.update(block);
-        head[20..24].copy_from_slice(&crc.finalize().to_le_bytes());
+        head[28..32].copy_from_slice(&crc.finalize().to_le_bytes());
         let (Some(w), Some(seg)) = (self.writer.as_mut(), self.segments.back_mut()) else {
             return Err(io::Error::other("spool has no open segment"));
         };
@@ -208,12 +227,14 @@ impl Spool {
         }
         seg.entries.push(Entry {
             seq,
+            first_record,
             records,
             offset,
             len: block.len() as u32,
         });
         seg.bytes += need;
         self.next_seq += 1;
+        self.end_record += u64::from(records);
         self.stats.batches += 1;
         self.stats.records += u64::from(records);
         self.stats.bytes += need;
@@ -248,8 +269,17 @@ impl Spool {
             return Ok(());
         }
         self.acked = seq.min(self.next_seq.saturating_sub(1)).max(self.acked);
+        if let Some(e) = self
+            .segments
+            .iter()
+            .flat_map(|s| s.entries.iter())
+            .take_while(|e| e.seq <= self.acked)
+            .last()
+        {
+            self.acked_end_record = e.first_record + u64::from(e.records);
+        }
         let tmp = self.dir.join("state.tmp");
-        fs::write(&tmp, self.acked.to_string())?;
+        fs::write(&tmp, format!("{} {}\n", self.acked, self.acked_end_record))?;
         fs::rename(&tmp, self.dir.join("state"))?;
         while let Some(seg) = self.segments.front() {
             let done = seg.entries.last().is_none_or(|e| e.seq <= self.acked);
@@ -318,6 +348,13 @@ impl Spool {
         self.next_seq
     }
 
+    /// How many records of the agent's record stream were handed to the
+    /// spool (delivered, waiting or dropped): a restarted agent with the same
+    /// deterministic source skips that many.
+    pub fn end_record(&self) -> u64 {
+        self.end_record
+    }
+
     /// After the collector reported `last_seq`, never hand out a sequence
     /// number it has already seen (a spool directory that was wiped, say).
     pub fn skip_to(&mut self, last_seq: u64) {
@@ -353,18 +390,20 @@ fn parse_entry(b: &[u8], offset: u64) -> Option<Entry> {
         return None;
     }
     let seq = u64::from_le_bytes(head[4..12].try_into().ok()?);
-    let records = u32::from_le_bytes(head[12..16].try_into().ok()?);
-    let len = u32::from_le_bytes(head[16..20].try_into().ok()?);
-    let crc = u32::from_le_bytes(head[20..24].try_into().ok()?);
+    let first_record = u64::from_le_bytes(head[12..20].try_into().ok()?);
+    let records = u32::from_le_bytes(head[20..24].try_into().ok()?);
+    let len = u32::from_le_bytes(head[24..28].try_into().ok()?);
+    let crc = u32::from_le_bytes(head[28..32].try_into().ok()?);
     if len > MAX_BLOCK {
         return None;
     }
     let body = b.get(HEADER..HEADER + len as usize)?;
     let mut h = crc32fast::Hasher::new();
-    h.update(&head[4..20]);
+    h.update(&head[4..28]);
     h.update(body);
     (h.finalize() == crc).then_some(Entry {
         seq,
+        first_record,
         records,
         offset,
         len,
@@ -396,11 +435,13 @@ mod tests {
         assert_eq!(s.pending_after(0), (61..=100).collect::<Vec<_>>());
         assert_eq!(s.read(77).unwrap(), Some((77, block(77))));
         assert_eq!(s.append(1, b"x").unwrap(), 101);
+        assert_eq!(s.end_record(), (1..=100).sum::<u64>() + 1);
         s.ack(101).unwrap();
         assert_eq!(s.stats().batches, 0);
         drop(s);
-        // Sequence numbers survive an empty spool.
+        // Sequence numbers and the stream position survive an empty spool.
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.end_record(), (1..=100).sum::<u64>() + 1);
         assert_eq!(s.append(1, b"y").unwrap(), 102);
     }
 
