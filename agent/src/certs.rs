@@ -55,7 +55,11 @@ pub fn init(dir: &Path, opts: &CertOptions) -> Result<(), Error> {
     write(dir, "ca-key.pem", &ca_key.serialize_pem(), true)?;
     let issuer = Issuer::new(ca, ca_key);
 
-    let leaf = |name: &str, sans: Vec<String>, server: bool, expired: bool| -> Result<(String, String), Error> {
+    let leaf = |name: &str,
+                sans: Vec<String>,
+                server: bool,
+                expired: bool|
+     -> Result<(String, String), Error> {
         let key = KeyPair::generate().map_err(|e| tls_err(name, e))?;
         let mut p = CertificateParams::new(sans).map_err(|e| tls_err(name, e))?;
         p.distinguished_name.push(DnType::CommonName, name);
@@ -72,7 +76,12 @@ pub fn init(dir: &Path, opts: &CertOptions) -> Result<(), Error> {
         let cert = p.signed_by(&key, &issuer).map_err(|e| tls_err(name, e))?;
         Ok((cert.pem(), key.serialize_pem()))
     };
-    let (c, k) = leaf("vmflow-collector", opts.collector_names.clone(), true, false)?;
+    let (c, k) = leaf(
+        "vmflow-collector",
+        opts.collector_names.clone(),
+        true,
+        false,
+    )?;
     write(dir, "collector.pem", &c, false)?;
     write(dir, "collector-key.pem", &k, true)?;
     for name in &opts.agents {
@@ -96,7 +105,8 @@ fn write(dir: &Path, name: &str, text: &str, secret: bool) -> Result<(), Error> 
             .mode(if secret { 0o600 } else { 0o644 })
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        f.write_all(text.as_bytes()).map_err(|e| Error::io(&path, e))
+        f.write_all(text.as_bytes())
+            .map_err(|e| Error::io(&path, e))
     }
     #[cfg(not(unix))]
     {

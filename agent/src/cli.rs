@@ -35,6 +35,47 @@ enum Cmd {
     Bench(BenchArgs),
     /// Show the whole path on this machine: synthesize a capture, replay it, summarize.
     Demo(DemoArgs),
+    /// The agent: read the configured source, ship records to a collector.
+    Run(RunArgs),
+    /// The collector: accept agents over mutual TLS, write their records.
+    Collect(CollectCmd),
+    /// Certificates for trying the shipping path out.
+    #[command(subcommand)]
+    Certs(CertsCmd),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long)]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+struct CollectCmd {
+    /// Address to listen on (port 0 picks one; the bound address is printed).
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    #[arg(long)]
+    cert: PathBuf,
+    #[arg(long)]
+    key: PathBuf,
+    /// Only agents with a certificate from this CA are accepted.
+    #[arg(long = "client-ca")]
+    client_ca: PathBuf,
+    /// Output directory: one subdirectory per agent, hourly NDJSON files.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// Make a CA, a collector certificate and agent certificates in DIR.
+    Init {
+        dir: PathBuf,
+        /// Agent names (certificate CN); repeat for several. Default: agent-1.
+        #[arg(long = "agent")]
+        agents: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -113,6 +154,7 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.cmd {
@@ -120,6 +162,29 @@ pub fn main() -> ExitCode {
         Cmd::Synth(a) => synth_cmd(a),
         Cmd::Bench(a) => bench(a),
         Cmd::Demo(a) => demo(a),
+        Cmd::Run(a) => run_cmd(a),
+        Cmd::Collect(a) => crate::daemon::run_collector(crate::daemon::CollectArgs {
+            listen: a.listen,
+            cert: a.cert,
+            key: a.key,
+            client_ca: a.client_ca,
+            out: a.out,
+        })
+        .map(|_| ExitCode::SUCCESS),
+        Cmd::Certs(CertsCmd::Init { dir, agents }) => {
+            let mut opts = crate::certs::CertOptions::default();
+            if !agents.is_empty() {
+                opts.agents = agents;
+            }
+            crate::certs::init(&dir, &opts).map(|_| {
+                eprintln!(
+                    "certs: wrote ca.pem, collector.pem and {} agent certificate(s) to {}",
+                    opts.agents.len(),
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            })
+        }
     };
     match result {
         Ok(code) => code,
@@ -329,4 +394,28 @@ pub fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+fn run_cmd(a: RunArgs) -> Result<ExitCode, Error> {
+    let cfg = Config::load(&a.config)?;
+    let r = crate::daemon::run_agent(&cfg)?;
+    print_summary("run", &r.summary);
+    eprintln!(
+        "run: resumed_after={} spooled_batches={} spooled_records={} batches_sent={} batches_acked={} \
+         connections={} connect_failures={} dropped_batches={} dropped_records={} append_errors={}",
+        r.resumed_after,
+        r.spool.batches,
+        r.spool.records,
+        r.ship.batches_sent,
+        r.ship.batches_acked,
+        r.ship.connections,
+        r.ship.connect_failures,
+        r.spool.dropped_batches,
+        r.spool.dropped_records,
+        r.append_errors,
+    );
+    match r.error {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => Err(e),
+    }
 }

@@ -1,6 +1,6 @@
 //! The TOML configuration. Unknown keys and bad values are errors that name the key.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -15,6 +15,62 @@ pub struct Config {
     pub local_nets: Option<Vec<String>>,
     pub flow: FlowConfig,
     pub pipeline: PipelineConfig,
+    pub source: SourceConfig,
+    /// Where `vmflow run` ships records; required by `run`.
+    pub export: Option<ExportConfig>,
+}
+
+/// What `vmflow run` reads. Relative paths are relative to the config file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// Capture files, read in order as one stream.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// `host:port` of `vmflow collect`.
+    pub collector: String,
+    /// Name the collector's certificate must carry.
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+    /// CA that issued the collector's certificate.
+    pub ca: PathBuf,
+    /// This agent's certificate and key (its identity at the collector).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub spool_dir: PathBuf,
+    #[serde(default = "default_spool_mib")]
+    pub spool_max_mib: u64,
+    #[serde(default = "default_batch_records")]
+    pub batch_records: usize,
+    /// Seconds a batch may stay open before it is sent.
+    #[serde(default = "default_batch_age")]
+    pub batch_age: f64,
+    /// Unacknowledged batches in flight.
+    #[serde(default = "default_window")]
+    pub window: usize,
+    /// Informational name sent in `hello` (the collector uses the certificate).
+    #[serde(default)]
+    pub agent_id: String,
+}
+
+fn default_server_name() -> String {
+    "localhost".into()
+}
+fn default_spool_mib() -> u64 {
+    512
+}
+fn default_batch_records() -> usize {
+    1024
+}
+fn default_batch_age() -> f64 {
+    1.0
+}
+fn default_window() -> usize {
+    32
 }
 
 /// Durations are seconds (fractions allowed).
@@ -72,10 +128,23 @@ impl Default for PipelineConfig {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text).map_err(|e| match e {
+        let mut cfg = Self::parse(&text).map_err(|e| match e {
             Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
             other => other,
-        })
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        cfg.source.files.iter_mut().for_each(rel);
+        if let Some(x) = cfg.export.as_mut() {
+            for p in [&mut x.ca, &mut x.cert, &mut x.key, &mut x.spool_dir] {
+                rel(p);
+            }
+        }
+        Ok(cfg)
     }
 
     pub fn parse(text: &str) -> Result<Config, Error> {
@@ -131,6 +200,31 @@ impl Config {
             )));
         }
         self.local_nets()?;
+        if let Some(x) = &self.export {
+            if x.batch_records == 0 || x.batch_records > 1 << 20 {
+                return Err(Error::Config(format!(
+                    "export.batch_records = {}: must be in 1..=1048576",
+                    x.batch_records
+                )));
+            }
+            if !(x.batch_age.is_finite() && x.batch_age > 0.0) {
+                return Err(Error::Config(format!(
+                    "export.batch_age = {}: must be positive seconds",
+                    x.batch_age
+                )));
+            }
+            if x.window == 0 || x.window > 4096 {
+                return Err(Error::Config(format!(
+                    "export.window = {}: must be in 1..=4096",
+                    x.window
+                )));
+            }
+            if x.spool_max_mib == 0 {
+                return Err(Error::Config(
+                    "export.spool_max_mib = 0: must be at least 1".into(),
+                ));
+            }
+        }
         Ok(())
     }
 

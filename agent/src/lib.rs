@@ -4,7 +4,9 @@
 
 pub mod certs;
 pub mod cli;
+pub mod collect;
 pub mod config;
+pub mod daemon;
 pub mod decode;
 pub mod error;
 pub mod export;

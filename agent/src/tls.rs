@@ -21,7 +21,10 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
         .collect::<Result<_, _>>()
         .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
     if list.is_empty() {
-        return Err(Error::Tls(format!("{}: no certificate in file", path.display())));
+        return Err(Error::Tls(format!(
+            "{}: no certificate in file",
+            path.display()
+        )));
     }
     Ok(list)
 }
@@ -55,10 +58,15 @@ pub fn client_config(ca: &Path, cert: &Path, key_path: &Path) -> Result<Arc<Clie
 
 /// The collector's side: present `cert`/`key`, require a client certificate
 /// issued by `client_ca`.
-pub fn server_config(cert: &Path, key_path: &Path, client_ca: &Path) -> Result<Arc<ServerConfig>, Error> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(client_ca)?), provider())
-        .build()
-        .map_err(|e| Error::Tls(format!("{}: {e}", client_ca.display())))?;
+pub fn server_config(
+    cert: &Path,
+    key_path: &Path,
+    client_ca: &Path,
+) -> Result<Arc<ServerConfig>, Error> {
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(client_ca)?), provider())
+            .build()
+            .map_err(|e| Error::Tls(format!("{}: {e}", client_ca.display())))?;
     let cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::Tls(e.to_string()))?
@@ -75,7 +83,13 @@ pub fn agent_id(cert: &CertificateDer<'_>) -> Option<String> {
     let cn = x.subject().iter_common_name().next()?.as_str().ok()?;
     let id: String = cn
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     (!id.is_empty() && id != "." && id != "..").then_some(id)
 }

@@ -1,9 +1,11 @@
 //! Where finished flow records go.
 
+pub mod batcher;
 mod ndjson;
+pub mod ship;
 pub mod spool;
 
-pub use ndjson::NdjsonSink;
+pub use ndjson::{encode as encode_ndjson, NdjsonSink};
 
 use vmflow_proto::FlowRecord;
 

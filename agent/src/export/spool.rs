@@ -309,6 +309,18 @@ impl Spool {
             .collect()
     }
 
+    /// The first unacknowledged batch after `after`, without scanning the
+    /// whole spool (the shipper calls this once per batch it sends).
+    pub fn next_after(&self, after: u64) -> Option<u64> {
+        let from = after.max(self.acked);
+        let seg = self
+            .segments
+            .iter()
+            .find(|s| s.entries.last().is_some_and(|e| e.seq > from))?;
+        let i = seg.entries.partition_point(|e| e.seq <= from);
+        seg.entries.get(i).map(|e| e.seq)
+    }
+
     /// Reads a stored batch back: (records, block). `None` if it was dropped
     /// or acknowledged.
     pub fn read(&self, seq: u64) -> io::Result<Option<(u32, Vec<u8>)>> {
@@ -429,6 +441,9 @@ mod tests {
         s.ack(60).unwrap();
         assert_eq!(s.read(42).unwrap(), None);
         assert_eq!(s.pending_after(0), (61..=100).collect::<Vec<_>>());
+        assert_eq!(s.next_after(0), Some(61));
+        assert_eq!(s.next_after(70), Some(71));
+        assert_eq!(s.next_after(100), None);
         drop(s);
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(s.acked(), 60);

@@ -1,0 +1,164 @@
+//! The long-running jobs: `vmflow run` (engine → spool → shipper) and
+//! `vmflow collect`. Each builds its own tokio runtime; the engine itself
+//! stays on plain threads.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use crate::collect::{self, CollectorOptions};
+use crate::config::Config;
+use crate::error::Error;
+use crate::export::batcher::SpoolSink;
+use crate::export::ship::{self, ShipOptions, ShipStats};
+use crate::export::spool::{Spool, SpoolStats};
+use crate::pipeline::{self, Summary};
+
+pub struct RunReport {
+    pub summary: Summary,
+    pub ship: ShipStats,
+    pub spool: SpoolStats,
+    /// Records an earlier run of this agent had already spooled (skipped now).
+    pub resumed_after: u64,
+    pub append_errors: u64,
+    pub error: Option<Error>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Pipeline(format!("runtime: {e}")))
+}
+
+/// Replays the configured source through the engine and ships every record,
+/// returning once the collector has acknowledged all of them (or on SIGTERM
+/// / SIGINT, leaving the rest in the spool for the next start).
+pub fn run_agent(cfg: &Config) -> Result<RunReport, Error> {
+    let x = cfg
+        .export
+        .as_ref()
+        .ok_or_else(|| Error::Config("`run` needs an [export] section".into()))?;
+    if cfg.source.files.is_empty() {
+        return Err(Error::Config(
+            "`run` needs source.files (other sources come later)".into(),
+        ));
+    }
+    let tls = crate::tls::client_config(&x.ca, &x.cert, &x.key)?;
+    let spool = Spool::open(&x.spool_dir, x.spool_max_mib << 20).map_err(Error::Spool)?;
+    let spool = Arc::new(Mutex::new(spool));
+    let notify = Arc::new(Notify::new());
+    let (done_tx, done_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut opts = ShipOptions::new(x.collector.clone(), x.server_name.clone(), tls);
+    opts.window = x.window;
+    opts.host = hostname();
+    opts.agent_id = if x.agent_id.is_empty() {
+        opts.host.clone()
+    } else {
+        x.agent_id.clone()
+    };
+    let rt = runtime()?;
+    let shipper = rt.spawn(ship::ship(
+        opts,
+        spool.clone(),
+        notify.clone(),
+        done_rx,
+        stop_rx,
+    ));
+    let signals = rt.spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping: unacknowledged batches stay in the spool");
+        let _ = stop_tx.send(true);
+    });
+
+    let mut sink = SpoolSink::new(
+        spool.clone(),
+        notify,
+        x.batch_records,
+        Duration::from_secs_f64(x.batch_age),
+    );
+    let resumed_after = sink.pending_skip();
+    if resumed_after > 0 {
+        tracing::info!(
+            "resuming: the first {resumed_after} records were spooled by an earlier run"
+        );
+    }
+    let report = pipeline::replay(cfg.source.files.clone(), cfg, &mut sink);
+    tracing::info!(
+        "source finished: {} records, {} of them new to the spool; shipping the rest",
+        report.summary.records,
+        report.summary.records.saturating_sub(sink.skipped)
+    );
+    let _ = done_tx.send(true);
+    let ship = rt.block_on(async { shipper.await.unwrap_or_default() });
+    signals.abort();
+    let spool = spool.lock().map(|s| s.stats()).unwrap_or_default();
+    Ok(RunReport {
+        summary: report.summary,
+        ship,
+        spool,
+        resumed_after,
+        append_errors: sink.append_errors,
+        error: report.error,
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("COMPUTERNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub struct CollectArgs {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    pub out: PathBuf,
+}
+
+/// Runs the collector until SIGTERM / SIGINT. Prints the bound address on
+/// stderr first (so `--listen 127.0.0.1:0` can be used).
+pub fn run_collector(a: CollectArgs) -> Result<(), Error> {
+    let tls = crate::tls::server_config(&a.cert, &a.key, &a.client_ca)?;
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .map_err(|e| Error::Collector(format!("bind {}: {e}", a.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Collector(e.to_string()))?;
+        eprintln!("collect: listening on {addr}");
+        let opts = CollectorOptions::new(tls, a.out.clone());
+        tokio::select! {
+            r = collect::serve(listener, opts) => r,
+            _ = wait_for_signal() => Ok(()),
+        }
+    })
+}

@@ -1,0 +1,105 @@
+//! The engine's output on the agent: records are grouped into batches (closed
+//! on size or age), encoded as record blocks and appended to the spool, from
+//! which the shipper sends them. The engine only ever waits on a local disk
+//! append, never on the network.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use vmflow_proto::{encode_records, FlowRecord};
+
+use super::spool::Spool;
+use super::RecordSink;
+
+pub struct SpoolSink {
+    spool: Arc<Mutex<Spool>>,
+    notify: Arc<Notify>,
+    batch_records: usize,
+    batch_age: Duration,
+    pending: Vec<FlowRecord>,
+    opened: Instant,
+    /// Records of the stream that an earlier run already spooled.
+    skip: u64,
+    pub skipped: u64,
+    pub append_errors: u64,
+}
+
+impl SpoolSink {
+    pub fn new(
+        spool: Arc<Mutex<Spool>>,
+        notify: Arc<Notify>,
+        batch_records: usize,
+        batch_age: Duration,
+    ) -> Self {
+        let skip = spool.lock().map(|s| s.end_record()).unwrap_or(0);
+        SpoolSink {
+            spool,
+            notify,
+            batch_records: batch_records.max(1),
+            batch_age,
+            pending: Vec::with_capacity(batch_records),
+            opened: Instant::now(),
+            skip,
+            skipped: 0,
+            append_errors: 0,
+        }
+    }
+
+    /// Records still to be skipped (resuming after an earlier run).
+    pub fn pending_skip(&self) -> u64 {
+        self.skip
+    }
+
+    fn close_batch(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let block = encode_records(&self.pending, 1);
+        let n = self.pending.len() as u32;
+        let res = match self.spool.lock() {
+            Ok(mut s) => s.append(n, &block).map(|_| ()),
+            Err(_) => Err(std::io::Error::other("spool lock poisoned")),
+        };
+        if let Err(e) = res {
+            // The disk is full or failing: these records cannot be kept.
+            // Count them; one log line per failure episode would be quieter,
+            // but a failing spool disk deserves every line.
+            self.append_errors += u64::from(n);
+            tracing::error!("spool append failed, {n} records lost: {e}");
+        }
+        self.pending.clear();
+        self.opened = Instant::now();
+        self.notify.notify_one();
+    }
+}
+
+impl RecordSink for SpoolSink {
+    fn write(&mut self, records: &[FlowRecord]) -> std::io::Result<()> {
+        let mut recs = records;
+        if self.skip > 0 {
+            let n = (self.skip as usize).min(recs.len());
+            self.skip -= n as u64;
+            self.skipped += n as u64;
+            recs = &recs[n..];
+        }
+        for r in recs {
+            if self.pending.is_empty() {
+                self.opened = Instant::now();
+            }
+            self.pending.push(r.clone());
+            if self.pending.len() >= self.batch_records {
+                self.close_batch();
+            }
+        }
+        if !self.pending.is_empty() && self.opened.elapsed() >= self.batch_age {
+            self.close_batch();
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.close_batch();
+        Ok(())
+    }
+}
