@@ -185,9 +185,6 @@ impl Spool {
                 break;
             }
         }
-        if self.stats.bytes + need <= self.max_bytes {
-            self.in_episode = false;
-        }
         let roll = match self.segments.back() {
             Some(s) => s.bytes + need > self.segment_bytes || self.writer.is_none(),
             None => true,
@@ -295,6 +292,10 @@ impl Spool {
             }
         }
         self.recount();
+        // The overflow episode ends once delivery has made real room again.
+        if self.stats.bytes <= self.max_bytes / 2 {
+            self.in_episode = false;
+        }
         Ok(())
     }
 

@@ -1,0 +1,272 @@
+//! The shipping path end to end, with the real binaries over real TLS on
+//! loopback: what reaches the collector equals `vmflow replay`'s output
+//! exactly (as a set), through collector restarts, agent kills and a full
+//! spool, and the collector refuses what it must refuse.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A child process whose stderr lines are collected as they arrive.
+struct Proc {
+    child: Child,
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
+        let lines: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
+        let sink = lines.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let (m, c) = &*sink;
+                m.lock().unwrap().push(l);
+                c.notify_all();
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// Waits for a stderr line containing `needle` (the process's own report).
+    fn wait_line(&self, needle: &str, limit: Duration) -> String {
+        let (m, c) = &*self.lines;
+        let deadline = Instant::now() + limit;
+        let mut g = m.lock().unwrap();
+        loop {
+            if let Some(l) = g.iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no line with {needle:?} in:\n{}", g.join("\n"));
+            g = c.wait_timeout(g, left).unwrap().0;
+        }
+    }
+
+    fn text(&self) -> String {
+        self.lines.0.lock().unwrap().join("\n")
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for exit (bounded) and returns success.
+    fn wait(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return st.success();
+            }
+            assert!(Instant::now() < deadline, "process did not finish:\n{}", self.text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn collector(certs: &Path, out: &Path, listen: &str) -> (Proc, String) {
+    let p = Proc::spawn(
+        vmflow()
+            .args(["collect", "--listen", listen])
+            .arg("--cert")
+            .arg(certs.join("collector.pem"))
+            .arg("--key")
+            .arg(certs.join("collector-key.pem"))
+            .arg("--client-ca")
+            .arg(certs.join("ca.pem"))
+            .arg("--out")
+            .arg(out),
+    );
+    let line = p.wait_line("listening on", Duration::from_secs(20));
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    (p, addr)
+}
+
+fn certs_init(dir: &Path, agents: &[&str]) {
+    let mut cmd = vmflow();
+    cmd.args(["certs", "init"]).arg(dir);
+    for a in agents {
+        cmd.args(["--agent", a]);
+    }
+    assert!(run(&mut cmd).status.success());
+}
+
+fn agent_config(dir: &Path, name: &str, cap: &Path, certs: &Path, agent: &str, collector: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        "[source]\nfiles = [{cap:?}]\n[export]\ncollector = {collector:?}\nca = {:?}\ncert = {:?}\nkey = {:?}\nspool_dir = {:?}\n{extra}",
+        certs.join("ca.pem"),
+        certs.join(format!("{agent}.pem")),
+        certs.join(format!("{agent}-key.pem")),
+        dir.join(format!("spool-{name}")),
+    );
+    write(dir, &format!("{name}.toml"), text.as_bytes())
+}
+
+fn synth_cap(dir: &Path, packets: u64) -> PathBuf {
+    let cap = dir.join("cap.pcap");
+    let out = run(vmflow()
+        .args(["synth", "--packets", &packets.to_string(), "--concurrent", "3000", "--snaplen", "128", "--seed", "11"])
+        .arg("--out")
+        .arg(&cap));
+    assert!(out.status.success());
+    cap
+}
+
+/// Records as canonical JSON lines, counted (a multiset).
+fn multiset(text: &str) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for l in text.lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        *m.entry(v.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+fn replayed(cap: &Path) -> BTreeMap<String, u64> {
+    let out = run(vmflow().arg("replay").arg(cap));
+    assert!(out.status.success());
+    multiset(&String::from_utf8(out.stdout).unwrap())
+}
+
+fn collected(out: &Path, agent: &str) -> BTreeMap<String, u64> {
+    let mut text = String::new();
+    let dir = out.join(agent);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return BTreeMap::new();
+    };
+    for e in entries {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "ndjson") {
+            text.push_str(&std::fs::read_to_string(p).unwrap());
+        }
+    }
+    multiset(&text)
+}
+
+fn collector_seq(out: &Path, agent: &str) -> u64 {
+    std::fs::read_to_string(out.join(agent).join("state"))
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.strip_prefix("seq ")).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn wait_seq(out: &Path, agent: &str, at_least: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while collector_seq(out, agent) < at_least {
+        assert!(Instant::now() < deadline, "collector never reached batch {at_least}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn agent(cfg: &Path) -> Proc {
+    Proc::spawn(vmflow().arg("run").arg("--config").arg(cfg))
+}
+
+fn stat(text: &str, key: &str) -> u64 {
+    summary(text, key).unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+}
+
+#[test]
+fn records_arrive_exactly_once() {
+    let d = tempfile::tempdir().unwrap();
+    let certs = d.path().join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let cap = synth_cap(d.path(), 200_000);
+    let out = d.path().join("out");
+    let (_c, addr) = collector(&certs, &out, "127.0.0.1:0");
+    let cfg = agent_config(d.path(), "a", &cap, &certs, "agent-1", &addr, "");
+    let mut a = agent(&cfg);
+    assert!(a.wait(Duration::from_secs(60)), "{}", a.text());
+    let want = replayed(&cap);
+    assert!(want.len() > 5_000);
+    assert_eq!(collected(&out, "agent-1"), want);
+    assert_eq!(stat(&a.text(), "dropped_records"), 0);
+}
+
+#[test]
+fn collector_killed_and_restarted_mid_run() {
+    let d = tempfile::tempdir().unwrap();
+    let certs = d.path().join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let cap = synth_cap(d.path(), 300_000);
+    let out = d.path().join("out");
+    let (mut c, addr) = collector(&certs, &out, "127.0.0.1:0");
+    // Small batches, one in flight: shipping takes many round trips.
+    let cfg = agent_config(d.path(), "a", &cap, &certs, "agent-1", &addr, "batch_records = 32\nwindow = 1\n");
+    let mut a = agent(&cfg);
+    wait_seq(&out, "agent-1", 40);
+    c.kill();
+    let at_kill = collector_seq(&out, "agent-1");
+    let (_c2, _) = collector(&certs, &out, &addr);
+    assert!(a.wait(Duration::from_secs(120)), "{}", a.text());
+    assert!(collector_seq(&out, "agent-1") > at_kill + 10, "the kill came mid-run");
+    assert!(stat(&a.text(), "connections") >= 2);
+    assert_eq!(collected(&out, "agent-1"), replayed(&cap));
+}
+
+#[test]
+fn agent_killed_hard_and_restarted() {
+    let d = tempfile::tempdir().unwrap();
+    let certs = d.path().join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let cap = synth_cap(d.path(), 300_000);
+    let out = d.path().join("out");
+    let (_c, addr) = collector(&certs, &out, "127.0.0.1:0");
+    let cfg = agent_config(d.path(), "a", &cap, &certs, "agent-1", &addr, "batch_records = 32\nwindow = 1\n");
+    let mut a = agent(&cfg);
+    wait_seq(&out, "agent-1", 40);
+    a.kill(); // SIGKILL
+    let at_kill = collector_seq(&out, "agent-1");
+    let mut b = agent(&cfg);
+    assert!(b.wait(Duration::from_secs(120)), "{}", b.text());
+    assert!(collector_seq(&out, "agent-1") > at_kill + 10, "the kill came mid-run");
+    assert!(stat(&b.text(), "resumed_after") > 0, "{}", b.text());
+    assert_eq!(collected(&out, "agent-1"), replayed(&cap));
+}
+
+#[test]
+fn a_collector_down_longer_than_the_spool_loses_exactly_the_dropped_count() {
+    let d = tempfile::tempdir().unwrap();
+    let certs = d.path().join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let cap = synth_cap(d.path(), 2_000_000);
+    let out = d.path().join("out");
+    // Reserve a port, then leave it closed while the agent runs.
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let cfg = agent_config(d.path(), "a", &cap, &certs, "agent-1", &addr, "spool_max_mib = 1\nbatch_records = 256\n");
+    let mut a = agent(&cfg);
+    a.wait_line("source finished", Duration::from_secs(60));
+    let (_c, _) = collector(&certs, &out, &addr);
+    assert!(a.wait(Duration::from_secs(120)), "{}", a.text());
+    let dropped = stat(&a.text(), "dropped_records");
+    let want = replayed(&cap);
+    let got = collected(&out, "agent-1");
+    assert!(dropped > 1_000, "the spool overflowed: {}", a.text());
+    let total: u64 = want.values().sum();
+    let delivered: u64 = got.values().sum();
+    assert_eq!(delivered + dropped, total);
+    for (rec, n) in &got {
+        assert_eq!(want.get(rec), Some(n), "delivered something replay did not produce");
+    }
+    assert!(a.text().matches("spool full").count() == 1, "logged once per episode:\n{}", a.text());
+}
