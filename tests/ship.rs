@@ -22,7 +22,11 @@ struct Proc {
 
 impl Proc {
     fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn");
         let lines: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
         let sink = lines.clone();
         let err = child.stderr.take().unwrap();
@@ -46,7 +50,11 @@ impl Proc {
                 return l.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "no line with {needle:?} in:\n{}", g.join("\n"));
+            assert!(
+                !left.is_zero(),
+                "no line with {needle:?} in:\n{}",
+                g.join("\n")
+            );
             g = c.wait_timeout(g, left).unwrap().0;
         }
     }
@@ -69,7 +77,11 @@ impl Proc {
                 std::thread::sleep(Duration::from_millis(50));
                 return st.success();
             }
-            assert!(Instant::now() < deadline, "process did not finish:\n{}", self.text());
+            assert!(
+                Instant::now() < deadline,
+                "process did not finish:\n{}",
+                self.text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -108,7 +120,15 @@ fn certs_init(dir: &Path, agents: &[&str]) {
     assert!(run(&mut cmd).status.success());
 }
 
-fn agent_config(dir: &Path, name: &str, cap: &Path, certs: &Path, agent: &str, collector: &str, extra: &str) -> PathBuf {
+fn agent_config(
+    dir: &Path,
+    name: &str,
+    cap: &Path,
+    certs: &Path,
+    agent: &str,
+    collector: &str,
+    extra: &str,
+) -> PathBuf {
     let text = format!(
         "[source]\nfiles = [{cap:?}]\n[export]\ncollector = {collector:?}\nca = {:?}\ncert = {:?}\nkey = {:?}\nspool_dir = {:?}\n{extra}",
         certs.join("ca.pem"),
@@ -122,7 +142,17 @@ fn agent_config(dir: &Path, name: &str, cap: &Path, certs: &Path, agent: &str, c
 fn synth_cap(dir: &Path, packets: u64) -> PathBuf {
     let cap = dir.join("cap.pcap");
     let out = run(vmflow()
-        .args(["synth", "--packets", &packets.to_string(), "--concurrent", "3000", "--snaplen", "128", "--seed", "11"])
+        .args([
+            "synth",
+            "--packets",
+            &packets.to_string(),
+            "--concurrent",
+            "3000",
+            "--snaplen",
+            "128",
+            "--seed",
+            "11",
+        ])
         .arg("--out")
         .arg(&cap));
     assert!(out.status.success());
@@ -163,14 +193,22 @@ fn collected(out: &Path, agent: &str) -> BTreeMap<String, u64> {
 fn collector_seq(out: &Path, agent: &str) -> u64 {
     std::fs::read_to_string(out.join(agent).join("state"))
         .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.strip_prefix("seq ")).and_then(|n| n.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.strip_prefix("seq "))
+                .and_then(|n| n.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn wait_seq(out: &Path, agent: &str, at_least: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while collector_seq(out, agent) < at_least {
-        assert!(Instant::now() < deadline, "collector never reached batch {at_least}");
+        assert!(
+            Instant::now() < deadline,
+            "collector never reached batch {at_least}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -209,14 +247,25 @@ fn collector_killed_and_restarted_mid_run() {
     let out = d.path().join("out");
     let (mut c, addr) = collector(&certs, &out, "127.0.0.1:0");
     // Small batches, one in flight: shipping takes many round trips.
-    let cfg = agent_config(d.path(), "a", &cap, &certs, "agent-1", &addr, "batch_records = 32\nwindow = 1\n");
+    let cfg = agent_config(
+        d.path(),
+        "a",
+        &cap,
+        &certs,
+        "agent-1",
+        &addr,
+        "batch_records = 32\nwindow = 1\n",
+    );
     let mut a = agent(&cfg);
     wait_seq(&out, "agent-1", 40);
     c.kill();
     let at_kill = collector_seq(&out, "agent-1");
     let (_c2, _) = collector(&certs, &out, &addr);
     assert!(a.wait(Duration::from_secs(120)), "{}", a.text());
-    assert!(collector_seq(&out, "agent-1") > at_kill + 10, "the kill came mid-run");
+    assert!(
+        collector_seq(&out, "agent-1") > at_kill + 10,
+        "the kill came mid-run"
+    );
     assert!(stat(&a.text(), "connections") >= 2);
     assert_eq!(collected(&out, "agent-1"), replayed(&cap));
 }
@@ -229,14 +278,25 @@ fn agent_killed_hard_and_restarted() {
     let cap = synth_cap(d.path(), 300_000);
     let out = d.path().join("out");
     let (_c, addr) = collector(&certs, &out, "127.0.0.1:0");
-    let cfg = agent_config(d.path(), "a", &cap, &certs, "agent-1", &addr, "batch_records = 32\nwindow = 1\n");
+    let cfg = agent_config(
+        d.path(),
+        "a",
+        &cap,
+        &certs,
+        "agent-1",
+        &addr,
+        "batch_records = 32\nwindow = 1\n",
+    );
     let mut a = agent(&cfg);
     wait_seq(&out, "agent-1", 40);
     a.kill(); // SIGKILL
     let at_kill = collector_seq(&out, "agent-1");
     let mut b = agent(&cfg);
     assert!(b.wait(Duration::from_secs(120)), "{}", b.text());
-    assert!(collector_seq(&out, "agent-1") > at_kill + 10, "the kill came mid-run");
+    assert!(
+        collector_seq(&out, "agent-1") > at_kill + 10,
+        "the kill came mid-run"
+    );
     assert!(stat(&b.text(), "resumed_after") > 0, "{}", b.text());
     assert_eq!(collected(&out, "agent-1"), replayed(&cap));
 }
@@ -253,7 +313,15 @@ fn a_collector_down_longer_than_the_spool_loses_exactly_the_dropped_count() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
-    let cfg = agent_config(d.path(), "a", &cap, &certs, "agent-1", &addr, "spool_max_mib = 1\nbatch_records = 256\n");
+    let cfg = agent_config(
+        d.path(),
+        "a",
+        &cap,
+        &certs,
+        "agent-1",
+        &addr,
+        "spool_max_mib = 1\nbatch_records = 256\n",
+    );
     let mut a = agent(&cfg);
     a.wait_line("source finished", Duration::from_secs(60));
     let (_c, _) = collector(&certs, &out, &addr);
@@ -266,7 +334,160 @@ fn a_collector_down_longer_than_the_spool_loses_exactly_the_dropped_count() {
     let delivered: u64 = got.values().sum();
     assert_eq!(delivered + dropped, total);
     for (rec, n) in &got {
-        assert_eq!(want.get(rec), Some(n), "delivered something replay did not produce");
+        assert_eq!(
+            want.get(rec),
+            Some(n),
+            "delivered something replay did not produce"
+        );
     }
-    assert!(a.text().matches("spool full").count() == 1, "logged once per episode:\n{}", a.text());
+    assert!(
+        a.text().matches("spool full").count() == 1,
+        "logged once per episode:\n{}",
+        a.text()
+    );
+}
+
+mod refusals {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Connects with `tls` and writes `payload` after the handshake; returns
+    /// whether the collector answered with anything (a hello_ack).
+    async fn try_tls(addr: &str, tls: Arc<rustls::ClientConfig>, payload: &[u8]) -> bool {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let Ok(mut s) = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+        else {
+            return false;
+        };
+        let _ = s.write_all(payload).await;
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await,
+            Ok(Ok(n)) if n > 0
+        )
+    }
+
+    fn hello() -> Vec<u8> {
+        let mut v = Vec::new();
+        vmflow_proto::encode_frame(
+            &vmflow_proto::Frame::Hello(vmflow_proto::Hello {
+                version: vmflow_proto::PROTOCOL_VERSION,
+                agent_id: "x".into(),
+                host: "h".into(),
+                agent_version: "t".into(),
+                capabilities: vec![],
+            }),
+            &mut v,
+        );
+        v
+    }
+
+    #[test]
+    fn bad_clients_are_refused_and_others_keep_being_served() {
+        let d = tempfile::tempdir().unwrap();
+        let certs = d.path().join("certs");
+        let opts = vmflow::certs::CertOptions {
+            agents: vec!["agent-1".into(), "stale".into()],
+            expired_agents: vec!["stale".into()],
+            ..Default::default()
+        };
+        vmflow::certs::init(&certs, &opts).unwrap();
+        let other = d.path().join("other");
+        certs_init(&other, &["agent-1"]);
+        let out = d.path().join("out");
+        let (c, addr) = collector(&certs, &out, "127.0.0.1:0");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let cfg = |dir: &Path, agent: &str| {
+            vmflow::tls::client_config(
+                &certs.join("ca.pem"),
+                &dir.join(format!("{agent}.pem")),
+                &dir.join(format!("{agent}-key.pem")),
+            )
+            .unwrap()
+        };
+        rt.block_on(async {
+            // A slow client holds a connection open without a byte: it must
+            // not stop anyone else.
+            let _slow = TcpStream::connect(&addr).await.unwrap();
+
+            // No client certificate at all.
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls::pki_types::CertificateDer::pem_file_iter(certs.join("ca.pem")).unwrap()
+            {
+                roots.add(c.unwrap()).unwrap();
+            }
+            use rustls::pki_types::pem::PemObject;
+            let anon = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            assert!(!try_tls(&addr, Arc::new(anon), &hello()).await);
+            c.wait_line("peer sent no certificates", Duration::from_secs(10));
+
+            // A certificate from another CA, and an expired one.
+            assert!(!try_tls(&addr, cfg(&other, "agent-1"), &hello()).await);
+            c.wait_line(
+                "invalid peer certificate: BadSignature",
+                Duration::from_secs(10),
+            );
+            assert!(!try_tls(&addr, cfg(&certs, "stale"), &hello()).await);
+            c.wait_line("certificate expired", Duration::from_secs(10));
+
+            // Plaintext.
+            let mut plain = TcpStream::connect(&addr).await.unwrap();
+            plain
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 16];
+            let _ = tokio::time::timeout(Duration::from_secs(10), plain.read(&mut buf)).await;
+            c.wait_line("TLS handshake failed", Duration::from_secs(10));
+
+            // A valid certificate, then an oversized frame, then garbage.
+            let mut huge = hello();
+            huge.extend_from_slice(&u32::MAX.to_be_bytes());
+            assert!(
+                try_tls(&addr, cfg(&certs, "agent-1"), &huge).await,
+                "hello_ack comes first"
+            );
+            c.wait_line("exceeds the limit", Duration::from_secs(10));
+            let mut junk = hello();
+            junk.extend_from_slice(&[0, 0, 0, 4, 0xc1, 0xc1, 0xc1, 0xc1]);
+            try_tls(&addr, cfg(&certs, "agent-1"), &junk).await;
+            c.wait_line("malformed frame", Duration::from_secs(10));
+
+            // A different protocol version is refused by name.
+            let mut v2 = Vec::new();
+            vmflow_proto::encode_frame(
+                &vmflow_proto::Frame::Hello(vmflow_proto::Hello {
+                    version: 2,
+                    agent_id: "x".into(),
+                    host: "h".into(),
+                    agent_version: "t".into(),
+                    capabilities: vec![],
+                }),
+                &mut v2,
+            );
+            try_tls(&addr, cfg(&certs, "agent-1"), &v2).await;
+            c.wait_line("unsupported protocol version 2", Duration::from_secs(10));
+        });
+        // With the slow connection still open, a real agent ships everything.
+        let cap = synth_cap(d.path(), 50_000);
+        let acfg = agent_config(d.path(), "a", &cap, &certs, "agent-1", &addr, "");
+        let mut a = agent(&acfg);
+        assert!(a.wait(Duration::from_secs(60)), "{}", a.text());
+        assert_eq!(collected(&out, "agent-1"), replayed(&cap));
+        assert!(
+            !c.text().contains("stale"),
+            "an expired certificate never names an agent"
+        );
+    }
 }

@@ -19,8 +19,9 @@ pub struct CertOptions {
     /// One agent certificate per name; the name becomes the subject CN, which
     /// is the agent's identity at the collector.
     pub agents: Vec<String>,
-    /// Issue agent certificates that expired long ago (for testing refusals).
-    pub expired_agents: bool,
+    /// Agents (among `agents`) whose certificates expired long ago, for
+    /// testing refusals.
+    pub expired_agents: Vec<String>,
 }
 
 impl Default for CertOptions {
@@ -28,7 +29,7 @@ impl Default for CertOptions {
         CertOptions {
             collector_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             agents: vec!["agent-1".into()],
-            expired_agents: false,
+            expired_agents: Vec::new(),
         }
     }
 }
@@ -85,7 +86,7 @@ pub fn init(dir: &Path, opts: &CertOptions) -> Result<(), Error> {
     write(dir, "collector.pem", &c, false)?;
     write(dir, "collector-key.pem", &k, true)?;
     for name in &opts.agents {
-        let (c, k) = leaf(name, Vec::new(), false, opts.expired_agents)?;
+        let (c, k) = leaf(name, Vec::new(), false, opts.expired_agents.contains(name))?;
         write(dir, &format!("{name}.pem"), &c, false)?;
         write(dir, &format!("{name}-key.pem"), &k, true)?;
     }
