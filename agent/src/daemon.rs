@@ -162,3 +162,25 @@ pub fn run_collector(a: CollectArgs) -> Result<(), Error> {
         }
     })
 }
+
+/// Starts a collector on a background thread (for `vmflow demo`); returns the
+/// address it listens on. It runs until the process exits.
+pub fn spawn_collector(
+    listen: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    out: PathBuf,
+) -> Result<SocketAddr, Error> {
+    let rt = runtime()?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .map_err(|e| Error::Collector(format!("bind {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Collector(e.to_string()))?;
+    std::thread::spawn(move || {
+        if let Err(e) = rt.block_on(collect::serve(listener, CollectorOptions::new(tls, out))) {
+            tracing::error!("collector: {e}");
+        }
+    });
+    Ok(addr)
+}

@@ -80,13 +80,17 @@ impl AgentStore {
         if seq <= self.last_seq {
             return Ok(false);
         }
-        let mut by_file: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        // Keyed by hour number: the file name is formatted once per file, not per record.
+        let mut by_hour: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         for r in records {
-            let out = by_file.entry(hour_file(r.first_ns)).or_default();
+            let out = by_hour
+                .entry(r.first_ns / HOUR_NS)
+                .or_insert_with(|| Vec::with_capacity(records.len() * 420));
             encode_ndjson(r, out);
             out.push(b'\n');
         }
-        for (name, bytes) in &by_file {
+        for (hour, bytes) in &by_hour {
+            let name = &hour_file(hour * HOUR_NS);
             let path = self.dir.join(name);
             let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
             f.write_all(bytes)?;
@@ -123,6 +127,8 @@ fn bad(dir: &Path, what: &str) -> io::Error {
         format!("{}/state: unreadable line {what:?}", dir.display()),
     )
 }
+
+const HOUR_NS: u64 = 3_600_000_000_000;
 
 /// `YYYY-MM-DDTHH.ndjson` (UTC) of a timestamp.
 pub fn hour_file(ns: u64) -> String {

@@ -1,0 +1,168 @@
+//! Records per second through agent → TLS 1.3 (loopback) → collector, with
+//! CPU per record on each side and bytes per record on the wire. The agent
+//! side runs in this process (spool + shipper, as `vmflow run` does); the
+//! collector is the real `vmflow collect` process, writing NDJSON with fsync.
+//! Prints a Markdown table for BENCHMARKS.md.
+//!
+//!   cargo bench --bench ship_throughput [-- RECORDS BATCH]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+use vmflow::config::Config;
+use vmflow::export::batcher::SpoolSink;
+use vmflow::export::ship::{ship, ShipOptions};
+use vmflow::export::spool::Spool;
+use vmflow::export::{RecordSink, VecSink};
+use vmflow::source::CaptureReader;
+use vmflow::synth::{generate, SynthParams};
+use vmflow_proto::FlowRecord;
+
+fn base_records() -> Vec<FlowRecord> {
+    let mut pcap = Vec::new();
+    let p = SynthParams {
+        packets: 1_000_000,
+        concurrent: 10_000,
+        snaplen: 128,
+        seed: 1,
+    };
+    generate(&p, &Config::default(), &mut pcap, false).unwrap();
+    let mut sink = VecSink::default();
+    let r = vmflow::pipeline::run(&Config::default(), &mut sink, |feed| {
+        let mut r = CaptureReader::open(std::io::Cursor::new(pcap)).unwrap();
+        while let Some(p) = r.next_packet().unwrap() {
+            feed(p);
+        }
+        Ok(())
+    });
+    assert!(r.error.is_none());
+    sink.0
+}
+
+/// user+sys CPU seconds of a process, from /proc.
+fn cpu_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn main() {
+    let args: Vec<u64> = std::env::args().filter_map(|a| a.parse().ok()).collect();
+    let total = args.first().copied().unwrap_or(1_000_000) as usize;
+    let batch = args.get(1).copied().unwrap_or(4096) as usize;
+    let base = base_records();
+    // Distinct copies of the synthetic records, shifted by whole hours.
+    let records: Vec<FlowRecord> = (0..)
+        .flat_map(|k: u64| {
+            base.iter().map(move |r| {
+                let mut r = r.clone();
+                r.first_ns += k * 3_600_000_000_000;
+                r.last_ns += k * 3_600_000_000_000;
+                r.flow_id = vmflow_proto::flow_id(
+                    r.vlan, r.proto, r.src_addr, r.src_port, r.dst_addr, r.dst_port, r.first_ns,
+                );
+                r
+            })
+        })
+        .take(total)
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    vmflow::certs::init(&certs, &Default::default()).unwrap();
+    let mut coll = Command::new(env!("CARGO_BIN_EXE_vmflow"))
+        .args(["collect", "--listen", "127.0.0.1:0"])
+        .arg("--cert")
+        .arg(certs.join("collector.pem"))
+        .arg("--key")
+        .arg(certs.join("collector-key.pem"))
+        .arg("--client-ca")
+        .arg(certs.join("ca.pem"))
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(coll.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let l = lines.next().unwrap().unwrap();
+        if let Some(a) = l.strip_prefix("collect: listening on ") {
+            break a.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+
+    let spool = Arc::new(Mutex::new(
+        Spool::open(&dir.path().join("spool"), 4 << 30).unwrap(),
+    ));
+    let notify = Arc::new(Notify::new());
+    let t0 = Instant::now();
+    let mut sink = SpoolSink::new(
+        spool.clone(),
+        notify.clone(),
+        batch,
+        Duration::from_secs(3600),
+    );
+    sink.write(&records).unwrap();
+    sink.finish().unwrap();
+    let spool_s = t0.elapsed().as_secs_f64();
+    let wire_bytes = spool.lock().unwrap().stats().bytes;
+
+    let tls = vmflow::tls::client_config(
+        &certs.join("ca.pem"),
+        &certs.join("agent-1.pem"),
+        &certs.join("agent-1-key.pem"),
+    )
+    .unwrap();
+    let opts = ShipOptions::new(addr, "localhost".into(), tls);
+    let (_done_tx, done_rx) = watch::channel(true);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let coll_cpu0 = cpu_of(coll.id());
+    let self_cpu0 = cpu_of(std::process::id());
+    let t1 = Instant::now();
+    let stats = rt.block_on(ship(opts, spool.clone(), notify, done_rx, stop_rx));
+    let ship_s = t1.elapsed().as_secs_f64();
+    let coll_cpu = cpu_of(coll.id()) - coll_cpu0;
+    let agent_cpu = cpu_of(std::process::id()) - self_cpu0;
+    let _ = coll.kill();
+    let _ = coll.wait();
+    assert_eq!(stats.batches_acked as usize, total.div_ceil(batch));
+
+    let n = total as f64;
+    println!("records: {total}, batch {batch} records, zstd level 1, TLS 1.3 over loopback, collector fsyncs every batch\n");
+    println!("| stage | records/s | CPU µs/record |");
+    println!("|---|---|---|");
+    println!(
+        "| agent: encode + spool append | {:.2} M | {:.3} (wall) |",
+        n / spool_s / 1e6,
+        spool_s * 1e6 / n
+    );
+    println!(
+        "| ship: spool → TLS → collector → ack (agent side) | {:.2} M | {:.3} |",
+        n / ship_s / 1e6,
+        agent_cpu * 1e6 / n
+    );
+    println!(
+        "| collector: decode + NDJSON + fsync | — | {:.3} |",
+        coll_cpu * 1e6 / n
+    );
+    println!(
+        "| end to end (encode, spool, ship) | {:.2} M | — |",
+        n / (spool_s + ship_s) / 1e6
+    );
+    println!(
+        "\nbytes/record on the wire (spool entries = batch frames' blocks): {:.1}",
+        wire_bytes as f64 / n
+    );
+}
