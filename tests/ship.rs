@@ -490,4 +490,49 @@ mod refusals {
             "an expired certificate never names an agent"
         );
     }
+
+    #[test]
+    fn the_agent_refuses_a_collector_of_another_version() {
+        let d = tempfile::tempdir().unwrap();
+        let certs = d.path().join("certs");
+        certs_init(&certs, &["agent-1"]);
+        let tls = vmflow::tls::server_config(
+            &certs.join("collector.pem"),
+            &certs.join("collector-key.pem"),
+            &certs.join("ca.pem"),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        // A collector from the future: answers every hello with version 9.
+        rt.spawn(async move {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                if let Ok(mut s) = acceptor.accept(tcp).await {
+                    let mut buf = [0u8; 256];
+                    let _ = s.read(&mut buf).await;
+                    let mut out = Vec::new();
+                    vmflow_proto::encode_frame(
+                        &vmflow_proto::Frame::HelloAck(vmflow_proto::HelloAck {
+                            version: 9,
+                            last_seq: 0,
+                        }),
+                        &mut out,
+                    );
+                    let _ = s.write_all(&out).await;
+                }
+            }
+        });
+        let cap = synth_cap(d.path(), 5_000);
+        let cfg = agent_config(d.path(), "a", &cap, &certs, "agent-1", &addr, "");
+        let a = agent(&cfg);
+        a.wait_line(
+            "unsupported protocol version 9 (this side speaks 1)",
+            Duration::from_secs(20),
+        );
+    }
 }
