@@ -34,7 +34,7 @@ fn base_records() -> Vec<FlowRecord> {
     let r = vmflow::pipeline::run(&Config::default(), &mut sink, |feed| {
         let mut r = CaptureReader::open(std::io::Cursor::new(pcap)).unwrap();
         while let Some(p) = r.next_packet().unwrap() {
-            feed(p);
+            feed.packet(p);
         }
         Ok(())
     });

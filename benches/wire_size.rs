@@ -29,7 +29,7 @@ fn records(packets: u64, concurrent: usize) -> Vec<FlowRecord> {
     let report = pipeline::run(&cfg, &mut sink, |feed| {
         let mut r = CaptureReader::open(std::io::Cursor::new(pcap)).expect("valid capture");
         while let Some(p) = r.next_packet().expect("valid capture") {
-            feed(p);
+            feed.packet(p);
         }
         Ok(())
     });

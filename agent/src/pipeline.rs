@@ -74,6 +74,8 @@ enum ToShard {
         pkts: Vec<Routed>,
         now: u64,
         last: bool,
+        /// With `last`: how the remaining flows end.
+        end: EndReason,
     },
 }
 
@@ -82,20 +84,56 @@ struct FromShard {
     stats: Option<TableStats>,
 }
 
+/// What a packet source hands packets (and, for live sources, time) to.
+pub trait Feed {
+    fn packet(&mut self, p: RawPacket<'_>);
+    /// Packet time has reached `now_ns` without a packet (live sources):
+    /// close the current batch and run every timeout due by then.
+    fn tick(&mut self, now_ns: u64);
+}
+
+/// How a run ends and what it leaves out.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// `end_of_input` for files, `shutdown` for a stopped live capture.
+    pub end: EndReason,
+    /// Packets to or from this address and port (the agent's own export
+    /// connection) are not flows; they are counted as `own_export`.
+    pub exclude: Option<std::net::SocketAddr>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            end: EndReason::EndOfInput,
+            exclude: None,
+        }
+    }
+}
+
 /// Replays capture files through the engine into `sink`.
 pub fn replay<S: RecordSink>(paths: Vec<PathBuf>, cfg: &Config, sink: S) -> Report {
     let mut files = CaptureFiles::new(paths);
-    let mut report = run(cfg, sink, |feed| files.for_each(feed));
+    let mut report = run(cfg, sink, |feed| files.for_each(|p| feed.packet(p)));
     report.summary.warnings = files.warnings;
     report
 }
 
-/// Runs the engine over any packet source. `source` is handed a feeder and
-/// calls it once per packet, in order.
+/// Runs the engine over any packet source, ending with `end_of_input`.
 pub fn run<S, F>(cfg: &Config, sink: S, source: F) -> Report
 where
     S: RecordSink,
-    F: FnOnce(&mut dyn FnMut(RawPacket<'_>)) -> Result<(), Error>,
+    F: FnOnce(&mut dyn Feed) -> Result<(), Error>,
+{
+    run_with(cfg, sink, RunOptions::default(), source)
+}
+
+/// Runs the engine over any packet source. `source` is handed a [`Feed`] and
+/// gives it every packet, in order.
+pub fn run_with<S, F>(cfg: &Config, sink: S, opts: RunOptions, source: F) -> Report
+where
+    S: RecordSink,
+    F: FnOnce(&mut dyn Feed) -> Result<(), Error>,
 {
     let start = Instant::now();
     let threads = cfg.threads();
@@ -144,7 +182,7 @@ where
         }
         let output = scope.spawn(move || output(sink, from_shard));
 
-        let mut reader = Reader {
+        let reader = Reader {
             threads,
             batch,
             parts,
@@ -157,33 +195,29 @@ where
             flow_packets: 0,
             ip_bytes: 0,
         };
-        let mut frag = FragTable::new(frag_timeout);
-        let mut skips: HashMap<Skip, u64> = HashMap::new();
-        let mut packets = 0u64;
-        let mut in_batch = 0usize;
-        let result = source(&mut |raw: RawPacket<'_>| {
-            if reader.failed {
-                return;
-            }
-            packets += 1;
-            reader.now = reader.now.max(raw.ts_ns);
-            match decode(raw.linktype, raw.data, raw.orig_len) {
-                Ok(d) => frag.resolve(raw.ts_ns, d, &mut |ts, d| reader.push(ts, &d)),
-                Err(s) => *skips.entry(s).or_default() += 1,
-            }
-            in_batch += 1;
-            if in_batch == batch {
-                in_batch = 0;
-                let now = reader.now;
-                frag.expire(now, &mut |ts, d| reader.push(ts, &d));
-                reader.send(false);
-            }
-        });
-        if let Err(e) = result {
+        let mut ingest = Ingest {
+            reader,
+            frag: FragTable::new(frag_timeout),
+            skips: HashMap::new(),
+            packets: 0,
+            in_batch: 0,
+            batch,
+            exclude: opts.exclude,
+            own_export: 0,
+        };
+        if let Err(e) = source(&mut ingest) {
             error = Some(e);
         }
+        let Ingest {
+            mut reader,
+            mut frag,
+            skips,
+            packets,
+            own_export,
+            ..
+        } = ingest;
         frag.drain(&mut |ts, d| reader.push(ts, &d));
-        reader.send(true);
+        reader.send(true, opts.end);
         let failed = reader.failed;
         summary.flow_packets = reader.flow_packets;
         summary.ip_bytes = reader.ip_bytes;
@@ -191,6 +225,9 @@ where
         summary.packets = packets;
         summary.frag = frag.stats();
         summary.skipped = skips.into_iter().map(|(k, v)| (k.reason(), v)).collect();
+        if own_export > 0 {
+            summary.skipped.insert("own_export".into(), own_export);
+        }
         match output.join() {
             Ok(Ok(o)) => {
                 summary.records = o.records;
@@ -208,6 +245,71 @@ where
     });
     summary.elapsed = start.elapsed();
     Report { summary, error }
+}
+
+/// The reader stage: decode, fragments, routing into per-shard batches.
+struct Ingest {
+    reader: Reader,
+    frag: FragTable,
+    skips: HashMap<Skip, u64>,
+    packets: u64,
+    in_batch: usize,
+    batch: usize,
+    exclude: Option<std::net::SocketAddr>,
+    own_export: u64,
+}
+
+impl Ingest {
+    fn is_own_export(&self, d: &Decoded) -> bool {
+        let Some(ex) = self.exclude else {
+            return false;
+        };
+        let ip = crate::flow::from_ip(ex.ip());
+        let v = if ex.is_ipv4() { 4 } else { 6 };
+        d.key.ip_version == v
+            && ((d.key.src == ip && d.key.src_port == ex.port())
+                || (d.key.dst == ip && d.key.dst_port == ex.port()))
+    }
+
+    fn close_batch(&mut self) {
+        self.in_batch = 0;
+        let now = self.reader.now;
+        let reader = &mut self.reader;
+        self.frag.expire(now, &mut |ts, d| reader.push(ts, &d));
+        reader.send(false, EndReason::EndOfInput);
+    }
+}
+
+impl Feed for Ingest {
+    #[inline]
+    fn packet(&mut self, raw: RawPacket<'_>) {
+        if self.reader.failed {
+            return;
+        }
+        self.packets += 1;
+        self.reader.now = self.reader.now.max(raw.ts_ns);
+        match decode(raw.linktype, raw.data, raw.orig_len) {
+            Ok(d) if self.is_own_export(&d) => self.own_export += 1,
+            Ok(d) => {
+                let reader = &mut self.reader;
+                self.frag
+                    .resolve(raw.ts_ns, d, &mut |ts, d| reader.push(ts, &d));
+            }
+            Err(s) => *self.skips.entry(s).or_default() += 1,
+        }
+        self.in_batch += 1;
+        if self.in_batch == self.batch {
+            self.close_batch();
+        }
+    }
+
+    fn tick(&mut self, now_ns: u64) {
+        if self.reader.failed {
+            return;
+        }
+        self.reader.now = self.reader.now.max(now_ns);
+        self.close_batch();
+    }
 }
 
 struct Reader {
@@ -241,7 +343,7 @@ impl Reader {
         });
     }
 
-    fn send(&mut self, last: bool) {
+    fn send(&mut self, last: bool, end: EndReason) {
         for i in 0..self.threads {
             // Reuse a batch the shard has finished with; a new one only while
             // the pipeline fills up, so steady state allocates nothing.
@@ -253,6 +355,7 @@ impl Reader {
                 pkts,
                 now: self.now,
                 last,
+                end,
             };
             if self.to_shard[i].send(msg).is_err() {
                 self.failed = true;
@@ -275,6 +378,7 @@ fn shard(
         mut pkts,
         now,
         last,
+        end,
     }) = rx.recv()
     {
         // Two-stage prefetch: the bucket of packet i+16, then (once that is
@@ -298,7 +402,7 @@ fn shard(
             let part = (local * threads + me) as u16;
             t.handle(Event::Tick(now), &mut recs);
             if last {
-                t.handle(Event::Finish(EndReason::EndOfInput), &mut recs);
+                t.handle(Event::Finish(end), &mut recs);
             }
             tagged.extend(recs.drain(..).map(|x| (part, x)));
         }

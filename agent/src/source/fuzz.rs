@@ -130,7 +130,7 @@ fn run_engine(bytes: Vec<u8>, cfg: &Config) -> pipeline::Report {
         };
         let mut r = CaptureReader::open(Cursor::new(bytes)).map_err(wrap)?;
         while let Some(p) = r.next_packet().map_err(wrap)? {
-            feed(p);
+            feed.packet(p);
         }
         Ok(())
     })
