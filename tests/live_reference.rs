@@ -6,119 +6,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::netns::*;
 use common::*;
 use serde_json::Value;
-
-struct Netns {
-    client: String,
-    server: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let id = std::process::id();
-        let n = Netns {
-            client: format!("vmfc{id}"),
-            server: format!("vmfs{id}"),
-        };
-        let (c, s) = (&n.client, &n.server);
-        for cmd in [
-            format!("ip netns add {c}"),
-            format!("ip netns add {s}"),
-            format!("ip link add vc{id} netns {c} type veth peer name vs{id} netns {s}"),
-            format!("ip -n {c} addr add 10.77.0.1/24 dev vc{id}"),
-            format!("ip -n {s} addr add 10.77.0.2/24 dev vs{id}"),
-            format!("ip -n {c} addr add fd77::1/64 dev vc{id} nodad"),
-            format!("ip -n {s} addr add fd77::2/64 dev vs{id} nodad"),
-            format!("ip -n {c} link set vc{id} up"),
-            format!("ip -n {s} link set vs{id} up"),
-            format!("ip -n {c} link set lo up"),
-            format!("ip -n {s} link set lo up"),
-        ] {
-            sh(&cmd);
-        }
-        n
-    }
-
-    fn exec(&self, ns: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns]);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.client])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.server])
-            .status();
-    }
-}
-
-fn sh(cmd: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("sh runs");
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Kills a background child when the test ends, whatever happens.
-struct Bg(Child);
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads a child's stream until a line contains `needle` (the child's own
-/// signal that it is ready); panics if the stream ends first.
-fn wait_for_line(stream: impl std::io::Read, needle: &str) {
-    let mut lines = BufReader::new(stream).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.contains(needle) => return,
-            Some(Ok(_)) => {}
-            _ => panic!("stream ended before {needle:?}"),
-        }
-    }
-}
-
-fn require_tools() {
-    let is_root = sh("id -u").trim() == "0";
-    assert!(
-        is_root,
-        "this test needs root for network namespaces (run the README's test command)"
-    );
-    for tool in ["ip", "tcpdump", "tshark", "curl", "ping", "python3"] {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .status()
-            .unwrap()
-            .success();
-        assert!(
-            found,
-            "{tool} is missing: run the README's test command, which installs it"
-        );
-    }
-}
 
 /// tshark's view: per TCP client port, (packets, IP bytes) in each direction,
 /// plus the totals over all frames.
@@ -178,12 +72,11 @@ fn live_traffic_matches_tshark_and_the_clients() {
     let body = vec![b'x'; 200_000];
     std::fs::write(www.join("file"), &body).unwrap();
     let ns = Netns::new();
-    let id = std::process::id();
 
     // Header-only capture, as a capture agent would take it.
     let mut dump = ns
         .exec(&ns.server)
-        .args(["tcpdump", "-i", &format!("vs{id}"), "-U", "-s", "128", "-w"])
+        .args(["tcpdump", "-i", &ns.server_if, "-U", "-s", "128", "-w"])
         .arg(&cap)
         .stderr(Stdio::piped())
         .spawn()

@@ -37,11 +37,29 @@ enum Cmd {
     Demo(DemoArgs),
     /// The agent: read the configured source, ship records to a collector.
     Run(RunArgs),
+    /// Live capture on network interfaces, records as NDJSON, until SIGTERM/SIGINT.
+    Capture(CaptureArgs),
     /// The collector: accept agents over mutual TLS, write their records.
     Collect(CollectCmd),
     /// Certificates for trying the shipping path out.
     #[command(subcommand)]
     Certs(CertsCmd),
+}
+
+#[derive(Args)]
+struct CaptureArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Interface to capture on; repeat for several. Default: every interface
+    /// that is up, not loopback and has an address.
+    #[arg(long = "interface", short = 'i')]
+    interfaces: Vec<String>,
+    #[arg(long, default_value_t = 128)]
+    snaplen: u32,
+    #[arg(long)]
+    promiscuous: bool,
+    #[arg(long, default_value = "-")]
+    out: String,
 }
 
 #[derive(Args)]
@@ -163,6 +181,7 @@ pub fn main() -> ExitCode {
         Cmd::Bench(a) => bench(a),
         Cmd::Demo(a) => demo(a),
         Cmd::Run(a) => run_cmd(a),
+        Cmd::Capture(a) => capture_cmd(a),
         Cmd::Collect(a) => crate::daemon::run_collector(crate::daemon::CollectArgs {
             listen: a.listen,
             cert: a.cert,
@@ -463,6 +482,66 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode, Error> {
         r.append_errors,
     );
     match r.error {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => Err(e),
+    }
+}
+
+fn capture_cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let cfg = engine_config(&a.engine)?;
+    let ifaces = if a.interfaces.is_empty() {
+        crate::source::live::default_interfaces()
+    } else {
+        a.interfaces.clone()
+    };
+    if ifaces.is_empty() {
+        return Err(crate::source::live::LiveError::NothingToCapture.into());
+    }
+    let opts = crate::source::live::RingOptions {
+        snaplen: a.snaplen,
+        promiscuous: a.promiscuous,
+        ..Default::default()
+    };
+    let mut rings = ifaces
+        .iter()
+        .map(|i| crate::source::live::Ring::open(i, &opts))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| Error::Pipeline(format!("signal handler: {e}")))?;
+    }
+    let sink: Box<dyn RecordSink> = if a.out == "-" {
+        Box::new(NdjsonSink::new(io::stdout()))
+    } else {
+        let f = File::create(&a.out).map_err(|e| Error::io(&a.out, e))?;
+        Box::new(NdjsonSink::new(f))
+    };
+    eprintln!(
+        "capture: capturing on {} (snap length {}); SIGTERM or SIGINT stops",
+        ifaces.join(", "),
+        a.snaplen
+    );
+    let tick = std::time::Duration::from_millis(200);
+    let (report, stats) = crate::daemon::capture(
+        &cfg,
+        &mut rings,
+        sink,
+        None,
+        &stop,
+        tick,
+        opts.block_timeout_ms,
+    );
+    print_summary("capture", &report.summary);
+    for s in &stats {
+        eprintln!(
+            "capture: iface.{}.packets={} iface.{}.kernel_drops={}",
+            s.iface, s.packets, s.iface, s.kernel_drops
+        );
+    }
+    match report.error {
         None => Ok(ExitCode::SUCCESS),
         Some(e) => Err(e),
     }

@@ -15,7 +15,8 @@ use crate::error::Error;
 use crate::export::batcher::SpoolSink;
 use crate::export::ship::{self, ShipOptions, ShipStats};
 use crate::export::spool::{Spool, SpoolStats};
-use crate::pipeline::{self, Summary};
+use crate::pipeline::{self, Feed, Summary};
+use crate::source::live::{self, IfaceStats, Ring};
 
 pub struct RunReport {
     pub summary: Summary,
@@ -183,4 +184,65 @@ pub fn spawn_collector(
         }
     });
     Ok(addr)
+}
+
+/// Live capture into `sink` until `stop` is set: packets from every ring, and
+/// a tick every `tick` so timeouts fire on an idle link. Time while idle is
+/// the last packet's kernel timestamp advanced by the monotonic clock, so a
+/// wall-clock step cannot fire or freeze timeouts.
+pub fn capture<S: crate::export::RecordSink>(
+    cfg: &crate::config::Config,
+    rings: &mut [Ring],
+    sink: S,
+    exclude: Option<SocketAddr>,
+    stop: &std::sync::atomic::AtomicBool,
+    tick: Duration,
+    block_timeout_ms: u32,
+) -> (pipeline::Report, Vec<IfaceStats>) {
+    use std::sync::atomic::Ordering;
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+    let opts = pipeline::RunOptions {
+        end: vmflow_proto::EndReason::Shutdown,
+        exclude,
+    };
+    let report = pipeline::run_with(cfg, sink, opts, |feed: &mut dyn Feed| {
+        let mut last_ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mut last_mono = Instant::now();
+        let mut last_tick = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let mut got = 0;
+            for r in rings.iter_mut() {
+                got += r.drain(&mut |p| {
+                    last_ts = last_ts.max(p.ts_ns);
+                    feed.packet(p);
+                });
+            }
+            if got > 0 {
+                last_mono = Instant::now();
+            }
+            if last_tick.elapsed() >= tick {
+                feed.tick(last_ts + last_mono.elapsed().as_nanos() as u64);
+                last_tick = Instant::now();
+            }
+            if got == 0 {
+                let left = tick.saturating_sub(last_tick.elapsed());
+                live::wait(rings, left.as_millis().clamp(1, 1000) as i32);
+            }
+        }
+        // Packets captured before the stop may sit in a block the kernel has
+        // not handed over yet; it does so within the block timeout. Wait two
+        // of those and take everything.
+        let until = Instant::now() + Duration::from_millis(2 * u64::from(block_timeout_ms) + 20);
+        while Instant::now() < until {
+            live::wait(rings, block_timeout_ms as i32);
+            for r in rings.iter_mut() {
+                r.drain(&mut |p| feed.packet(p));
+            }
+        }
+        Ok(())
+    });
+    let stats = rings.iter_mut().map(|r| r.kernel_stats()).collect();
+    (report, stats)
 }

@@ -32,7 +32,9 @@ impl<W: Write + Send> RecordSink for NdjsonSink<W> {
             self.line.push(b'\n');
             self.out.write_all(&self.line)?;
         }
-        Ok(())
+        // Each call is one batch of the engine: make it visible to readers of
+        // the file now (live capture), at one write per batch.
+        self.out.flush()
     }
 
     fn finish(&mut self) -> io::Result<()> {

@@ -5,6 +5,7 @@
 mod buf;
 #[cfg(test)]
 mod fuzz;
+pub mod live;
 mod netmon;
 mod pcap;
 mod pcapng;

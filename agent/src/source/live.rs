@@ -1,0 +1,420 @@
+//! Live capture: one AF_PACKET socket per interface with a TPACKET_V3 receive
+//! ring. pnet's datalink channel (the design card's default) copies every
+//! packet through `recv` and cannot report kernel drops; the ring hands whole
+//! blocks of packets over without a syscall per packet, and
+//! PACKET_STATISTICS gives the drops. pnet still discovers the interfaces.
+//!
+//! Ownership protocol of the ring (packet_mmap.rst): the kernel fills a block
+//! while its status word is TP_STATUS_KERNEL, then sets TP_STATUS_USER (with a
+//! full barrier). From then until we store TP_STATUS_KERNEL back, the kernel
+//! neither reads nor writes that block. We only look at a block inside that
+//! window, after an Acquire load of its status, and give it back with a
+//! Release store once we are done with it.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::RawPacket;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("capturing on {iface} needs CAP_NET_RAW{}", if *.promiscuous { " and CAP_NET_ADMIN (promiscuous mode)" } else { "" })]
+    Permission { iface: String, promiscuous: bool },
+    #[error("no interface named {0:?}")]
+    NoInterface(String),
+    #[error("{iface}: {what}: {source}")]
+    Io {
+        iface: String,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no interface to capture on (none is up, has an address and is not loopback)")]
+    NothingToCapture,
+}
+
+#[derive(Clone, Debug)]
+pub struct RingOptions {
+    pub snaplen: u32,
+    pub promiscuous: bool,
+    pub block_size: usize,
+    pub blocks: usize,
+    /// A block is handed over after this long even if not full.
+    pub block_timeout_ms: u32,
+}
+
+impl Default for RingOptions {
+    fn default() -> Self {
+        RingOptions {
+            snaplen: 128,
+            promiscuous: false,
+            block_size: 1 << 20,
+            blocks: 32,
+            block_timeout_ms: 20,
+        }
+    }
+}
+
+/// Per-interface counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IfaceStats {
+    pub iface: String,
+    /// Packets the ring delivered to us.
+    pub packets: u64,
+    /// Packets the kernel dropped because the ring was full.
+    pub kernel_drops: u64,
+}
+
+pub struct Ring {
+    fd: OwnedFd,
+    map: *mut u8,
+    map_len: usize,
+    block_size: usize,
+    blocks: usize,
+    next: usize,
+    linktype: u32,
+    scratch: Vec<u8>,
+    stats: IfaceStats,
+}
+
+// SAFETY: `map` points to a mapping owned by this Ring alone (created in
+// `open`, unmapped in `drop`); nothing else holds the pointer, so moving the
+// Ring to another thread moves sole access with it.
+unsafe impl Send for Ring {}
+
+/// Interfaces to capture on by default: up, not loopback, with an address.
+pub fn default_interfaces() -> Vec<String> {
+    pnet_datalink::interfaces()
+        .into_iter()
+        .filter(|i| i.is_up() && !i.is_loopback() && !i.ips.is_empty())
+        .map(|i| i.name)
+        .collect()
+}
+
+fn err(iface: &str, what: &'static str) -> LiveError {
+    LiveError::Io {
+        iface: iface.to_string(),
+        what,
+        source: io::Error::last_os_error(),
+    }
+}
+
+fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a live, initialized T for the duration of the call
+    // and its exact size is passed; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+impl Ring {
+    pub fn open(iface: &str, opts: &RingOptions) -> Result<Ring, LiveError> {
+        let name = CString::new(iface).map_err(|_| LiveError::NoInterface(iface.into()))?;
+        // SAFETY: `name` is a valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(LiveError::NoInterface(iface.into()));
+        }
+        // Protocol 0: the socket receives nothing until it is bound below,
+        // after its ring is ready, so no other interface's packets slip in.
+        // SAFETY: plain socket(2) call; the result is checked.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EACCES) => LiveError::Permission {
+                    iface: iface.into(),
+                    promiscuous: opts.promiscuous,
+                },
+                _ => LiveError::Io {
+                    iface: iface.into(),
+                    what: "socket",
+                    source: e,
+                },
+            });
+        }
+        // SAFETY: `raw` is a new, valid descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let version: libc::c_int = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
+        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &version)
+            .map_err(|_| err(iface, "PACKET_VERSION"))?;
+        // Header-only capture in the kernel: a one-instruction classic BPF
+        // program "accept snaplen bytes" truncates before the copy.
+        let prog = [libc::sock_filter {
+            code: 0x06, // BPF_RET | BPF_K
+            jt: 0,
+            jf: 0,
+            k: opts.snaplen.max(64),
+        }];
+        let fprog = libc::sock_fprog {
+            len: 1,
+            filter: prog.as_ptr() as *mut libc::sock_filter,
+        };
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+            .map_err(|_| err(iface, "SO_ATTACH_FILTER"))?;
+        let frame_size = 2048u32;
+        let req = libc::tpacket_req3 {
+            tp_block_size: opts.block_size as u32,
+            tp_block_nr: opts.blocks as u32,
+            tp_frame_size: frame_size,
+            tp_frame_nr: (opts.block_size * opts.blocks / frame_size as usize) as u32,
+            tp_retire_blk_tov: opts.block_timeout_ms,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
+            .map_err(|_| err(iface, "PACKET_RX_RING"))?;
+        let map_len = opts.block_size * opts.blocks;
+        // SAFETY: maps the ring the kernel just allocated for this socket;
+        // length and offset are what the kernel expects; the result is checked.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(err(iface, "mmap ring"));
+        }
+        let mut ring = Ring {
+            fd,
+            map: map.cast(),
+            map_len,
+            block_size: opts.block_size,
+            blocks: opts.blocks,
+            next: 0,
+            linktype: linktype_of(iface),
+            scratch: Vec::with_capacity(opts.snaplen as usize + 64),
+            stats: IfaceStats {
+                iface: iface.into(),
+                ..IfaceStats::default()
+            },
+        };
+        if opts.promiscuous {
+            let mreq = libc::packet_mreq {
+                mr_ifindex: ifindex as libc::c_int,
+                mr_type: libc::PACKET_MR_PROMISC as libc::c_ushort,
+                mr_alen: 0,
+                mr_address: [0; 8],
+            };
+            setsockopt(
+                &ring.fd,
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                &mreq,
+            )
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::EPERM) {
+                    LiveError::Permission {
+                        iface: iface.into(),
+                        promiscuous: true,
+                    }
+                } else {
+                    LiveError::Io {
+                        iface: iface.into(),
+                        what: "promiscuous mode",
+                        source: e,
+                    }
+                }
+            })?;
+        }
+        // SAFETY: a zeroed sockaddr_ll is a valid value; the fields that
+        // matter are set below.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: `sll` is a valid sockaddr_ll and its size is passed.
+        let r = unsafe {
+            libc::bind(
+                ring.fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(err(iface, "bind"));
+        }
+        // Counters start at zero for this capture.
+        let _ = ring.kernel_stats();
+        ring.stats.kernel_drops = 0;
+        Ok(ring)
+    }
+
+    pub fn fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    fn status(&self, block: usize) -> &AtomicU32 {
+        // SAFETY: block_status is the u32 at offset 8 of the block descriptor
+        // (tpacket_block_desc → tpacket_hdr_v1), 8-aligned because blocks are
+        // page-aligned; the mapping lives as long as `self`. The kernel
+        // updates it concurrently, hence the atomic view.
+        unsafe { AtomicU32::from_ptr(self.map.add(block * self.block_size + 8).cast()) }
+    }
+
+    /// Hands every packet of every block that is ready to `f`; returns the
+    /// number of packets.
+    pub fn drain(&mut self, f: &mut dyn FnMut(RawPacket<'_>)) -> usize {
+        let mut n = 0;
+        loop {
+            if self.status(self.next).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
+                return n;
+            }
+            // SAFETY: the block is ours (status USER, see the module comment)
+            // until the Release store below; the slice does not outlive this
+            // iteration, and the block lies inside the mapping.
+            let block = unsafe {
+                std::slice::from_raw_parts(
+                    self.map.add(self.next * self.block_size),
+                    self.block_size,
+                )
+            };
+            n += self.walk(block, f);
+            self.status(self.next)
+                .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+            self.next = (self.next + 1) % self.blocks;
+        }
+    }
+
+    /// Parses one block's packets; every offset is checked against the block.
+    fn walk(&mut self, block: &[u8], f: &mut dyn FnMut(RawPacket<'_>)) -> usize {
+        let u32_at = |b: &[u8], at: usize| -> Option<u32> {
+            Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+        };
+        let (Some(num), Some(first)) = (u32_at(block, 12), u32_at(block, 16)) else {
+            return 0;
+        };
+        let mut off = first as usize;
+        let mut n = 0;
+        for _ in 0..num {
+            let Some(h) = block.get(off..off + 40) else {
+                break;
+            };
+            let next = u32_at(h, 0).unwrap_or(0) as usize;
+            let ts_ns = u64::from(u32_at(h, 4).unwrap_or(0)) * 1_000_000_000
+                + u64::from(u32_at(h, 8).unwrap_or(0));
+            let snap = u32_at(h, 12).unwrap_or(0) as usize;
+            let len = u32_at(h, 16).unwrap_or(0);
+            let status = u32_at(h, 20).unwrap_or(0);
+            let mac = usize::from(u16::from_ne_bytes([h[24], h[25]]));
+            let tci = u32_at(h, 32).unwrap_or(0) as u16;
+            if let Some(data) = block.get(off + mac..off + mac + snap) {
+                n += 1;
+                self.stats.packets += 1;
+                if status & libc::TP_STATUS_VLAN_VALID != 0
+                    && self.linktype == 1
+                    && data.len() >= 12
+                {
+                    // The NIC stripped the 802.1Q tag into metadata: put it
+                    // back so the decoder sees the VLAN like in a capture file.
+                    self.scratch.clear();
+                    self.scratch.extend_from_slice(&data[..12]);
+                    self.scratch.extend_from_slice(&[0x81, 0x00]);
+                    self.scratch.extend_from_slice(&tci.to_be_bytes());
+                    self.scratch.extend_from_slice(&data[12..]);
+                    f(RawPacket {
+                        ts_ns,
+                        linktype: 1,
+                        orig_len: len + 4,
+                        data: &self.scratch,
+                    });
+                } else {
+                    f(RawPacket {
+                        ts_ns,
+                        linktype: self.linktype,
+                        orig_len: len,
+                        data,
+                    });
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            off += next;
+        }
+        n
+    }
+
+    /// Reads (and accumulates) the kernel's counters; they reset on read.
+    pub fn kernel_stats(&mut self) -> IfaceStats {
+        let mut st = libc::tpacket_stats_v3 {
+            tp_packets: 0,
+            tp_drops: 0,
+            tp_freeze_q_cnt: 0,
+        };
+        let mut len = std::mem::size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
+        // SAFETY: `st` and `len` are valid for writes of the sizes given.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats_v3).cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            self.stats.kernel_drops += u64::from(st.tp_drops);
+        }
+        self.stats.clone()
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: `map`/`map_len` are exactly what mmap returned in `open`,
+        // and no slice into the mapping outlives a `drain` call.
+        unsafe {
+            libc::munmap(self.map.cast(), self.map_len);
+        }
+    }
+}
+
+/// Waits until one of the rings has a descriptor event or `timeout_ms` passes.
+pub fn wait(rings: &[Ring], timeout_ms: i32) {
+    let mut fds: Vec<libc::pollfd> = rings
+        .iter()
+        .map(|r| libc::pollfd {
+            fd: r.fd(),
+            events: libc::POLLIN | libc::POLLERR,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs.
+    unsafe {
+        libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms);
+    }
+}
+
+/// LINKTYPE of an interface from its ARPHRD type.
+fn linktype_of(iface: &str) -> u32 {
+    let ty: u32 = std::fs::read_to_string(format!("/sys/class/net/{iface}/type"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1);
+    match ty {
+        // Ethernet and loopback frames carry an Ethernet header.
+        1 | 772 => 1,
+        // ARPHRD_NONE (tun) and ARPHRD_RAWIP: packets start at the IP header.
+        65534 | 519 => 101,
+        other => 0x2_0000 + other,
+    }
+}

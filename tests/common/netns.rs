@@ -1,0 +1,125 @@
+//! Network namespaces joined by a veth pair, and the background processes
+//! the live tests run in them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command};
+
+pub struct Netns {
+    pub client: String,
+    pub server: String,
+    /// The veth ends: `client_if` in `client`, `server_if` in `server`.
+    pub client_if: String,
+    pub server_if: String,
+}
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Netns {
+    /// Two namespaces joined by a veth pair: vc<pid> 10.77.0.1 / fd77::1 on the
+    /// client side, vs<pid> 10.77.0.2 / fd77::2 on the server side.
+    pub fn new() -> Netns {
+        // Unique per test process and per call (tests run in parallel).
+        let id = format!(
+            "{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let n = Netns {
+            client: format!("vmfc{id}"),
+            server: format!("vmfs{id}"),
+            client_if: format!("vc{id}"),
+            server_if: format!("vs{id}"),
+        };
+        let (c, s, ci, si) = (&n.client, &n.server, &n.client_if, &n.server_if);
+        for cmd in [
+            format!("ip netns add {c}"),
+            format!("ip netns add {s}"),
+            format!("ip link add {ci} netns {c} type veth peer name {si} netns {s}"),
+            format!("ip -n {c} addr add 10.77.0.1/24 dev {ci}"),
+            format!("ip -n {s} addr add 10.77.0.2/24 dev {si}"),
+            format!("ip -n {c} addr add fd77::1/64 dev {ci} nodad"),
+            format!("ip -n {s} addr add fd77::2/64 dev {si} nodad"),
+            format!("ip -n {c} link set {ci} up"),
+            format!("ip -n {s} link set {si} up"),
+            format!("ip -n {c} link set lo up"),
+            format!("ip -n {s} link set lo up"),
+        ] {
+            sh(&cmd);
+        }
+        n
+    }
+
+    pub fn exec(&self, ns: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.client])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.server])
+            .status();
+    }
+}
+
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("sh runs");
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Kills a background child when the test ends, whatever happens.
+pub struct Bg(pub Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads a child's stream until a line contains `needle` (the child's own
+/// signal that it is ready); panics if the stream ends first.
+pub fn wait_for_line(stream: impl std::io::Read, needle: &str) {
+    let mut lines = BufReader::new(stream).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains(needle) => return,
+            Some(Ok(_)) => {}
+            _ => panic!("stream ended before {needle:?}"),
+        }
+    }
+}
+
+pub fn require_tools() {
+    let is_root = sh("id -u").trim() == "0";
+    assert!(
+        is_root,
+        "this test needs root for network namespaces (run the README's test command)"
+    );
+    for tool in ["ip", "tcpdump", "tshark", "curl", "ping", "python3"] {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool} >/dev/null"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(
+            found,
+            "{tool} is missing: run the README's test command, which installs it"
+        );
+    }
+}
