@@ -280,3 +280,149 @@ fn without_cap_net_raw_the_error_says_so() {
     assert!(!out.status.success());
     assert!(err.contains("needs CAP_NET_RAW"), "{err}");
 }
+
+#[test]
+fn the_agent_ships_live_flows_but_not_its_own_export_traffic() {
+    require_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    assert!(common::run(vmflow().args(["certs", "init"]).arg(&certs))
+        .status
+        .success());
+    let ns = Netns::new();
+    // The collector sits across the veth, so the agent's export connection
+    // crosses the very interface it captures.
+    let out = dir.path().join("out");
+    let mut coll = ns
+        .exec(&ns.client)
+        .arg(env!("CARGO_BIN_EXE_vmflow"))
+        .args(["collect", "--listen", "10.77.0.1:0", "--out"])
+        .arg(&out)
+        .arg("--cert")
+        .arg(certs.join("collector.pem"))
+        .arg("--key")
+        .arg(certs.join("collector-key.pem"))
+        .arg("--client-ca")
+        .arg(certs.join("ca.pem"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = {
+        use std::io::BufRead;
+        let mut r = std::io::BufReader::new(coll.stderr.take().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
+        line.trim().rsplit(' ').next().unwrap().to_string()
+    };
+    let _coll = Bg(coll);
+    let cfg = write(
+        dir.path(),
+        "agent.toml",
+        format!(
+            "[capture.live]\ninterfaces = [{:?}]\nshutdown_grace = 10\n[export]\ncollector = {addr:?}\nca = {:?}\ncert = {:?}\nkey = {:?}\nspool_dir = {:?}\nbatch_age = 0.2\n",
+            ns.server_if,
+            certs.join("ca.pem"),
+            certs.join("agent-1.pem"),
+            certs.join("agent-1-key.pem"),
+            dir.path().join("spool"),
+        )
+        .as_bytes(),
+    );
+    let mut agent = ns
+        .exec(&ns.server)
+        .arg(env!("CARGO_BIN_EXE_vmflow"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = agent.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut log = Vec::new();
+    let wait_log = |needle: &str, log: &mut Vec<String>| loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no {needle:?} in {log:?}"));
+        log.push(l.clone());
+        if l.contains(needle) {
+            break;
+        }
+    };
+    wait_log("capturing on", &mut log);
+    wait_log("connected to collector", &mut log);
+    let mut agent = Bg(agent);
+
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("f"), vec![b'z'; 50_000]).unwrap();
+    let mut http = ns
+        .exec(&ns.server)
+        .args([
+            "python3",
+            "-u",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "10.77.0.2",
+            "--directory",
+        ])
+        .arg(&www)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_line(http.stdout.take().unwrap(), "Serving HTTP");
+    let _http = Bg(http);
+    for _ in 0..3 {
+        assert!(ns
+            .exec(&ns.client)
+            .args(["curl", "-sf", "-o", "/dev/null", "http://10.77.0.2:8080/f"])
+            .output()
+            .unwrap()
+            .status
+            .success());
+    }
+    sh(&format!("kill -TERM {}", agent.0.id()));
+    assert!(agent.0.wait().unwrap().success(), "{log:?}");
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(1)) {
+        log.push(l);
+    }
+    let text = log.join("\n");
+    assert!(summary(&text, "batches_acked").unwrap() > 0, "{text}");
+    let own = text
+        .lines()
+        .find_map(|l| l.strip_prefix("run: skipped.own_export="))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        own > 0,
+        "the export connection crossed the captured veth: {text}"
+    );
+
+    let mut got = Vec::new();
+    for e in std::fs::read_dir(out.join("agent-1")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "ndjson") {
+            got.extend(records(&p));
+        }
+    }
+    let port: u64 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(
+        got.iter()
+            .all(|r| r["src_port"] != port && r["dst_port"] != port),
+        "own export traffic became a flow"
+    );
+    let http: Vec<&Value> = got.iter().filter(|r| r["dst_port"] == 8080).collect();
+    assert_eq!(http.len(), 3, "{got:?}");
+    assert!(http
+        .iter()
+        .all(|r| r["end_reason"] == "fin" && r["rev_bytes"].as_u64().unwrap() > 50_000));
+}

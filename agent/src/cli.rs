@@ -481,6 +481,12 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode, Error> {
         r.spool.dropped_records,
         r.append_errors,
     );
+    for s in &r.ifaces {
+        eprintln!(
+            "run: iface.{}.packets={} iface.{}.kernel_drops={}",
+            s.iface, s.packets, s.iface, s.kernel_drops
+        );
+    }
     match r.error {
         None => Ok(ExitCode::SUCCESS),
         Some(e) => Err(e),

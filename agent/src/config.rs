@@ -16,8 +16,40 @@ pub struct Config {
     pub flow: FlowConfig,
     pub pipeline: PipelineConfig,
     pub source: SourceConfig,
+    pub capture: CaptureConfig,
     /// Where `vmflow run` ships records; required by `run`.
     pub export: Option<ExportConfig>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Live capture on network interfaces; `vmflow run` uses it instead of
+    /// `source.files` when present.
+    pub live: Option<LiveConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// Empty: every interface that is up, not loopback and has an address.
+    pub interfaces: Vec<String>,
+    pub snaplen: u32,
+    pub promiscuous: bool,
+    /// On SIGTERM, how long to wait for the collector to acknowledge the
+    /// last records before leaving them in the spool.
+    pub shutdown_grace: f64,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            interfaces: Vec::new(),
+            snaplen: 128,
+            promiscuous: false,
+            shutdown_grace: 5.0,
+        }
+    }
 }
 
 /// What `vmflow run` reads. Relative paths are relative to the config file.
@@ -200,6 +232,20 @@ impl Config {
             )));
         }
         self.local_nets()?;
+        if let Some(l) = &self.capture.live {
+            if !(64..=262_144).contains(&l.snaplen) {
+                return Err(Error::Config(format!(
+                    "capture.live.snaplen = {}: must be in 64..=262144",
+                    l.snaplen
+                )));
+            }
+            if !(l.shutdown_grace.is_finite() && l.shutdown_grace >= 0.0) {
+                return Err(Error::Config(format!(
+                    "capture.live.shutdown_grace = {}: must be non-negative seconds",
+                    l.shutdown_grace
+                )));
+            }
+        }
         if let Some(x) = &self.export {
             if x.batch_records == 0 || x.batch_records > 1 << 20 {
                 return Err(Error::Config(format!(

@@ -16,7 +16,7 @@ use crate::export::batcher::SpoolSink;
 use crate::export::ship::{self, ShipOptions, ShipStats};
 use crate::export::spool::{Spool, SpoolStats};
 use crate::pipeline::{self, Feed, Summary};
-use crate::source::live::{self, IfaceStats, Ring};
+use crate::source::live::{self, IfaceStats, Ring, RingOptions};
 
 pub struct RunReport {
     pub summary: Summary,
@@ -26,6 +26,8 @@ pub struct RunReport {
     pub resumed_after: u64,
     pub append_errors: u64,
     pub error: Option<Error>,
+    /// Live capture: packets and kernel drops per interface.
+    pub ifaces: Vec<IfaceStats>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -36,25 +38,64 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .map_err(|e| Error::Pipeline(format!("runtime: {e}")))
 }
 
-/// Replays the configured source through the engine and ships every record,
-/// returning once the collector has acknowledged all of them (or on SIGTERM
-/// / SIGINT, leaving the rest in the spool for the next start).
+/// The agent. With `[capture.live]`: captures until SIGTERM/SIGINT, then
+/// ends every flow (`shutdown`) and gives the collector `shutdown_grace` to
+/// acknowledge the last records (the rest stays in the spool). Otherwise:
+/// replays `source.files` and returns once the collector has acknowledged
+/// every record (or on SIGTERM/SIGINT, leaving the rest in the spool).
 pub fn run_agent(cfg: &Config) -> Result<RunReport, Error> {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let x = cfg
         .export
         .as_ref()
         .ok_or_else(|| Error::Config("`run` needs an [export] section".into()))?;
-    if cfg.source.files.is_empty() {
+    let live = cfg.capture.live.clone();
+    if live.is_none() && cfg.source.files.is_empty() {
         return Err(Error::Config(
-            "`run` needs source.files (other sources come later)".into(),
+            "`run` needs source.files or [capture.live]".into(),
         ));
     }
     let tls = crate::tls::client_config(&x.ca, &x.cert, &x.key)?;
+    // Open capture rings before anything else: a missing capability is the
+    // first thing an operator should hear about.
+    let ring_opts = live.as_ref().map(|l| RingOptions {
+        snaplen: l.snaplen,
+        promiscuous: l.promiscuous,
+        ..RingOptions::default()
+    });
+    let mut rings = match (&live, &ring_opts) {
+        (Some(l), Some(o)) => {
+            let ifaces = if l.interfaces.is_empty() {
+                live::default_interfaces()
+            } else {
+                l.interfaces.clone()
+            };
+            if ifaces.is_empty() {
+                return Err(live::LiveError::NothingToCapture.into());
+            }
+            let rings = ifaces
+                .iter()
+                .map(|i| Ring::open(i, o))
+                .collect::<Result<Vec<_>, _>>()?;
+            tracing::info!(
+                "capturing on {} (snap length {})",
+                ifaces.join(", "),
+                o.snaplen
+            );
+            rings
+        }
+        _ => Vec::new(),
+    };
     let spool = Spool::open(&x.spool_dir, x.spool_max_mib << 20).map_err(Error::Spool)?;
     let spool = Arc::new(Mutex::new(spool));
     let notify = Arc::new(Notify::new());
     let (done_tx, done_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let signalled = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, signalled.clone())
+            .map_err(|e| Error::Pipeline(format!("signal handler: {e}")))?;
+    }
     let mut opts = ShipOptions::new(x.collector.clone(), x.server_name.clone(), tls);
     opts.window = x.window;
     opts.host = hostname();
@@ -64,18 +105,13 @@ pub fn run_agent(cfg: &Config) -> Result<RunReport, Error> {
         x.agent_id.clone()
     };
     let rt = runtime()?;
-    let shipper = rt.spawn(ship::ship(
+    let mut shipper = rt.spawn(ship::ship(
         opts,
         spool.clone(),
         notify.clone(),
         done_rx,
         stop_rx,
     ));
-    let signals = rt.spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("stopping: unacknowledged batches stay in the spool");
-        let _ = stop_tx.send(true);
-    });
 
     let mut sink = SpoolSink::new(
         spool.clone(),
@@ -84,20 +120,69 @@ pub fn run_agent(cfg: &Config) -> Result<RunReport, Error> {
         Duration::from_secs_f64(x.batch_age),
     );
     let resumed_after = sink.pending_skip();
-    if resumed_after > 0 {
-        tracing::info!(
-            "resuming: the first {resumed_after} records were spooled by an earlier run"
+    let (report, ifaces, watcher) = if let Some(l) = &live {
+        // Never count our own export connection as a flow.
+        let exclude = std::net::ToSocketAddrs::to_socket_addrs(&x.collector)
+            .ok()
+            .and_then(|mut a| a.next());
+        let tov = ring_opts.as_ref().map_or(20, |o| o.block_timeout_ms);
+        let (report, ifaces) = capture(
+            cfg,
+            &mut rings,
+            &mut sink,
+            exclude,
+            &signalled,
+            Duration::from_millis(200),
+            tov,
         );
-    }
-    let report = pipeline::replay(cfg.source.files.clone(), cfg, &mut sink);
-    tracing::info!(
-        "source finished: {} records, {} of them new to the spool; shipping the rest",
-        report.summary.records,
-        report.summary.records.saturating_sub(sink.skipped)
-    );
-    let _ = done_tx.send(true);
+        tracing::info!(
+            "capture stopped: {} records; flushing",
+            report.summary.records
+        );
+        let _ = done_tx.send(true);
+        let grace = Duration::from_secs_f64(l.shutdown_grace);
+        let early = rt.block_on(async { tokio::time::timeout(grace, &mut shipper).await });
+        let _ = stop_tx.send(true);
+        if let Ok(done) = early {
+            let ship = done.unwrap_or_default();
+            let spool = spool.lock().map(|s| s.stats()).unwrap_or_default();
+            return Ok(RunReport {
+                summary: report.summary,
+                ship,
+                spool,
+                resumed_after,
+                append_errors: sink.append_errors,
+                error: report.error,
+                ifaces,
+            });
+        }
+        (report, ifaces, None)
+    } else {
+        if resumed_after > 0 {
+            tracing::info!(
+                "resuming: the first {resumed_after} records were spooled by an earlier run"
+            );
+        }
+        let report = pipeline::replay(cfg.source.files.clone(), cfg, &mut sink);
+        tracing::info!(
+            "source finished: {} records, {} of them new to the spool; shipping the rest",
+            report.summary.records,
+            report.summary.records.saturating_sub(sink.skipped)
+        );
+        let _ = done_tx.send(true);
+        let stop_on_signal = rt.spawn(async move {
+            while !signalled.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tracing::info!("stopping: unacknowledged batches stay in the spool");
+            let _ = stop_tx.send(true);
+        });
+        (report, Vec::new(), Some(stop_on_signal))
+    };
     let ship = rt.block_on(async { shipper.await.unwrap_or_default() });
-    signals.abort();
+    if let Some(t) = watcher {
+        t.abort();
+    }
     let spool = spool.lock().map(|s| s.stats()).unwrap_or_default();
     Ok(RunReport {
         summary: report.summary,
@@ -106,6 +191,7 @@ pub fn run_agent(cfg: &Config) -> Result<RunReport, Error> {
         resumed_after,
         append_errors: sink.append_errors,
         error: report.error,
+        ifaces,
     })
 }
 
