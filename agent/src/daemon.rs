@@ -290,6 +290,7 @@ pub fn capture<S: crate::export::RecordSink>(
     let opts = pipeline::RunOptions {
         end: vmflow_proto::EndReason::Shutdown,
         exclude,
+        inline: true,
     };
     let report = pipeline::run_with(cfg, sink, opts, |feed: &mut dyn Feed| {
         let mut last_ts = SystemTime::now()

@@ -100,6 +100,10 @@ pub struct RunOptions {
     /// Packets to or from this address and port (the agent's own export
     /// connection) are not flows; they are counted as `own_export`.
     pub exclude: Option<std::net::SocketAddr>,
+    /// Run the flow tables and the output on the caller's thread. Cheaper per
+    /// packet when packets arrive at a modest rate (live capture); the output
+    /// is the same as with threads.
+    pub inline: bool,
 }
 
 impl Default for RunOptions {
@@ -107,6 +111,7 @@ impl Default for RunOptions {
         RunOptions {
             end: EndReason::EndOfInput,
             exclude: None,
+            inline: false,
         }
     }
 }
@@ -136,7 +141,7 @@ where
     F: FnOnce(&mut dyn Feed) -> Result<(), Error>,
 {
     let start = Instant::now();
-    let threads = cfg.threads();
+    let threads = if opts.inline { 1 } else { cfg.threads() };
     let parts = cfg.pipeline.partitions;
     let batch = cfg.pipeline.batch_packets;
     let local = match cfg.local_nets() {
@@ -155,7 +160,7 @@ where
     let mut from_shard = Vec::new();
     let mut recycle = Vec::new();
     let mut shard_ends = Vec::new();
-    for _ in 0..threads {
+    for _ in 0..if opts.inline { 0 } else { threads } {
         let (tx, rx) = bounded::<ToShard>(4);
         let (otx, orx) = bounded::<FromShard>(4);
         let (rtx, rrx) = unbounded::<Vec<Routed>>();
@@ -171,6 +176,23 @@ where
     };
     let mut error = None;
 
+    let (sink, inline) = if opts.inline {
+        let inline = Inline {
+            tables: (0..parts)
+                .map(|_| FlowTable::new(table_cfg.clone(), local.clone()))
+                .collect(),
+            sink: Box::new(sink),
+            recs: Vec::new(),
+            tagged: Vec::new(),
+            plain: Vec::new(),
+            written: Written::default(),
+            error: None,
+        };
+        (None, Some(inline))
+    } else {
+        (Some(sink), None)
+    };
+
     std::thread::scope(|scope| {
         for (i, (rx, otx, rtx)) in shard_ends.into_iter().enumerate() {
             let owned: Vec<usize> = (i..parts).step_by(threads).collect();
@@ -180,9 +202,10 @@ where
                 .collect();
             scope.spawn(move || shard(i, threads, tables, rx, otx, rtx));
         }
-        let output = scope.spawn(move || output(sink, from_shard));
+        let output = sink.map(|sink| scope.spawn(move || output(sink, from_shard)));
 
         let reader = Reader {
+            inline,
             threads,
             batch,
             parts,
@@ -221,6 +244,7 @@ where
         let failed = reader.failed;
         summary.flow_packets = reader.flow_packets;
         summary.ip_bytes = reader.ip_bytes;
+        let inline = reader.inline.take();
         drop(reader);
         summary.packets = packets;
         summary.frag = frag.stats();
@@ -228,7 +252,15 @@ where
         if own_export > 0 {
             summary.skipped.insert("own_export".into(), own_export);
         }
-        match output.join() {
+        let written = match (output, inline) {
+            (Some(h), _) => h.join(),
+            (None, Some(i)) => Ok(match i.error {
+                Some(e) => Err(e),
+                None => Ok(i.written),
+            }),
+            (None, None) => Ok(Err(Error::Pipeline("no output stage".into()))),
+        };
+        match written {
             Ok(Ok(o)) => {
                 summary.records = o.records;
                 summary.flows = o.flows;
@@ -248,8 +280,8 @@ where
 }
 
 /// The reader stage: decode, fragments, routing into per-shard batches.
-struct Ingest {
-    reader: Reader,
+struct Ingest<'s> {
+    reader: Reader<'s>,
     frag: FragTable,
     skips: HashMap<Skip, u64>,
     packets: u64,
@@ -259,7 +291,7 @@ struct Ingest {
     own_export: u64,
 }
 
-impl Ingest {
+impl Ingest<'_> {
     fn is_own_export(&self, d: &Decoded) -> bool {
         let Some(ex) = self.exclude else {
             return false;
@@ -280,7 +312,7 @@ impl Ingest {
     }
 }
 
-impl Feed for Ingest {
+impl Feed for Ingest<'_> {
     #[inline]
     fn packet(&mut self, raw: RawPacket<'_>) {
         if self.reader.failed {
@@ -312,7 +344,8 @@ impl Feed for Ingest {
     }
 }
 
-struct Reader {
+struct Reader<'s> {
+    inline: Option<Inline<'s>>,
     threads: usize,
     batch: usize,
     parts: usize,
@@ -326,7 +359,7 @@ struct Reader {
     ip_bytes: u64,
 }
 
-impl Reader {
+impl Reader<'_> {
     #[inline]
     fn push(&mut self, ts: u64, d: &Decoded) {
         let pkt = Packet::new(ts, d);
@@ -344,6 +377,12 @@ impl Reader {
     }
 
     fn send(&mut self, last: bool, end: EndReason) {
+        if let Some(inl) = self.inline.as_mut() {
+            inl.submit(&self.batches[0], self.now, last, end);
+            self.batches[0].clear();
+            self.failed |= inl.error.is_some();
+            return;
+        }
         for i in 0..self.threads {
             // Reuse a batch the shard has finished with; a new one only while
             // the pipeline fills up, so steady state allocates nothing.
@@ -381,31 +420,19 @@ fn shard(
         end,
     }) = rx.recv()
     {
-        // Two-stage prefetch: the bucket of packet i+16, then (once that is
-        // cached) the flow slot of packet i+8. Pure hints; output is unchanged.
-        for (i, r) in pkts.iter().enumerate() {
-            if let Some(a) = pkts.get(i + 16) {
-                tables[usize::from(a.part) / threads].prefetch(a.pkt.hash, false);
-            }
-            if let Some(b) = pkts.get(i + 8) {
-                tables[usize::from(b.part) / threads].prefetch(b.pkt.hash, true);
-            }
-            let local = usize::from(r.part) / threads;
-            tables[local].handle(Event::Packet(&r.pkt), &mut recs);
-            if !recs.is_empty() {
-                tagged.extend(recs.drain(..).map(|x| (r.part, x)));
-            }
-        }
+        process(
+            me,
+            threads,
+            &mut tables,
+            &pkts,
+            now,
+            last,
+            end,
+            &mut recs,
+            &mut tagged,
+        );
         pkts.clear();
         let _ = recycle.send(pkts);
-        for (local, t) in tables.iter_mut().enumerate() {
-            let part = (local * threads + me) as u16;
-            t.handle(Event::Tick(now), &mut recs);
-            if last {
-                t.handle(Event::Finish(end), &mut recs);
-            }
-            tagged.extend(recs.drain(..).map(|x| (part, x)));
-        }
         let stats = last.then(|| sum_stats(tables.iter().map(|t| t.stats())));
         let msg = FromShard {
             records: std::mem::take(&mut tagged),
@@ -417,8 +444,90 @@ fn shard(
     }
 }
 
-/// Collects each batch from every shard in shard order, orders it by partition
-/// (stable, so each partition keeps its own order) and writes it.
+/// One batch through the tables a shard owns, then the batch-boundary tick
+/// (and, at the end, the finish); records are tagged with their partition.
+#[allow(clippy::too_many_arguments)]
+fn process(
+    me: usize,
+    threads: usize,
+    tables: &mut [FlowTable],
+    pkts: &[Routed],
+    now: u64,
+    last: bool,
+    end: EndReason,
+    recs: &mut Vec<FlowRecord>,
+    tagged: &mut Vec<(u16, FlowRecord)>,
+) {
+    // Two-stage prefetch: the bucket of packet i+16, then (once that is
+    // cached) the flow slot of packet i+8. Pure hints; output is unchanged.
+    for (i, r) in pkts.iter().enumerate() {
+        if let Some(a) = pkts.get(i + 16) {
+            tables[usize::from(a.part) / threads].prefetch(a.pkt.hash, false);
+        }
+        if let Some(b) = pkts.get(i + 8) {
+            tables[usize::from(b.part) / threads].prefetch(b.pkt.hash, true);
+        }
+        let local = usize::from(r.part) / threads;
+        tables[local].handle(Event::Packet(&r.pkt), recs);
+        if !recs.is_empty() {
+            tagged.extend(recs.drain(..).map(|x| (r.part, x)));
+        }
+    }
+    for (local, t) in tables.iter_mut().enumerate() {
+        let part = (local * threads + me) as u16;
+        t.handle(Event::Tick(now), recs);
+        if last {
+            t.handle(Event::Finish(end), recs);
+        }
+        tagged.extend(recs.drain(..).map(|x| (part, x)));
+    }
+}
+
+/// Everything on the reader's thread, for live capture at moderate rates:
+/// no hand-off between threads, no wake-ups, the same records in the same order.
+struct Inline<'s> {
+    tables: Vec<FlowTable>,
+    sink: Box<dyn RecordSink + 's>,
+    recs: Vec<FlowRecord>,
+    tagged: Vec<(u16, FlowRecord)>,
+    plain: Vec<FlowRecord>,
+    written: Written,
+    error: Option<Error>,
+}
+
+impl Inline<'_> {
+    fn submit(&mut self, pkts: &[Routed], now: u64, last: bool, end: EndReason) {
+        process(
+            0,
+            1,
+            &mut self.tables,
+            pkts,
+            now,
+            last,
+            end,
+            &mut self.recs,
+            &mut self.tagged,
+        );
+        if self.error.is_none() {
+            if let Err(e) = write_epoch(
+                &mut self.tagged,
+                &mut self.plain,
+                &mut self.written,
+                &mut self.sink,
+            ) {
+                self.error = Some(e);
+            }
+        }
+        self.tagged.clear();
+        if last {
+            self.written.table = sum_stats(self.tables.iter().map(|t| t.stats()));
+            if let Err(e) = self.sink.finish() {
+                self.error.get_or_insert(Error::Output(e));
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Written {
     records: u64,
@@ -445,16 +554,7 @@ fn output<S: RecordSink>(mut sink: S, from: Vec<Receiver<FromShard>>) -> Result<
                 Err(_) => break 'epochs,
             }
         }
-        batch.sort_by_key(|(p, _)| *p);
-        plain.extend(batch.drain(..).map(|(_, r)| r));
-        for r in &plain {
-            w.records += 1;
-            w.flows += u64::from(r.is_final);
-            w.packets += r.fwd_packets + r.rev_packets;
-            w.bytes += r.fwd_bytes + r.rev_bytes;
-        }
-        sink.write(&plain).map_err(Error::Output)?;
-        plain.clear();
+        write_epoch(&mut batch, &mut plain, &mut w, &mut sink)?;
         if stats.len() == from.len() {
             break;
         }
@@ -462,6 +562,27 @@ fn output<S: RecordSink>(mut sink: S, from: Vec<Receiver<FromShard>>) -> Result<
     sink.finish().map_err(Error::Output)?;
     w.table = sum_stats(stats.into_iter());
     Ok(w)
+}
+
+/// Orders one batch's records by partition (stable, so each partition keeps
+/// its own order), counts them and writes them.
+fn write_epoch<S: RecordSink + ?Sized>(
+    batch: &mut Vec<(u16, FlowRecord)>,
+    plain: &mut Vec<FlowRecord>,
+    w: &mut Written,
+    sink: &mut S,
+) -> Result<(), Error> {
+    batch.sort_by_key(|(p, _)| *p);
+    plain.extend(batch.drain(..).map(|(_, r)| r));
+    for r in plain.iter() {
+        w.records += 1;
+        w.flows += u64::from(r.is_final);
+        w.packets += r.fwd_packets + r.rev_packets;
+        w.bytes += r.fwd_bytes + r.rev_bytes;
+    }
+    let res = sink.write(plain).map_err(Error::Output);
+    plain.clear();
+    res
 }
 
 fn sum_stats(it: impl Iterator<Item = TableStats>) -> TableStats {
@@ -474,4 +595,52 @@ fn sum_stats(it: impl Iterator<Item = TableStats>) -> TableStats {
         emergency_expired: a.emergency_expired + b.emergency_expired,
         peak_flows: a.peak_flows + b.peak_flows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::VecSink;
+    use crate::source::CaptureReader;
+
+    fn records(cfg: &Config, pcap: &[u8], opts: RunOptions) -> Vec<FlowRecord> {
+        let mut sink = VecSink::default();
+        let report = run_with(cfg, &mut sink, opts, |feed| {
+            let mut r = CaptureReader::open(std::io::Cursor::new(pcap)).expect("valid");
+            while let Some(p) = r.next_packet().expect("valid") {
+                feed.packet(p);
+            }
+            Ok(())
+        });
+        assert!(report.error.is_none());
+        sink.0
+    }
+
+    #[test]
+    fn inline_mode_gives_the_same_records_in_the_same_order() {
+        let mut pcap = Vec::new();
+        let p = crate::synth::SynthParams {
+            packets: 100_000,
+            concurrent: 2_000,
+            snaplen: 128,
+            seed: 21,
+        };
+        let mut cfg = Config::default();
+        crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
+        cfg.flow.max_flows = 500;
+        for threads in [1, 3] {
+            cfg.pipeline.threads = threads;
+            let threaded = records(&cfg, &pcap, RunOptions::default());
+            let inline = records(
+                &cfg,
+                &pcap,
+                RunOptions {
+                    inline: true,
+                    ..RunOptions::default()
+                },
+            );
+            assert!(threaded.len() > 1_000);
+            assert!(threaded == inline, "threads {threads}");
+        }
+    }
 }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Live capture side by side: the synthetic capture is replayed into a veth
+# pair with tcpreplay at rising packet rates while either `vmflow capture`
+# or `tcpdump -s 128 -w FILE` (what a capture agent does) listens on the
+# other end. Reports, per rate, packets seen and kernel drops for each, and
+# CPU per packet (user+sys of the capture process / packets it saw).
+# Needs root, iproute2, tcpreplay, tcpdump.
+#
+#   benches/vs_tcpdump_live.sh [PACKETS] [RATES...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+packets=${1:-1000000}
+shift || true
+rates=${*:-"100000 200000 400000 800000 topspeed"}
+
+cargo build --release --quiet
+vmflow=$PWD/target/release/vmflow
+work=$(mktemp -d /dev/shm/vmflow-live.XXXXXX)
+cleanup() { ip link del vbench0 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+ip link add vbench0 type veth peer name vbench1
+ip link set vbench0 up
+ip link set vbench1 up
+sysctl -qw net.ipv6.conf.vbench1.disable_ipv6=1 net.ipv6.conf.vbench0.disable_ipv6=1 || true
+$vmflow synth --packets "$packets" --concurrent 20000 --snaplen 128 --seed 3 --out "$work/in.pcap" 2>/dev/null
+
+cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+run_one() { # tool rate
+    local tool=$1 rate=$2 pid ticks seen drops
+    local speed=(--pps "$rate"); [ "$rate" = topspeed ] && speed=(--topspeed)
+    if [ "$tool" = vmflow ]; then
+        $vmflow capture -i vbench1 --snaplen 128 --out /dev/null 2>"$work/err" &
+        pid=$!
+        until grep -q "capturing on" "$work/err"; do sleep 0.05; done
+    else
+        tcpdump -i vbench1 -s 128 -w "$work/out.pcap" 2>"$work/err" &
+        pid=$!
+        until grep -q "listening on" "$work/err"; do sleep 0.05; done
+    fi
+    tcpreplay -q -i vbench0 "${speed[@]}" "$work/in.pcap" >"$work/replay" 2>&1
+    sleep 0.5
+    ticks=$(cpu_of "$pid")
+    kill -INT "$pid"; wait "$pid" || true
+    if [ "$tool" = vmflow ]; then
+        seen=$(grep -o 'iface.vbench1.packets=[0-9]*' "$work/err" | cut -d= -f2)
+        drops=$(grep -o 'iface.vbench1.kernel_drops=[0-9]*' "$work/err" | cut -d= -f2)
+    else
+        seen=$(grep -o '^[0-9]* packets captured' "$work/err" | cut -d' ' -f1)
+        drops=$(grep -o '^[0-9]* packets dropped by kernel' "$work/err" | cut -d' ' -f1)
+    fi
+    local actual; actual=$(grep -o 'Actual: [0-9]* packets' "$work/replay" | grep -o '[0-9]*' | head -1)
+    local pps; pps=$(grep -o '[0-9.]* pps' "$work/replay" | head -1)
+    echo "| $tool | $rate | ${pps:-?} | ${actual:-?} | $seen | $drops | $(awk -v t="$ticks" -v h="$hz" -v n="$seen" 'BEGIN{ if (n>0) printf "%.2f", t/h*1e6/n*1000; else print "-" }') |"
+}
+
+echo "| capture | requested rate | achieved (tcpreplay) | sent | seen | kernel drops | CPU ns/packet |"
+echo "|---|---|---|---|---|---|---|"
+for rate in $rates; do
+    for tool in vmflow tcpdump; do
+        run_one "$tool" "$rate"
+    done
+done
