@@ -292,7 +292,12 @@ pub fn capture<S: crate::export::RecordSink>(
         exclude,
         inline: true,
     };
-    let report = pipeline::run_with(cfg, sink, opts, |feed: &mut dyn Feed| {
+    // Small batches keep a batch in L2 between the reader writing it and the
+    // tables reading it back (measured in BENCHMARKS.md); live capture does
+    // not need the long batches that amortize thread hand-offs in replay.
+    let mut cfg = cfg.clone();
+    cfg.pipeline.batch_packets = cfg.pipeline.batch_packets.min(256);
+    let report = pipeline::run_with(&cfg, sink, opts, |feed: &mut dyn Feed| {
         let mut last_ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);

@@ -7,6 +7,7 @@ mod key;
 mod table;
 
 pub use frag::{FragStats, FragTable};
+pub use index::prefetch;
 pub use key::{from_ip, to_ip, FlowKey};
 pub use table::{Event, FlowTable, TableConfig, TableStats};
 

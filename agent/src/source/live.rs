@@ -309,6 +309,15 @@ impl Ring {
                 break;
             };
             let next = u32_at(h, 0).unwrap_or(0) as usize;
+            // The kernel wrote the next packet from another core: start
+            // pulling its header and first bytes in while this one is handled.
+            if next != 0 {
+                if let Some(ahead) = block.get(off + next..off + next + 1) {
+                    crate::flow::prefetch(ahead.as_ptr());
+                    crate::flow::prefetch(ahead.as_ptr().wrapping_add(64));
+                    crate::flow::prefetch(ahead.as_ptr().wrapping_add(128));
+                }
+            }
             let ts_ns = u64::from(u32_at(h, 4).unwrap_or(0)) * 1_000_000_000
                 + u64::from(u32_at(h, 8).unwrap_or(0));
             let snap = u32_at(h, 12).unwrap_or(0) as usize;
