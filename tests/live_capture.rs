@@ -433,3 +433,81 @@ fn the_agent_ships_live_flows_but_not_its_own_export_traffic() {
         .iter()
         .all(|r| r["end_reason"] == "fin" && r["rev_bytes"].as_u64().unwrap() > 50_000));
 }
+
+#[test]
+fn sighup_reloads_settings_and_keeps_open_flows() {
+    require_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.ndjson");
+    let cfg = write(dir.path(), "c.toml", b"[flow]\nidle_timeout = 60\n");
+    let ns = Netns::new();
+    let mut c = ns
+        .exec(&ns.server)
+        .arg(env!("CARGO_BIN_EXE_vmflow"))
+        .args(["capture", "-i", &ns.server_if, "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&live)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let err = c.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let wait_log = |needle: &str| loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no {needle:?}"));
+        if l.contains(needle) {
+            break;
+        }
+    };
+    wait_log("capturing on");
+    let mut c = Bg(c);
+    // A fixed source port: both datagrams belong to one flow.
+    let send = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('10.77.0.1',40001))\ns.sendto(b'x'*100,('10.77.0.2',5301))\n";
+    assert!(ns
+        .exec(&ns.client)
+        .args(["python3", "-c", send])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    // Same flow, new settings: a 1 s idle timeout instead of 60 s.
+    std::fs::write(&cfg, b"[flow]\nidle_timeout = 1\n").unwrap();
+    sh(&format!("kill -HUP {}", c.0.id()));
+    wait_log("configuration reloaded");
+    assert!(ns
+        .exec(&ns.client)
+        .args(["python3", "-c", send])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let sent = Instant::now();
+    let rec = loop {
+        if let Some(r) = records(&live).into_iter().find(|r| r["dst_port"] == 5301) {
+            break r;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(20),
+            "the new idle timeout never applied"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(rec["end_reason"], "idle");
+    assert_eq!(
+        rec["fwd_packets"], 2,
+        "the flow open across the reload is one flow"
+    );
+    // A file that no longer parses is refused; the capture goes on.
+    std::fs::write(&cfg, b"[flow]\nidle_timeout = \"soon\"\n").unwrap();
+    sh(&format!("kill -HUP {}", c.0.id()));
+    wait_log("old settings stay");
+    stop(&mut c);
+}

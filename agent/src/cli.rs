@@ -401,7 +401,7 @@ fn demo(a: DemoArgs) -> Result<ExitCode, Error> {
         window: 32,
         agent_id: "demo-agent".into(),
     });
-    let r = crate::daemon::run_agent(&cfg)?;
+    let r = crate::daemon::run_agent(&cfg, None)?;
     if let Some(e) = r.error {
         return Err(e);
     }
@@ -465,7 +465,7 @@ pub fn peak_rss_mib() -> Option<f64> {
 
 fn run_cmd(a: RunArgs) -> Result<ExitCode, Error> {
     let cfg = Config::load(&a.config)?;
-    let r = crate::daemon::run_agent(&cfg)?;
+    let r = crate::daemon::run_agent(&cfg, Some(a.config.clone()))?;
     print_summary("run", &r.summary);
     eprintln!(
         "run: resumed_after={} spooled_batches={} spooled_records={} batches_sent={} batches_acked={} \
@@ -531,12 +531,14 @@ fn capture_cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         a.snaplen
     );
     let tick = std::time::Duration::from_millis(200);
+    let mut reload = crate::daemon::reloader(a.engine.config.clone());
     let (report, stats) = crate::daemon::capture(
         &cfg,
         &mut rings,
         sink,
         None,
         &stop,
+        &mut reload,
         tick,
         opts.block_timeout_ms,
     );

@@ -43,7 +43,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 /// acknowledge the last records (the rest stays in the spool). Otherwise:
 /// replays `source.files` and returns once the collector has acknowledged
 /// every record (or on SIGTERM/SIGINT, leaving the rest in the spool).
-pub fn run_agent(cfg: &Config) -> Result<RunReport, Error> {
+pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport, Error> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let x = cfg
         .export
@@ -126,12 +126,14 @@ pub fn run_agent(cfg: &Config) -> Result<RunReport, Error> {
             .ok()
             .and_then(|mut a| a.next());
         let tov = ring_opts.as_ref().map_or(20, |o| o.block_timeout_ms);
+        let mut reload = reloader(config_path.clone());
         let (report, ifaces) = capture(
             cfg,
             &mut rings,
             &mut sink,
             exclude,
             &signalled,
+            &mut reload,
             Duration::from_millis(200),
             tov,
         );
@@ -276,12 +278,14 @@ pub fn spawn_collector(
 /// a tick every `tick` so timeouts fire on an idle link. Time while idle is
 /// the last packet's kernel timestamp advanced by the monotonic clock, so a
 /// wall-clock step cannot fire or freeze timeouts.
+#[allow(clippy::too_many_arguments)]
 pub fn capture<S: crate::export::RecordSink>(
     cfg: &crate::config::Config,
     rings: &mut [Ring],
     sink: S,
     exclude: Option<SocketAddr>,
     stop: &std::sync::atomic::AtomicBool,
+    reload: &mut dyn FnMut() -> Option<crate::config::Config>,
     tick: Duration,
     block_timeout_ms: u32,
 ) -> (pipeline::Report, Vec<IfaceStats>) {
@@ -317,6 +321,12 @@ pub fn capture<S: crate::export::RecordSink>(
             if last_tick.elapsed() >= tick {
                 feed.tick(last_ts + last_mono.elapsed().as_nanos() as u64);
                 last_tick = Instant::now();
+                if let Some(new) = reload() {
+                    match feed.reconfigure(&new) {
+                        Ok(()) => tracing::info!("configuration reloaded; every open flow kept"),
+                        Err(e) => tracing::error!("reload refused, old settings stay: {e}"),
+                    }
+                }
             }
             if got == 0 {
                 let left = tick.saturating_sub(last_tick.elapsed());
@@ -337,4 +347,31 @@ pub fn capture<S: crate::export::RecordSink>(
     });
     let stats = rings.iter_mut().map(|r| r.kernel_stats()).collect();
     (report, stats)
+}
+
+/// A SIGHUP watcher for live capture: when the signal has arrived, re-reads
+/// `path` (if any) and hands the new configuration over. A file that no
+/// longer parses is logged and ignored.
+pub fn reloader(path: Option<PathBuf>) -> impl FnMut() -> Option<Config> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let hup = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()) {
+        tracing::warn!("SIGHUP reload unavailable: {e}");
+    }
+    move || {
+        if !hup.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        let Some(p) = path.as_ref() else {
+            tracing::warn!("SIGHUP: no --config file to reload");
+            return None;
+        };
+        match Config::load(p) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!("SIGHUP: {e}; old settings stay");
+                None
+            }
+        }
+    }
 }

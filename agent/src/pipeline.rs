@@ -90,6 +90,9 @@ pub trait Feed {
     /// Packet time has reached `now_ns` without a packet (live sources):
     /// close the current batch and run every timeout due by then.
     fn tick(&mut self, now_ns: u64);
+    /// Applies new flow settings (timeouts, bound, local networks) without
+    /// losing a flow. Only an inline run (live capture) can do it.
+    fn reconfigure(&mut self, cfg: &Config) -> Result<(), Error>;
 }
 
 /// How a run ends and what it leaves out.
@@ -341,6 +344,35 @@ impl Feed for Ingest<'_> {
         }
         self.reader.now = self.reader.now.max(now_ns);
         self.close_batch();
+    }
+
+    fn reconfigure(&mut self, cfg: &Config) -> Result<(), Error> {
+        let Some(inl) = self.reader.inline.as_mut() else {
+            return Err(Error::Config(
+                "reloading needs an inline run (live capture)".into(),
+            ));
+        };
+        cfg.validate()?;
+        if cfg.pipeline.partitions != inl.tables.len() {
+            return Err(Error::Config(
+                "pipeline.partitions cannot change without a restart; nothing was reloaded".into(),
+            ));
+        }
+        // Close the current batch first: packets so far are judged by the
+        // settings they arrived under.
+        self.close_batch();
+        let local = Arc::new(cfg.local_nets()?);
+        for t in self
+            .reader
+            .inline
+            .iter_mut()
+            .flat_map(|i| i.tables.iter_mut())
+        {
+            t.reconfigure(cfg.table(), local.clone());
+        }
+        self.frag
+            .set_timeout((cfg.flow.fragment_timeout * 1e9) as u64);
+        Ok(())
     }
 }
 

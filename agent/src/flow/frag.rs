@@ -63,6 +63,10 @@ impl FragTable {
         self.stats
     }
 
+    pub fn set_timeout(&mut self, timeout_ns: u64) {
+        self.timeout_ns = timeout_ns;
+    }
+
     /// Passes `d` on (through `emit`) with its ports filled in, holds it, or
     /// releases it together with fragments that were waiting for it.
     #[inline]

@@ -163,6 +163,13 @@ impl FlowTable {
         self.len
     }
 
+    /// New timeouts, bound and local networks, keeping every flow (SIGHUP).
+    /// A smaller bound takes effect through eviction on the next new flow.
+    pub fn reconfigure(&mut self, cfg: TableConfig, local: Arc<LocalNets>) {
+        self.cfg = cfg;
+        self.local = local;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
