@@ -3,10 +3,15 @@
 //! owns no socket, thread or clock, so the same input always gives the same
 //! output.
 //!
-//! Flows sit in a slab and in one of three intrusive lists (half-open, open,
-//! closing), each kept in last-touched order. Every list has one timeout, so
-//! expiry only ever looks at list heads, and the least recently seen flow is the
-//! oldest of three heads.
+//! Flows sit in a slab and in one of three queues (half-open, open, closing),
+//! each with one timeout. A packet only updates its flow's `last_seen`; it
+//! does not move the flow in its queue (that would touch two more random
+//! cache lines per packet). Queues are ordered by `queued_at`, the flow's
+//! `last_seen` when it was (re)queued, which never exceeds its `last_seen`.
+//! So when the head's `queued_at` is younger than the timeout, nothing in the
+//! queue is due; when it is older, the head is either expired or touched since
+//! and goes back to the tail ("second chance"). Each flow is requeued at most
+//! once per timeout period. The least recently seen flow is found the same way.
 
 use std::sync::Arc;
 
@@ -104,14 +109,21 @@ struct Flow {
     phase: Phase,
     init_is_src: bool,
     fin: [bool; 2],
-    prev: u32,
-    next: u32,
     last_seen: u64,
+    /// `last_seen` when the flow entered its queue position.
+    queued_at: u64,
     flow_id: u64,
     seg: Segment,
     segment: u32,
     close: EndReason,
     icmp: Option<(u8, u8)>,
+}
+
+/// Queue links, kept apart from the flows: only queue operations touch them.
+#[derive(Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -125,6 +137,7 @@ pub struct FlowTable {
     local: Arc<LocalNets>,
     index: Index,
     slots: Vec<Flow>,
+    links: Vec<Link>,
     free: Vec<u32>,
     lists: [List; 3],
     len: usize,
@@ -139,6 +152,7 @@ impl FlowTable {
             local,
             index: Index::new(),
             slots: Vec::new(),
+            links: Vec::new(),
             free: Vec::new(),
             lists: [List {
                 head: NIL,
@@ -264,9 +278,8 @@ impl FlowTable {
             fin: [false; 2],
             icmp: p.icmp,
             last_seen: p.ts_ns,
+            queued_at: p.ts_ns,
             seg: Segment::default(),
-            prev: NIL,
-            next: NIL,
         };
         let idx = match self.free.pop() {
             Some(i) => {
@@ -275,6 +288,7 @@ impl FlowTable {
             }
             None => {
                 self.slots.push(flow);
+                self.links.push(Link { prev: NIL, next: NIL });
                 (self.slots.len() - 1) as u32
             }
         };
@@ -331,8 +345,11 @@ impl FlowTable {
             }
         }
         let new = f.phase;
-        self.unlink(old, idx);
-        self.push_tail(new, idx);
+        if new != old {
+            f.queued_at = f.last_seen;
+            self.unlink(old, idx);
+            self.push_tail(new, idx);
+        }
     }
 
     fn tick(&mut self, now: u64, out: &mut Vec<FlowRecord>) {
@@ -343,9 +360,14 @@ impl FlowTable {
                 if head == NIL {
                     break;
                 }
+                let timeout = self.timeout(phase);
                 let f = &self.slots[head as usize];
-                if f.last_seen.saturating_add(self.timeout(phase)) > self.now {
+                if f.queued_at.saturating_add(timeout) > self.now {
                     break;
+                }
+                if f.last_seen.saturating_add(timeout) > self.now {
+                    self.requeue(phase, head);
+                    continue;
                 }
                 let reason = if phase == Phase::Closing {
                     f.close
@@ -357,6 +379,30 @@ impl FlowTable {
                 };
                 self.end(head, reason, out);
             }
+        }
+    }
+
+    /// Second chance: a head touched since it was queued goes to the tail.
+    fn requeue(&mut self, phase: Phase, idx: u32) {
+        let f = &mut self.slots[idx as usize];
+        f.queued_at = f.last_seen;
+        self.unlink(phase, idx);
+        self.push_tail(phase, idx);
+    }
+
+    /// The queue's head once touched heads have been requeued: the flow with
+    /// the oldest `last_seen` in that queue.
+    fn oldest(&mut self, phase: Phase) -> u32 {
+        loop {
+            let head = self.lists[phase as usize].head;
+            if head == NIL {
+                return NIL;
+            }
+            let f = &self.slots[head as usize];
+            if f.last_seen == f.queued_at {
+                return head;
+            }
+            self.requeue(phase, head);
         }
     }
 
@@ -375,10 +421,13 @@ impl FlowTable {
     }
 
     fn evict_lru(&mut self, out: &mut Vec<FlowRecord>) {
-        let victim = self
-            .lists
-            .iter()
-            .map(|l| l.head)
+        let heads = [
+            self.oldest(Phase::HalfOpen),
+            self.oldest(Phase::Open),
+            self.oldest(Phase::Closing),
+        ];
+        let victim = heads
+            .into_iter()
             .filter(|&h| h != NIL)
             .min_by_key(|&h| self.slots[h as usize].last_seen);
         if let Some(idx) = victim {
@@ -420,23 +469,18 @@ impl FlowTable {
     }
 
     fn unlink(&mut self, phase: Phase, idx: u32) {
-        let (prev, next) = {
-            let f = &self.slots[idx as usize];
-            (f.prev, f.next)
-        };
+        let Link { prev, next } = self.links[idx as usize];
         if prev == NIL {
             self.lists[phase as usize].head = next;
         } else {
-            self.slots[prev as usize].next = next;
+            self.links[prev as usize].next = next;
         }
         if next == NIL {
             self.lists[phase as usize].tail = prev;
         } else {
-            self.slots[next as usize].prev = prev;
+            self.links[next as usize].prev = prev;
         }
-        let f = &mut self.slots[idx as usize];
-        f.prev = NIL;
-        f.next = NIL;
+        self.links[idx as usize] = Link { prev: NIL, next: NIL };
     }
 
     fn push_tail(&mut self, phase: Phase, idx: u32) {
@@ -446,11 +490,9 @@ impl FlowTable {
         if tail == NIL {
             list.head = idx;
         } else {
-            self.slots[tail as usize].next = idx;
+            self.links[tail as usize].next = idx;
         }
-        let f = &mut self.slots[idx as usize];
-        f.prev = tail;
-        f.next = NIL;
+        self.links[idx as usize] = Link { prev: tail, next: NIL };
     }
 }
 
