@@ -32,7 +32,10 @@ impl FlowKey {
     /// canonical source.
     #[inline]
     pub fn canonical(&self) -> (FlowKey, bool) {
-        if (self.src, self.src_port) <= (self.dst, self.dst_port) {
+        // Big-endian u128 comparison is the lexicographic byte order of the
+        // arrays, in two instructions instead of a memcmp call.
+        let (s, d) = (u128::from_be_bytes(self.src), u128::from_be_bytes(self.dst));
+        if (s, self.src_port) <= (d, self.dst_port) {
             (*self, true)
         } else {
             (self.reversed(), false)
