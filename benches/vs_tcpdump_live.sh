@@ -40,9 +40,11 @@ run_one() { # tool rate
         pid=$!
         until grep -q "listening on" "$work/err"; do sleep 0.05; done
     fi
+    local before; before=$(cpu_of "$pid")
     tcpreplay -q -i vbench0 "${speed[@]}" "$work/in.pcap" >"$work/replay" 2>&1
     sleep 0.5
-    ticks=$(cpu_of "$pid")
+    # CPU spent while the traffic flowed (start-up and shutdown excluded).
+    ticks=$(( $(cpu_of "$pid") - before ))
     kill -INT "$pid"; wait "$pid" || true
     if [ "$tool" = vmflow ]; then
         seen=$(grep -o 'iface.vbench1.packets=[0-9]*' "$work/err" | cut -d= -f2)
