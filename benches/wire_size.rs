@@ -119,6 +119,7 @@ fn main() {
                     seq: i as u64 + 1,
                     records: chunk.len() as u32,
                     block,
+                    source_drops: 0,
                 });
                 encode_frame(&f, &mut wire);
             }

@@ -58,6 +58,12 @@ struct CaptureArgs {
     snaplen: u32,
     #[arg(long)]
     promiscuous: bool,
+    /// Ring size per interface: this many blocks…
+    #[arg(long, default_value_t = 32)]
+    ring_blocks: usize,
+    /// …of this many KiB (a multiple of the page size).
+    #[arg(long, default_value_t = 1024)]
+    ring_block_kib: usize,
     #[arg(long, default_value = "-")]
     out: String,
 }
@@ -508,6 +514,8 @@ fn capture_cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
     let opts = crate::source::live::RingOptions {
         snaplen: a.snaplen,
         promiscuous: a.promiscuous,
+        blocks: a.ring_blocks.max(2),
+        block_size: a.ring_block_kib.clamp(4, 1 << 20) << 10,
         ..Default::default()
     };
     let mut rings = ifaces
@@ -539,6 +547,7 @@ fn capture_cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         None,
         &stop,
         &mut reload,
+        &std::sync::atomic::AtomicU64::new(0),
         tick,
         opts.block_timeout_ms,
     );

@@ -113,12 +113,15 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         stop_rx,
     ));
 
+    // Kernel drops so far, stamped on every batch (live capture).
+    let drops = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut sink = SpoolSink::new(
         spool.clone(),
         notify,
         x.batch_records,
         Duration::from_secs_f64(x.batch_age),
-    );
+    )
+    .with_drops(drops.clone());
     let resumed_after = sink.pending_skip();
     let (report, ifaces, watcher) = if let Some(l) = &live {
         // Never count our own export connection as a flow.
@@ -134,6 +137,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
             exclude,
             &signalled,
             &mut reload,
+            &drops,
             Duration::from_millis(200),
             tov,
         );
@@ -286,6 +290,7 @@ pub fn capture<S: crate::export::RecordSink>(
     exclude: Option<SocketAddr>,
     stop: &std::sync::atomic::AtomicBool,
     reload: &mut dyn FnMut() -> Option<crate::config::Config>,
+    drops: &std::sync::atomic::AtomicU64,
     tick: Duration,
     block_timeout_ms: u32,
 ) -> (pipeline::Report, Vec<IfaceStats>) {
@@ -319,8 +324,24 @@ pub fn capture<S: crate::export::RecordSink>(
                 last_mono = Instant::now();
             }
             if last_tick.elapsed() >= tick {
-                feed.tick(last_ts + last_mono.elapsed().as_nanos() as u64);
+                let now = last_ts + last_mono.elapsed().as_nanos() as u64;
+                feed.tick(now);
                 last_tick = Instant::now();
+                // Kernel drops are coverage gaps: say where and how many, as
+                // they happen, and keep the running total for the batches.
+                for r in rings.iter_mut() {
+                    let before = r.drops();
+                    let st = r.kernel_stats();
+                    if st.kernel_drops > before {
+                        tracing::warn!(
+                            "{}: coverage gap: the kernel dropped {} packets (ring full) up to {} ns",
+                            st.iface,
+                            st.kernel_drops - before,
+                            now
+                        );
+                        drops.fetch_add(st.kernel_drops - before, Ordering::Relaxed);
+                    }
+                }
                 if let Some(new) = reload() {
                     match feed.reconfigure(&new) {
                         Ok(()) => tracing::info!("configuration reloaded; every open flow kept"),

@@ -52,6 +52,10 @@ pub struct Batch {
     /// A block from [`crate::encode_records`].
     #[serde(with = "serde_bytes")]
     pub block: Vec<u8>,
+    /// Packets the agent's capture lost (kernel drops) up to this batch,
+    /// a running count; 0 for sources that cannot lose packets.
+    #[serde(default)]
+    pub source_drops: u64,
 }
 
 /// Collector → agent: every batch up to and including `seq` is durable.
@@ -161,6 +165,7 @@ mod tests {
                 seq: 8,
                 records: 2,
                 block: vec![1, 2, 3],
+                source_drops: 5,
             }),
             Frame::Ack(Ack { seq: 8 }),
             Frame::Heartbeat(Heartbeat {}),

@@ -160,17 +160,25 @@ async fn connection(
                     Err(e) => return Err(format!("{id}: batch {}: {e}", b.seq)),
                 };
                 let st = store.clone();
-                let seq = b.seq;
+                let (seq, drops) = (b.seq, b.source_drops);
                 let wrote = tokio::task::spawn_blocking(move || {
-                    st.lock()
-                        .map_err(|_| std::io::Error::other("store lock poisoned"))?
-                        .write_batch(seq, &records)
+                    let mut st = st
+                        .lock()
+                        .map_err(|_| std::io::Error::other("store lock poisoned"))?;
+                    let before = st.source_drops();
+                    st.write_batch(seq, &records, drops).map(|w| (w, before))
                 })
                 .await
                 .map_err(|e| format!("{id}: {e}"))?
                 .map_err(|e| format!("{id}: writing batch {seq}: {e}"))?;
+                let (wrote, drops_before) = wrote;
                 if !wrote {
                     tracing::debug!("{id}: batch {seq} already durable (resend)");
+                } else if drops > drops_before {
+                    tracing::warn!(
+                        "{id}: the agent's capture has lost {drops} packets so far ({} since its last report)",
+                        drops - drops_before
+                    );
                 }
                 out.clear();
                 encode_frame(&Frame::Ack(Ack { seq }), &mut out);

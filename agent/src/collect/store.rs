@@ -20,6 +20,8 @@ use crate::export::encode_ndjson;
 pub struct AgentStore {
     dir: PathBuf,
     last_seq: u64,
+    /// The agent's running count of packets its capture lost, as of `last_seq`.
+    source_drops: u64,
     files: BTreeMap<String, u64>,
 }
 
@@ -27,6 +29,7 @@ impl AgentStore {
     pub fn open(dir: &Path) -> io::Result<AgentStore> {
         fs::create_dir_all(dir)?;
         let mut last_seq = 0;
+        let mut source_drops = 0;
         let mut files = BTreeMap::new();
         match fs::read_to_string(dir.join("state")) {
             Ok(text) => {
@@ -34,6 +37,7 @@ impl AgentStore {
                     let mut w = line.split_whitespace();
                     match (w.next(), w.next(), w.next()) {
                         (Some("seq"), Some(n), None) => last_seq = parse(dir, n)?,
+                        (Some("drops"), Some(n), None) => source_drops = parse(dir, n)?,
                         (Some("file"), Some(name), Some(len)) => {
                             files.insert(name.to_string(), parse(dir, len)?);
                         }
@@ -66,6 +70,7 @@ impl AgentStore {
         Ok(AgentStore {
             dir: dir.to_path_buf(),
             last_seq,
+            source_drops,
             files,
         })
     }
@@ -74,9 +79,18 @@ impl AgentStore {
         self.last_seq
     }
 
+    pub fn source_drops(&self) -> u64 {
+        self.source_drops
+    }
+
     /// Makes a batch durable. Returns false (and writes nothing) for a batch
     /// already held: a resend after a lost ack.
-    pub fn write_batch(&mut self, seq: u64, records: &[FlowRecord]) -> io::Result<bool> {
+    pub fn write_batch(
+        &mut self,
+        seq: u64,
+        records: &[FlowRecord],
+        source_drops: u64,
+    ) -> io::Result<bool> {
         if seq <= self.last_seq {
             return Ok(false);
         }
@@ -98,12 +112,13 @@ impl AgentStore {
             *self.files.entry(name.clone()).or_insert(0) += bytes.len() as u64;
         }
         self.last_seq = seq;
+        self.source_drops = self.source_drops.max(source_drops);
         self.commit()?;
         Ok(true)
     }
 
     fn commit(&self) -> io::Result<()> {
-        let mut text = format!("seq {}\n", self.last_seq);
+        let mut text = format!("seq {}\ndrops {}\n", self.last_seq, self.source_drops);
         for (name, len) in &self.files {
             text.push_str(&format!("file {name} {len}\n"));
         }
@@ -195,9 +210,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let h = 3_600_000_000_000u64;
         let mut s = AgentStore::open(dir.path()).unwrap();
-        assert!(s.write_batch(1, &[rec(h), rec(2 * h)]).unwrap());
-        assert!(!s.write_batch(1, &[rec(h)]).unwrap());
-        assert!(s.write_batch(2, &[rec(h + 1)]).unwrap());
+        assert!(s.write_batch(1, &[rec(h), rec(2 * h)], 0).unwrap());
+        assert!(!s.write_batch(1, &[rec(h)], 0).unwrap());
+        assert!(s.write_batch(2, &[rec(h + 1)], 7).unwrap());
         // A crash after appending batch 3 but before its commit.
         let f = dir.path().join(hour_file(h));
         let before = fs::read(&f).unwrap();
@@ -206,8 +221,9 @@ mod tests {
         fs::write(&f, &junk).unwrap();
         let mut s = AgentStore::open(dir.path()).unwrap();
         assert_eq!(s.last_seq(), 2);
+        assert_eq!(s.source_drops(), 7);
         assert_eq!(fs::read(&f).unwrap(), before);
-        assert!(s.write_batch(3, &[rec(h + 2)]).unwrap());
+        assert!(s.write_batch(3, &[rec(h + 2)], 7).unwrap());
         let lines = fs::read_to_string(&f).unwrap().lines().count();
         assert_eq!(lines, 3);
     }

@@ -23,6 +23,8 @@ pub struct SpoolSink {
     skip: u64,
     pub skipped: u64,
     pub append_errors: u64,
+    /// The capture's running count of lost packets, stamped on each batch.
+    drops: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl SpoolSink {
@@ -43,7 +45,14 @@ impl SpoolSink {
             skip,
             skipped: 0,
             append_errors: 0,
+            drops: None,
         }
+    }
+
+    /// Stamps every batch with this running count of lost packets.
+    pub fn with_drops(mut self, drops: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.drops = Some(drops);
+        self
     }
 
     /// Records still to be skipped (resuming after an earlier run).
@@ -57,8 +66,12 @@ impl SpoolSink {
         }
         let block = encode_records(&self.pending, 1);
         let n = self.pending.len() as u32;
+        let drops = self
+            .drops
+            .as_ref()
+            .map_or(0, |d| d.load(std::sync::atomic::Ordering::Relaxed));
         let res = match self.spool.lock() {
-            Ok(mut s) => s.append(n, &block).map(|_| ()),
+            Ok(mut s) => s.append(n, drops, &block).map(|_| ()),
             Err(_) => Err(std::io::Error::other("spool lock poisoned")),
         };
         if let Err(e) = res {

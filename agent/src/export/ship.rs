@@ -206,7 +206,7 @@ async fn session(
                     None => None,
                 }
             };
-            let Some((seq, (records, block))) = next else {
+            let Some((seq, (records, source_drops, block))) = next else {
                 break;
             };
             out.clear();
@@ -215,6 +215,7 @@ async fn session(
                     seq,
                     records,
                     block,
+                    source_drops,
                 }),
                 &mut out,
             );

@@ -2,11 +2,12 @@
 //! them, across network failures and agent crashes.
 //!
 //! Segment files `seg-<first seq>.spool` hold entries
-//! `magic "VMSP" | seq u64 | first_record u64 | records u32 | len u32 | crc32 u32 | block[len]`
+//! `magic "VMSP" | seq u64 | first_record u64 | source_drops u64 | records u32 | len u32 | crc32 u32 | block[len]`
 //! (little-endian; the CRC covers everything after the magic up to the CRC,
 //! and the block). `first_record` is the position of the batch's first record
 //! in the agent's record stream, so a restarted agent knows how many records
-//! it already handed over. A segment
+//! it already handed over; `source_drops` is the capture's running count of
+//! lost packets when the batch was closed, sent along with it. A segment
 //! is deleted once every batch in it is acknowledged. The spool is bounded:
 //! when a new batch does not fit, whole oldest segments are dropped and
 //! counted, and the first drop of an episode is logged. `state` holds the
@@ -25,13 +26,14 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 4] = b"VMSP";
-const HEADER: usize = 32;
+const HEADER: usize = 40;
 const MAX_BLOCK: u32 = 64 << 20;
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     seq: u64,
     first_record: u64,
+    source_drops: u64,
     records: u32,
     offset: u64,
     len: u32,
@@ -172,7 +174,7 @@ impl Spool {
 
     /// Appends a batch and returns its sequence number. Makes room by
     /// dropping the oldest segments if the spool would exceed its bound.
-    pub fn append(&mut self, records: u32, block: &[u8]) -> io::Result<u64> {
+    pub fn append(&mut self, records: u32, source_drops: u64, block: &[u8]) -> io::Result<u64> {
         let need = (HEADER + block.len()) as u64;
         if block.len() as u64 > u64::from(MAX_BLOCK) || need > self.max_bytes {
             return Err(io::Error::new(
@@ -206,12 +208,13 @@ impl Spool {
         head[..4].copy_from_slice(MAGIC);
         head[4..12].copy_from_slice(&seq.to_le_bytes());
         head[12..20].copy_from_slice(&first_record.to_le_bytes());
-        head[20..24].copy_from_slice(&records.to_le_bytes());
-        head[24..28].copy_from_slice(&(block.len() as u32).to_le_bytes());
+        head[20..28].copy_from_slice(&source_drops.to_le_bytes());
+        head[28..32].copy_from_slice(&records.to_le_bytes());
+        head[32..36].copy_from_slice(&(block.len() as u32).to_le_bytes());
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&head[4..28]);
+        crc.update(&head[4..36]);
         crc.update(block);
-        head[28..32].copy_from_slice(&crc.finalize().to_le_bytes());
+        head[36..40].copy_from_slice(&crc.finalize().to_le_bytes());
         let (Some(w), Some(seg)) = (self.writer.as_mut(), self.segments.back_mut()) else {
             return Err(io::Error::other("spool has no open segment"));
         };
@@ -225,6 +228,7 @@ impl Spool {
         seg.entries.push(Entry {
             seq,
             first_record,
+            source_drops,
             records,
             offset,
             len: block.len() as u32,
@@ -322,9 +326,9 @@ impl Spool {
         seg.entries.get(i).map(|e| e.seq)
     }
 
-    /// Reads a stored batch back: (records, block). `None` if it was dropped
-    /// or acknowledged.
-    pub fn read(&self, seq: u64) -> io::Result<Option<(u32, Vec<u8>)>> {
+    /// Reads a stored batch back: (records, source drops, block). `None` if
+    /// it was dropped or acknowledged.
+    pub fn read(&self, seq: u64) -> io::Result<Option<(u32, u64, Vec<u8>)>> {
         if seq <= self.acked {
             return Ok(None);
         }
@@ -348,7 +352,7 @@ impl Spool {
                     ),
                 ));
             }
-            return Ok(Some((e.records, buf.split_off(HEADER))));
+            return Ok(Some((e.records, e.source_drops, buf.split_off(HEADER))));
         }
         Ok(None)
     }
@@ -404,19 +408,21 @@ fn parse_entry(b: &[u8], offset: u64) -> Option<Entry> {
     }
     let seq = u64::from_le_bytes(head[4..12].try_into().ok()?);
     let first_record = u64::from_le_bytes(head[12..20].try_into().ok()?);
-    let records = u32::from_le_bytes(head[20..24].try_into().ok()?);
-    let len = u32::from_le_bytes(head[24..28].try_into().ok()?);
-    let crc = u32::from_le_bytes(head[28..32].try_into().ok()?);
+    let source_drops = u64::from_le_bytes(head[20..28].try_into().ok()?);
+    let records = u32::from_le_bytes(head[28..32].try_into().ok()?);
+    let len = u32::from_le_bytes(head[32..36].try_into().ok()?);
+    let crc = u32::from_le_bytes(head[36..40].try_into().ok()?);
     if len > MAX_BLOCK {
         return None;
     }
     let body = b.get(HEADER..HEADER + len as usize)?;
     let mut h = crc32fast::Hasher::new();
-    h.update(&head[4..28]);
+    h.update(&head[4..36]);
     h.update(body);
     (h.finalize() == crc).then_some(Entry {
         seq,
         first_record,
+        source_drops,
         records,
         offset,
         len,
@@ -436,9 +442,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         for i in 1..=100u64 {
-            assert_eq!(s.append(i as u32, &block(i)).unwrap(), i);
+            assert_eq!(s.append(i as u32, i * 3, &block(i)).unwrap(), i);
         }
-        assert_eq!(s.read(42).unwrap(), Some((42, block(42))));
+        assert_eq!(s.read(42).unwrap(), Some((42, 126, block(42))));
         s.ack(60).unwrap();
         assert_eq!(s.read(42).unwrap(), None);
         assert_eq!(s.pending_after(0), (61..=100).collect::<Vec<_>>());
@@ -449,8 +455,8 @@ mod tests {
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(s.acked(), 60);
         assert_eq!(s.pending_after(0), (61..=100).collect::<Vec<_>>());
-        assert_eq!(s.read(77).unwrap(), Some((77, block(77))));
-        assert_eq!(s.append(1, b"x").unwrap(), 101);
+        assert_eq!(s.read(77).unwrap(), Some((77, 231, block(77))));
+        assert_eq!(s.append(1, 0, b"x").unwrap(), 101);
         assert_eq!(s.end_record(), (1..=100).sum::<u64>() + 1);
         s.ack(101).unwrap();
         assert_eq!(s.stats().batches, 0);
@@ -458,7 +464,7 @@ mod tests {
         // Sequence numbers and the stream position survive an empty spool.
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(s.end_record(), (1..=100).sum::<u64>() + 1);
-        assert_eq!(s.append(1, b"y").unwrap(), 102);
+        assert_eq!(s.append(1, 0, b"y").unwrap(), 102);
     }
 
     #[test]
@@ -466,7 +472,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         for i in 1..=10u64 {
-            s.append(1, &block(i)).unwrap();
+            s.append(1, 0, &block(i)).unwrap();
         }
         drop(s);
         let seg = fs::read_dir(dir.path())
@@ -484,7 +490,7 @@ mod tests {
         // The torn entry's number is given out again. That is safe: a batch
         // is sent only after its entry is completely written, so a torn one
         // never reached the collector.
-        assert_eq!(s.append(1, b"z").unwrap(), 10);
+        assert_eq!(s.append(1, 0, b"z").unwrap(), 10);
     }
 
     #[test]
@@ -493,7 +499,7 @@ mod tests {
         let mut s = Spool::open(dir.path(), 1 << 16).unwrap();
         let big = vec![7u8; 1000];
         for _ in 0..200 {
-            s.append(10, &big).unwrap();
+            s.append(10, 0, &big).unwrap();
         }
         let st = s.stats();
         assert!(st.bytes <= 1 << 16, "{st:?}");

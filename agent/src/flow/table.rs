@@ -288,7 +288,10 @@ impl FlowTable {
             }
             None => {
                 self.slots.push(flow);
-                self.links.push(Link { prev: NIL, next: NIL });
+                self.links.push(Link {
+                    prev: NIL,
+                    next: NIL,
+                });
                 (self.slots.len() - 1) as u32
             }
         };
@@ -480,7 +483,10 @@ impl FlowTable {
         } else {
             self.links[next as usize].prev = prev;
         }
-        self.links[idx as usize] = Link { prev: NIL, next: NIL };
+        self.links[idx as usize] = Link {
+            prev: NIL,
+            next: NIL,
+        };
     }
 
     fn push_tail(&mut self, phase: Phase, idx: u32) {
@@ -492,7 +498,10 @@ impl FlowTable {
         } else {
             self.links[tail as usize].next = idx;
         }
-        self.links[idx as usize] = Link { prev: tail, next: NIL };
+        self.links[idx as usize] = Link {
+            prev: tail,
+            next: NIL,
+        };
     }
 }
 

@@ -362,6 +362,11 @@ impl Ring {
         n
     }
 
+    /// Kernel drops counted so far (without asking the kernel again).
+    pub fn drops(&self) -> u64 {
+        self.stats.kernel_drops
+    }
+
     /// Reads (and accumulates) the kernel's counters; they reset on read.
     pub fn kernel_stats(&mut self) -> IfaceStats {
         let mut st = libc::tpacket_stats_v3 {
