@@ -13,13 +13,18 @@ use super::RecordSink;
 pub struct NdjsonSink<W: Write> {
     out: BufWriter<W>,
     line: Vec<u8>,
+    flushed: std::time::Instant,
 }
+
+/// Records reach the file at most this long after the engine produced them.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl<W: Write> NdjsonSink<W> {
     pub fn new(w: W) -> Self {
         NdjsonSink {
             out: BufWriter::with_capacity(1 << 16, w),
             line: Vec::with_capacity(512),
+            flushed: std::time::Instant::now(),
         }
     }
 }
@@ -32,9 +37,14 @@ impl<W: Write + Send> RecordSink for NdjsonSink<W> {
             self.line.push(b'\n');
             self.out.write_all(&self.line)?;
         }
-        // Each call is one batch of the engine: make it visible to readers of
-        // the file now (live capture), at one write per batch.
-        self.out.flush()
+        // Live capture calls this at least every tick: records become visible
+        // to readers of the file within FLUSH_EVERY, at a write(2) per
+        // FLUSH_EVERY rather than one per batch.
+        if self.flushed.elapsed() >= FLUSH_EVERY {
+            self.flushed = std::time::Instant::now();
+            self.out.flush()?;
+        }
+        Ok(())
     }
 
     fn finish(&mut self) -> io::Result<()> {
