@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -51,32 +50,6 @@ fn by_key(recs: &[Value]) -> BTreeMap<String, (u64, u64, u64, u64, u64, String)>
     m
 }
 
-fn start_capture(ns: &Netns, out: &std::path::Path, extra: &[&str]) -> Bg {
-    let mut c = ns
-        .exec(&ns.server)
-        .arg(env!("CARGO_BIN_EXE_vmflow"))
-        .args(["capture", "-i", &ns.server_if, "--out"])
-        .arg(out)
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = c.stderr.take().unwrap();
-    let mut reader = std::io::BufReader::new(err);
-    {
-        use std::io::BufRead;
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        assert!(line.contains("capturing on"), "{line}");
-    }
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = reader.read_to_string(&mut rest);
-        eprint!("{rest}");
-    });
-    Bg(c)
-}
-
 fn stop(bg: &mut Bg) {
     sh(&format!("kill -TERM {}", bg.0.id()));
     let st = bg.0.wait().unwrap();
@@ -94,7 +67,7 @@ fn live_records_match_tcpdump_and_the_clients() {
     std::fs::write(www.join("file"), vec![b'y'; 100_000]).unwrap();
     let ns = Netns::new();
 
-    let mut vm = start_capture(&ns, &live, &[]);
+    let mut vm = capture_in(&ns, &live, &[]);
     let mut dump = ns
         .exec(&ns.server)
         .args([
@@ -113,25 +86,7 @@ fn live_records_match_tcpdump_and_the_clients() {
         .unwrap();
     wait_for_line(dump.stderr.take().unwrap(), "listening on");
     let dump = Bg(dump);
-    let mut http = ns
-        .exec(&ns.server)
-        .args([
-            "python3",
-            "-u",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            "10.77.0.2",
-            "--directory",
-        ])
-        .arg(&www)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_line(http.stdout.take().unwrap(), "Serving HTTP");
-    let _http = Bg(http);
+    let _http = http_server(&ns, &www);
 
     const REQUESTS: usize = 4;
     for _ in 0..REQUESTS {
@@ -179,7 +134,7 @@ fn live_records_match_tcpdump_and_the_clients() {
     let mut dump = dump;
     sh(&format!("kill -INT {}", dump.0.id()));
     let _ = dump.0.wait();
-    stop(&mut vm);
+    stop(&mut vm.child);
 
     let got = records(&live);
     let (want, err, ok) = replay(std::slice::from_ref(&cap), &[]);
@@ -238,7 +193,7 @@ fn an_idle_flow_is_exported_after_its_idle_timeout_without_more_packets() {
     let live = dir.path().join("live.ndjson");
     let cfg = write(dir.path(), "c.toml", b"[flow]\nidle_timeout = 1\n");
     let ns = Netns::new();
-    let mut vm = start_capture(&ns, &live, &["--config", cfg.to_str().unwrap()]);
+    let mut vm = capture_in(&ns, &live, &["--config", cfg.to_str().unwrap()]);
     let send = "import socket\nsocket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'x'*100,('10.77.0.2',5300))\n";
     assert!(ns
         .exec(&ns.client)
@@ -266,7 +221,7 @@ fn an_idle_flow_is_exported_after_its_idle_timeout_without_more_packets() {
         waited >= Duration::from_millis(900),
         "exported before its timeout: {waited:?}"
     );
-    stop(&mut vm);
+    stop(&mut vm.child);
 }
 
 #[test]
@@ -300,29 +255,24 @@ fn the_agent_ships_live_flows_but_not_its_own_export_traffic() {
     // The collector sits across the veth, so the agent's export connection
     // crosses the very interface it captures.
     let out = dir.path().join("out");
-    let mut coll = ns
-        .exec(&ns.client)
-        .arg(env!("CARGO_BIN_EXE_vmflow"))
-        .args(["collect", "--listen", "10.77.0.1:0", "--out"])
-        .arg(&out)
-        .arg("--cert")
-        .arg(certs.join("collector.pem"))
-        .arg("--key")
-        .arg(certs.join("collector-key.pem"))
-        .arg("--client-ca")
-        .arg(certs.join("ca.pem"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = {
-        use std::io::BufRead;
-        let mut r = std::io::BufReader::new(coll.stderr.take().unwrap());
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap();
-        std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
-        line.trim().rsplit(' ').next().unwrap().to_string()
-    };
-    let _coll = Bg(coll);
+    let mut coll = Logged::spawn(
+        ns.exec(&ns.client)
+            .arg(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["collect", "--listen", "10.77.0.1:0", "--out"])
+            .arg(&out)
+            .arg("--cert")
+            .arg(certs.join("collector.pem"))
+            .arg("--key")
+            .arg(certs.join("collector-key.pem"))
+            .arg("--client-ca")
+            .arg(certs.join("ca.pem")),
+    );
+    let addr = coll
+        .wait_log("listening on")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
     let cfg = write(
         dir.path(),
         "agent.toml",
@@ -336,73 +286,30 @@ fn the_agent_ships_live_flows_but_not_its_own_export_traffic() {
         )
         .as_bytes(),
     );
-    let mut agent = ns
-        .exec(&ns.server)
-        .arg(env!("CARGO_BIN_EXE_vmflow"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = agent.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let mut log = Vec::new();
-    let wait_log = |needle: &str, log: &mut Vec<String>| loop {
-        let l = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no {needle:?} in {log:?}"));
-        log.push(l.clone());
-        if l.contains(needle) {
-            break;
-        }
-    };
-    wait_log("capturing on", &mut log);
-    wait_log("connected to collector", &mut log);
-    let mut agent = Bg(agent);
+    let mut agent = Logged::spawn(
+        ns.exec(&ns.server)
+            .arg(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["run", "--config"])
+            .arg(&cfg),
+    );
+    agent.wait_log("capturing on");
+    agent.wait_log("connected to collector");
 
     let www = dir.path().join("www");
     std::fs::create_dir(&www).unwrap();
     std::fs::write(www.join("f"), vec![b'z'; 50_000]).unwrap();
-    let mut http = ns
-        .exec(&ns.server)
-        .args([
-            "python3",
-            "-u",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            "10.77.0.2",
-            "--directory",
-        ])
-        .arg(&www)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_line(http.stdout.take().unwrap(), "Serving HTTP");
-    let _http = Bg(http);
+    let _http = http_server(&ns, &www);
     for _ in 0..3 {
-        assert!(ns
-            .exec(&ns.client)
-            .args(["curl", "-sf", "-o", "/dev/null", "http://10.77.0.2:8080/f"])
-            .output()
-            .unwrap()
-            .status
-            .success());
+        run_in(
+            &ns,
+            &ns.client,
+            &["curl", "-sf", "-o", "/dev/null", "http://10.77.0.2:8080/f"],
+        );
     }
-    sh(&format!("kill -TERM {}", agent.0.id()));
-    assert!(agent.0.wait().unwrap().success(), "{log:?}");
-    while let Ok(l) = rx.recv_timeout(Duration::from_secs(1)) {
-        log.push(l);
-    }
-    let text = log.join("\n");
+    sh(&format!("kill -TERM {}", agent.child.0.id()));
+    let ok = agent.child.0.wait().unwrap().success();
+    let text = agent.text();
+    assert!(ok, "{text}");
     assert!(summary(&text, "batches_acked").unwrap() > 0, "{text}");
     let own = text
         .lines()
@@ -434,6 +341,19 @@ fn the_agent_ships_live_flows_but_not_its_own_export_traffic() {
         .all(|r| r["end_reason"] == "fin" && r["rev_bytes"].as_u64().unwrap() > 50_000));
 }
 
+fn capture_in(ns: &Netns, out: &std::path::Path, extra: &[&str]) -> Logged {
+    let mut c = Logged::spawn(
+        ns.exec(&ns.server)
+            .arg(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["capture", "-i", &ns.server_if])
+            .args(extra)
+            .arg("--out")
+            .arg(out),
+    );
+    c.wait_log("capturing on");
+    c
+}
+
 #[test]
 fn sighup_reloads_settings_and_keeps_open_flows() {
     require_tools();
@@ -441,54 +361,15 @@ fn sighup_reloads_settings_and_keeps_open_flows() {
     let live = dir.path().join("live.ndjson");
     let cfg = write(dir.path(), "c.toml", b"[flow]\nidle_timeout = 60\n");
     let ns = Netns::new();
-    let mut c = ns
-        .exec(&ns.server)
-        .arg(env!("CARGO_BIN_EXE_vmflow"))
-        .args(["capture", "-i", &ns.server_if, "--config"])
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&live)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let err = c.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let wait_log = |needle: &str| loop {
-        let l = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no {needle:?}"));
-        if l.contains(needle) {
-            break;
-        }
-    };
-    wait_log("capturing on");
-    let mut c = Bg(c);
+    let mut c = capture_in(&ns, &live, &["--config", cfg.to_str().unwrap()]);
     // A fixed source port: both datagrams belong to one flow.
     let send = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('10.77.0.1',40001))\ns.sendto(b'x'*100,('10.77.0.2',5301))\n";
-    assert!(ns
-        .exec(&ns.client)
-        .args(["python3", "-c", send])
-        .output()
-        .unwrap()
-        .status
-        .success());
+    run_in(&ns, &ns.client, &["python3", "-c", send]);
     // Same flow, new settings: a 1 s idle timeout instead of 60 s.
     std::fs::write(&cfg, b"[flow]\nidle_timeout = 1\n").unwrap();
-    sh(&format!("kill -HUP {}", c.0.id()));
-    wait_log("configuration reloaded");
-    assert!(ns
-        .exec(&ns.client)
-        .args(["python3", "-c", send])
-        .output()
-        .unwrap()
-        .status
-        .success());
+    sh(&format!("kill -HUP {}", c.child.0.id()));
+    c.wait_log("configuration reloaded");
+    run_in(&ns, &ns.client, &["python3", "-c", send]);
     let sent = Instant::now();
     let rec = loop {
         if let Some(r) = records(&live).into_iter().find(|r| r["dst_port"] == 5301) {
@@ -507,9 +388,9 @@ fn sighup_reloads_settings_and_keeps_open_flows() {
     );
     // A file that no longer parses is refused; the capture goes on.
     std::fs::write(&cfg, b"[flow]\nidle_timeout = \"soon\"\n").unwrap();
-    sh(&format!("kill -HUP {}", c.0.id()));
-    wait_log("old settings stay");
-    stop(&mut c);
+    sh(&format!("kill -HUP {}", c.child.0.id()));
+    c.wait_log("old settings stay");
+    stop(&mut c.child);
 }
 
 #[test]
@@ -518,69 +399,26 @@ fn kernel_drops_are_counted_and_reported_as_a_coverage_gap() {
     let dir = tempfile::tempdir().unwrap();
     let live = dir.path().join("live.ndjson");
     let ns = Netns::new();
-    let mut c = ns
-        .exec(&ns.server)
-        .arg(env!("CARGO_BIN_EXE_vmflow"))
-        .args([
-            "capture",
-            "-i",
-            &ns.server_if,
-            "--ring-blocks",
-            "2",
-            "--ring-block-kib",
-            "64",
-            "--out",
-        ])
-        .arg(&live)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let err = c.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let first = rx.recv_timeout(Duration::from_secs(20)).unwrap();
-    assert!(first.contains("capturing on"), "{first}");
-    let mut c = Bg(c);
+    let mut c = capture_in(
+        &ns,
+        &live,
+        &["--ring-blocks", "2", "--ring-block-kib", "64"],
+    );
     // Freeze the capture, overflow its 128 KiB ring, let it go again.
-    sh(&format!("kill -STOP {}", c.0.id()));
+    sh(&format!("kill -STOP {}", c.child.0.id()));
     let blast = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(5000):\n s.sendto(b'x'*200,('10.77.0.2',5302))\n";
-    assert!(ns
-        .exec(&ns.client)
-        .args(["python3", "-c", blast])
-        .output()
-        .unwrap()
-        .status
-        .success());
-    sh(&format!("kill -CONT {}", c.0.id()));
-    let gap = loop {
-        let l = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("a coverage-gap warning");
-        if l.contains("coverage gap") {
-            break l;
-        }
+    run_in(&ns, &ns.client, &["python3", "-c", blast]);
+    sh(&format!("kill -CONT {}", c.child.0.id()));
+    c.wait_log("coverage gap");
+    stop(&mut c.child);
+    let text = c.text();
+    let field = |key: &str| -> u64 {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("iface.{}.{key}=", ns.server_if)))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
     };
-    stop(&mut c);
-    let mut text = vec![gap.clone()];
-    while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
-        text.push(l);
-    }
-    let text = text.join("\n");
-    let drops: u64 = text
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("iface.{}.kernel_drops=", ns.server_if)))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{text}"));
-    let seen: u64 = text
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("iface.{}.packets=", ns.server_if)))
-        .and_then(|n| n.parse().ok())
-        .unwrap();
+    let (drops, seen) = (field("kernel_drops"), field("packets"));
     assert!(drops > 1_000, "{text}");
     // Everything sent was either seen or counted as dropped. Drops are not
     // attributed to flows, so a stray IPv6 housekeeping packet lost in the

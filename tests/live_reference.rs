@@ -84,25 +84,7 @@ fn live_traffic_matches_tshark_and_the_clients() {
     wait_for_line(dump.stderr.take().unwrap(), "listening on");
     let dump = Bg(dump);
 
-    let mut http = ns
-        .exec(&ns.server)
-        .args([
-            "python3",
-            "-u",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            "10.77.0.2",
-            "--directory",
-        ])
-        .arg(&www)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_line(http.stdout.take().unwrap(), "Serving HTTP");
-    let _http = Bg(http);
+    let _http = http_server(&ns, &www);
 
     let udp_server = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('10.77.0.2',5300))\nprint('ready',flush=True)\nfor _ in range(3):\n d,a=s.recvfrom(2048)\n s.sendto(d*2,a)\n";
     let mut udp = ns

@@ -123,7 +123,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
     )
     .with_drops(drops.clone());
     let resumed_after = sink.pending_skip();
-    let (report, ifaces, watcher) = if let Some(l) = &live {
+    let (report, ifaces, watcher, shipped) = if let Some(l) = &live {
         // Never count our own export connection as a flow.
         let exclude = std::net::ToSocketAddrs::to_socket_addrs(&x.collector)
             .ok()
@@ -149,20 +149,9 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         let grace = Duration::from_secs_f64(l.shutdown_grace);
         let early = rt.block_on(async { tokio::time::timeout(grace, &mut shipper).await });
         let _ = stop_tx.send(true);
-        if let Ok(done) = early {
-            let ship = done.unwrap_or_default();
-            let spool = spool.lock().map(|s| s.stats()).unwrap_or_default();
-            return Ok(RunReport {
-                summary: report.summary,
-                ship,
-                spool,
-                resumed_after,
-                append_errors: sink.append_errors,
-                error: report.error,
-                ifaces,
-            });
-        }
-        (report, ifaces, None)
+        // A finished JoinHandle must not be awaited again: keep its result.
+        let shipped = early.ok().map(|r| r.unwrap_or_default());
+        (report, ifaces, None, shipped)
     } else {
         if resumed_after > 0 {
             tracing::info!(
@@ -183,9 +172,12 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
             tracing::info!("stopping: unacknowledged batches stay in the spool");
             let _ = stop_tx.send(true);
         });
-        (report, Vec::new(), Some(stop_on_signal))
+        (report, Vec::new(), Some(stop_on_signal), None)
     };
-    let ship = rt.block_on(async { shipper.await.unwrap_or_default() });
+    let ship = match shipped {
+        Some(s) => s,
+        None => rt.block_on(async { shipper.await.unwrap_or_default() }),
+    };
     if let Some(t) = watcher {
         t.abort();
     }

@@ -123,3 +123,87 @@ pub fn require_tools() {
         );
     }
 }
+
+/// A child whose stderr lines arrive on a channel as it prints them.
+pub struct Logged {
+    pub child: Bg,
+    rx: std::sync::mpsc::Receiver<String>,
+    pub lines: Vec<String>,
+}
+
+impl Logged {
+    pub fn spawn(cmd: &mut Command) -> Logged {
+        let mut child = cmd
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Logged {
+            child: Bg(child),
+            rx,
+            lines: Vec::new(),
+        }
+    }
+
+    /// Waits (20 s at most) for a line containing `needle`; returns it.
+    pub fn wait_log(&mut self, needle: &str) -> String {
+        loop {
+            let l = self
+                .rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no {needle:?} in {:?}", self.lines));
+            self.lines.push(l.clone());
+            if l.contains(needle) {
+                return l;
+            }
+        }
+    }
+
+    /// Everything printed so far and until the stream goes quiet for a second.
+    pub fn text(&mut self) -> String {
+        while let Ok(l) = self.rx.recv_timeout(std::time::Duration::from_secs(1)) {
+            self.lines.push(l);
+        }
+        self.lines.join("\n")
+    }
+}
+
+/// `python3 -m http.server` on 10.77.0.2:8080 in the server namespace,
+/// serving `dir`; returns once it says it is serving.
+pub fn http_server(ns: &Netns, dir: &std::path::Path) -> Bg {
+    let mut http = ns
+        .exec(&ns.server)
+        .args([
+            "python3",
+            "-u",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "10.77.0.2",
+            "--directory",
+        ])
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_line(http.stdout.take().unwrap(), "Serving HTTP");
+    Bg(http)
+}
+
+/// Runs a command in a namespace and asserts it succeeded.
+pub fn run_in(ns: &Netns, which: &str, args: &[&str]) {
+    let out = ns.exec(which).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
