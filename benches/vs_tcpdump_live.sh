@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Live capture side by side: the synthetic capture is replayed into a veth
-# pair with tcpreplay at rising packet rates while either `vmflow capture`
+# pair at rising packet rates (GEN=blast, the default: benches/blast.rs,
+# sendmmsg, ~850 kpps here; GEN=tcpreplay: ~400 kpps) while either `vmflow capture`
 # or `tcpdump -s 128 -w FILE` (what a capture agent does) listens on the
 # other end. Reports, per rate, packets seen and kernel drops for each, and
 # CPU per packet (user+sys of the capture process / packets it saw).
@@ -13,8 +14,11 @@ packets=${1:-1000000}
 shift || true
 rates=${*:-"100000 200000 400000 800000 topspeed"}
 
+gen=${GEN:-blast}
 cargo build --release --quiet
+cargo build --release --quiet --example blast
 vmflow=$PWD/target/release/vmflow
+blast=$PWD/target/release/examples/blast
 work=$(mktemp -d /dev/shm/vmflow-live.XXXXXX)
 cleanup() { ip link del vbench0 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
@@ -41,7 +45,12 @@ run_one() { # tool rate
         until grep -q "listening on" "$work/err"; do sleep 0.05; done
     fi
     local before; before=$(cpu_of "$pid")
-    tcpreplay -q -i vbench0 "${speed[@]}" "$work/in.pcap" >"$work/replay" 2>&1
+    if [ "$gen" = tcpreplay ]; then
+        tcpreplay -q -i vbench0 "${speed[@]}" "$work/in.pcap" >"$work/replay" 2>&1
+    else
+        local r=$rate; [ "$rate" = topspeed ] && r=max
+        "$blast" vbench0 "$work/in.pcap" "$r" >"$work/replay" 2>&1
+    fi
     sleep 0.5
     # CPU spent while the traffic flowed (start-up and shutdown excluded).
     ticks=$(( $(cpu_of "$pid") - before ))
@@ -53,12 +62,18 @@ run_one() { # tool rate
         seen=$(grep -o '^[0-9]* packets captured' "$work/err" | cut -d' ' -f1)
         drops=$(grep -o '^[0-9]* packets dropped by kernel' "$work/err" | cut -d' ' -f1)
     fi
-    local actual; actual=$(grep -o 'Actual: [0-9]* packets' "$work/replay" | grep -o '[0-9]*' | head -1)
-    local pps; pps=$(grep -o '[0-9.]* pps' "$work/replay" | head -1)
+    local actual pps
+    if [ "$gen" = tcpreplay ]; then
+        actual=$(grep -o 'Actual: [0-9]* packets' "$work/replay" | grep -o '[0-9]*' | head -1)
+        pps=$(grep -o '[0-9.]* pps' "$work/replay" | head -1)
+    else
+        actual=$(grep -o 'sent [0-9]* packets' "$work/replay" | grep -o '[0-9]*')
+        pps=$(grep -o '[0-9.]* pps' "$work/replay" | tail -1)
+    fi
     echo "| $tool | $rate | ${pps:-?} | ${actual:-?} | $seen | $drops | $(awk -v t="$ticks" -v n="$seen" 'BEGIN{ if (n>0) printf "%.0f", t/n; else print "-" }') |"
 }
 
-echo "| capture | requested rate | achieved (tcpreplay) | sent | seen | kernel drops | CPU ns/packet |"
+echo "| capture | requested rate | achieved ($gen) | sent | seen | kernel drops | CPU ns/packet |"
 echo "|---|---|---|---|---|---|---|"
 for rate in $rates; do
     for tool in vmflow tcpdump; do
