@@ -69,11 +69,11 @@ fn main() {
                 iov_len: f.len(),
             });
         }
-        for k in 0..n {
+        for v in iov.iter_mut() {
             // SAFETY: a zeroed mmsghdr is valid; iov points into `iov`,
             // which outlives the sendmmsg call below.
             let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            m.msg_hdr.msg_iov = &mut iov[k] as *mut libc::iovec;
+            m.msg_hdr.msg_iov = v as *mut libc::iovec;
             m.msg_hdr.msg_iovlen = 1;
             msgs.push(m);
         }
