@@ -272,7 +272,7 @@ impl Ring {
 
     /// Hands every packet of every block that is ready to `f`; returns the
     /// number of packets.
-    pub fn drain(&mut self, f: &mut dyn FnMut(RawPacket<'_>)) -> usize {
+    pub fn drain<F: FnMut(RawPacket<'_>)>(&mut self, f: &mut F) -> usize {
         let mut n = 0;
         loop {
             if self.status(self.next).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
@@ -295,7 +295,7 @@ impl Ring {
     }
 
     /// Parses one block's packets; every offset is checked against the block.
-    fn walk(&mut self, block: &[u8], f: &mut dyn FnMut(RawPacket<'_>)) -> usize {
+    fn walk<F: FnMut(RawPacket<'_>)>(&mut self, block: &[u8], f: &mut F) -> usize {
         let u32_at = |b: &[u8], at: usize| -> Option<u32> {
             Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
         };
