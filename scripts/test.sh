@@ -11,13 +11,15 @@ as_root() {
 
 # tool:package pairs the tests call.
 missing=()
-for pair in tshark:tshark tcpdump:tcpdump ping:iputils-ping curl:curl ip:iproute2 python3:python3; do
+for pair in tshark:tshark tcpdump:tcpdump ping:iputils-ping curl:curl ip:iproute2 python3:python3 iperf3:iperf3 setpriv:util-linux; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "test.sh: installing ${missing[*]}"
-    # tshark asks whether non-root users may capture; answer for it.
+    # tshark asks whether non-root users may capture, iperf3 whether to run
+    # as a daemon; answer both.
     echo "wireshark-common wireshark-common/install-setuid boolean false" | as_root debconf-set-selections
+    echo "iperf3 iperf3/start_daemon boolean false" | as_root debconf-set-selections
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

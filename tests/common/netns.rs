@@ -110,7 +110,9 @@ pub fn require_tools() {
         is_root,
         "this test needs root for network namespaces (run the README's test command)"
     );
-    for tool in ["ip", "tcpdump", "tshark", "curl", "ping", "python3"] {
+    for tool in [
+        "ip", "tcpdump", "tshark", "curl", "ping", "python3", "iperf3", "setpriv",
+    ] {
         let found = Command::new("sh")
             .arg("-c")
             .arg(format!("command -v {tool} >/dev/null"))
