@@ -539,7 +539,20 @@ fn capture_cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         a.snaplen
     );
     let tick = std::time::Duration::from_millis(200);
-    let mut reload = crate::daemon::reloader(a.engine.config.clone());
+    // SIGHUP re-reads the file; command-line overrides keep applying.
+    let mut from_file = crate::daemon::reloader(a.engine.config.clone());
+    let (threads, local_net) = (a.engine.threads, a.engine.local_net.clone());
+    let mut reload = move || {
+        from_file().map(|mut c| {
+            if let Some(t) = threads {
+                c.pipeline.threads = t;
+            }
+            if !local_net.is_empty() {
+                c.local_nets = Some(local_net.clone());
+            }
+            c
+        })
+    };
     let (report, stats) = crate::daemon::capture(
         &cfg,
         &mut rings,
