@@ -304,6 +304,7 @@ impl Spool {
     }
 
     /// Sequence numbers of unacknowledged batches after `after`, in order.
+    #[cfg(test)]
     pub fn pending_after(&self, after: u64) -> Vec<u64> {
         let from = after.max(self.acked);
         self.segments
@@ -359,10 +360,6 @@ impl Spool {
 
     pub fn acked(&self) -> u64 {
         self.acked
-    }
-
-    pub fn next_seq(&self) -> u64 {
-        self.next_seq
     }
 
     /// How many records of the agent's record stream were handed to the

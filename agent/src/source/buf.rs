@@ -28,6 +28,12 @@ impl<R: Read> ChunkReader<R> {
         }
     }
 
+    /// Forgets that the input ended, so the next `fill` reads again (a file
+    /// that is still being written).
+    pub fn resume(&mut self) {
+        self.eof = false;
+    }
+
     /// File offset of the next unread byte.
     pub fn offset(&self) -> u64 {
         self.base + self.pos as u64

@@ -14,7 +14,7 @@ use crate::export::VecSink;
 use crate::pipeline;
 use crate::synth::{self, Rng, SynthParams};
 
-fn seeds() -> Vec<Vec<u8>> {
+pub(crate) fn seeds() -> Vec<Vec<u8>> {
     let mut pcap = Vec::new();
     let params = SynthParams {
         packets: 300,

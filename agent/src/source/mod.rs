@@ -3,6 +3,7 @@
 //! documented, so libpcap, pcapng and NetMon 2.x all have to work.
 
 mod buf;
+pub mod follow;
 #[cfg(test)]
 mod fuzz;
 pub mod live;
@@ -105,6 +106,17 @@ impl<R: Read + Seek> CaptureReader<R> {
             CaptureReader::PcapNg(r) => r.next_packet(),
             CaptureReader::NetMon(r) => r.next_packet(),
             CaptureReader::Empty(_) => Ok(None),
+        }
+    }
+
+    /// Clears a truncation so the next call retries the cut record (a file
+    /// still being written). An `Empty` reader must be opened again instead.
+    pub fn resume(&mut self) {
+        match self {
+            CaptureReader::Pcap(r) => r.resume(),
+            CaptureReader::PcapNg(r) => r.resume(),
+            CaptureReader::NetMon(r) => r.resume(),
+            CaptureReader::Empty(_) => {}
         }
     }
 

@@ -77,11 +77,6 @@ impl<R: Read + Seek> NetMonReader<R> {
         }))
     }
 
-    /// Whether the frame table was found (false for a file still being written).
-    pub fn has_frame_table(&self) -> bool {
-        self.table.is_some()
-    }
-
     fn trailer_len(&self) -> usize {
         match self.minor {
             0 => 0,
@@ -89,6 +84,13 @@ impl<R: Read + Seek> NetMonReader<R> {
             2 => 6,
             _ => 15,
         }
+    }
+
+    /// After a truncation at the end of a growing file: try again from the
+    /// same record when more bytes may have arrived.
+    pub fn resume(&mut self) {
+        self.truncation = None;
+        self.r.resume();
     }
 
     pub fn next_packet(&mut self) -> Result<Option<RawPacket<'_>>, CaptureError> {
@@ -105,7 +107,6 @@ impl<R: Read + Seek> NetMonReader<R> {
             },
             None => self.r.offset(),
         };
-        self.next += 1;
         if !self.r.fill(16)? {
             let have = self.r.available();
             if have > 0 || self.table.is_some() {
@@ -136,6 +137,7 @@ impl<R: Read + Seek> NetMonReader<R> {
             });
             return Ok(None);
         }
+        self.next += 1;
         let rec = self.r.take(need);
         let data = &rec[16..16 + incl as usize];
         let trailer = &rec[16 + incl as usize..];

@@ -65,6 +65,13 @@ impl<R: Read> PcapNgReader<R> {
         }
     }
 
+    /// After a truncation at the end of a growing file: try again from the
+    /// same record when more bytes may have arrived.
+    pub fn resume(&mut self) {
+        self.truncation = None;
+        self.r.resume();
+    }
+
     pub fn next_packet(&mut self) -> Result<Option<RawPacket<'_>>, CaptureError> {
         loop {
             if self.truncation.is_some() {

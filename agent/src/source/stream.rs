@@ -44,6 +44,7 @@ impl CaptureFiles {
             source,
         };
         let mut reader = CaptureReader::open(file).map_err(cap)?;
+        tracing::debug!("{}: {} capture", path.display(), reader.format());
         while let Some(p) = reader.next_packet().map_err(cap)? {
             f(p);
         }
