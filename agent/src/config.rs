@@ -129,6 +129,7 @@ pub struct PipelineConfig {
     /// on `threads`, because partitions, not threads, own flows.
     pub partitions: usize,
     /// Packets per batch; timeouts are checked at every batch boundary.
+    /// Live capture uses at most 256 (and also ticks on time).
     pub batch_packets: usize,
 }
 
