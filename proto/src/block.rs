@@ -28,21 +28,8 @@ const ICMP: u8 = 8;
 const EXPLICIT_ID: u8 = 16;
 const SEGMENT: u8 = 32;
 
-const DIRECTIONS: [Direction; 4] = [
-    Direction::Outbound,
-    Direction::Inbound,
-    Direction::Internal,
-    Direction::External,
-];
-const REASONS: [EndReason; 7] = [
-    EndReason::Idle,
-    EndReason::Active,
-    EndReason::Fin,
-    EndReason::Rst,
-    EndReason::Evicted,
-    EndReason::EndOfInput,
-    EndReason::Shutdown,
-];
+const DIRECTIONS: [Direction; 4] = Direction::ALL;
+const REASONS: [EndReason; 7] = EndReason::ALL;
 
 #[derive(Default)]
 struct Cols {

@@ -19,6 +19,14 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// Every value, in wire order (see PROTOCOL.md).
+    pub const ALL: [Direction; 4] = [
+        Direction::Outbound,
+        Direction::Inbound,
+        Direction::Internal,
+        Direction::External,
+    ];
+
     pub fn from_locality(src_local: bool, dst_local: bool) -> Self {
         match (src_local, dst_local) {
             (true, false) => Direction::Outbound,
@@ -47,6 +55,19 @@ pub enum EndReason {
     EndOfInput,
     /// The agent was stopped while the flow was open.
     Shutdown,
+}
+
+impl EndReason {
+    /// Every value, in wire order (see PROTOCOL.md).
+    pub const ALL: [EndReason; 7] = [
+        EndReason::Idle,
+        EndReason::Active,
+        EndReason::Fin,
+        EndReason::Rst,
+        EndReason::Evicted,
+        EndReason::EndOfInput,
+        EndReason::Shutdown,
+    ];
 }
 
 /// One record of one flow. A flow longer than the active timeout yields several

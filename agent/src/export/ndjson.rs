@@ -137,21 +137,8 @@ mod tests {
     #[test]
     fn equals_serde_encoding() {
         let mut rng = Rng::new(11);
-        let reasons = [
-            EndReason::Idle,
-            EndReason::Active,
-            EndReason::Fin,
-            EndReason::Rst,
-            EndReason::Evicted,
-            EndReason::EndOfInput,
-            EndReason::Shutdown,
-        ];
-        let dirs = [
-            Direction::Outbound,
-            Direction::Inbound,
-            Direction::Internal,
-            Direction::External,
-        ];
+        let reasons = EndReason::ALL;
+        let dirs = Direction::ALL;
         for _ in 0..5_000 {
             let v6 = rng.chance(0.5);
             let addr = |rng: &mut Rng| -> IpAddr {
