@@ -89,20 +89,7 @@ fn live_records_match_tcpdump_and_the_clients() {
     let _http = http_server(&ns, &www);
 
     const REQUESTS: usize = 4;
-    for _ in 0..REQUESTS {
-        let out = ns
-            .exec(&ns.client)
-            .args([
-                "curl",
-                "-sf",
-                "-o",
-                "/dev/null",
-                "http://10.77.0.2:8080/file",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-    }
+    curl_n(&ns, "http://10.77.0.2:8080/file", REQUESTS);
     assert!(ns
         .exec(&ns.client)
         .args(["ping", "-c", "3", "-i", "0.2", "10.77.0.2"])
@@ -110,26 +97,7 @@ fn live_records_match_tcpdump_and_the_clients() {
         .unwrap()
         .status
         .success());
-    let marker = "import socket\nsocket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'vmflow-capture-marker',('10.77.0.2',9))\n";
-    assert!(ns
-        .exec(&ns.client)
-        .args(["python3", "-c", marker])
-        .output()
-        .unwrap()
-        .status
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read(&cap)
-        .unwrap_or_default()
-        .windows(21)
-        .any(|w| w == b"vmflow-capture-marker")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "tcpdump never wrote the marker packet"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    mark_and_wait(&ns, &cap);
     // Both saw the marker's interface traffic; stop both.
     let mut dump = dump;
     sh(&format!("kill -INT {}", dump.0.id()));

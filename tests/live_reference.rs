@@ -8,7 +8,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use common::netns::*;
 use common::*;
@@ -97,24 +96,7 @@ fn live_traffic_matches_tshark_and_the_clients() {
     let _udp = Bg(udp);
 
     const REQUESTS: usize = 5;
-    for _ in 0..REQUESTS {
-        let out = ns
-            .exec(&ns.client)
-            .args([
-                "curl",
-                "-sf",
-                "-o",
-                "/dev/null",
-                "http://10.77.0.2:8080/file",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "curl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    curl_n(&ns, "http://10.77.0.2:8080/file", REQUESTS);
     let out = ns
         .exec(&ns.client)
         .args(["ping", "-c", "3", "-i", "0.2", "10.77.0.2"])
@@ -139,25 +121,7 @@ fn live_traffic_matches_tshark_and_the_clients() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A marker datagram: once it is in the file, everything before it is too.
-    let marker = "import socket\nsocket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'vmflow-capture-marker',('10.77.0.2',9))\n";
-    let out = ns
-        .exec(&ns.client)
-        .args(["python3", "-c", marker])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let bytes = std::fs::read(&cap).unwrap_or_default();
-        if bytes.windows(21).any(|w| w == b"vmflow-capture-marker") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tcpdump never wrote the marker packet"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    mark_and_wait(&ns, &cap);
     let mut dump = dump;
     sh(&format!("kill -INT {}", dump.0.id()));
     let _ = dump.0.wait();

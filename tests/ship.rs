@@ -238,17 +238,25 @@ fn records_arrive_exactly_once() {
     assert_eq!(stat(&a.text(), "dropped_records"), 0);
 }
 
-#[test]
-fn collector_killed_and_restarted_mid_run() {
-    let d = tempfile::tempdir().unwrap();
-    let certs = d.path().join("certs");
+/// A collector and an agent configured for a long run (small batches, one
+/// in flight: many round trips), so a kill lands mid-run.
+struct Slow {
+    certs: PathBuf,
+    cap: PathBuf,
+    out: PathBuf,
+    collector: Proc,
+    addr: String,
+    cfg: PathBuf,
+}
+
+fn slow_run(dir: &Path) -> Slow {
+    let certs = dir.join("certs");
     certs_init(&certs, &["agent-1"]);
-    let cap = synth_cap(d.path(), 300_000);
-    let out = d.path().join("out");
-    let (mut c, addr) = collector(&certs, &out, "127.0.0.1:0");
-    // Small batches, one in flight: shipping takes many round trips.
+    let cap = synth_cap(dir, 300_000);
+    let out = dir.join("out");
+    let (collector, addr) = collector(&certs, &out, "127.0.0.1:0");
     let cfg = agent_config(
-        d.path(),
+        dir,
         "a",
         &cap,
         &certs,
@@ -256,6 +264,27 @@ fn collector_killed_and_restarted_mid_run() {
         &addr,
         "batch_records = 32\nwindow = 1\n",
     );
+    Slow {
+        certs,
+        cap,
+        out,
+        collector,
+        addr,
+        cfg,
+    }
+}
+
+#[test]
+fn collector_killed_and_restarted_mid_run() {
+    let d = tempfile::tempdir().unwrap();
+    let Slow {
+        certs,
+        cap,
+        out,
+        collector: mut c,
+        addr,
+        cfg,
+    } = slow_run(d.path());
     let mut a = agent(&cfg);
     wait_seq(&out, "agent-1", 40);
     c.kill();
@@ -273,20 +302,13 @@ fn collector_killed_and_restarted_mid_run() {
 #[test]
 fn agent_killed_hard_and_restarted() {
     let d = tempfile::tempdir().unwrap();
-    let certs = d.path().join("certs");
-    certs_init(&certs, &["agent-1"]);
-    let cap = synth_cap(d.path(), 300_000);
-    let out = d.path().join("out");
-    let (_c, addr) = collector(&certs, &out, "127.0.0.1:0");
-    let cfg = agent_config(
-        d.path(),
-        "a",
-        &cap,
-        &certs,
-        "agent-1",
-        &addr,
-        "batch_records = 32\nwindow = 1\n",
-    );
+    let Slow {
+        cap,
+        out,
+        collector: _c,
+        cfg,
+        ..
+    } = slow_run(d.path());
     let mut a = agent(&cfg);
     wait_seq(&out, "agent-1", 40);
     a.kill(); // SIGKILL

@@ -209,3 +209,30 @@ pub fn run_in(ns: &Netns, which: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Sends a marker datagram from the client and waits (30 s at most) until
+/// tcpdump has written it to `cap`: then every packet sent before it is in
+/// the file too.
+pub fn mark_and_wait(ns: &Netns, cap: &std::path::Path) {
+    let marker = "import socket\nsocket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'vmflow-capture-marker',('10.77.0.2',9))\n";
+    run_in(ns, &ns.client, &["python3", "-c", marker]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read(cap)
+        .unwrap_or_default()
+        .windows(21)
+        .any(|w| w == b"vmflow-capture-marker")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tcpdump never wrote the marker packet"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `curl` of a URL from the client namespace, `n` times (one connection each).
+pub fn curl_n(ns: &Netns, url: &str, n: usize) {
+    for _ in 0..n {
+        run_in(ns, &ns.client, &["curl", "-sf", "-o", "/dev/null", url]);
+    }
+}
