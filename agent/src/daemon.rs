@@ -292,6 +292,7 @@ pub fn capture<S: crate::export::RecordSink>(
         end: vmflow_proto::EndReason::Shutdown,
         exclude,
         inline: true,
+        restore: None,
     };
     // Small batches keep a batch in L2 between the reader writing it and the
     // tables reading it back (measured in BENCHMARKS.md); live capture does

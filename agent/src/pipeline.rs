@@ -19,7 +19,9 @@ use crate::config::Config;
 use crate::decode::{decode, Decoded, Skip};
 use crate::error::Error;
 use crate::export::RecordSink;
-use crate::flow::{Event, FlowTable, FragStats, FragTable, Packet, TableStats};
+use crate::flow::{
+    Event, FlowTable, FragSnapshot, FragStats, FragTable, Packet, TableSnapshot, TableStats,
+};
 use crate::source::{CaptureFiles, FileWarning, RawPacket};
 
 /// What a replay did, for the summary line and for tests.
@@ -63,7 +65,7 @@ pub struct Report {
     pub error: Option<Error>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Routed {
     part: u16,
     pkt: Packet,
@@ -93,10 +95,37 @@ pub trait Feed {
     /// Applies new flow settings (timeouts, bound, local networks) without
     /// losing a flow. Only an inline run (live capture) can do it.
     fn reconfigure(&mut self, cfg: &Config) -> Result<(), Error>;
+    /// The source saw nothing between these packet times although traffic
+    /// may have flowed: flows open then are marked `gap` (inline runs).
+    fn gap(&mut self, start_ns: u64, end_ns: u64);
+    /// Hands every record produced so far to durable storage and returns the
+    /// engine's whole state, to resume from later as if never stopped
+    /// (inline runs; `None` otherwise).
+    fn checkpoint(&mut self) -> Result<Option<EngineState>, Error>;
+}
+
+/// The engine between two packets: flow tables, fragments, the batch being
+/// filled and the output position. A run restored from it gives the records
+/// the original run would have given from that point, in the same order.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct EngineState {
+    tables: Vec<TableSnapshot>,
+    frag: FragSnapshot,
+    pending: Vec<Routed>,
+    in_batch: usize,
+    now: u64,
+    packets: u64,
+    flow_packets: u64,
+    ip_bytes: u64,
+    /// Records handed to the sink before this point: the position in the
+    /// record stream a resumed run continues from.
+    pub records: u64,
+    flows: u64,
+    record_packets: u64,
+    record_bytes: u64,
 }
 
 /// How a run ends and what it leaves out.
-#[derive(Clone, Copy, Debug)]
 pub struct RunOptions {
     /// `end_of_input` for files, `shutdown` for a stopped live capture.
     pub end: EndReason,
@@ -107,6 +136,9 @@ pub struct RunOptions {
     /// packet when packets arrive at a modest rate (live capture); the output
     /// is the same as with threads.
     pub inline: bool,
+    /// Start from a checkpoint instead of empty tables (needs `inline` and
+    /// the same partition count).
+    pub restore: Option<Box<EngineState>>,
 }
 
 impl Default for RunOptions {
@@ -115,6 +147,7 @@ impl Default for RunOptions {
             end: EndReason::EndOfInput,
             exclude: None,
             inline: false,
+            restore: None,
         }
     }
 }
@@ -158,6 +191,20 @@ where
     };
     let table_cfg = cfg.table();
     let frag_timeout = (cfg.flow.fragment_timeout * 1e9) as u64;
+    let mut restore = opts.restore;
+    if let Some(r) = &restore {
+        if !opts.inline || r.tables.len() != parts {
+            return Report {
+                summary: Summary::default(),
+                error: Some(Error::Config(format!(
+                    "the checkpoint holds {} flow-table partitions, this configuration {}; \
+                     keep pipeline.partitions or delete the checkpoint",
+                    r.tables.len(),
+                    parts
+                ))),
+            };
+        }
+    }
 
     let mut to_shard = Vec::new();
     let mut from_shard = Vec::new();
@@ -180,15 +227,34 @@ where
     let mut error = None;
 
     let (sink, inline) = if opts.inline {
+        let (tables, written) = match restore.as_mut() {
+            Some(r) => (
+                std::mem::take(&mut r.tables)
+                    .into_iter()
+                    .map(|t| FlowTable::restore(table_cfg.clone(), local.clone(), t))
+                    .collect(),
+                Written {
+                    records: r.records,
+                    flows: r.flows,
+                    packets: r.record_packets,
+                    bytes: r.record_bytes,
+                    table: TableStats::default(),
+                },
+            ),
+            None => (
+                (0..parts)
+                    .map(|_| FlowTable::new(table_cfg.clone(), local.clone()))
+                    .collect(),
+                Written::default(),
+            ),
+        };
         let inline = Inline {
-            tables: (0..parts)
-                .map(|_| FlowTable::new(table_cfg.clone(), local.clone()))
-                .collect(),
+            tables,
             sink: Box::new(sink),
             recs: Vec::new(),
             tagged: Vec::new(),
             plain: Vec::new(),
-            written: Written::default(),
+            written,
             error: None,
         };
         (None, Some(inline))
@@ -207,7 +273,7 @@ where
         }
         let output = sink.map(|sink| scope.spawn(move || output(sink, from_shard)));
 
-        let reader = Reader {
+        let mut reader = Reader {
             inline,
             threads,
             batch,
@@ -221,12 +287,24 @@ where
             flow_packets: 0,
             ip_bytes: 0,
         };
+        let mut frag = FragTable::new(frag_timeout);
+        let (mut packets, mut in_batch) = (0, 0);
+        if let Some(r) = restore.take() {
+            let r = *r;
+            frag = FragTable::restore(frag_timeout, r.frag);
+            reader.batches[0] = r.pending;
+            reader.now = r.now;
+            reader.flow_packets = r.flow_packets;
+            reader.ip_bytes = r.ip_bytes;
+            packets = r.packets;
+            in_batch = r.in_batch;
+        }
         let mut ingest = Ingest {
             reader,
-            frag: FragTable::new(frag_timeout),
+            frag,
             skips: HashMap::new(),
-            packets: 0,
-            in_batch: 0,
+            packets,
+            in_batch,
             batch,
             exclude: opts.exclude,
             own_export: 0,
@@ -373,6 +451,49 @@ impl Feed for Ingest<'_> {
         self.frag
             .set_timeout((cfg.flow.fragment_timeout * 1e9) as u64);
         Ok(())
+    }
+
+    fn gap(&mut self, start_ns: u64, end_ns: u64) {
+        if self.reader.failed || self.reader.inline.is_none() {
+            return;
+        }
+        // Packets before the gap are judged first, then the open flows marked.
+        self.close_batch();
+        if let Some(inl) = self.reader.inline.as_mut() {
+            for t in &mut inl.tables {
+                t.handle(
+                    Event::Gap {
+                        start: start_ns,
+                        end: end_ns,
+                    },
+                    &mut inl.recs,
+                );
+            }
+        }
+    }
+
+    fn checkpoint(&mut self) -> Result<Option<EngineState>, Error> {
+        let Some(inl) = self.reader.inline.as_mut() else {
+            return Ok(None);
+        };
+        if let Some(e) = &inl.error {
+            return Err(Error::Pipeline(format!("output failed earlier: {e}")));
+        }
+        inl.sink.flush().map_err(Error::Output)?;
+        Ok(Some(EngineState {
+            tables: inl.tables.iter().map(|t| t.snapshot()).collect(),
+            frag: self.frag.snapshot(),
+            pending: self.reader.batches[0].clone(),
+            in_batch: self.in_batch,
+            now: self.reader.now,
+            packets: self.packets,
+            flow_packets: self.reader.flow_packets,
+            ip_bytes: self.reader.ip_bytes,
+            records: inl.written.records,
+            flows: inl.written.flows,
+            record_packets: inl.written.packets,
+            record_bytes: inl.written.bytes,
+        }))
     }
 }
 
@@ -646,6 +767,64 @@ mod tests {
         });
         assert!(report.error.is_none());
         sink.0
+    }
+
+    #[test]
+    fn a_restored_checkpoint_continues_exactly_where_the_run_stopped() {
+        let mut pcap = Vec::new();
+        let p = crate::synth::SynthParams {
+            packets: 60_000,
+            concurrent: 1_500,
+            snaplen: 128,
+            seed: 5,
+        };
+        let mut cfg = Config::default();
+        crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
+        cfg.flow.max_flows = 700;
+        cfg.pipeline.batch_packets = 1000;
+        let inline = || RunOptions {
+            inline: true,
+            ..RunOptions::default()
+        };
+        let whole = records(&cfg, &pcap, inline());
+        // Cut mid-batch and at a batch boundary.
+        for cut in [23_456usize, 30_000] {
+            let mut first = VecSink::default();
+            let mut state = None;
+            let report = run_with(&cfg, &mut first, inline(), |feed| {
+                let mut r = CaptureReader::open(std::io::Cursor::new(&pcap[..])).unwrap();
+                for _ in 0..cut {
+                    let p = r.next_packet().unwrap().unwrap();
+                    feed.packet(p);
+                }
+                state = feed.checkpoint().unwrap();
+                Ok(())
+            });
+            assert!(report.error.is_none());
+            let state = state.expect("inline runs checkpoint");
+            let bytes = rmp_serde::to_vec(&state).unwrap();
+            let state: EngineState = rmp_serde::from_slice(&bytes).unwrap();
+            let at = state.records as usize;
+            assert_eq!(&first.0[..at], &whole[..at]);
+            let mut rest = VecSink::default();
+            let opts = RunOptions {
+                restore: Some(Box::new(state)),
+                ..inline()
+            };
+            let report = run_with(&cfg, &mut rest, opts, |feed| {
+                let mut r = CaptureReader::open(std::io::Cursor::new(&pcap[..])).unwrap();
+                for _ in 0..cut {
+                    r.next_packet().unwrap().unwrap();
+                }
+                while let Some(p) = r.next_packet().unwrap() {
+                    feed.packet(p);
+                }
+                Ok(())
+            });
+            assert!(report.error.is_none());
+            assert!(whole.len() > at + 1_000, "cut {cut}");
+            assert!(rest.0 == whole[at..], "cut {cut}");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ const VLAN: u8 = 4;
 const ICMP: u8 = 8;
 const EXPLICIT_ID: u8 = 16;
 const SEGMENT: u8 = 32;
+const GAP: u8 = 64;
 
 const DIRECTIONS: [Direction; 4] = Direction::ALL;
 const REASONS: [EndReason; 7] = EndReason::ALL;
@@ -110,6 +111,7 @@ pub fn encode_records(records: &[FlowRecord], level: i32) -> Vec<u8> {
             (r.icmp_type.is_some() || r.icmp_code.is_some(), ICMP),
             (r.flow_id != derived, EXPLICIT_ID),
             (r.segment != 0, SEGMENT),
+            (r.gap, GAP),
         ] {
             if on {
                 meta |= bit;
@@ -272,6 +274,7 @@ pub fn decode_records(block: &[u8]) -> Result<Vec<FlowRecord>, ProtoError> {
             end_reason: *REASONS
                 .get(usize::from(k >> 2))
                 .ok_or_else(|| bad("end reason"))?,
+            gap: m & GAP != 0,
         });
     }
     Ok(out)
@@ -387,6 +390,7 @@ mod tests {
             icmp_type: None,
             icmp_code: None,
             end_reason: REASONS[(i % 7) as usize],
+            gap: i % 11 == 3,
         }
     }
 

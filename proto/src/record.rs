@@ -98,6 +98,15 @@ pub struct FlowRecord {
     pub icmp_type: Option<u8>,
     pub icmp_code: Option<u8>,
     pub end_reason: EndReason,
+    /// The flow was open while its source had a coverage gap (packets the
+    /// agent never saw: a kernel drop, time no capture file covers, a cut
+    /// file), so its counters may be short. Omitted when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub gap: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The stable identifier of a flow: a 64-bit mix of its initiator-oriented key
@@ -183,6 +192,7 @@ mod tests {
             icmp_type: None,
             icmp_code: None,
             end_reason: EndReason::Fin,
+            gap: false,
         }
     }
 

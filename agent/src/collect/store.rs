@@ -195,6 +195,7 @@ mod tests {
             icmp_type: None,
             icmp_code: None,
             end_reason: EndReason::Idle,
+            gap: false,
         }
     }
 

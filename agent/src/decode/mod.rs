@@ -16,7 +16,7 @@ pub use link::linktype;
 use crate::flow::FlowKey;
 
 /// Fragment information of an IP packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Fragment {
     /// Not fragmented.
     None,
@@ -27,7 +27,7 @@ pub enum Fragment {
 }
 
 /// What the flow table needs from one packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Decoded {
     /// Oriented as on the wire. Ports are zero for a later fragment.
     pub key: FlowKey,

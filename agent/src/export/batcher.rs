@@ -111,6 +111,15 @@ impl RecordSink for SpoolSink {
         Ok(())
     }
 
+    fn flush(&mut self) -> std::io::Result<()> {
+        let lost = self.append_errors;
+        self.close_batch();
+        if self.append_errors > lost {
+            return Err(std::io::Error::other("spool append failed"));
+        }
+        Ok(())
+    }
+
     fn finish(&mut self) -> std::io::Result<()> {
         self.close_batch();
         Ok(())

@@ -12,6 +12,10 @@ use vmflow_proto::FlowRecord;
 /// Receives records in their final, deterministic order.
 pub trait RecordSink: Send {
     fn write(&mut self, records: &[FlowRecord]) -> std::io::Result<()>;
+    /// Makes every record written so far durable (a checkpoint follows).
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
     fn finish(&mut self) -> std::io::Result<()> {
         Ok(())
     }
@@ -43,6 +47,9 @@ impl<S: RecordSink + ?Sized> RecordSink for Box<S> {
     fn write(&mut self, records: &[FlowRecord]) -> std::io::Result<()> {
         (**self).write(records)
     }
+    fn flush(&mut self) -> std::io::Result<()> {
+        (**self).flush()
+    }
     fn finish(&mut self) -> std::io::Result<()> {
         (**self).finish()
     }
@@ -51,6 +58,9 @@ impl<S: RecordSink + ?Sized> RecordSink for Box<S> {
 impl<S: RecordSink + ?Sized> RecordSink for &mut S {
     fn write(&mut self, records: &[FlowRecord]) -> std::io::Result<()> {
         (**self).write(records)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        (**self).flush()
     }
     fn finish(&mut self) -> std::io::Result<()> {
         (**self).finish()

@@ -47,6 +47,10 @@ impl<W: Write + Send> RecordSink for NdjsonSink<W> {
         Ok(())
     }
 
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     fn finish(&mut self) -> io::Result<()> {
         self.out.flush()
     }
@@ -99,6 +103,9 @@ pub fn encode(r: &FlowRecord, o: &mut Vec<u8>) {
     match r.icmp_code {
         Some(v) => num(o, ",\"icmp_code\":", u64::from(v)),
         None => o.extend_from_slice(b",\"icmp_code\":null"),
+    }
+    if r.gap {
+        o.extend_from_slice(b",\"gap\":true");
     }
     o.extend_from_slice(match r.end_reason {
         EndReason::Idle => b",\"end_reason\":\"idle\"}".as_slice(),
@@ -172,6 +179,7 @@ mod tests {
                 icmp_type: icmp.then(|| rng.next_u64() as u8),
                 icmp_code: icmp.then(|| rng.next_u64() as u8),
                 end_reason: reasons[rng.below(7) as usize],
+                gap: rng.chance(0.1),
             };
             let mut mine = Vec::new();
             encode(&r, &mut mine);

@@ -6,9 +6,11 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use crate::decode::{Decoded, Fragment};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 struct FragKey {
     src: [u8; 16],
     dst: [u8; 16],
@@ -20,6 +22,7 @@ struct FragKey {
 /// Ports and ICMP type/code learnt from a first fragment.
 type FirstInfo = (u16, u16, Option<(u8, u8)>);
 
+#[derive(Serialize, Deserialize)]
 struct Entry {
     /// Ports and ICMP fields learnt from the first fragment.
     first: Option<FirstInfo>,
@@ -28,7 +31,7 @@ struct Entry {
     pending: Vec<(u64, Decoded)>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FragStats {
     pub first: u64,
     pub later: u64,
@@ -47,6 +50,15 @@ pub struct FragTable {
     stats: FragStats,
 }
 
+/// A fragment table's state for a checkpoint. Entries are kept in expiry
+/// order; the map's own order never reaches the output.
+#[derive(Serialize, Deserialize)]
+pub struct FragSnapshot {
+    entries: Vec<(FragKey, Entry)>,
+    order: Vec<(u64, FragKey)>,
+    stats: FragStats,
+}
+
 impl FragTable {
     pub fn new(timeout_ns: u64) -> Self {
         FragTable {
@@ -57,6 +69,37 @@ impl FragTable {
             order: VecDeque::new(),
             stats: FragStats::default(),
         }
+    }
+
+    pub fn snapshot(&self) -> FragSnapshot {
+        let mut entries: Vec<(FragKey, Entry)> = self
+            .map
+            .iter()
+            .map(|(k, e)| {
+                (
+                    *k,
+                    Entry {
+                        first: e.first,
+                        born: e.born,
+                        pending: e.pending.clone(),
+                    },
+                )
+            })
+            .collect();
+        entries.sort_by_key(|(k, e)| (e.born, k.id, k.src, k.dst));
+        FragSnapshot {
+            entries,
+            order: self.order.iter().copied().collect(),
+            stats: self.stats,
+        }
+    }
+
+    pub fn restore(timeout_ns: u64, snap: FragSnapshot) -> Self {
+        let mut t = FragTable::new(timeout_ns);
+        t.map = snap.entries.into_iter().collect();
+        t.order = snap.order.into_iter().collect();
+        t.stats = snap.stats;
+        t
     }
 
     pub fn stats(&self) -> FragStats {

@@ -4,7 +4,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The 5-tuple plus VLAN, oriented as the packet travelled. IPv4 addresses sit
 /// in the first four bytes with the rest zero, so one layout serves both versions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct FlowKey {
     pub src: [u8; 16],
     pub dst: [u8; 16],

@@ -6,13 +6,13 @@ mod index;
 mod key;
 mod table;
 
-pub use frag::{FragStats, FragTable};
+pub use frag::{FragSnapshot, FragStats, FragTable};
 pub use index::prefetch;
 pub use key::{from_ip, to_ip, FlowKey};
-pub use table::{Event, FlowTable, TableConfig, TableStats};
+pub use table::{Event, FlowTable, TableConfig, TableSnapshot, TableStats};
 
 /// One packet as the flow table sees it: already keyed canonically and hashed.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Packet {
     pub ts_ns: u64,
     /// Canonical key (see [`FlowKey::canonical`]).

@@ -15,6 +15,8 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use vmflow_proto::{flow_id, Direction, EndReason, FlowRecord};
 
 use super::index::Index;
@@ -66,9 +68,16 @@ pub enum Event<'a> {
     /// Input is over: end every flow with this reason (closing TCP flows keep
     /// their FIN/RST reason: they did end).
     Finish(EndReason),
+    /// The source saw nothing from `start` to `end` although packets may have
+    /// flowed (a coverage gap): flows open at `start`, and flows that appear
+    /// within an idle timeout after `end` without a TCP handshake, are marked.
+    Gap {
+        start: u64,
+        end: u64,
+    },
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableStats {
     pub packets: u64,
     pub bytes: u64,
@@ -80,7 +89,7 @@ pub struct TableStats {
     pub peak_flows: u64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[repr(u8)]
 enum Phase {
     HalfOpen = 0,
@@ -89,7 +98,7 @@ enum Phase {
 }
 
 /// Counters of the current segment; index 0 is what the canonical source sent.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, Serialize, Deserialize)]
 #[repr(C)]
 struct Segment {
     first_ns: u64,
@@ -99,10 +108,13 @@ struct Segment {
     /// take over 70 Mpps for a minute on one flow.
     packets: [u32; 2],
     flags: [u8; 2],
+    /// Open during a coverage gap (fits in the struct's padding).
+    gap: bool,
 }
 
 /// Exactly two cache lines: the first holds what a lookup and the timeout
 /// check read, the second the counters. The shard prefetches both.
+#[derive(Clone, Copy, Serialize, Deserialize)]
 #[repr(C, align(64))]
 struct Flow {
     key: FlowKey,
@@ -142,6 +154,18 @@ pub struct FlowTable {
     lists: [List; 3],
     len: usize,
     now: u64,
+    /// New flows before this instant may have started during a gap.
+    gap_until: u64,
+    stats: TableStats,
+}
+
+/// Everything a table holds, flows in queue order: restoring it gives a table
+/// that behaves exactly as the original would have (a checkpoint).
+#[derive(Serialize, Deserialize)]
+pub struct TableSnapshot {
+    queues: [Vec<Flow>; 3],
+    now: u64,
+    gap_until: u64,
     stats: TableStats,
 }
 
@@ -160,8 +184,56 @@ impl FlowTable {
             }; 3],
             len: 0,
             now: 0,
+            gap_until: 0,
             stats: TableStats::default(),
         }
+    }
+
+    /// The table's whole state; slot numbers are not part of it (they never
+    /// reach a record), queue order is.
+    pub fn snapshot(&self) -> TableSnapshot {
+        let queues = [Phase::HalfOpen, Phase::Open, Phase::Closing].map(|phase| {
+            let mut v = Vec::new();
+            let mut i = self.lists[phase as usize].head;
+            while i != NIL {
+                let f = &self.slots[i as usize];
+                v.push(*f);
+                i = self.links[i as usize].next;
+            }
+            v
+        });
+        TableSnapshot {
+            queues,
+            now: self.now,
+            gap_until: self.gap_until,
+            stats: self.stats,
+        }
+    }
+
+    pub fn restore(cfg: TableConfig, local: Arc<LocalNets>, snap: TableSnapshot) -> Self {
+        let mut t = FlowTable::new(cfg, local);
+        t.now = snap.now;
+        t.gap_until = snap.gap_until;
+        t.stats = snap.stats;
+        for (phase, q) in [Phase::HalfOpen, Phase::Open, Phase::Closing]
+            .into_iter()
+            .zip(snap.queues)
+        {
+            for mut f in q {
+                // A queue only ever holds flows of its own phase.
+                f.phase = phase;
+                let idx = t.slots.len() as u32;
+                t.index.insert(f.key.hash64(), idx);
+                t.slots.push(f);
+                t.links.push(Link {
+                    prev: NIL,
+                    next: NIL,
+                });
+                t.push_tail(phase, idx);
+                t.len += 1;
+            }
+        }
+        t
     }
 
     /// The one entry point: apply an event, append any finished records to `out`.
@@ -170,6 +242,7 @@ impl FlowTable {
             Event::Packet(p) => self.packet(p, out),
             Event::Tick(now) => self.tick(now, out),
             Event::Finish(reason) => self.finish(reason, out),
+            Event::Gap { start, end } => self.gap(start, end),
         }
     }
 
@@ -279,7 +352,12 @@ impl FlowTable {
             icmp: p.icmp,
             last_seen: p.ts_ns,
             queued_at: p.ts_ns,
-            seg: Segment::default(),
+            seg: Segment {
+                // A flow that begins with a handshake cannot have begun in
+                // the gap; any other flow soon after it might have.
+                gap: p.ts_ns < self.gap_until && phase != Phase::HalfOpen,
+                ..Segment::default()
+            },
         };
         let idx = match self.free.pop() {
             Some(i) => {
@@ -353,6 +431,22 @@ impl FlowTable {
             self.unlink(old, idx);
             self.push_tail(new, idx);
         }
+    }
+
+    fn gap(&mut self, start: u64, end: u64) {
+        for phase in [Phase::HalfOpen, Phase::Open, Phase::Closing] {
+            let timeout = self.timeout(phase);
+            let mut i = self.lists[phase as usize].head;
+            while i != NIL {
+                let f = &mut self.slots[i as usize];
+                // Still open at `start`: it may have had packets in the gap.
+                if f.last_seen.saturating_add(timeout) > start {
+                    f.seg.gap = true;
+                }
+                i = self.links[i as usize].next;
+            }
+        }
+        self.gap_until = self.gap_until.max(end.saturating_add(self.cfg.idle_ns));
     }
 
     fn tick(&mut self, now: u64, out: &mut Vec<FlowRecord>) {
@@ -541,6 +635,7 @@ fn record(f: &Flow, local: &LocalNets, reason: EndReason, is_final: bool) -> Flo
         icmp_type: f.icmp.map(|x| x.0),
         icmp_code: f.icmp.map(|x| x.1),
         end_reason: reason,
+        gap: f.seg.gap,
     }
 }
 

@@ -499,6 +499,7 @@ impl Gen<'_> {
             icmp_type: icmp,
             icmp_code: icmp.map(|_| 0),
             end_reason,
+            gap: false,
         }
     }
 }
