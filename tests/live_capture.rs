@@ -400,6 +400,11 @@ fn kernel_drops_are_counted_and_reported_as_a_coverage_gap() {
         (5_000..=5_010).contains(&(flow + drops)),
         "flow {flow} + dropped {drops} (seen {seen}): {text}"
     );
+    // The flow that lost packets says so.
+    let recs = records(&live);
+    let lossy: Vec<_> = recs.iter().filter(|r| r["dst_port"] == 5302).collect();
+    assert!(!lossy.is_empty());
+    assert!(lossy.iter().all(|r| r["gap"] == true), "{lossy:?}");
 }
 
 #[test]

@@ -493,6 +493,18 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode, Error> {
             s.iface, s.packets, s.iface, s.kernel_drops
         );
     }
+    if let Some((c, gaps)) = &r.coverage {
+        eprintln!(
+            "run: coverage.files={} coverage.packets={} coverage.duplicates={} coverage.gaps={} coverage.gap_ns={}",
+            c.files, c.packets, c.duplicates, c.gaps, c.gap_ns
+        );
+        for g in gaps {
+            eprintln!(
+                "run: gap start_ns={} end_ns={} reason={:?}",
+                g.start_ns, g.end_ns, g.reason
+            );
+        }
+    }
     match r.error {
         None => Ok(ExitCode::SUCCESS),
         Some(e) => Err(e),

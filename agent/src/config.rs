@@ -58,6 +58,66 @@ impl Default for LiveConfig {
 pub struct SourceConfig {
     /// Capture files, read in order as one stream.
     pub files: Vec<PathBuf>,
+    /// A folder Network Watcher (or anything else) writes capture files to.
+    pub folder: Option<FolderConfig>,
+}
+
+/// What to do with open flows when a tailing agent is stopped.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStop {
+    /// Keep them in the checkpoint: the next start continues them (restarts
+    /// and upgrades split no flow).
+    #[default]
+    Checkpoint,
+    /// Read what the files hold now, end every flow (`shutdown`) and ship.
+    Finish,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FolderConfig {
+    pub path: PathBuf,
+    /// File name endings taken (case-insensitive).
+    pub extensions: Vec<String>,
+    /// Where the position and engine state are kept; default
+    /// `<export.spool_dir>/folder.checkpoint`.
+    pub checkpoint: Option<PathBuf>,
+    /// Seconds between looks for new data.
+    pub poll_interval: f64,
+    /// Seconds between checkpoints (a restart re-reads at most this much).
+    pub checkpoint_interval: f64,
+    /// A longer stretch of packet time between consecutive files is reported
+    /// as a coverage gap.
+    pub max_silence: f64,
+    /// Seconds a cut last record may stay cut once a newer file exists
+    /// (then the file is taken as ended by a crashed writer).
+    pub settle: f64,
+    /// Packets of a new file older than the previous file's last packet by
+    /// more than this are covered already (overlapping captures); within it
+    /// they are compared packet by packet.
+    pub overlap_window: f64,
+    pub on_stop: OnStop,
+    /// On SIGTERM, how long to wait for the collector to acknowledge the
+    /// last records before leaving them in the spool.
+    pub shutdown_grace: f64,
+}
+
+impl Default for FolderConfig {
+    fn default() -> Self {
+        FolderConfig {
+            path: PathBuf::from("/var/captures"),
+            extensions: vec!["cap".into(), "pcap".into(), "pcapng".into()],
+            checkpoint: None,
+            poll_interval: 0.2,
+            checkpoint_interval: 10.0,
+            max_silence: 10.0,
+            settle: 30.0,
+            overlap_window: 1.0,
+            on_stop: OnStop::Checkpoint,
+            shutdown_grace: 5.0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -172,6 +232,12 @@ impl Config {
             }
         };
         cfg.source.files.iter_mut().for_each(rel);
+        if let Some(f) = cfg.source.folder.as_mut() {
+            rel(&mut f.path);
+            if let Some(c) = f.checkpoint.as_mut() {
+                rel(c);
+            }
+        }
         if let Some(x) = cfg.export.as_mut() {
             for p in [&mut x.ca, &mut x.cert, &mut x.key, &mut x.spool_dir] {
                 rel(p);
@@ -245,6 +311,27 @@ impl Config {
                     "capture.live.shutdown_grace = {}: must be non-negative seconds",
                     l.shutdown_grace
                 )));
+            }
+        }
+        if let Some(f) = &self.source.folder {
+            for (key, v) in [
+                ("source.folder.poll_interval", f.poll_interval),
+                ("source.folder.checkpoint_interval", f.checkpoint_interval),
+                ("source.folder.max_silence", f.max_silence),
+                ("source.folder.settle", f.settle),
+                ("source.folder.overlap_window", f.overlap_window),
+                ("source.folder.shutdown_grace", f.shutdown_grace),
+            ] {
+                if !(v.is_finite() && (0.0..=1e9).contains(&v)) {
+                    return Err(Error::Config(format!(
+                        "{key} = {v}: must be a non-negative number of seconds"
+                    )));
+                }
+            }
+            if f.extensions.is_empty() {
+                return Err(Error::Config(
+                    "source.folder.extensions is empty: no file would be read".into(),
+                ));
             }
         }
         if let Some(x) = &self.export {

@@ -16,7 +16,10 @@ use crate::export::batcher::SpoolSink;
 use crate::export::ship::{self, ShipOptions, ShipStats};
 use crate::export::spool::{Spool, SpoolStats};
 use crate::pipeline::{self, Feed, Summary};
+use crate::source::folder::{FolderPosition, FolderSource};
 use crate::source::live::{self, IfaceStats, Ring, RingOptions};
+use crate::source::sequence::{Gap, SequenceStats};
+use crate::tail::{self, TailOptions};
 
 pub struct RunReport {
     pub summary: Summary,
@@ -28,6 +31,8 @@ pub struct RunReport {
     pub error: Option<Error>,
     /// Live capture: packets and kernel drops per interface.
     pub ifaces: Vec<IfaceStats>,
+    /// Followed sources: the coverage counters and the latest gaps.
+    pub coverage: Option<(SequenceStats, Vec<Gap>)>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -50,9 +55,19 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         .as_ref()
         .ok_or_else(|| Error::Config("`run` needs an [export] section".into()))?;
     let live = cfg.capture.live.clone();
-    if live.is_none() && cfg.source.files.is_empty() {
+    let folder = cfg.source.folder.clone();
+    let sources = usize::from(live.is_some())
+        + usize::from(folder.is_some())
+        + usize::from(!cfg.source.files.is_empty());
+    if sources == 0 {
         return Err(Error::Config(
-            "`run` needs source.files or [capture.live]".into(),
+            "`run` needs one source: source.files, [source.folder] or [capture.live]".into(),
+        ));
+    }
+    if sources > 1 {
+        return Err(Error::Config(
+            "one source per agent process: run one agent per source (each with its own spool_dir)"
+                .into(),
         ));
     }
     let tls = crate::tls::client_config(&x.ca, &x.cert, &x.key)?;
@@ -122,8 +137,57 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         Duration::from_secs_f64(x.batch_age),
     )
     .with_drops(drops.clone());
-    let resumed_after = sink.pending_skip();
-    let (report, ifaces, watcher, shipped) = if let Some(l) = &live {
+    let mut resumed_after = sink.pending_skip();
+    let mut coverage = None;
+    let (report, ifaces, watcher, shipped) = if let Some(f) = &folder {
+        let key = format!("folder:{}", f.path.display());
+        let path = f
+            .checkpoint
+            .clone()
+            .unwrap_or_else(|| x.spool_dir.join("folder.checkpoint"));
+        let (engine, pos) = match tail::load::<FolderPosition>(&path, &key)? {
+            Some((e, p)) => (Some(e), Some(p)),
+            None => (None, None),
+        };
+        // The spool may hold records produced after the checkpoint.
+        let at = engine.as_ref().map_or(0, |e| e.records);
+        if resumed_after < at {
+            tracing::warn!(
+                "the spool holds {resumed_after} records, the checkpoint says {at} were produced: \
+                 was the spool removed? continuing from the checkpoint"
+            );
+        }
+        resumed_after = resumed_after.saturating_sub(at);
+        sink.set_skip(resumed_after);
+        if engine.is_some() {
+            tracing::info!(
+                "resuming from {} ({resumed_after} records spooled after it)",
+                path.display()
+            );
+        }
+        let mut src = FolderSource::new(f.clone(), pos.unwrap_or_else(|| FolderPosition::new(f)));
+        let opts = TailOptions {
+            key,
+            checkpoint: path,
+            poll: Duration::from_secs_f64(f.poll_interval),
+            interval: Duration::from_secs_f64(f.checkpoint_interval),
+            on_stop: f.on_stop,
+        };
+        tracing::info!("following capture files in {}", f.path.display());
+        let t = tail::run(cfg, &mut src, engine, &mut sink, &opts, &signalled);
+        coverage = Some((t.coverage, src.pos.sequence.gaps.iter().cloned().collect()));
+        tracing::info!(
+            "source stopped: {} records, {} checkpoints; flushing",
+            t.report.summary.records,
+            t.checkpoints
+        );
+        let _ = done_tx.send(true);
+        let grace = Duration::from_secs_f64(f.shutdown_grace);
+        let early = rt.block_on(async { tokio::time::timeout(grace, &mut shipper).await });
+        let _ = stop_tx.send(true);
+        let shipped = early.ok().map(|r| r.unwrap_or_default());
+        (t.report, Vec::new(), None, shipped)
+    } else if let Some(l) = &live {
         // Never count our own export connection as a flow.
         let exclude = std::net::ToSocketAddrs::to_socket_addrs(&x.collector)
             .ok()
@@ -190,6 +254,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         append_errors: sink.append_errors,
         error: report.error,
         ifaces,
+        coverage,
     })
 }
 
@@ -305,6 +370,7 @@ pub fn capture<S: crate::export::RecordSink>(
             .map_or(0, |d| d.as_nanos() as u64);
         let mut last_mono = Instant::now();
         let mut last_tick = Instant::now();
+        let mut prev_look = last_ts;
         while !stop.load(Ordering::Relaxed) {
             let mut got = 0;
             for r in rings.iter_mut() {
@@ -319,6 +385,7 @@ pub fn capture<S: crate::export::RecordSink>(
             if last_tick.elapsed() >= tick {
                 let now = last_ts + last_mono.elapsed().as_nanos() as u64;
                 feed.tick(now);
+                let last_look = std::mem::replace(&mut prev_look, now);
                 last_tick = Instant::now();
                 // Kernel drops are coverage gaps: say where and how many, as
                 // they happen, and keep the running total for the batches.
@@ -326,6 +393,9 @@ pub fn capture<S: crate::export::RecordSink>(
                     let before = r.drops();
                     let st = r.kernel_stats();
                     if st.kernel_drops > before {
+                        // The drops happened since the last look: flows
+                        // open then may be short.
+                        feed.gap(last_look, now);
                         tracing::warn!(
                             "{}: coverage gap: the kernel dropped {} packets (ring full) up to {} ns",
                             st.iface,

@@ -3,6 +3,7 @@
 //! Data moves one way: source → decode → flow table → export.
 
 pub mod certs;
+pub mod checkpoint;
 pub mod cli;
 pub mod collect;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod net;
 pub mod pipeline;
 pub mod source;
 pub mod synth;
+pub mod tail;
 pub mod tls;
 
 pub use error::Error;

@@ -102,6 +102,11 @@ pub trait Feed {
     /// engine's whole state, to resume from later as if never stopped
     /// (inline runs; `None` otherwise).
     fn checkpoint(&mut self) -> Result<Option<EngineState>, Error>;
+    /// Ends every open flow now (inline runs), e.g. before a last checkpoint.
+    fn end_flows(&mut self, reason: EndReason);
+    /// The run ends without ending its open flows: they live on in the last
+    /// checkpoint (inline runs).
+    fn keep_open(&mut self);
 }
 
 /// The engine between two packets: flow tables, fragments, the batch being
@@ -193,6 +198,14 @@ where
     let frag_timeout = (cfg.flow.fragment_timeout * 1e9) as u64;
     let mut restore = opts.restore;
     if let Some(r) = &restore {
+        if r.pending.iter().any(|p| usize::from(p.part) >= parts) {
+            return Report {
+                summary: Summary::default(),
+                error: Some(Error::Checkpoint(
+                    "the checkpoint names a partition that does not exist".into(),
+                )),
+            };
+        }
         if !opts.inline || r.tables.len() != parts {
             return Report {
                 summary: Summary::default(),
@@ -308,6 +321,7 @@ where
             batch,
             exclude: opts.exclude,
             own_export: 0,
+            keep_open: false,
         };
         if let Err(e) = source(&mut ingest) {
             error = Some(e);
@@ -318,10 +332,16 @@ where
             skips,
             packets,
             own_export,
+            keep_open,
             ..
         } = ingest;
-        frag.drain(&mut |ts, d| reader.push(ts, &d));
-        reader.send(true, opts.end);
+        match reader.inline.as_mut() {
+            Some(inl) if keep_open => inl.close_kept_open(),
+            _ => {
+                frag.drain(&mut |ts, d| reader.push(ts, &d));
+                reader.send(true, opts.end);
+            }
+        }
         let failed = reader.failed;
         summary.flow_packets = reader.flow_packets;
         summary.ip_bytes = reader.ip_bytes;
@@ -370,6 +390,7 @@ struct Ingest<'s> {
     batch: usize,
     exclude: Option<std::net::SocketAddr>,
     own_export: u64,
+    keep_open: bool,
 }
 
 impl Ingest<'_> {
@@ -470,6 +491,20 @@ impl Feed for Ingest<'_> {
                 );
             }
         }
+    }
+
+    fn end_flows(&mut self, reason: EndReason) {
+        if self.reader.failed || self.reader.inline.is_none() {
+            return;
+        }
+        self.in_batch = 0;
+        let reader = &mut self.reader;
+        self.frag.drain(&mut |ts, d| reader.push(ts, &d));
+        reader.send(true, reason);
+    }
+
+    fn keep_open(&mut self) {
+        self.keep_open = true;
     }
 
     fn checkpoint(&mut self) -> Result<Option<EngineState>, Error> {
@@ -681,6 +716,16 @@ impl Inline<'_> {
     }
 }
 
+impl Inline<'_> {
+    /// The end of a run whose open flows stay in its checkpoint.
+    fn close_kept_open(&mut self) {
+        self.written.table = sum_stats(self.tables.iter().map(|t| t.stats()));
+        if let Err(e) = self.sink.finish() {
+            self.error.get_or_insert(Error::Output(e));
+        }
+    }
+}
+
 #[derive(Default)]
 struct Written {
     records: u64,
@@ -781,6 +826,8 @@ mod tests {
         let mut cfg = Config::default();
         crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
         cfg.flow.max_flows = 700;
+        cfg.flow.tcp_linger = 0.001;
+        cfg.flow.idle_timeout = 0.05;
         cfg.pipeline.batch_packets = 1000;
         let inline = || RunOptions {
             inline: true,
@@ -805,6 +852,7 @@ mod tests {
             let bytes = rmp_serde::to_vec(&state).unwrap();
             let state: EngineState = rmp_serde::from_slice(&bytes).unwrap();
             let at = state.records as usize;
+            assert!(at > 1_000, "records before the checkpoint: {at}");
             assert_eq!(&first.0[..at], &whole[..at]);
             let mut rest = VecSink::default();
             let opts = RunOptions {

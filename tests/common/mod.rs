@@ -2,6 +2,7 @@
 //! vmflow's own readers and of its synthetic generator.
 #![allow(dead_code, clippy::too_many_arguments)]
 
+pub mod agents;
 pub mod netns;
 
 use std::path::{Path, PathBuf};

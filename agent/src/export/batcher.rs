@@ -55,6 +55,11 @@ impl SpoolSink {
         self
     }
 
+    /// Sets how many of the next records an earlier run already spooled.
+    pub fn set_skip(&mut self, n: u64) {
+        self.skip = n;
+    }
+
     /// Records still to be skipped (resuming after an earlier run).
     pub fn pending_skip(&self) -> u64 {
         self.skip

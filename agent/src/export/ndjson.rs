@@ -104,18 +104,19 @@ pub fn encode(r: &FlowRecord, o: &mut Vec<u8>) {
         Some(v) => num(o, ",\"icmp_code\":", u64::from(v)),
         None => o.extend_from_slice(b",\"icmp_code\":null"),
     }
+    o.extend_from_slice(match r.end_reason {
+        EndReason::Idle => b",\"end_reason\":\"idle\"".as_slice(),
+        EndReason::Active => b",\"end_reason\":\"active\"",
+        EndReason::Fin => b",\"end_reason\":\"fin\"",
+        EndReason::Rst => b",\"end_reason\":\"rst\"",
+        EndReason::Evicted => b",\"end_reason\":\"evicted\"",
+        EndReason::EndOfInput => b",\"end_reason\":\"end_of_input\"",
+        EndReason::Shutdown => b",\"end_reason\":\"shutdown\"",
+    });
     if r.gap {
         o.extend_from_slice(b",\"gap\":true");
     }
-    o.extend_from_slice(match r.end_reason {
-        EndReason::Idle => b",\"end_reason\":\"idle\"}".as_slice(),
-        EndReason::Active => b",\"end_reason\":\"active\"}",
-        EndReason::Fin => b",\"end_reason\":\"fin\"}",
-        EndReason::Rst => b",\"end_reason\":\"rst\"}",
-        EndReason::Evicted => b",\"end_reason\":\"evicted\"}",
-        EndReason::EndOfInput => b",\"end_reason\":\"end_of_input\"}",
-        EndReason::Shutdown => b",\"end_reason\":\"shutdown\"}",
-    });
+    o.push(b'}');
 }
 
 fn ip(a: IpAddr, o: &mut Vec<u8>) {

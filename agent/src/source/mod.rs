@@ -3,6 +3,7 @@
 //! documented, so libpcap, pcapng and NetMon 2.x all have to work.
 
 mod buf;
+pub mod folder;
 pub mod follow;
 #[cfg(test)]
 mod fuzz;
@@ -10,6 +11,7 @@ pub mod live;
 mod netmon;
 mod pcap;
 mod pcapng;
+pub mod sequence;
 mod stream;
 
 pub use stream::{CaptureFiles, FileWarning};
@@ -128,6 +130,12 @@ impl<R: Read + Seek> CaptureReader<R> {
             CaptureReader::NetMon(r) => r.truncation.as_ref(),
             CaptureReader::Empty(t) => Some(t),
         }
+    }
+
+    /// A NetMon file still being written: its frame table, which the
+    /// writer appends last, is missing.
+    pub fn is_unfinished_netmon(&self) -> bool {
+        matches!(self, CaptureReader::NetMon(r) if !r.has_table())
     }
 
     pub fn format(&self) -> &'static str {

@@ -88,6 +88,10 @@ impl<R: Read + Seek> NetMonReader<R> {
 
     /// After a truncation at the end of a growing file: try again from the
     /// same record when more bytes may have arrived.
+    pub fn has_table(&self) -> bool {
+        self.table.is_some()
+    }
+
     pub fn resume(&mut self) {
         self.truncation = None;
         self.r.resume();

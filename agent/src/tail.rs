@@ -1,0 +1,128 @@
+//! Runs a source that is followed rather than read once (the capture folder,
+//! Blob storage): steps it, checkpoints engine and position together at an
+//! interval, and stops the way the configuration asks.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use vmflow_proto::EndReason;
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::config::{Config, OnStop};
+use crate::error::Error;
+use crate::export::RecordSink;
+use crate::pipeline::{self, EngineState, Feed, Report, RunOptions};
+use crate::source::sequence::{Sequence, SequenceStats};
+
+/// What the runner needs from a followed source.
+pub trait Tailed {
+    type Position: Serialize + DeserializeOwned;
+    /// One look for new data; `Idle` when there was none.
+    fn step(&mut self, feed: &mut dyn Feed) -> Result<Step, Error>;
+    fn position(&self) -> &Self::Position;
+    fn sequence(&self) -> &Sequence;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Progress,
+    Idle,
+}
+
+pub struct TailOptions {
+    /// Names the source in the checkpoint (kind and place).
+    pub key: String,
+    pub checkpoint: PathBuf,
+    pub poll: Duration,
+    pub interval: Duration,
+    pub on_stop: OnStop,
+}
+
+pub struct TailReport {
+    pub report: Report,
+    pub coverage: SequenceStats,
+    pub checkpoints: u64,
+}
+
+/// Loads the checkpoint for `key`: the engine state and the source position.
+pub fn load<P: DeserializeOwned>(
+    path: &std::path::Path,
+    key: &str,
+) -> Result<Option<(EngineState, P)>, Error> {
+    Ok(checkpoint::load::<P>(path, key)?.map(|c| (c.engine, c.position)))
+}
+
+/// Follows `src` until `stop` is set. `restore` is the engine state loaded
+/// with the source's position.
+pub fn run<T: Tailed, S: RecordSink>(
+    cfg: &Config,
+    src: &mut T,
+    restore: Option<EngineState>,
+    sink: S,
+    opts: &TailOptions,
+    stop: &AtomicBool,
+) -> TailReport {
+    let mut checkpoints = 0;
+    let run_opts = RunOptions {
+        end: EndReason::Shutdown,
+        inline: true,
+        restore: restore.map(Box::new),
+        ..RunOptions::default()
+    };
+    let report = pipeline::run_with(cfg, sink, run_opts, |feed: &mut dyn Feed| {
+        let mut last = Instant::now();
+        let mut moved = false;
+        let mut last_error = String::new();
+        let save = |feed: &mut dyn Feed, src: &T| -> Result<(), Error> {
+            let Some(engine) = feed.checkpoint()? else {
+                return Ok(());
+            };
+            let ck = Checkpoint::new(opts.key.clone(), engine, src.position());
+            checkpoint::save(&opts.checkpoint, &ck)
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let step = match src.step(feed) {
+                Ok(s) => s,
+                Err(e) => {
+                    // A missing folder, an unreachable account: say it once
+                    // per distinct error and keep trying.
+                    let msg = e.to_string();
+                    if msg != last_error {
+                        tracing::error!("{msg}; retrying");
+                        last_error = msg;
+                    }
+                    Step::Idle
+                }
+            };
+            moved |= step == Step::Progress;
+            if moved && last.elapsed() >= opts.interval {
+                moved = false;
+                match save(feed, src) {
+                    Ok(()) => checkpoints += 1,
+                    Err(e) => tracing::error!("{e}; the next checkpoint retries"),
+                }
+                last = Instant::now();
+            }
+            if step == Step::Idle {
+                std::thread::sleep(opts.poll);
+            }
+        }
+        if opts.on_stop == OnStop::Finish {
+            // Everything the source holds now, then every flow ends.
+            while let Ok(Step::Progress) = src.step(feed) {}
+            feed.end_flows(EndReason::Shutdown);
+        }
+        save(feed, src)?;
+        checkpoints += 1;
+        feed.keep_open();
+        Ok(())
+    });
+    TailReport {
+        coverage: src.sequence().stats,
+        report,
+        checkpoints,
+    }
+}

@@ -1,0 +1,317 @@
+//! The capture-folder source with the real binaries: a capture written in
+//! pieces while the agent follows it, rotated into several files, the agent
+//! killed hard mid-file and restarted; what reaches the collector equals
+//! `vmflow replay` of the whole capture. Overlapping captures and gaps are
+//! checked through the library.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::agents::*;
+use common::*;
+use vmflow::config::{Config, FolderConfig, OnStop};
+use vmflow::export::VecSink;
+use vmflow::source::folder::{FolderPosition, FolderSource};
+use vmflow::tail::{self, TailOptions};
+use vmflow_proto::FlowRecord;
+
+/// A libpcap file's header and its records, each as its own byte string.
+fn split_records(pcap: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let header = pcap[..24].to_vec();
+    let mut recs = Vec::new();
+    let mut at = 24;
+    while at < pcap.len() {
+        let incl = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        recs.push(pcap[at..at + 16 + incl].to_vec());
+        at += 16 + incl;
+    }
+    (header, recs)
+}
+
+fn file_of(header: &[u8], recs: &[Vec<u8>]) -> Vec<u8> {
+    let mut v = header.to_vec();
+    for r in recs {
+        v.extend_from_slice(r);
+    }
+    v
+}
+
+/// Writes `bytes` to `path` in pieces of 1..=max bytes (records and headers
+/// end up split across writes), pausing `pause` between pieces.
+fn write_in_pieces(path: &Path, bytes: &[u8], seed: u64, max: usize, pause: Duration) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let mut x = seed | 1;
+    let mut at = 0;
+    while at < bytes.len() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let n = (1 + (x as usize) % max).min(bytes.len() - at);
+        f.write_all(&bytes[at..at + n]).unwrap();
+        f.flush().unwrap();
+        at += n;
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+    }
+}
+
+fn sigterm(p: &Proc) {
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// The records a stopped tail ends with `shutdown` are the ones replay ends
+/// with `end_of_input`.
+fn as_replayed(m: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (k, n) in m {
+        let k = k.replace(
+            "\"end_reason\":\"shutdown\"",
+            "\"end_reason\":\"end_of_input\"",
+        );
+        *out.entry(k).or_insert(0) += n;
+    }
+    out
+}
+
+#[test]
+fn a_followed_rotated_folder_survives_a_hard_kill_mid_file() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let certs = dir.join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let cap = synth_cap(dir, 240_000);
+    // Short timeouts: the synthetic capture is dense (80k packets in under a
+    // second), and flows must end while the files are being written.
+    let flow = "[flow]\nidle_timeout = 0.02\nhalf_open_timeout = 0.02\ntcp_linger = 0.001\n";
+    let flow_cfg = write(dir, "flow.toml", flow.as_bytes());
+    let out = run(vmflow()
+        .arg("replay")
+        .arg("--config")
+        .arg(&flow_cfg)
+        .arg(&cap));
+    assert!(out.status.success());
+    let want = multiset(&String::from_utf8(out.stdout).unwrap());
+    let (header, recs) = split_records(&std::fs::read(&cap).unwrap());
+    let third = recs.len() / 3;
+    let files: Vec<Vec<u8>> = vec![
+        file_of(&header, &recs[..third]),
+        file_of(&header, &recs[third..2 * third]),
+        file_of(&header, &recs[2 * third..]),
+    ];
+    let caps = dir.join("captures");
+    std::fs::create_dir_all(&caps).unwrap();
+    let names: Vec<PathBuf> = (1..=3)
+        .map(|i| caps.join(format!("packetcapture_00_00_0{i}_000.cap")))
+        .collect();
+    // Not a capture: ignored by name.
+    write(&caps, "notes.txt", b"not a capture");
+
+    let out = dir.join("out");
+    let (_collector, addr) = collector(&certs, &out, "127.0.0.1:0");
+    let source = format!(
+        "{flow}[source.folder]\npath = {caps:?}\npoll_interval = 0.01\ncheckpoint_interval = 1.0\n\
+         on_stop = \"finish\"\nshutdown_grace = 60\n"
+    );
+    let cfg = agent_config_with(
+        dir,
+        "a",
+        &source,
+        &certs,
+        "agent-1",
+        &addr,
+        "batch_records = 64\n",
+    );
+
+    // File 1 whole, in pieces, while the agent follows it.
+    let mut a = agent(&cfg);
+    write_in_pieces(&names[0], &files[0], 1, 40_000, Duration::ZERO);
+    // File 2 slowly; kill the agent while it is inside it.
+    let (f2, n2) = (files[1].clone(), names[1].clone());
+    let writer =
+        std::thread::spawn(move || write_in_pieces(&n2, &f2, 2, 4_096, Duration::from_millis(1)));
+    a.wait_line(
+        "packetcapture_00_00_02_000.cap: reading",
+        Duration::from_secs(60),
+    );
+    // Two checkpoints taken inside file 2, and records shipped from it.
+    let ckpt = dir.join("spool-a").join("folder.checkpoint");
+    let modified = || std::fs::metadata(&ckpt).and_then(|m| m.modified()).ok();
+    for _ in 0..2 {
+        let before = modified();
+        while modified() == before {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let seq = collector_seq(&out, "agent-1");
+    wait_seq(&out, "agent-1", seq + 5);
+    a.kill(); // SIGKILL
+    let killed_during_file_2 = !writer.is_finished();
+    let mut b = agent(&cfg);
+    writer.join().unwrap();
+    assert!(killed_during_file_2, "the writer was still writing file 2");
+    // Rotation: file 3 appears once file 2 is complete.
+    write_in_pieces(&names[2], &files[2], 3, 40_000, Duration::ZERO);
+    b.wait_line(
+        "packetcapture_00_00_03_000.cap: reading",
+        Duration::from_secs(60),
+    );
+    sigterm(&b);
+    assert!(b.wait(Duration::from_secs(120)), "{}", b.text());
+    let text = b.text();
+    assert!(
+        text.contains("packetcapture_00_00_02_000.cap: resuming after packet"),
+        "{text}"
+    );
+    // Records spooled after the last checkpoint were skipped, not repeated.
+    assert!(stat(&text, "resumed_after") > 0, "{text}");
+    assert_eq!(stat(&text, "coverage.gaps"), 0, "{text}");
+    assert_eq!(stat(&text, "coverage.duplicates"), 0, "{text}");
+    let got = as_replayed(collected(&out, "agent-1"));
+    assert_eq!(got.values().sum::<u64>(), want.values().sum::<u64>());
+    assert!(got == want, "collector records differ from the replay");
+}
+
+/// Follows `dir` in-process until everything in it is read, then ends the
+/// flows; returns the records and the source.
+fn tail_once(
+    dir: &Path,
+    ckpt: &Path,
+    tweak: impl Fn(&mut FolderConfig),
+) -> (Vec<FlowRecord>, FolderSource) {
+    let mut f = FolderConfig {
+        path: dir.to_path_buf(),
+        on_stop: OnStop::Finish,
+        ..FolderConfig::default()
+    };
+    tweak(&mut f);
+    let cfg = Config::default();
+    let mut src = FolderSource::new(f.clone(), FolderPosition::new(&f));
+    let mut sink = VecSink::default();
+    let opts = TailOptions {
+        key: "folder:test".into(),
+        checkpoint: ckpt.to_path_buf(),
+        poll: Duration::from_millis(1),
+        interval: Duration::from_secs(3600),
+        on_stop: OnStop::Finish,
+    };
+    let stop = AtomicBool::new(true);
+    let t = tail::run(&cfg, &mut src, None, &mut sink, &opts, &stop);
+    assert!(t.report.error.is_none(), "{:?}", t.report.error);
+    assert!(!stop.load(Ordering::Relaxed) || t.checkpoints >= 1);
+    (sink.0, src)
+}
+
+fn replay_lib(paths: Vec<PathBuf>) -> Vec<FlowRecord> {
+    let mut sink = VecSink::default();
+    let r = vmflow::pipeline::replay(paths, &Config::default(), &mut sink);
+    assert!(r.error.is_none());
+    sink.0
+}
+
+fn canon(mut v: Vec<FlowRecord>) -> Vec<FlowRecord> {
+    for r in &mut v {
+        if r.end_reason == vmflow_proto::EndReason::Shutdown {
+            r.end_reason = vmflow_proto::EndReason::EndOfInput;
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn overlapping_captures_count_every_packet_once() {
+    let d = tempfile::tempdir().unwrap();
+    let cap = synth_cap(d.path(), 60_000);
+    let want = canon(replay_lib(vec![cap.clone()]));
+    let (header, recs) = split_records(&std::fs::read(&cap).unwrap());
+    // A renewed capture: the second starts at 40 % while the first runs to 70 %.
+    let n = recs.len();
+    let caps = d.path().join("captures");
+    std::fs::create_dir_all(&caps).unwrap();
+    write(&caps, "pc1.cap", &file_of(&header, &recs[..n * 7 / 10]));
+    write(&caps, "pc2.cap", &file_of(&header, &recs[n * 4 / 10..]));
+    let (got, src) = tail_once(&caps, &d.path().join("ck"), |_| {});
+    let overlap = (n * 7 / 10 - n * 4 / 10) as u64;
+    assert_eq!(src.pos.sequence.stats.duplicates, overlap);
+    assert_eq!(src.pos.sequence.stats.gaps, 0);
+    assert!(got.iter().all(|r| !r.gap));
+    assert!(canon(got) == want);
+}
+
+#[test]
+fn time_no_file_covers_is_a_gap_and_marks_the_flows_open_across_it() {
+    let d = tempfile::tempdir().unwrap();
+    let caps = d.path().join("captures");
+    std::fs::create_dir_all(&caps).unwrap();
+    // One TCP conversation and one UDP exchange cut by 30 s that no file
+    // covers; a new handshake after the gap is not marked.
+    let t = T0;
+    let udp_at = |ts: u64, id: u16| Pkt {
+        ts_ns: ts,
+        ip: ipv4(A, B, 17, &udp(5000, 53, 20), 28, &[], id, 0),
+        ip_len: 48,
+    };
+    let tcp_from = |ts: u64, fwd: bool, flags: u8| {
+        let (s, d, sp, dp) = if fwd {
+            (A, B, 40_001, 443)
+        } else {
+            (B, A, 443, 40_001)
+        };
+        Pkt {
+            ts_ns: ts,
+            ip: ipv4(s, d, 6, &tcp(sp, dp, flags), 20, &[], 1, 0x4000),
+            ip_len: 40,
+        }
+    };
+    let mut before = tcp_conversation(t)[..4].to_vec();
+    before.push(udp_at(t + 5 * MS, 1));
+    let mut after = tcp_conversation(t)[4..].to_vec();
+    for p in &mut after {
+        p.ts_ns += 30 * S;
+    }
+    after.push(udp_at(t + 30 * S + 9 * MS, 2));
+    let t2 = t + 31 * S;
+    after.extend([
+        tcp_from(t2, true, SYN),
+        tcp_from(t2 + MS, false, SYN | ACK),
+        tcp_from(t2 + 2 * MS, true, ACK),
+        tcp_from(t2 + 3 * MS, true, FIN | ACK),
+        tcp_from(t2 + 4 * MS, false, FIN | ACK),
+        tcp_from(t2 + 5 * MS, true, ACK),
+    ]);
+    write(
+        &caps,
+        "a.cap",
+        &pcap(&frames(&before, Link::Ethernet), false, true),
+    );
+    write(
+        &caps,
+        "b.cap",
+        &pcap(&frames(&after, Link::Ethernet), false, true),
+    );
+    let (got, src) = tail_once(&caps, &d.path().join("ck"), |f| f.max_silence = 10.0);
+    assert_eq!(src.pos.sequence.stats.gaps, 1);
+    let g = &src.pos.sequence.gaps[0];
+    assert_eq!((g.start_ns, g.end_ns), (t + 5 * MS, t + 30 * S + 4 * MS));
+    let marked: Vec<_> = got.iter().filter(|r| r.gap).collect();
+    let unmarked: Vec<_> = got.iter().filter(|r| !r.gap).collect();
+    assert_eq!(marked.len(), 2, "{got:#?}");
+    assert!(marked.iter().any(|r| r.proto == 17));
+    assert!(marked.iter().any(|r| r.proto == 6 && r.src_port != 40_001));
+    assert_eq!(unmarked.len(), 1, "{got:#?}");
+    assert_eq!(unmarked[0].src_port, 40_001);
+}

@@ -1,0 +1,240 @@
+//! Running the real agent and collector binaries: processes whose stderr is
+//! collected as it arrives, certificates, configurations, and the records a
+//! collector wrote, as multisets.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// A child process whose stderr lines are collected as they arrive.
+pub struct Proc {
+    pub child: Child,
+    pub lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let lines: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
+        let sink = lines.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let (m, c) = &*sink;
+                m.lock().unwrap().push(l);
+                c.notify_all();
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// Waits for a stderr line containing `needle` (the process's own report).
+    pub fn wait_line(&self, needle: &str, limit: Duration) -> String {
+        let (m, c) = &*self.lines;
+        let deadline = Instant::now() + limit;
+        let mut g = m.lock().unwrap();
+        loop {
+            if let Some(l) = g.iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no line with {needle:?} in:\n{}",
+                g.join("\n")
+            );
+            g = c.wait_timeout(g, left).unwrap().0;
+        }
+    }
+
+    pub fn text(&self) -> String {
+        self.lines.0.lock().unwrap().join("\n")
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for exit (bounded) and returns success.
+    pub fn wait(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return st.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not finish:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn collector(certs: &Path, out: &Path, listen: &str) -> (Proc, String) {
+    let p = Proc::spawn(
+        vmflow()
+            .args(["collect", "--listen", listen])
+            .arg("--cert")
+            .arg(certs.join("collector.pem"))
+            .arg("--key")
+            .arg(certs.join("collector-key.pem"))
+            .arg("--client-ca")
+            .arg(certs.join("ca.pem"))
+            .arg("--out")
+            .arg(out),
+    );
+    let line = p.wait_line("listening on", Duration::from_secs(20));
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    (p, addr)
+}
+
+pub fn certs_init(dir: &Path, agents: &[&str]) {
+    let mut cmd = vmflow();
+    cmd.args(["certs", "init"]).arg(dir);
+    for a in agents {
+        cmd.args(["--agent", a]);
+    }
+    assert!(run(&mut cmd).status.success());
+}
+
+pub fn agent_config(
+    dir: &Path,
+    name: &str,
+    cap: &Path,
+    certs: &Path,
+    agent: &str,
+    collector: &str,
+    extra: &str,
+) -> PathBuf {
+    agent_config_with(
+        dir,
+        name,
+        &format!("[source]\nfiles = [{cap:?}]\n"),
+        certs,
+        agent,
+        collector,
+        extra,
+    )
+}
+
+/// An agent configuration with `source` (TOML) and `extra` lines under [export].
+pub fn agent_config_with(
+    dir: &Path,
+    name: &str,
+    source: &str,
+    certs: &Path,
+    agent: &str,
+    collector: &str,
+    extra: &str,
+) -> PathBuf {
+    let text = format!(
+        "{source}[export]\ncollector = {collector:?}\nca = {:?}\ncert = {:?}\nkey = {:?}\nspool_dir = {:?}\n{extra}",
+        certs.join("ca.pem"),
+        certs.join(format!("{agent}.pem")),
+        certs.join(format!("{agent}-key.pem")),
+        dir.join(format!("spool-{name}")),
+    );
+    write(dir, &format!("{name}.toml"), text.as_bytes())
+}
+
+pub fn synth_cap(dir: &Path, packets: u64) -> PathBuf {
+    let cap = dir.join("cap.pcap");
+    let out = run(vmflow()
+        .args([
+            "synth",
+            "--packets",
+            &packets.to_string(),
+            "--concurrent",
+            "3000",
+            "--snaplen",
+            "128",
+            "--seed",
+            "11",
+        ])
+        .arg("--out")
+        .arg(&cap));
+    assert!(out.status.success());
+    cap
+}
+
+/// Records as canonical JSON lines, counted (a multiset).
+pub fn multiset(text: &str) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for l in text.lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        *m.entry(v.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+pub fn replayed(cap: &Path) -> BTreeMap<String, u64> {
+    let out = run(vmflow().arg("replay").arg(cap));
+    assert!(out.status.success());
+    multiset(&String::from_utf8(out.stdout).unwrap())
+}
+
+pub fn collected(out: &Path, agent: &str) -> BTreeMap<String, u64> {
+    let mut text = String::new();
+    let dir = out.join(agent);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return BTreeMap::new();
+    };
+    for e in entries {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "ndjson") {
+            text.push_str(&std::fs::read_to_string(p).unwrap());
+        }
+    }
+    multiset(&text)
+}
+
+pub fn collector_seq(out: &Path, agent: &str) -> u64 {
+    std::fs::read_to_string(out.join(agent).join("state"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.strip_prefix("seq "))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+pub fn wait_seq(out: &Path, agent: &str, at_least: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while collector_seq(out, agent) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "collector never reached batch {at_least}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn agent(cfg: &Path) -> Proc {
+    Proc::spawn(vmflow().arg("run").arg("--config").arg(cfg))
+}
+
+pub fn stat(text: &str, key: &str) -> u64 {
+    summary(text, key).unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+}
