@@ -11,7 +11,7 @@ as_root() {
 
 # tool:package pairs the tests call.
 missing=()
-for pair in tshark:tshark tcpdump:tcpdump ping:iputils-ping curl:curl ip:iproute2 python3:python3 iperf3:iperf3 setpriv:util-linux; do
+for pair in tshark:tshark tcpdump:tcpdump ping:iputils-ping curl:curl ip:iproute2 python3:python3 iperf3:iperf3 setpriv:util-linux node:nodejs npm:npm; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -22,6 +22,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "iperf3 iperf3/start_daemon boolean false" | as_root debconf-set-selections
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Azurite, the Blob storage emulator, pinned: 3.36+ needs Node.js 21 or
+# later, 3.35.0 runs on what Debian and this machine carry.
+AZURITE_VERSION=3.35.0
+azurite_dir=target/azurite
+if [ "$(cat "$azurite_dir/.version" 2>/dev/null)" != "$AZURITE_VERSION" ] \
+    || [ ! -x "$azurite_dir/node_modules/.bin/azurite-blob" ]; then
+    echo "test.sh: installing azurite@$AZURITE_VERSION"
+    mkdir -p "$azurite_dir"
+    npm install --silent --no-audit --no-fund --prefix "$azurite_dir" "azurite@$AZURITE_VERSION" >/dev/null
+    echo "$AZURITE_VERSION" > "$azurite_dir/.version"
 fi
 
 cargo fmt --all -- --check

@@ -493,6 +493,12 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode, Error> {
             s.iface, s.packets, s.iface, s.kernel_drops
         );
     }
+    if let Some(b) = &r.blob {
+        eprintln!(
+            "run: blob.listings={} blob.downloaded={} blob.bytes={} blob.deleted={} blob.vanished={}",
+            b.listings, b.downloaded, b.bytes, b.deleted, b.vanished
+        );
+    }
     if let Some((c, gaps)) = &r.coverage {
         eprintln!(
             "run: coverage.files={} coverage.packets={} coverage.duplicates={} coverage.gaps={} coverage.gap_ns={}",

@@ -19,6 +19,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     /// Where `vmflow run` ships records; required by `run`.
     pub export: Option<ExportConfig>,
+    /// Azure identity (and, later, the capture lifecycle).
+    pub azure: AzureConfig,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -60,6 +62,121 @@ pub struct SourceConfig {
     pub files: Vec<PathBuf>,
     /// A folder Network Watcher (or anything else) writes capture files to.
     pub folder: Option<FolderConfig>,
+    /// A Blob storage container Network Watcher uploads capture files to.
+    pub blob: Option<BlobConfig>,
+}
+
+/// A secret from the configuration: never printed, not even by `{:?}`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// What happens to a blob once every packet in it has been used.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterRead {
+    #[default]
+    Keep,
+    /// Deleted once a checkpoint that records it as read is on disk.
+    Delete,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobConfig {
+    /// `https://{account}.blob.core.windows.net` (or Azurite's
+    /// `http://127.0.0.1:10000/devstoreaccount1`).
+    pub account_url: String,
+    pub container: String,
+    /// Only blobs whose names start with this.
+    pub prefix: String,
+    /// SAS token (query string). Prefer `sas_token_file`; without either,
+    /// the `[azure]` identity's token is used.
+    pub sas_token: Option<Secret>,
+    pub sas_token_file: Option<PathBuf>,
+    pub after: AfterRead,
+    pub extensions: Vec<String>,
+    /// Seconds between listings when there is nothing new.
+    pub poll_interval: f64,
+    /// Blobs per listing page (the service's default, 5000, when unset).
+    pub page_size: Option<u32>,
+    /// Where a blob is downloaded to be read; default `<export.spool_dir>/blob`.
+    pub download_dir: Option<PathBuf>,
+    /// Trust only these CA certificates (PEM) for the account's TLS instead
+    /// of the public roots.
+    pub ca_file: Option<PathBuf>,
+    pub checkpoint: Option<PathBuf>,
+    pub checkpoint_interval: f64,
+    pub max_silence: f64,
+    pub overlap_window: f64,
+    pub on_stop: OnStop,
+    pub shutdown_grace: f64,
+}
+
+impl Default for BlobConfig {
+    fn default() -> Self {
+        BlobConfig {
+            account_url: String::new(),
+            container: "network-watcher-logs".into(),
+            prefix: String::new(),
+            sas_token: None,
+            sas_token_file: None,
+            after: AfterRead::Keep,
+            extensions: vec!["cap".into(), "pcap".into(), "pcapng".into()],
+            poll_interval: 30.0,
+            page_size: None,
+            download_dir: None,
+            ca_file: None,
+            checkpoint: None,
+            checkpoint_interval: 10.0,
+            max_silence: 10.0,
+            overlap_window: 1.0,
+            on_stop: OnStop::Checkpoint,
+            shutdown_grace: 5.0,
+        }
+    }
+}
+
+/// Which Entra ID identity the agent uses for Azure (Blob without a SAS, ARM).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityKind {
+    /// The VM's managed identity, from the instance metadata service.
+    #[default]
+    Managed,
+    /// A service principal's client secret (client-credentials flow).
+    ServicePrincipal,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AzureConfig {
+    pub identity: IdentityKind,
+    /// A user-assigned managed identity, or the service principal's app id.
+    pub client_id: Option<String>,
+    pub tenant: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub authority: String,
+    pub imds_endpoint: String,
+}
+
+impl Default for AzureConfig {
+    fn default() -> Self {
+        AzureConfig {
+            identity: IdentityKind::Managed,
+            client_id: None,
+            tenant: None,
+            client_secret_file: None,
+            authority: "https://login.microsoftonline.com".into(),
+            imds_endpoint: "http://169.254.169.254".into(),
+        }
+    }
 }
 
 /// What to do with open flows when a tailing agent is stopped.
@@ -232,6 +349,22 @@ impl Config {
             }
         };
         cfg.source.files.iter_mut().for_each(rel);
+        if let Some(b) = cfg.source.blob.as_mut() {
+            for p in [
+                &mut b.sas_token_file,
+                &mut b.download_dir,
+                &mut b.checkpoint,
+                &mut b.ca_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                rel(p);
+            }
+        }
+        if let Some(p) = cfg.azure.client_secret_file.as_mut() {
+            rel(p);
+        }
         if let Some(f) = cfg.source.folder.as_mut() {
             rel(&mut f.path);
             if let Some(c) = f.checkpoint.as_mut() {
@@ -331,6 +464,36 @@ impl Config {
             if f.extensions.is_empty() {
                 return Err(Error::Config(
                     "source.folder.extensions is empty: no file would be read".into(),
+                ));
+            }
+        }
+        if let Some(b) = &self.source.blob {
+            for (key, v) in [
+                ("source.blob.poll_interval", b.poll_interval),
+                ("source.blob.checkpoint_interval", b.checkpoint_interval),
+                ("source.blob.max_silence", b.max_silence),
+                ("source.blob.overlap_window", b.overlap_window),
+                ("source.blob.shutdown_grace", b.shutdown_grace),
+            ] {
+                if !(v.is_finite() && (0.0..=1e9).contains(&v)) {
+                    return Err(Error::Config(format!(
+                        "{key} = {v}: must be a non-negative number of seconds"
+                    )));
+                }
+            }
+            if b.account_url.is_empty() || b.container.is_empty() {
+                return Err(Error::Config(
+                    "source.blob needs account_url and container".into(),
+                ));
+            }
+            if b.sas_token.is_some() && b.sas_token_file.is_some() {
+                return Err(Error::Config(
+                    "source.blob: give sas_token or sas_token_file, not both".into(),
+                ));
+            }
+            if b.page_size.is_some_and(|n| n == 0 || n > 5000) {
+                return Err(Error::Config(
+                    "source.blob.page_size: must be in 1..=5000".into(),
                 ));
             }
         }

@@ -9,13 +9,17 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+use crate::azure::auth::{Identity, Tokens};
+use crate::azure::blob::{BlobAuth, BlobClient};
 use crate::collect::{self, CollectorOptions};
 use crate::config::Config;
+use crate::config::{AzureConfig, BlobConfig, FolderConfig, IdentityKind};
 use crate::error::Error;
 use crate::export::batcher::SpoolSink;
 use crate::export::ship::{self, ShipOptions, ShipStats};
 use crate::export::spool::{Spool, SpoolStats};
 use crate::pipeline::{self, Feed, Summary};
+use crate::source::blob::{BlobPosition, BlobSource, BlobStats};
 use crate::source::folder::{FolderPosition, FolderSource};
 use crate::source::live::{self, IfaceStats, Ring, RingOptions};
 use crate::source::sequence::{Gap, SequenceStats};
@@ -33,6 +37,122 @@ pub struct RunReport {
     pub ifaces: Vec<IfaceStats>,
     /// Followed sources: the coverage counters and the latest gaps.
     pub coverage: Option<(SequenceStats, Vec<Gap>)>,
+    pub blob: Option<BlobStats>,
+}
+
+enum FollowKind {
+    Folder(FolderConfig),
+    Blob(BlobConfig),
+}
+
+enum Positions {
+    Folder(FolderPosition),
+    Blob(BlobPosition),
+}
+
+/// A followed source (capture folder or Blob container) and how to run it.
+struct Followed {
+    kind: FollowKind,
+    opts: TailOptions,
+    grace: Duration,
+}
+
+impl Followed {
+    fn folder(f: &FolderConfig, spool_dir: &std::path::Path) -> Followed {
+        Followed {
+            opts: TailOptions {
+                key: format!("folder:{}", f.path.display()),
+                checkpoint: f
+                    .checkpoint
+                    .clone()
+                    .unwrap_or_else(|| spool_dir.join("folder.checkpoint")),
+                poll: Duration::from_secs_f64(f.poll_interval),
+                interval: Duration::from_secs_f64(f.checkpoint_interval),
+                on_stop: f.on_stop,
+            },
+            grace: Duration::from_secs_f64(f.shutdown_grace),
+            kind: FollowKind::Folder(f.clone()),
+        }
+    }
+
+    fn blob(b: &BlobConfig, spool_dir: &std::path::Path) -> Followed {
+        // The account URL without any query string (never a SAS in the key).
+        let account = b.account_url.split('?').next().unwrap_or("");
+        Followed {
+            opts: TailOptions {
+                key: format!("blob:{account}/{}/{}", b.container, b.prefix),
+                checkpoint: b
+                    .checkpoint
+                    .clone()
+                    .unwrap_or_else(|| spool_dir.join("blob.checkpoint")),
+                // Between files the loop goes on at once; the listing
+                // interval is the source's own.
+                poll: Duration::from_millis(50).min(Duration::from_secs_f64(b.poll_interval)),
+                interval: Duration::from_secs_f64(b.checkpoint_interval),
+                on_stop: b.on_stop,
+            },
+            grace: Duration::from_secs_f64(b.shutdown_grace),
+            kind: FollowKind::Blob(b.clone()),
+        }
+    }
+}
+
+/// A Blob client with the configured credential: the SAS, else an Entra ID
+/// token from the `[azure]` identity.
+pub fn blob_client(b: &BlobConfig, az: &AzureConfig) -> Result<BlobClient, Error> {
+    let sas = match (&b.sas_token, &b.sas_token_file) {
+        (Some(s), _) => Some(s.0.trim().trim_start_matches('?').to_string()),
+        (None, Some(p)) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| Error::io(p, e))?
+                .trim()
+                .trim_start_matches('?')
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    let auth = match sas {
+        Some(s) if s.is_empty() => {
+            return Err(Error::Config("source.blob: the SAS token is empty".into()))
+        }
+        Some(s) => BlobAuth::Sas(s),
+        None => BlobAuth::Bearer(Tokens::new(identity(az)?, "https://storage.azure.com/")),
+    };
+    let client = BlobClient::new(&b.account_url, &b.container, auth)?;
+    Ok(match &b.ca_file {
+        Some(p) => client.trusting(&std::fs::read(p).map_err(|e| Error::io(p, e))?)?,
+        None => client,
+    })
+}
+
+/// The Entra ID identity `[azure]` describes.
+pub fn identity(az: &AzureConfig) -> Result<Identity, Error> {
+    Ok(match az.identity {
+        IdentityKind::Managed => Identity::Managed {
+            endpoint: az.imds_endpoint.clone(),
+            client_id: az.client_id.clone(),
+        },
+        IdentityKind::ServicePrincipal => {
+            let need = |v: &Option<String>, k: &str| {
+                v.clone().ok_or_else(|| {
+                    Error::Config(format!("azure.{k} is needed for a service principal"))
+                })
+            };
+            let file = az.client_secret_file.as_ref().ok_or_else(|| {
+                Error::Config("azure.client_secret_file is needed for a service principal".into())
+            })?;
+            let secret = std::fs::read_to_string(file)
+                .map_err(|e| Error::io(file, e))?
+                .trim()
+                .to_string();
+            Identity::ServicePrincipal {
+                authority: az.authority.clone(),
+                tenant: need(&az.tenant, "tenant")?,
+                client_id: need(&az.client_id, "client_id")?,
+                secret,
+            }
+        }
+    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -58,10 +178,11 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
     let folder = cfg.source.folder.clone();
     let sources = usize::from(live.is_some())
         + usize::from(folder.is_some())
+        + usize::from(cfg.source.blob.is_some())
         + usize::from(!cfg.source.files.is_empty());
     if sources == 0 {
         return Err(Error::Config(
-            "`run` needs one source: source.files, [source.folder] or [capture.live]".into(),
+            "`run` needs one source: source.files, [source.folder], [source.blob] or [capture.live]".into(),
         ));
     }
     if sources > 1 {
@@ -139,15 +260,26 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
     .with_drops(drops.clone());
     let mut resumed_after = sink.pending_skip();
     let mut coverage = None;
-    let (report, ifaces, watcher, shipped) = if let Some(f) = &folder {
-        let key = format!("folder:{}", f.path.display());
-        let path = f
-            .checkpoint
-            .clone()
-            .unwrap_or_else(|| x.spool_dir.join("folder.checkpoint"));
-        let (engine, pos) = match tail::load::<FolderPosition>(&path, &key)? {
-            Some((e, p)) => (Some(e), Some(p)),
-            None => (None, None),
+    let mut blob_stats = None;
+    let followed = match (&folder, &cfg.source.blob) {
+        (Some(f), _) => Some(Followed::folder(f, &x.spool_dir)),
+        (_, Some(b)) => Some(Followed::blob(b, &x.spool_dir)),
+        _ => None,
+    };
+    let (report, ifaces, watcher, shipped) = if let Some(fw) = followed {
+        let (engine, pos) = match &fw.kind {
+            FollowKind::Folder(_) => {
+                match tail::load::<FolderPosition>(&fw.opts.checkpoint, &fw.opts.key)? {
+                    Some((e, p)) => (Some(e), Some(Positions::Folder(p))),
+                    None => (None, None),
+                }
+            }
+            FollowKind::Blob(_) => {
+                match tail::load::<BlobPosition>(&fw.opts.checkpoint, &fw.opts.key)? {
+                    Some((e, p)) => (Some(e), Some(Positions::Blob(p))),
+                    None => (None, None),
+                }
+            }
         };
         // The spool may hold records produced after the checkpoint.
         let at = engine.as_ref().map_or(0, |e| e.records);
@@ -162,28 +294,50 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         if engine.is_some() {
             tracing::info!(
                 "resuming from {} ({resumed_after} records spooled after it)",
-                path.display()
+                fw.opts.checkpoint.display()
             );
         }
-        let mut src = FolderSource::new(f.clone(), pos.unwrap_or_else(|| FolderPosition::new(f)));
-        let opts = TailOptions {
-            key,
-            checkpoint: path,
-            poll: Duration::from_secs_f64(f.poll_interval),
-            interval: Duration::from_secs_f64(f.checkpoint_interval),
-            on_stop: f.on_stop,
+        let t = match fw.kind {
+            FollowKind::Folder(f) => {
+                let pos = match pos {
+                    Some(Positions::Folder(p)) => p,
+                    _ => FolderPosition::new(&f),
+                };
+                tracing::info!("following capture files in {}", f.path.display());
+                let mut src = FolderSource::new(f, pos);
+                let t = tail::run(cfg, &mut src, engine, &mut sink, &fw.opts, &signalled);
+                coverage = Some((t.coverage, src.pos.sequence.gaps.iter().cloned().collect()));
+                t
+            }
+            FollowKind::Blob(b) => {
+                let pos = match pos {
+                    Some(Positions::Blob(p)) => p,
+                    _ => BlobPosition::new(&b),
+                };
+                let client = blob_client(&b, &cfg.azure)?;
+                let dir = b
+                    .download_dir
+                    .clone()
+                    .unwrap_or_else(|| x.spool_dir.join("blob"));
+                tracing::info!(
+                    "following capture blobs in container {} (prefix {:?})",
+                    b.container,
+                    b.prefix
+                );
+                let mut src = BlobSource::new(b, client, pos, dir)?;
+                let t = tail::run(cfg, &mut src, engine, &mut sink, &fw.opts, &signalled);
+                coverage = Some((t.coverage, src.pos.sequence.gaps.iter().cloned().collect()));
+                blob_stats = Some(src.stats);
+                t
+            }
         };
-        tracing::info!("following capture files in {}", f.path.display());
-        let t = tail::run(cfg, &mut src, engine, &mut sink, &opts, &signalled);
-        coverage = Some((t.coverage, src.pos.sequence.gaps.iter().cloned().collect()));
         tracing::info!(
             "source stopped: {} records, {} checkpoints; flushing",
             t.report.summary.records,
             t.checkpoints
         );
         let _ = done_tx.send(true);
-        let grace = Duration::from_secs_f64(f.shutdown_grace);
-        let early = rt.block_on(async { tokio::time::timeout(grace, &mut shipper).await });
+        let early = rt.block_on(async { tokio::time::timeout(fw.grace, &mut shipper).await });
         let _ = stop_tx.send(true);
         let shipped = early.ok().map(|r| r.unwrap_or_default());
         (t.report, Vec::new(), None, shipped)
@@ -255,6 +409,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         error: report.error,
         ifaces,
         coverage,
+        blob: blob_stats,
     })
 }
 

@@ -31,6 +31,8 @@ pub enum Error {
     Spool(#[source] std::io::Error),
     #[error("collector: {0}")]
     Collector(String),
+    #[error("azure: {0}")]
+    Azure(#[from] crate::azure::AzureError),
     #[error("checkpoint: {0}")]
     Checkpoint(String),
     #[error("live capture: {0}")]

@@ -24,6 +24,9 @@ pub trait Tailed {
     fn step(&mut self, feed: &mut dyn Feed) -> Result<Step, Error>;
     fn position(&self) -> &Self::Position;
     fn sequence(&self) -> &Sequence;
+    /// A checkpoint holding the current position is on disk: what it
+    /// records as finished may now be removed for good.
+    fn checkpointed(&mut self) {}
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,12 +79,14 @@ pub fn run<T: Tailed, S: RecordSink>(
         let mut last = Instant::now();
         let mut moved = false;
         let mut last_error = String::new();
-        let save = |feed: &mut dyn Feed, src: &T| -> Result<(), Error> {
+        let save = |feed: &mut dyn Feed, src: &mut T| -> Result<(), Error> {
             let Some(engine) = feed.checkpoint()? else {
                 return Ok(());
             };
             let ck = Checkpoint::new(opts.key.clone(), engine, src.position());
-            checkpoint::save(&opts.checkpoint, &ck)
+            checkpoint::save(&opts.checkpoint, &ck)?;
+            src.checkpointed();
+            Ok(())
         };
         while !stop.load(Ordering::Relaxed) {
             let step = match src.step(feed) {

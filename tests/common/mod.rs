@@ -3,6 +3,8 @@
 #![allow(dead_code, clippy::too_many_arguments)]
 
 pub mod agents;
+pub mod azurite;
+pub mod http_stub;
 pub mod netns;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! from the file name: Network Watcher writes `.cap` files whose format is not
 //! documented, so libpcap, pcapng and NetMon 2.x all have to work.
 
+pub mod blob;
 mod buf;
 pub mod folder;
 pub mod follow;
@@ -146,6 +147,11 @@ impl<R: Read + Seek> CaptureReader<R> {
             CaptureReader::Empty(_) => "empty",
         }
     }
+}
+
+/// Days from 1970-01-01 to a civil date.
+pub(crate) fn netmon_days(y: i64, m: i64, d: i64) -> i64 {
+    netmon::days_from_civil(y, m, d)
 }
 
 /// Reads a u16/u32/u64 in a file's byte order.

@@ -161,6 +161,12 @@ impl Sequence {
         }
     }
 
+    /// Data was lost between files (a blob deleted before it was read): the
+    /// next file's start closes a gap.
+    pub fn note_loss(&mut self, reason: String) {
+        self.lost = Some(reason);
+    }
+
     fn gap(&mut self, start_ns: u64, end_ns: u64, reason: String, feed: &mut dyn Feed) {
         tracing::warn!(
             "coverage gap: {} ns of packet time ({} → {}): {}",

@@ -1,0 +1,464 @@
+//! A Blob storage client for what the agent needs: list a container by
+//! prefix (paging with NextMarker), download, delete, and (for setting up
+//! tests and tools) create a container and upload.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use quick_xml::events::Event;
+
+use super::auth::Tokens;
+use super::{check_endpoint, encode, error_text, redact, AzureError};
+
+/// `x-ms-version` sent with every request: accepted by Azure and by Azurite.
+pub const STORAGE_VERSION: &str = "2021-12-02";
+
+pub enum BlobAuth {
+    /// A SAS token (the query string, without `?`).
+    Sas(String),
+    /// An Entra ID token for `https://storage.azure.com/`.
+    Bearer(Tokens),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobItem {
+    pub name: String,
+    pub etag: String,
+    pub size: u64,
+    pub created: Option<String>,
+    pub modified: Option<String>,
+}
+
+pub struct BlobClient {
+    http: ureq::Agent,
+    base: String,
+    container: String,
+    auth: BlobAuth,
+}
+
+enum Method {
+    Get,
+    Put,
+    Delete,
+}
+
+impl BlobClient {
+    /// `account_url`: `https://{account}.blob.core.windows.net`, or
+    /// Azurite's `http://127.0.0.1:{port}/{account}`.
+    pub fn new(account_url: &str, container: &str, auth: BlobAuth) -> Result<Self, AzureError> {
+        check_endpoint(account_url, "blob storage")?;
+        Ok(BlobClient {
+            http: super::http_agent(Duration::from_secs(300)),
+            base: account_url.trim_end_matches('/').to_string(),
+            container: container.to_string(),
+            auth,
+        })
+    }
+
+    /// Trusts only the CA certificates in `pem` for this account's TLS.
+    pub fn trusting(mut self, pem: &[u8]) -> Result<Self, AzureError> {
+        self.http = super::http_agent_trusting(Duration::from_secs(300), pem)?;
+        Ok(self)
+    }
+
+    pub fn container(&self) -> &str {
+        &self.container
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        match &self.auth {
+            BlobAuth::Sas(s) => {
+                let mut v = vec![s.clone()];
+                // The signature alone, however it is quoted back.
+                v.extend(
+                    s.split('&')
+                        .filter_map(|kv| kv.strip_prefix("sig="))
+                        .map(str::to_string),
+                );
+                v
+            }
+            BlobAuth::Bearer(_) => Vec::new(),
+        }
+    }
+
+    fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        query: &str,
+        op: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Result<ureq::http::Response<ureq::Body>, AzureError> {
+        let mut url = format!("{}/{}", self.base, path);
+        let mut q = query.to_string();
+        let mut bearer = None;
+        match &mut self.auth {
+            BlobAuth::Sas(s) => {
+                if !q.is_empty() {
+                    q.push('&');
+                }
+                q.push_str(s.trim_start_matches('?'));
+            }
+            BlobAuth::Bearer(t) => bearer = Some(t.token(&self.http)?),
+        }
+        if !q.is_empty() {
+            url.push('?');
+            url.push_str(&q);
+        }
+        let date = http_date(std::time::SystemTime::now());
+        let mut hs: Vec<(&str, String)> = vec![
+            ("x-ms-version", STORAGE_VERSION.into()),
+            ("x-ms-date", date),
+        ];
+        if let Some(b) = &bearer {
+            hs.push(("Authorization", format!("Bearer {b}")));
+        }
+        for (k, v) in headers {
+            hs.push((k, v.to_string()));
+        }
+        let res = match method {
+            Method::Get => {
+                let mut r = self.http.get(&url);
+                for (k, v) in &hs {
+                    r = r.header(*k, v);
+                }
+                r.call()
+            }
+            Method::Delete => {
+                let mut r = self.http.delete(&url);
+                for (k, v) in &hs {
+                    r = r.header(*k, v);
+                }
+                r.call()
+            }
+            Method::Put => {
+                let mut r = self.http.put(&url);
+                for (k, v) in &hs {
+                    r = r.header(*k, v);
+                }
+                r.send(body.unwrap_or_default())
+            }
+        };
+        let mut secrets = self.secrets();
+        secrets.extend(bearer);
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let mut resp = res.map_err(|e| AzureError::Transport {
+            op: op.to_string(),
+            msg: redact(&e.to_string(), &secrets),
+        })?;
+        let status = resp.status().as_u16();
+        if status >= 300 {
+            let body = resp
+                .body_mut()
+                .with_config()
+                .limit(1 << 20)
+                .read_to_string()
+                .unwrap_or_default();
+            let (code, mut message) = error_text(&body, &secrets);
+            if status == 403 && matches!(self.auth, BlobAuth::Sas(_)) {
+                message.push_str(
+                    " (check the SAS token: its key, its expiry `se`, and that `sp` allows read and list, and delete when blobs are deleted)",
+                );
+            }
+            if status == 401 {
+                if let BlobAuth::Bearer(t) = &mut self.auth {
+                    t.invalidate();
+                }
+            }
+            return Err(AzureError::Status {
+                op: op.to_string(),
+                status,
+                code,
+                message,
+            });
+        }
+        Ok(resp)
+    }
+
+    /// One page of the listing; the marker for the next page, if any.
+    pub fn list_page(
+        &mut self,
+        prefix: &str,
+        marker: Option<&str>,
+        max_results: Option<u32>,
+    ) -> Result<(Vec<BlobItem>, Option<String>), AzureError> {
+        let mut q = format!(
+            "restype=container&comp=list&prefix={}",
+            encode(prefix, false)
+        );
+        if let Some(m) = marker {
+            q.push_str(&format!("&marker={}", encode(m, false)));
+        }
+        if let Some(n) = max_results {
+            q.push_str(&format!("&maxresults={n}"));
+        }
+        let op = format!("list container {}", self.container);
+        let path = encode(&self.container, false);
+        let mut resp = self.send(Method::Get, &path, &q, &op, None, &[])?;
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .map_err(|e| AzureError::Transport {
+                op: op.clone(),
+                msg: e.to_string(),
+            })?;
+        parse_listing(&body).map_err(|msg| AzureError::Response { op, msg })
+    }
+
+    /// Every blob under `prefix`, following NextMarker.
+    pub fn list(&mut self, prefix: &str, page: Option<u32>) -> Result<Vec<BlobItem>, AzureError> {
+        let mut all = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let (items, next) = self.list_page(prefix, marker.as_deref(), page)?;
+            all.extend(items);
+            match next {
+                Some(m) if Some(&m) != marker.as_ref() => marker = Some(m),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// Downloads `name` into `to` (replaced atomically); its ETag, or `None`
+    /// when the blob no longer exists.
+    pub fn download(&mut self, name: &str, to: &Path) -> Result<Option<String>, AzureError> {
+        let op = format!("download {name}");
+        let path = format!("{}/{}", encode(&self.container, false), encode(name, true));
+        let mut resp = match self.send(Method::Get, &path, "", &op, None, &[]) {
+            Ok(r) => r,
+            Err(e) if e.status() == Some(404) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let io = |e: std::io::Error| AzureError::Transport {
+            op: op.clone(),
+            msg: e.to_string(),
+        };
+        let part = to.with_extension("part");
+        let mut f = std::fs::File::create(&part).map_err(io)?;
+        let mut reader = resp.body_mut().as_reader();
+        std::io::copy(&mut reader, &mut f).map_err(io)?;
+        f.flush().map_err(io)?;
+        drop(f);
+        std::fs::rename(&part, to).map_err(io)?;
+        Ok(Some(etag))
+    }
+
+    /// Deletes `name`; `false` if it was already gone.
+    pub fn delete(&mut self, name: &str) -> Result<bool, AzureError> {
+        let op = format!("delete {name}");
+        let path = format!("{}/{}", encode(&self.container, false), encode(name, true));
+        match self.send(
+            Method::Delete,
+            &path,
+            "",
+            &op,
+            None,
+            &[("x-ms-delete-snapshots", "include")],
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if e.status() == Some(404) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the container (an existing one is fine).
+    pub fn create_container(&mut self) -> Result<(), AzureError> {
+        let op = format!("create container {}", self.container);
+        let path = encode(&self.container, false);
+        match self.send(Method::Put, &path, "restype=container", &op, Some(&[]), &[]) {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(409) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Uploads `bytes` as the block blob `name`.
+    pub fn upload(&mut self, name: &str, bytes: &[u8]) -> Result<(), AzureError> {
+        let op = format!("upload {name}");
+        let path = format!("{}/{}", encode(&self.container, false), encode(name, true));
+        self.send(
+            Method::Put,
+            &path,
+            "",
+            &op,
+            Some(bytes),
+            &[("x-ms-blob-type", "BlockBlob")],
+        )?;
+        Ok(())
+    }
+}
+
+/// The blobs of one `List Blobs` page and its NextMarker. Unknown elements
+/// are ignored (the service adds properties over time).
+pub fn parse_listing(xml: &str) -> Result<(Vec<BlobItem>, Option<String>), String> {
+    let mut r = quick_xml::Reader::from_str(xml);
+    let mut path: Vec<String> = Vec::new();
+    let mut items = Vec::new();
+    let mut cur: Option<BlobItem> = None;
+    let mut next = None;
+    let mut saw_root = false;
+    let mut text = String::new();
+    loop {
+        match r.read_event().map_err(|e| format!("XML: {e}"))? {
+            Event::Start(e) => {
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                if path.is_empty() {
+                    if name != "EnumerationResults" {
+                        return Err(format!("expected EnumerationResults, found {name}"));
+                    }
+                    saw_root = true;
+                }
+                if name == "Blob" && path.last().map(String::as_str) == Some("Blobs") {
+                    cur = Some(BlobItem {
+                        name: String::new(),
+                        etag: String::new(),
+                        size: 0,
+                        created: None,
+                        modified: None,
+                    });
+                }
+                path.push(name);
+                text.clear();
+            }
+            Event::Text(t) => {
+                text.push_str(&t.xml_content().map_err(|e| format!("XML text: {e}"))?)
+            }
+            Event::CData(t) => text.push_str(&String::from_utf8_lossy(&t)),
+            Event::GeneralRef(g) => {
+                let name = String::from_utf8_lossy(&g).into_owned();
+                let c = match name.as_str() {
+                    "amp" => Some('&'),
+                    "lt" => Some('<'),
+                    "gt" => Some('>'),
+                    "quot" => Some('"'),
+                    "apos" => Some('\''),
+                    _ => g.resolve_char_ref().ok().flatten(),
+                };
+                text.push(c.ok_or_else(|| format!("unknown entity &{name};"))?);
+            }
+            Event::End(_) => {
+                let tail: Vec<&str> = path.iter().rev().take(2).map(String::as_str).collect();
+                let value = std::mem::take(&mut text);
+                match (tail.first().copied(), tail.get(1).copied(), cur.as_mut()) {
+                    (Some("Name"), Some("Blob"), Some(b)) => b.name = value,
+                    (Some("Etag"), Some("Properties"), Some(b)) => b.etag = value,
+                    (Some("Content-Length"), Some("Properties"), Some(b)) => {
+                        b.size = value.trim().parse().map_err(|_| "bad Content-Length")?
+                    }
+                    (Some("Creation-Time"), Some("Properties"), Some(b)) => b.created = Some(value),
+                    (Some("Last-Modified"), Some("Properties"), Some(b)) => {
+                        b.modified = Some(value)
+                    }
+                    (Some("NextMarker"), Some("EnumerationResults"), _)
+                        if !value.trim().is_empty() =>
+                    {
+                        next = Some(value.trim().to_string());
+                    }
+                    (Some("Blob"), Some("Blobs"), _) => {
+                        if let Some(b) = cur.take() {
+                            if b.name.is_empty() {
+                                return Err("a blob without a name".into());
+                            }
+                            items.push(b);
+                        }
+                    }
+                    _ => {}
+                }
+                path.pop();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !saw_root {
+        return Err("empty listing".into());
+    }
+    Ok((items, next))
+}
+
+/// RFC 1123 date for `x-ms-date`.
+pub fn http_date(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let (y, m, d) = civil_from_days(days);
+    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(m - 1) as usize];
+    let s = secs % 86_400;
+    format!(
+        "{wd}, {d:02} {mon} {y} {:02}:{:02}:{:02} GMT",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_pages_and_unknown_elements() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?>
+<EnumerationResults ServiceEndpoint="https://acct.blob.core.windows.net/" ContainerName="network-watcher-logs">
+  <Prefix>subscriptions/</Prefix><Marker/><MaxResults>2</MaxResults>
+  <Blobs>
+    <Blob><Name>subscriptions/x/2025/01/31/packetcapture_16_39_41_077.cap</Name>
+      <Properties><Creation-Time>Fri, 31 Jan 2025 16:39:41 GMT</Creation-Time>
+        <Last-Modified>Fri, 31 Jan 2025 16:45:00 GMT</Last-Modified><Etag>0x8D1</Etag>
+        <Content-Length>12345</Content-Length><BlobType>BlockBlob</BlobType><NewThing>1</NewThing>
+      </Properties><Metadata/><OrMetadata/></Blob>
+    <Blob><Name>a&amp;b.cap</Name><Properties><Etag>"0x8D2"</Etag><Content-Length>7</Content-Length></Properties></Blob>
+    <BlobPrefix><Name>subscriptions/y/</Name></BlobPrefix>
+  </Blobs>
+  <NextMarker>2!72!MDAwMDA2</NextMarker>
+</EnumerationResults>"#;
+        let (items, next) = parse_listing(xml).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].size, 12345);
+        assert_eq!(items[0].etag, "0x8D1");
+        assert_eq!(items[1].name, "a&b.cap");
+        assert_eq!(next.as_deref(), Some("2!72!MDAwMDA2"));
+        let last = xml.replace("<NextMarker>2!72!MDAwMDA2</NextMarker>", "<NextMarker/>");
+        assert_eq!(parse_listing(&last).unwrap().1, None);
+        assert!(parse_listing("<Error><Code>x</Code></Error>").is_err());
+        assert!(parse_listing("not xml <<<").is_err());
+    }
+
+    #[test]
+    fn rfc1123_dates() {
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_738_341_581);
+        assert_eq!(http_date(t), "Fri, 31 Jan 2025 16:39:41 GMT");
+        assert_eq!(
+            http_date(std::time::UNIX_EPOCH),
+            "Thu, 01 Jan 1970 00:00:00 GMT"
+        );
+    }
+}
