@@ -71,6 +71,11 @@ struct Routed {
     pkt: Packet,
 }
 
+/// A coverage gap travelling in the packet stream, to every partition, at
+/// its place between packets (`ts_ns` = start, `hash` = end). In band, so
+/// batch boundaries (and with them the records) stay what they would be.
+const GAP_PART: u16 = u16::MAX;
+
 enum ToShard {
     Batch {
         pkts: Vec<Routed>,
@@ -96,7 +101,8 @@ pub trait Feed {
     /// losing a flow. Only an inline run (live capture) can do it.
     fn reconfigure(&mut self, cfg: &Config) -> Result<(), Error>;
     /// The source saw nothing between these packet times although traffic
-    /// may have flowed: flows open then are marked `gap` (inline runs).
+    /// may have flowed: flows open then are marked `gap`. Travels in the
+    /// packet stream, so it changes no batch boundary.
     fn gap(&mut self, start_ns: u64, end_ns: u64);
     /// Hands every record produced so far to durable storage and returns the
     /// engine's whole state, to resume from later as if never stopped
@@ -198,7 +204,10 @@ where
     let frag_timeout = (cfg.flow.fragment_timeout * 1e9) as u64;
     let mut restore = opts.restore;
     if let Some(r) = &restore {
-        if r.pending.iter().any(|p| usize::from(p.part) >= parts) {
+        if r.pending
+            .iter()
+            .any(|p| usize::from(p.part) >= parts && p.part != GAP_PART)
+        {
             return Report {
                 summary: Summary::default(),
                 error: Some(Error::Checkpoint(
@@ -475,22 +484,10 @@ impl Feed for Ingest<'_> {
     }
 
     fn gap(&mut self, start_ns: u64, end_ns: u64) {
-        if self.reader.failed || self.reader.inline.is_none() {
+        if self.reader.failed {
             return;
         }
-        // Packets before the gap are judged first, then the open flows marked.
-        self.close_batch();
-        if let Some(inl) = self.reader.inline.as_mut() {
-            for t in &mut inl.tables {
-                t.handle(
-                    Event::Gap {
-                        start: start_ns,
-                        end: end_ns,
-                    },
-                    &mut inl.recs,
-                );
-            }
-        }
+        self.reader.push_gap(start_ns, end_ns);
     }
 
     fn end_flows(&mut self, reason: EndReason) {
@@ -562,6 +559,24 @@ impl Reader<'_> {
             part: part as u16,
             pkt,
         });
+    }
+
+    fn push_gap(&mut self, start: u64, end: u64) {
+        let pkt = Packet {
+            ts_ns: start,
+            key: crate::flow::FlowKey::default(),
+            hash: end,
+            from_src: true,
+            ip_bytes: 0,
+            tcp_flags: 0,
+            icmp: None,
+        };
+        for b in &mut self.batches {
+            b.push(Routed {
+                part: GAP_PART,
+                pkt,
+            });
+        }
     }
 
     fn send(&mut self, last: bool, end: EndReason) {
@@ -649,11 +664,23 @@ fn process(
     // Two-stage prefetch: the bucket of packet i+16, then (once that is
     // cached) the flow slot of packet i+8. Pure hints; output is unchanged.
     for (i, r) in pkts.iter().enumerate() {
-        if let Some(a) = pkts.get(i + 16) {
+        if let Some(a) = pkts.get(i + 16).filter(|a| a.part != GAP_PART) {
             tables[usize::from(a.part) / threads].prefetch(a.pkt.hash, false);
         }
-        if let Some(b) = pkts.get(i + 8) {
+        if let Some(b) = pkts.get(i + 8).filter(|b| b.part != GAP_PART) {
             tables[usize::from(b.part) / threads].prefetch(b.pkt.hash, true);
+        }
+        if r.part == GAP_PART {
+            let gap = Event::Gap {
+                start: r.pkt.ts_ns,
+                end: r.pkt.hash,
+            };
+            for (local, t) in tables.iter_mut().enumerate() {
+                t.handle(gap, recs);
+                let part = (local * threads + me) as u16;
+                tagged.extend(recs.drain(..).map(|x| (part, x)));
+            }
+            continue;
         }
         let local = usize::from(r.part) / threads;
         tables[local].handle(Event::Packet(&r.pkt), recs);

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::too_many_arguments)]
 
 pub mod agents;
+pub mod arm_standin;
 pub mod azurite;
 pub mod http_stub;
 pub mod netns;

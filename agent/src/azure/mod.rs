@@ -6,8 +6,10 @@
 //! line or an error: errors name the operation, never the URL, and every
 //! message from a server or from the HTTP stack is passed through [`redact`].
 
+pub mod arm;
 pub mod auth;
 pub mod blob;
+pub mod captures;
 
 use std::time::Duration;
 
