@@ -277,12 +277,14 @@ fn timeline(refuse: bool) -> Timeline {
         });
     }
     let token = imds(TOKEN);
-    let mut m = manager(&standin.url, &token.url, Arc::default());
+    let clock = standin.now.clone();
+    let mut m = manager(&standin.url, &token.url, Arc::default())
+        .with_clock(move || clock.load(std::sync::atomic::Ordering::SeqCst));
     let end = t0 + span;
     let mut t = t0;
     while t <= end {
         standin.set_now(t);
-        m.tick(t).unwrap();
+        m.tick().unwrap();
         t += 5;
     }
     let caps = standin.state.lock().unwrap().caps.clone();
@@ -396,4 +398,71 @@ fn a_refused_overlap_renews_at_once_and_reports_each_gap() {
     assert_eq!(t.extra_copies, 0);
     assert!(t.got.iter().any(|r| r.gap));
     assert!(canon(t.got) == canon(t.want));
+}
+
+#[test]
+fn the_command_line_keeps_captures_running_on_the_wall_clock() {
+    let d = tempfile::tempdir().unwrap();
+    let standin = ArmStandIn::start(TOKEN);
+    standin.state.lock().unwrap().wall_clock = true;
+    let token = imds(TOKEN);
+    let cfg = write(
+        d.path(),
+        "azure.toml",
+        format!(
+            "[azure]\nimds_endpoint = {:?}\n[azure.captures]\nendpoint = {:?}\nsubscription = \"subid\"\n\
+             location = \"eastus\"\ntargets = [{VM:?}]\ntime_limit = 8\nrenew_before = 5\npoll_interval = 0.2\n",
+            token.url, standin.url
+        )
+        .as_bytes(),
+    );
+    let out = run(vmflow()
+        .args(["azure", "captures", "ensure-watcher", "--config"])
+        .arg(&cfg));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(standin.state.lock().unwrap().watcher.is_some());
+
+    let mut p = common::agents::Proc::spawn(
+        vmflow()
+            .args(["azure", "captures", "run", "--config"])
+            .arg(&cfg),
+    );
+    // Until a capture has run out its time, been replaced and been deleted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = standin.state.lock().unwrap();
+        if s.caps.values().any(|c| c.deleted) && s.caps.len() >= 2 {
+            break;
+        }
+        drop(s);
+        assert!(std::time::Instant::now() < deadline, "{}", p.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(p.wait(Duration::from_secs(30)), "{}", p.text());
+    assert!(
+        p.text().contains("capture lifecycle stopped"),
+        "{}",
+        p.text()
+    );
+    let caps = standin.state.lock().unwrap().caps.clone();
+    // The successor started before its predecessor stopped.
+    let mut v: Vec<&Cap> = caps.values().collect();
+    v.sort_by_key(|c| c.created);
+    assert!(v[1].created < v[0].end(), "{v:?}");
+    let out = run(vmflow()
+        .args(["azure", "captures", "list", "--config"])
+        .arg(&cfg));
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().all(|l| l.starts_with("vmflow-vm1-")), "{text}");
+    assert!(!text.is_empty());
 }

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -44,6 +44,51 @@ enum Cmd {
     /// Certificates for trying the shipping path out.
     #[command(subcommand)]
     Certs(CertsCmd),
+    /// Azure: the Network Watcher packet-capture lifecycle ([azure.captures]).
+    #[command(subcommand)]
+    Azure(AzureCmd),
+}
+
+#[derive(Subcommand)]
+enum AzureCmd {
+    #[command(subcommand)]
+    Captures(CapturesCmd),
+}
+
+#[derive(Subcommand)]
+enum CapturesCmd {
+    /// List the watcher's packet captures and their status.
+    List(AzureArgs),
+    /// One capture's status (queryStatus).
+    Status {
+        name: String,
+        #[command(flatten)]
+        a: AzureArgs,
+    },
+    /// Stop a capture (its files stay).
+    Stop {
+        name: String,
+        #[command(flatten)]
+        a: AzureArgs,
+    },
+    /// Delete a capture resource (its files stay).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        a: AzureArgs,
+    },
+    /// Create the regional Network Watcher if it does not exist.
+    EnsureWatcher(AzureArgs),
+    /// Keep a capture running on every target, renewing before each stops,
+    /// until SIGTERM/SIGINT.
+    Run(AzureArgs),
+}
+
+#[derive(Args)]
+struct AzureArgs {
+    /// Configuration with [azure] and [azure.captures].
+    #[arg(long)]
+    config: PathBuf,
 }
 
 #[derive(Args)]
@@ -196,6 +241,7 @@ pub fn main() -> ExitCode {
             out: a.out,
         })
         .map(|_| ExitCode::SUCCESS),
+        Cmd::Azure(AzureCmd::Captures(c)) => captures_cmd(c),
         Cmd::Certs(CertsCmd::Init { dir, agents }) => {
             let mut opts = crate::certs::CertOptions::default();
             if !agents.is_empty() {
@@ -218,6 +264,59 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn captures_cmd(c: CapturesCmd) -> Result<ExitCode, Error> {
+    let path = match &c {
+        CapturesCmd::List(a) | CapturesCmd::EnsureWatcher(a) | CapturesCmd::Run(a) => &a.config,
+        CapturesCmd::Status { a, .. }
+        | CapturesCmd::Stop { a, .. }
+        | CapturesCmd::Delete { a, .. } => &a.config,
+    };
+    let cfg = Config::load(path)?;
+    let cc = cfg
+        .azure
+        .captures
+        .clone()
+        .ok_or_else(|| Error::Config("no [azure.captures] section".into()))?;
+    let mut m = crate::azure::lifecycle::manager(&cc, &cfg.azure)?;
+    match c {
+        CapturesCmd::List(_) => {
+            for cap in m.list()? {
+                let st = m.status(&cap.name)?;
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    cap.name,
+                    cap.target,
+                    cap.provisioning,
+                    st.status,
+                    st.stop_reason.unwrap_or_default()
+                );
+            }
+        }
+        CapturesCmd::Status { name, .. } => {
+            let st = m.status(&name)?;
+            println!(
+                "{name}\tstatus={}\tstarted={}\tstop_reason={}\terrors={}",
+                st.status,
+                st.start.unwrap_or_default(),
+                st.stop_reason.unwrap_or_default(),
+                st.errors.join(",")
+            );
+        }
+        CapturesCmd::Stop { name, .. } => m.stop(&name)?,
+        CapturesCmd::Delete { name, .. } => m.delete(&name)?,
+        CapturesCmd::EnsureWatcher(_) => m.ensure_watcher()?,
+        CapturesCmd::Run(_) => {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(sig, stop.clone())
+                    .map_err(|e| Error::Pipeline(format!("signal handler: {e}")))?;
+            }
+            crate::azure::lifecycle::run(m, Duration::from_secs_f64(cc.poll_interval), &stop);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn engine_config(a: &EngineArgs) -> Result<Config, Error> {

@@ -40,6 +40,21 @@ pub struct RunReport {
     pub blob: Option<BlobStats>,
 }
 
+/// Stops and joins the lifecycle thread however `run_agent` returns.
+struct StopOnDrop(
+    Arc<std::sync::atomic::AtomicBool>,
+    Option<std::thread::JoinHandle<()>>,
+);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.1.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 enum FollowKind {
     Folder(FolderConfig),
     Blob(BlobConfig),
@@ -222,6 +237,20 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         }
         _ => Vec::new(),
     };
+    // The capture lifecycle, beside the source that reads what it captures.
+    let lifecycle_stop = Arc::new(AtomicBool::new(false));
+    let lifecycle = match &cfg.azure.captures {
+        Some(c) => {
+            let m = crate::azure::lifecycle::manager(c, &cfg.azure)?;
+            let poll = Duration::from_secs_f64(c.poll_interval);
+            let stop = lifecycle_stop.clone();
+            Some(std::thread::spawn(move || {
+                crate::azure::lifecycle::run(m, poll, &stop)
+            }))
+        }
+        None => None,
+    };
+    let _stop_lifecycle = StopOnDrop(lifecycle_stop.clone(), lifecycle);
     let spool = Spool::open(&x.spool_dir, x.spool_max_mib << 20).map_err(Error::Spool)?;
     let spool = Arc::new(Mutex::new(spool));
     let notify = Arc::new(Notify::new());

@@ -72,6 +72,8 @@ pub struct State {
     pub inject: VecDeque<Inject>,
     pub log: Vec<String>,
     pub token: String,
+    /// Use the wall clock (Unix seconds) instead of the test's clock.
+    pub wall_clock: bool,
     next_id: u64,
 }
 
@@ -110,7 +112,15 @@ impl ArmStandIn {
         let (n, st) = (now.clone(), state.clone());
         let stub = Stub::start(move |r| {
             let mut s = st.lock().unwrap();
-            handle(&mut s, n.load(Ordering::SeqCst), r)
+            let now = if s.wall_clock {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+            } else {
+                n.load(Ordering::SeqCst)
+            };
+            handle(&mut s, now, r)
         });
         ArmStandIn {
             url: stub.url,

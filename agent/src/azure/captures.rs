@@ -4,8 +4,10 @@
 //! capture-file sources drop the packets both hold), delete finished ones.
 //! Continuous capture (rolling local files) is used when asked for.
 //!
-//! The manager is driven by [`Manager::tick`] with the current time, so a
-//! test can run hours of renewals in a second.
+//! The manager reads time from a clock it is given (the wall clock by
+//! default), fresh before every decision, so a round slowed by long-running
+//! operations never acts on a stale time, and a test can run hours of
+//! renewals in a second.
 
 use serde_json::{json, Value};
 
@@ -91,6 +93,7 @@ pub struct Manager {
     pub stats: ManagerStats,
     /// When each target's newest capture stops (for gap accounting).
     covered_until: std::collections::HashMap<String, u64>,
+    clock: Box<dyn Fn() -> u64 + Send>,
 }
 
 fn vm_name(target: &str) -> String {
@@ -118,7 +121,22 @@ impl Manager {
             events: Vec::new(),
             stats: ManagerStats::default(),
             covered_until: Default::default(),
+            clock: Box::new(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            }),
         }
+    }
+
+    /// Unix seconds from `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + 'static) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    fn now(&self) -> u64 {
+        (self.clock)()
     }
 
     fn watcher_path(&self) -> String {
@@ -332,8 +350,8 @@ impl Manager {
             .ok()
     }
 
-    /// One round at time `now` (Unix seconds).
-    pub fn tick(&mut self, now: u64) -> Result<(), AzureError> {
+    /// One round: delete finished captures, start or renew what is due.
+    pub fn tick(&mut self) -> Result<(), AzureError> {
         if !self.watcher_checked {
             self.ensure_watcher()?;
         }
@@ -364,6 +382,7 @@ impl Manager {
         }
         let limit = self.settings.time_limit;
         for target in self.settings.targets.clone() {
+            let now = self.now();
             let key = target.to_ascii_lowercase();
             let newest = running
                 .iter()
@@ -377,10 +396,10 @@ impl Manager {
                             self.gap(&target, until, now, "no capture was running");
                         }
                     }
-                    self.start(&target, now, false)?;
+                    self.start(&target, false)?;
                 }
                 Some((name, _, at)) if now + self.settings.renew_before >= at + limit => {
-                    match self.start(&target, now, true) {
+                    match self.start(&target, true) {
                         Ok(()) => {}
                         Err(e) if matches!(e.status(), Some(400 | 409)) => {
                             // One capture per VM at a time: renew at once and
@@ -391,13 +410,14 @@ impl Manager {
                                 vm_name(&target)
                             );
                             self.stop(&name)?;
+                            let at = self.now();
                             self.gap(
                                 &target,
-                                now,
-                                now,
+                                at,
+                                at,
                                 "renewed without overlap: packets while the next capture starts are not captured",
                             );
-                            self.start(&target, now, false)?;
+                            self.start(&target, false)?;
                         }
                         Err(e) => return Err(e),
                     }
@@ -408,7 +428,8 @@ impl Manager {
         Ok(())
     }
 
-    fn start(&mut self, target: &str, now: u64, renewal: bool) -> Result<(), AzureError> {
+    fn start(&mut self, target: &str, renewal: bool) -> Result<(), AzureError> {
+        let now = self.now();
         let name = self.name_for(target, now);
         self.create(&name, target)?;
         tracing::info!("started capture {name} on {}", vm_name(target));

@@ -1,0 +1,133 @@
+//! Running the capture manager from the configuration: fills in what the
+//! instance metadata service knows (subscription, region, this VM), then
+//! runs rounds on the wall clock until told to stop.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::arm::Arm;
+use super::auth::Tokens;
+use super::captures::{CaptureSettings, Manager};
+use super::{check_endpoint, AzureError};
+use crate::config::{AzureConfig, CapturesConfig};
+use crate::error::Error;
+
+/// This VM's subscription, region and ARM id, from the metadata service.
+pub fn instance(imds: &str) -> Result<(String, String, String), AzureError> {
+    let op = "instance metadata";
+    check_endpoint(imds, op)?;
+    let http = super::http_agent(Duration::from_secs(5));
+    let url = format!(
+        "{}/metadata/instance?api-version=2021-02-01",
+        imds.trim_end_matches('/')
+    );
+    let mut r = http
+        .get(&url)
+        .header("Metadata", "true")
+        .call()
+        .map_err(|e| AzureError::Transport {
+            op: op.into(),
+            msg: e.to_string(),
+        })?;
+    let body = r
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| AzureError::Transport {
+            op: op.into(),
+            msg: e.to_string(),
+        })?;
+    let v: Value = serde_json::from_str(&body).map_err(|e| AzureError::Response {
+        op: op.into(),
+        msg: e.to_string(),
+    })?;
+    let c = &v["compute"];
+    let s = |k: &str| c[k].as_str().unwrap_or("").to_string();
+    Ok((s("subscriptionId"), s("location"), s("resourceId")))
+}
+
+pub fn settings(c: &CapturesConfig, az: &AzureConfig) -> Result<CaptureSettings, Error> {
+    let (mut sub, mut loc, mut targets) = (
+        c.subscription.clone(),
+        c.location.clone(),
+        c.targets.clone(),
+    );
+    if sub.is_empty() || loc.is_empty() || targets.is_empty() {
+        let (s, l, id) = instance(&az.imds_endpoint)?;
+        if sub.is_empty() {
+            sub = s;
+        }
+        if loc.is_empty() {
+            loc = l;
+        }
+        if targets.is_empty() && !id.is_empty() {
+            targets.push(id);
+        }
+    }
+    if sub.is_empty() || loc.is_empty() || targets.is_empty() {
+        return Err(Error::Config(
+            "azure.captures: subscription, location and targets are needed (not on an Azure VM?)"
+                .into(),
+        ));
+    }
+    let watcher = if c.watcher.is_empty() {
+        format!("NetworkWatcher_{loc}")
+    } else {
+        c.watcher.clone()
+    };
+    Ok(CaptureSettings {
+        subscription: sub,
+        resource_group: c.resource_group.clone(),
+        watcher,
+        location: loc,
+        targets,
+        local_path: c.local_path.clone(),
+        storage_id: c.storage_id.clone(),
+        bytes_per_packet: c.bytes_per_packet,
+        time_limit: c.time_limit,
+        renew_before: c.renew_before,
+        continuous: c.continuous,
+        file_count: c.file_count,
+        file_size: c.file_size,
+        name_prefix: c.name_prefix.clone(),
+    })
+}
+
+pub fn manager(c: &CapturesConfig, az: &AzureConfig) -> Result<Manager, Error> {
+    let tokens = Tokens::new(
+        crate::daemon::identity(az)?,
+        "https://management.azure.com/",
+    );
+    let arm = Arm::new(&c.endpoint, &c.api_version, tokens)?;
+    Ok(Manager::new(arm, settings(c, az)?))
+}
+
+/// Rounds every `poll_interval` until `stop`; an error is logged (once per
+/// distinct message) and the next round tries again.
+pub fn run(mut m: Manager, poll: Duration, stop: &AtomicBool) {
+    let mut last_error = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        match m.tick() {
+            Ok(()) => last_error.clear(),
+            Err(e) => {
+                let msg = e.to_string();
+                if msg != last_error {
+                    tracing::error!("capture lifecycle: {msg}; next round in {poll:?}");
+                    last_error = msg;
+                }
+            }
+        }
+        while started.elapsed() < poll && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    tracing::info!(
+        "capture lifecycle stopped: {} started, {} renewed, {} deleted, {} gaps",
+        m.stats.started,
+        m.stats.renewed,
+        m.stats.deleted,
+        m.stats.gaps
+    );
+}
