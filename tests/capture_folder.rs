@@ -315,3 +315,63 @@ fn time_no_file_covers_is_a_gap_and_marks_the_flows_open_across_it() {
     assert_eq!(unmarked.len(), 1, "{got:#?}");
     assert_eq!(unmarked[0].src_port, 40_001);
 }
+
+#[test]
+fn several_folders_at_once_each_arrive_as_their_own_stream() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let certs = dir.join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let out = dir.join("out");
+    let (_collector, addr) = collector(&certs, &out, "127.0.0.1:0");
+    // Two VMs' capture folders, different traffic.
+    let mut source = String::new();
+    let mut want = Vec::new();
+    for (name, seed) in [("north", 3u64), ("south", 4)] {
+        let caps = dir.join(name);
+        std::fs::create_dir_all(&caps).unwrap();
+        let cap = caps.join("packetcapture_00_00_01_000.cap");
+        let st = run(vmflow()
+            .args([
+                "synth",
+                "--packets",
+                "30000",
+                "--concurrent",
+                "500",
+                "--seed",
+            ])
+            .arg(seed.to_string())
+            .arg("--out")
+            .arg(&cap));
+        assert!(st.status.success());
+        want.push((name, replayed(&cap)));
+        source.push_str(&format!(
+            "[[source.folder]]\nname = {name:?}\npath = {caps:?}\npoll_interval = 0.01\non_stop = \"finish\"\nshutdown_grace = 60\n"
+        ));
+    }
+    let cfg = agent_config_with(dir, "a", &source, &certs, "agent-1", &addr, "");
+    let mut a = agent(&cfg);
+    for name in ["north", "south"] {
+        a.wait_line(
+            &format!("{name}/packetcapture_00_00_01_000.cap: reading"),
+            Duration::from_secs(60),
+        );
+    }
+    sigterm(&a);
+    assert!(a.wait(Duration::from_secs(120)), "{}", a.text());
+    let text = a.text();
+    for (name, want) in want {
+        assert!(
+            text.contains(&format!("run[{name}]: packets=30000")),
+            "{text}"
+        );
+        let got = as_replayed(collected(&out.join("agent-1"), name));
+        assert!(got == want, "stream {name}");
+        // Each stream has its own spool and checkpoint.
+        assert!(dir
+            .join("spool-a")
+            .join(name)
+            .join("folder.checkpoint")
+            .exists());
+    }
+}

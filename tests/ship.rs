@@ -184,6 +184,10 @@ mod refusals {
     }
 
     fn hello() -> Vec<u8> {
+        hello_on("")
+    }
+
+    fn hello_on(stream: &str) -> Vec<u8> {
         let mut v = Vec::new();
         vmflow_proto::encode_frame(
             &vmflow_proto::Frame::Hello(vmflow_proto::Hello {
@@ -192,6 +196,7 @@ mod refusals {
                 host: "h".into(),
                 agent_version: "t".into(),
                 capabilities: vec![],
+                stream: stream.into(),
             }),
             &mut v,
         );
@@ -284,11 +289,19 @@ mod refusals {
                     host: "h".into(),
                     agent_version: "t".into(),
                     capabilities: vec![],
+                    stream: String::new(),
                 }),
                 &mut v2,
             );
             try_tls(&addr, cfg(&certs, "agent-1"), &v2).await;
             c.wait_line("unsupported protocol version 2", Duration::from_secs(10));
+
+            // A stream name that would leave the agent's directory.
+            try_tls(&addr, cfg(&certs, "agent-1"), &hello_on("../agent-2")).await;
+            c.wait_line(
+                "stream name \"../agent-2\" is not allowed",
+                Duration::from_secs(10),
+            );
         });
         // With the slow connection still open, a real agent ships everything.
         let cap = synth_cap(d.path(), 50_000);

@@ -571,9 +571,20 @@ pub fn peak_rss_mib() -> Option<f64> {
 fn run_cmd(a: RunArgs) -> Result<ExitCode, Error> {
     let cfg = Config::load(&a.config)?;
     let r = crate::daemon::run_agent(&cfg, Some(a.config.clone()))?;
-    print_summary("run", &r.summary);
+    print_run("run", &r);
+    for (name, s) in &r.streams {
+        print_run(&format!("run[{name}]"), s);
+    }
+    match r.error {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => Err(e),
+    }
+}
+
+fn print_run(what: &str, r: &crate::daemon::RunReport) {
+    print_summary(what, &r.summary);
     eprintln!(
-        "run: resumed_after={} spooled_batches={} spooled_records={} batches_sent={} batches_acked={} \
+        "{what}: resumed_after={} spooled_batches={} spooled_records={} batches_sent={} batches_acked={} \
          connections={} connect_failures={} dropped_batches={} dropped_records={} append_errors={}",
         r.resumed_after,
         r.spool.batches,
@@ -588,31 +599,27 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode, Error> {
     );
     for s in &r.ifaces {
         eprintln!(
-            "run: iface.{}.packets={} iface.{}.kernel_drops={}",
+            "{what}: iface.{}.packets={} iface.{}.kernel_drops={}",
             s.iface, s.packets, s.iface, s.kernel_drops
         );
     }
     if let Some(b) = &r.blob {
         eprintln!(
-            "run: blob.listings={} blob.downloaded={} blob.bytes={} blob.deleted={} blob.vanished={}",
+            "{what}: blob.listings={} blob.downloaded={} blob.bytes={} blob.deleted={} blob.vanished={}",
             b.listings, b.downloaded, b.bytes, b.deleted, b.vanished
         );
     }
     if let Some((c, gaps)) = &r.coverage {
         eprintln!(
-            "run: coverage.files={} coverage.packets={} coverage.duplicates={} coverage.gaps={} coverage.gap_ns={}",
+            "{what}: coverage.files={} coverage.packets={} coverage.duplicates={} coverage.gaps={} coverage.gap_ns={}",
             c.files, c.packets, c.duplicates, c.gaps, c.gap_ns
         );
         for g in gaps {
             eprintln!(
-                "run: gap start_ns={} end_ns={} reason={:?}",
+                "{what}: gap start_ns={} end_ns={} reason={:?}",
                 g.start_ns, g.end_ns, g.reason
             );
         }
-    }
-    match r.error {
-        None => Ok(ExitCode::SUCCESS),
-        Some(e) => Err(e),
     }
 }
 

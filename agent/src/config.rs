@@ -60,10 +60,31 @@ impl Default for LiveConfig {
 pub struct SourceConfig {
     /// Capture files, read in order as one stream.
     pub files: Vec<PathBuf>,
-    /// A folder Network Watcher (or anything else) writes capture files to.
-    pub folder: Option<FolderConfig>,
-    /// A Blob storage container Network Watcher uploads capture files to.
-    pub blob: Option<BlobConfig>,
+    /// Folders Network Watcher (or anything else) writes capture files to:
+    /// `[source.folder]`, or `[[source.folder]]` for several.
+    #[serde(deserialize_with = "one_or_many")]
+    pub folder: Vec<FolderConfig>,
+    /// Blob storage containers Network Watcher uploads capture files to:
+    /// `[source.blob]`, or `[[source.blob]]` for several.
+    #[serde(deserialize_with = "one_or_many")]
+    pub blob: Vec<BlobConfig>,
+}
+
+/// A table or an array of tables. Going through `toml::Value` keeps the
+/// element's own errors (an unknown key is still named).
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error as _;
+    match toml::Value::deserialize(d)? {
+        toml::Value::Array(items) => items
+            .into_iter()
+            .map(|v| T::deserialize(v).map_err(D::Error::custom))
+            .collect(),
+        v => Ok(vec![T::deserialize(v).map_err(D::Error::custom)?]),
+    }
 }
 
 /// A secret from the configuration: never printed, not even by `{:?}`.
@@ -90,6 +111,9 @@ pub enum AfterRead {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BlobConfig {
+    /// Names this source's record stream when there are several sources
+    /// (default `blob-N`).
+    pub name: Option<String>,
     /// `https://{account}.blob.core.windows.net` (or Azurite's
     /// `http://127.0.0.1:10000/devstoreaccount1`).
     pub account_url: String,
@@ -122,6 +146,7 @@ pub struct BlobConfig {
 impl Default for BlobConfig {
     fn default() -> Self {
         BlobConfig {
+            name: None,
             account_url: String::new(),
             container: "network-watcher-logs".into(),
             prefix: String::new(),
@@ -238,6 +263,23 @@ impl Default for AzureConfig {
     }
 }
 
+impl SourceConfig {
+    /// The record-stream name of each followed source: folders, then blobs.
+    pub fn stream_names(&self) -> Vec<String> {
+        let folders = self.folder.iter().enumerate().map(|(i, f)| {
+            f.name
+                .clone()
+                .unwrap_or_else(|| format!("folder-{}", i + 1))
+        });
+        let blobs = self
+            .blob
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b.name.clone().unwrap_or_else(|| format!("blob-{}", i + 1)));
+        folders.chain(blobs).collect()
+    }
+}
+
 /// What to do with open flows when a tailing agent is stopped.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -253,6 +295,9 @@ pub enum OnStop {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FolderConfig {
+    /// Names this source's record stream when there are several sources
+    /// (default `folder-N`).
+    pub name: Option<String>,
     pub path: PathBuf,
     /// File name endings taken (case-insensitive).
     pub extensions: Vec<String>,
@@ -282,6 +327,7 @@ pub struct FolderConfig {
 impl Default for FolderConfig {
     fn default() -> Self {
         FolderConfig {
+            name: None,
             path: PathBuf::from("/var/captures"),
             extensions: vec!["cap".into(), "pcap".into(), "pcapng".into()],
             checkpoint: None,
@@ -408,7 +454,7 @@ impl Config {
             }
         };
         cfg.source.files.iter_mut().for_each(rel);
-        if let Some(b) = cfg.source.blob.as_mut() {
+        for b in cfg.source.blob.iter_mut() {
             for p in [
                 &mut b.sas_token_file,
                 &mut b.download_dir,
@@ -424,7 +470,7 @@ impl Config {
         if let Some(p) = cfg.azure.client_secret_file.as_mut() {
             rel(p);
         }
-        if let Some(f) = cfg.source.folder.as_mut() {
+        for f in cfg.source.folder.iter_mut() {
             rel(&mut f.path);
             if let Some(c) = f.checkpoint.as_mut() {
                 rel(c);
@@ -505,7 +551,7 @@ impl Config {
                 )));
             }
         }
-        if let Some(f) = &self.source.folder {
+        for f in &self.source.folder {
             for (key, v) in [
                 ("source.folder.poll_interval", f.poll_interval),
                 ("source.folder.checkpoint_interval", f.checkpoint_interval),
@@ -526,7 +572,7 @@ impl Config {
                 ));
             }
         }
-        if let Some(b) = &self.source.blob {
+        for b in &self.source.blob {
             for (key, v) in [
                 ("source.blob.poll_interval", b.poll_interval),
                 ("source.blob.checkpoint_interval", b.checkpoint_interval),
@@ -584,6 +630,24 @@ impl Config {
                     "azure.captures needs local_path or storage_id: captures must go somewhere"
                         .into(),
                 ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, n) in self.source.stream_names().into_iter().enumerate() {
+            let ok = !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                && !n.starts_with('.');
+            if !ok {
+                return Err(Error::Config(format!(
+                    "source name {n:?}: use 1-64 letters, digits, '-', '_' or '.'"
+                )));
+            }
+            if !names.insert(n.clone()) {
+                return Err(Error::Config(format!(
+                    "source name {n:?} is used twice (source {i})"
+                )));
             }
         }
         if let Some(x) = &self.export {

@@ -13,7 +13,7 @@ use crate::azure::auth::{Identity, Tokens};
 use crate::azure::blob::{BlobAuth, BlobClient};
 use crate::collect::{self, CollectorOptions};
 use crate::config::Config;
-use crate::config::{AzureConfig, BlobConfig, FolderConfig, IdentityKind};
+use crate::config::{AzureConfig, BlobConfig, ExportConfig, FolderConfig, IdentityKind};
 use crate::error::Error;
 use crate::export::batcher::SpoolSink;
 use crate::export::ship::{self, ShipOptions, ShipStats};
@@ -38,6 +38,8 @@ pub struct RunReport {
     /// Followed sources: the coverage counters and the latest gaps.
     pub coverage: Option<(SequenceStats, Vec<Gap>)>,
     pub blob: Option<BlobStats>,
+    /// Several followed sources: each one's own report, by stream name.
+    pub streams: Vec<(String, RunReport)>,
 }
 
 /// Stops and joins the lifecycle thread however `run_agent` returns.
@@ -190,19 +192,20 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         .as_ref()
         .ok_or_else(|| Error::Config("`run` needs an [export] section".into()))?;
     let live = cfg.capture.live.clone();
-    let folder = cfg.source.folder.clone();
-    let sources = usize::from(live.is_some())
-        + usize::from(folder.is_some())
-        + usize::from(cfg.source.blob.is_some())
+    let followed_n = cfg.source.folder.len() + cfg.source.blob.len();
+    let kinds = usize::from(live.is_some())
+        + usize::from(followed_n > 0)
         + usize::from(!cfg.source.files.is_empty());
-    if sources == 0 {
+    if kinds == 0 {
         return Err(Error::Config(
-            "`run` needs one source: source.files, [source.folder], [source.blob] or [capture.live]".into(),
+            "`run` needs a source: source.files, [source.folder], [source.blob] or [capture.live]"
+                .into(),
         ));
     }
-    if sources > 1 {
+    if kinds > 1 {
         return Err(Error::Config(
-            "one source per agent process: run one agent per source (each with its own spool_dir)"
+            "source.files and [capture.live] each run alone; folders and blob containers \
+             (any number of them) run together"
                 .into(),
         ));
     }
@@ -251,6 +254,9 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         None => None,
     };
     let _stop_lifecycle = StopOnDrop(lifecycle_stop.clone(), lifecycle);
+    if followed_n > 0 {
+        return run_followed(cfg, x, tls);
+    }
     let spool = Spool::open(&x.spool_dir, x.spool_max_mib << 20).map_err(Error::Spool)?;
     let spool = Arc::new(Mutex::new(spool));
     let notify = Arc::new(Notify::new());
@@ -261,14 +267,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         signal_hook::flag::register(sig, signalled.clone())
             .map_err(|e| Error::Pipeline(format!("signal handler: {e}")))?;
     }
-    let mut opts = ShipOptions::new(x.collector.clone(), x.server_name.clone(), tls);
-    opts.window = x.window;
-    opts.host = hostname();
-    opts.agent_id = if x.agent_id.is_empty() {
-        opts.host.clone()
-    } else {
-        x.agent_id.clone()
-    };
+    let opts = ship_options(x, tls, "");
     let rt = runtime()?;
     let mut shipper = rt.spawn(ship::ship(
         opts,
@@ -287,90 +286,8 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         Duration::from_secs_f64(x.batch_age),
     )
     .with_drops(drops.clone());
-    let mut resumed_after = sink.pending_skip();
-    let mut coverage = None;
-    let mut blob_stats = None;
-    let followed = match (&folder, &cfg.source.blob) {
-        (Some(f), _) => Some(Followed::folder(f, &x.spool_dir)),
-        (_, Some(b)) => Some(Followed::blob(b, &x.spool_dir)),
-        _ => None,
-    };
-    let (report, ifaces, watcher, shipped) = if let Some(fw) = followed {
-        let (engine, pos) = match &fw.kind {
-            FollowKind::Folder(_) => {
-                match tail::load::<FolderPosition>(&fw.opts.checkpoint, &fw.opts.key)? {
-                    Some((e, p)) => (Some(e), Some(Positions::Folder(p))),
-                    None => (None, None),
-                }
-            }
-            FollowKind::Blob(_) => {
-                match tail::load::<BlobPosition>(&fw.opts.checkpoint, &fw.opts.key)? {
-                    Some((e, p)) => (Some(e), Some(Positions::Blob(p))),
-                    None => (None, None),
-                }
-            }
-        };
-        // The spool may hold records produced after the checkpoint.
-        let at = engine.as_ref().map_or(0, |e| e.records);
-        if resumed_after < at {
-            tracing::warn!(
-                "the spool holds {resumed_after} records, the checkpoint says {at} were produced: \
-                 was the spool removed? continuing from the checkpoint"
-            );
-        }
-        resumed_after = resumed_after.saturating_sub(at);
-        sink.set_skip(resumed_after);
-        if engine.is_some() {
-            tracing::info!(
-                "resuming from {} ({resumed_after} records spooled after it)",
-                fw.opts.checkpoint.display()
-            );
-        }
-        let t = match fw.kind {
-            FollowKind::Folder(f) => {
-                let pos = match pos {
-                    Some(Positions::Folder(p)) => p,
-                    _ => FolderPosition::new(&f),
-                };
-                tracing::info!("following capture files in {}", f.path.display());
-                let mut src = FolderSource::new(f, pos);
-                let t = tail::run(cfg, &mut src, engine, &mut sink, &fw.opts, &signalled);
-                coverage = Some((t.coverage, src.pos.sequence.gaps.iter().cloned().collect()));
-                t
-            }
-            FollowKind::Blob(b) => {
-                let pos = match pos {
-                    Some(Positions::Blob(p)) => p,
-                    _ => BlobPosition::new(&b),
-                };
-                let client = blob_client(&b, &cfg.azure)?;
-                let dir = b
-                    .download_dir
-                    .clone()
-                    .unwrap_or_else(|| x.spool_dir.join("blob"));
-                tracing::info!(
-                    "following capture blobs in container {} (prefix {:?})",
-                    b.container,
-                    b.prefix
-                );
-                let mut src = BlobSource::new(b, client, pos, dir)?;
-                let t = tail::run(cfg, &mut src, engine, &mut sink, &fw.opts, &signalled);
-                coverage = Some((t.coverage, src.pos.sequence.gaps.iter().cloned().collect()));
-                blob_stats = Some(src.stats);
-                t
-            }
-        };
-        tracing::info!(
-            "source stopped: {} records, {} checkpoints; flushing",
-            t.report.summary.records,
-            t.checkpoints
-        );
-        let _ = done_tx.send(true);
-        let early = rt.block_on(async { tokio::time::timeout(fw.grace, &mut shipper).await });
-        let _ = stop_tx.send(true);
-        let shipped = early.ok().map(|r| r.unwrap_or_default());
-        (t.report, Vec::new(), None, shipped)
-    } else if let Some(l) = &live {
+    let resumed_after = sink.pending_skip();
+    let (report, ifaces, watcher, shipped) = if let Some(l) = &live {
         // Never count our own export connection as a flow.
         let exclude = std::net::ToSocketAddrs::to_socket_addrs(&x.collector)
             .ok()
@@ -437,8 +354,260 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         append_errors: sink.append_errors,
         error: report.error,
         ifaces,
+        coverage: None,
+        blob: None,
+        streams: Vec::new(),
+    })
+}
+
+fn ship_options(x: &ExportConfig, tls: Arc<rustls::ClientConfig>, stream: &str) -> ShipOptions {
+    let mut opts = ShipOptions::new(x.collector.clone(), x.server_name.clone(), tls);
+    opts.window = x.window;
+    opts.host = hostname();
+    opts.agent_id = if x.agent_id.is_empty() {
+        opts.host.clone()
+    } else {
+        x.agent_id.clone()
+    };
+    opts.stream = stream.to_string();
+    opts
+}
+
+/// Every configured folder and blob container, each with its own engine,
+/// checkpoint, spool and record stream to the collector. One source keeps
+/// the plain spool directory and the agent's unnamed stream.
+fn run_followed(
+    cfg: &Config,
+    x: &ExportConfig,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<RunReport, Error> {
+    let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, signalled.clone())
+            .map_err(|e| Error::Pipeline(format!("signal handler: {e}")))?;
+    }
+    let names = cfg.source.stream_names();
+    let single = names.len() == 1;
+    let lanes: Vec<(String, std::path::PathBuf, FollowKind)> = cfg
+        .source
+        .folder
+        .iter()
+        .cloned()
+        .map(FollowKind::Folder)
+        .chain(cfg.source.blob.iter().cloned().map(FollowKind::Blob))
+        .zip(names)
+        .map(|(k, n)| {
+            if single {
+                (String::new(), x.spool_dir.clone(), k)
+            } else {
+                let dir = x.spool_dir.join(&n);
+                (n, dir, k)
+            }
+        })
+        .collect();
+    let rt = runtime()?;
+    let handle = rt.handle().clone();
+    let mut reports: Vec<(String, Result<RunReport, Error>)> = std::thread::scope(|scope| {
+        let running: Vec<_> = lanes
+            .into_iter()
+            .map(|(name, dir, kind)| {
+                let (tls, handle, signalled) = (tls.clone(), handle.clone(), signalled.clone());
+                let n = name.clone();
+                let h = scope
+                    .spawn(move || follow_lane(cfg, x, tls, &n, &dir, kind, &handle, &signalled));
+                (name, h)
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|(n, h)| {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Pipeline(format!("source {n} panicked"))));
+                (n, r)
+            })
+            .collect()
+    });
+    if single {
+        return reports
+            .pop()
+            .map(|(_, r)| r)
+            .unwrap_or_else(|| Err(Error::Pipeline("no source ran".into())));
+    }
+    let mut total = RunReport {
+        summary: Summary::default(),
+        ship: ShipStats::default(),
+        spool: SpoolStats::default(),
+        resumed_after: 0,
+        append_errors: 0,
+        error: None,
+        ifaces: Vec::new(),
+        coverage: None,
+        blob: None,
+        streams: Vec::new(),
+    };
+    for (name, r) in reports {
+        match r {
+            Ok(r) => {
+                let s = &mut total.summary;
+                s.packets += r.summary.packets;
+                s.flow_packets += r.summary.flow_packets;
+                s.ip_bytes += r.summary.ip_bytes;
+                s.records += r.summary.records;
+                s.flows += r.summary.flows;
+                s.record_packets += r.summary.record_packets;
+                s.record_bytes += r.summary.record_bytes;
+                s.elapsed = s.elapsed.max(r.summary.elapsed);
+                total.resumed_after += r.resumed_after;
+                total.append_errors += r.append_errors;
+                total.ship.batches_sent += r.ship.batches_sent;
+                total.ship.batches_acked += r.ship.batches_acked;
+                total.ship.connections += r.ship.connections;
+                total.ship.connect_failures += r.ship.connect_failures;
+                total.spool.batches += r.spool.batches;
+                total.spool.records += r.spool.records;
+                total.spool.dropped_batches += r.spool.dropped_batches;
+                total.spool.dropped_records += r.spool.dropped_records;
+                if total.error.is_none() {
+                    total.error = r
+                        .error
+                        .as_ref()
+                        .map(|e| Error::Pipeline(format!("source {name}: {e}")));
+                }
+                total.streams.push((name, r));
+            }
+            Err(e) => {
+                tracing::error!("source {name}: {e}");
+                total
+                    .error
+                    .get_or_insert(Error::Pipeline(format!("source {name}: {e}")));
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// One followed source through its own engine, spool and shipper.
+#[allow(clippy::too_many_arguments)]
+fn follow_lane(
+    cfg: &Config,
+    x: &ExportConfig,
+    tls: Arc<rustls::ClientConfig>,
+    stream: &str,
+    spool_dir: &std::path::Path,
+    kind: FollowKind,
+    rt: &tokio::runtime::Handle,
+    signalled: &std::sync::atomic::AtomicBool,
+) -> Result<RunReport, Error> {
+    let fw = match kind {
+        FollowKind::Folder(f) => Followed::folder(&f, spool_dir),
+        FollowKind::Blob(b) => Followed::blob(&b, spool_dir),
+    };
+    let spool = Spool::open(spool_dir, x.spool_max_mib << 20).map_err(Error::Spool)?;
+    let spool = Arc::new(Mutex::new(spool));
+    let notify = Arc::new(Notify::new());
+    let (done_tx, done_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut shipper = rt.spawn(ship::ship(
+        ship_options(x, tls, stream),
+        spool.clone(),
+        notify.clone(),
+        done_rx,
+        stop_rx,
+    ));
+    let mut sink = SpoolSink::new(
+        spool.clone(),
+        notify,
+        x.batch_records,
+        Duration::from_secs_f64(x.batch_age),
+    );
+    let mut resumed_after = sink.pending_skip();
+    let (engine, pos) = match &fw.kind {
+        FollowKind::Folder(_) => {
+            match tail::load::<FolderPosition>(&fw.opts.checkpoint, &fw.opts.key)? {
+                Some((e, p)) => (Some(e), Some(Positions::Folder(p))),
+                None => (None, None),
+            }
+        }
+        FollowKind::Blob(_) => match tail::load::<BlobPosition>(&fw.opts.checkpoint, &fw.opts.key)?
+        {
+            Some((e, p)) => (Some(e), Some(Positions::Blob(p))),
+            None => (None, None),
+        },
+    };
+    // The spool may hold records produced after the checkpoint.
+    let at = engine.as_ref().map_or(0, |e| e.records);
+    if resumed_after < at {
+        tracing::warn!(
+            "the spool holds {resumed_after} records, the checkpoint says {at} were produced: \
+             was the spool removed? continuing from the checkpoint"
+        );
+    }
+    resumed_after = resumed_after.saturating_sub(at);
+    sink.set_skip(resumed_after);
+    if engine.is_some() {
+        tracing::info!(
+            "resuming from {} ({resumed_after} records spooled after it)",
+            fw.opts.checkpoint.display()
+        );
+    }
+    let (t, coverage, blob_stats) = match fw.kind {
+        FollowKind::Folder(f) => {
+            let pos = match pos {
+                Some(Positions::Folder(p)) => p,
+                _ => FolderPosition::new(&f),
+            };
+            tracing::info!("following capture files in {}", f.path.display());
+            let mut src = FolderSource::new(f, pos);
+            let t = tail::run(cfg, &mut src, engine, &mut sink, &fw.opts, signalled);
+            let gaps = src.pos.sequence.gaps.iter().cloned().collect();
+            (t, Some((src.pos.sequence.stats, gaps)), None)
+        }
+        FollowKind::Blob(b) => {
+            let pos = match pos {
+                Some(Positions::Blob(p)) => p,
+                _ => BlobPosition::new(&b),
+            };
+            let client = blob_client(&b, &cfg.azure)?;
+            let dir = b
+                .download_dir
+                .clone()
+                .unwrap_or_else(|| spool_dir.join("blob"));
+            tracing::info!(
+                "following capture blobs in container {} (prefix {:?})",
+                b.container,
+                b.prefix
+            );
+            let mut src = BlobSource::new(b, client, pos, dir)?;
+            let t = tail::run(cfg, &mut src, engine, &mut sink, &fw.opts, signalled);
+            let gaps = src.pos.sequence.gaps.iter().cloned().collect();
+            (t, Some((src.pos.sequence.stats, gaps)), Some(src.stats))
+        }
+    };
+    tracing::info!(
+        "source stopped: {} records, {} checkpoints; flushing",
+        t.report.summary.records,
+        t.checkpoints
+    );
+    let _ = done_tx.send(true);
+    let early = rt.block_on(async { tokio::time::timeout(fw.grace, &mut shipper).await });
+    let _ = stop_tx.send(true);
+    let ship = match early {
+        Ok(r) => r.unwrap_or_default(),
+        Err(_) => rt.block_on(async { shipper.await.unwrap_or_default() }),
+    };
+    let spool = spool.lock().map(|s| s.stats()).unwrap_or_default();
+    Ok(RunReport {
+        summary: t.report.summary,
+        ship,
+        spool,
+        resumed_after,
+        append_errors: sink.append_errors,
+        error: t.report.error,
+        ifaces: Vec::new(),
         coverage,
         blob: blob_stats,
+        streams: Vec::new(),
     })
 }
 

@@ -33,6 +33,11 @@ pub struct Hello {
     pub agent_version: String,
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// Which of the agent's record streams this connection carries (an agent
+    /// with several sources has one per source); empty for the only one.
+    /// Sequence numbers count per stream.
+    #[serde(default)]
+    pub stream: String,
 }
 
 /// Collector → agent: the last batch sequence number it holds durably for
@@ -156,6 +161,7 @@ mod tests {
                 host: "h".into(),
                 agent_version: "0.1.0".into(),
                 capabilities: vec!["cols1+zstd".into()],
+                stream: "folder-1".into(),
             }),
             Frame::HelloAck(HelloAck {
                 version: 1,

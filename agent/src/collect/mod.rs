@@ -108,13 +108,39 @@ async fn connection(
         let _ = tls.write_all(&out).await;
         return Err(format!("{id}: {reason}"));
     }
+    // An agent with several sources sends each as its own stream: its own
+    // sequence numbers and files, in a subdirectory.
+    let stream = hello.stream.clone();
+    let stream_ok = stream.is_empty()
+        || (stream.len() <= 64
+            && !stream.starts_with('.')
+            && stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+    if !stream_ok {
+        let reason = format!("stream name {stream:?} is not allowed");
+        encode_frame(
+            &Frame::Refused(Refused {
+                reason: reason.clone(),
+            }),
+            &mut out,
+        );
+        let _ = tls.write_all(&out).await;
+        return Err(format!("{id}: {reason}"));
+    }
+    let (key, dir) = if stream.is_empty() {
+        (id.clone(), opts.out.join(&id))
+    } else {
+        (format!("{id}/{stream}"), opts.out.join(&id).join(&stream))
+    };
+    let id = key;
     let store = {
         let mut map = stores.lock().map_err(|_| "store lock poisoned")?;
         match map.get(&id) {
             Some(s) => s.clone(),
             None => {
-                let s = AgentStore::open(&opts.out.join(&id))
-                    .map_err(|e| format!("{id}: opening its output: {e}"))?;
+                let s =
+                    AgentStore::open(&dir).map_err(|e| format!("{id}: opening its output: {e}"))?;
                 let s = Arc::new(Mutex::new(s));
                 map.insert(id.clone(), s.clone());
                 s

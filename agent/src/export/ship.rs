@@ -27,6 +27,8 @@ pub struct ShipOptions {
     pub tls: Arc<rustls::ClientConfig>,
     pub agent_id: String,
     pub host: String,
+    /// This connection's record stream ("" for an agent's only one).
+    pub stream: String,
     /// Unacknowledged batches in flight.
     pub window: usize,
     pub backoff_base: Duration,
@@ -44,6 +46,7 @@ impl ShipOptions {
             tls,
             agent_id: String::new(),
             host: String::new(),
+            stream: String::new(),
             window: 32,
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(30),
@@ -153,6 +156,7 @@ async fn session(
             host: opts.host.clone(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
             capabilities: vec!["cols1+zstd".into()],
+            stream: opts.stream.clone(),
         }),
         &mut out,
     );
