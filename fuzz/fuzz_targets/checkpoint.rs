@@ -1,0 +1,25 @@
+//! A checkpoint file's body as any bytes: decoding fails cleanly, and an
+//! engine state that decodes runs a few packets without panicking.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use vmflow::checkpoint::Checkpoint;
+use vmflow::config::Config;
+use vmflow::export::VecSink;
+use vmflow::pipeline::{run_with, RunOptions};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(ck) = rmp_serde::from_slice::<Checkpoint<u64>>(data) else {
+        return;
+    };
+    let cfg = Config::default();
+    let opts = RunOptions {
+        inline: true,
+        restore: Some(Box::new(ck.engine)),
+        ..RunOptions::default()
+    };
+    run_with(&cfg, VecSink::default(), opts, |feed| {
+        feed.tick(u64::MAX / 2);
+        Ok(())
+    });
+});
