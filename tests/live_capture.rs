@@ -494,3 +494,75 @@ fn a_bulk_iperf3_transfer_is_counted_in_full() {
         _ => panic!("{data}"),
     }
 }
+
+#[test]
+fn interfaces_that_appear_and_go_away_are_followed() {
+    require_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.ndjson");
+    let cfg = write(dir.path(), "c.toml", b"[flow]\nidle_timeout = 1\n");
+    let ns = Netns::new();
+    // No -i: every interface that is up and has an address, as they come and go.
+    let mut c = Logged::spawn(
+        ns.exec(&ns.server)
+            .arg(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["capture", "--config"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&live),
+    );
+    c.wait_log("capturing on");
+    // A second link between the namespaces, after the capture started.
+    let (a, b) = (format!("{}a", ns.client_if), format!("{}b", ns.server_if));
+    for cmd in [
+        format!(
+            "ip link add {a} netns {} type veth peer name {b} netns {}",
+            ns.client, ns.server
+        ),
+        format!("ip -n {} addr add 10.78.0.1/24 dev {a}", ns.client),
+        format!("ip -n {} addr add 10.78.0.2/24 dev {b}", ns.server),
+        format!("ip -n {} link set {a} up", ns.client),
+        format!("ip -n {} link set {b} up", ns.server),
+    ] {
+        sh(&cmd);
+    }
+    c.wait_log(&format!("{b}: interface appeared"));
+    run_in(
+        &ns,
+        &ns.client,
+        &["ping", "-c", "3", "-i", "0.2", "10.78.0.2"],
+    );
+    // The ping flow is exported (1 s idle) before the link goes away.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ping = loop {
+        let found = records(&live)
+            .into_iter()
+            .find(|r| r["dst_addr"] == "10.78.0.2" && r["proto"] == 1);
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no ping record: {:?}", c.lines);
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        (ping["fwd_packets"].as_u64(), ping["rev_packets"].as_u64()),
+        (Some(3), Some(3))
+    );
+    sh(&format!("ip -n {} link del {b}", ns.server));
+    c.wait_log(&format!("{b}: interface went away"));
+    // The first link is still captured.
+    run_in(&ns, &ns.client, &["ping", "-c", "1", "10.77.0.2"]);
+    stop(&mut c.child);
+    let text = c.text();
+    let seen = |iface: &str| -> u64 {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("iface.{iface}.packets=")))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {iface} in {text}"))
+    };
+    assert!(seen(&b) >= 6, "{text}");
+    assert!(seen(&ns.server_if) >= 2, "{text}");
+    assert!(records(&live)
+        .iter()
+        .any(|r| r["dst_addr"] == "10.77.0.2" && r["proto"] == 1));
+}

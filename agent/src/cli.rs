@@ -687,6 +687,11 @@ fn capture_cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         &std::sync::atomic::AtomicU64::new(0),
         tick,
         opts.block_timeout_ms,
+        Some(&crate::daemon::Follow {
+            configured: a.interfaces.clone(),
+            ring: opts.clone(),
+            every: std::time::Duration::from_secs(2),
+        }),
     );
     print_summary("capture", &report.summary);
     for s in &stats {

@@ -294,6 +294,11 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
             .and_then(|mut a| a.next());
         let tov = ring_opts.as_ref().map_or(20, |o| o.block_timeout_ms);
         let mut reload = reloader(config_path.clone());
+        let follow = ring_opts.as_ref().map(|o| Follow {
+            configured: l.interfaces.clone(),
+            ring: o.clone(),
+            every: Duration::from_secs(2),
+        });
         let (report, ifaces) = capture(
             cfg,
             &mut rings,
@@ -304,6 +309,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
             &drops,
             Duration::from_millis(200),
             tov,
+            follow.as_ref(),
         );
         tracing::info!(
             "capture stopped: {} records; flushing",
@@ -695,7 +701,7 @@ pub fn spawn_collector(
 #[allow(clippy::too_many_arguments)]
 pub fn capture<S: crate::export::RecordSink>(
     cfg: &crate::config::Config,
-    rings: &mut [Ring],
+    rings: &mut Vec<Ring>,
     sink: S,
     exclude: Option<SocketAddr>,
     stop: &std::sync::atomic::AtomicBool,
@@ -703,6 +709,7 @@ pub fn capture<S: crate::export::RecordSink>(
     drops: &std::sync::atomic::AtomicU64,
     tick: Duration,
     block_timeout_ms: u32,
+    follow: Option<&Follow>,
 ) -> (pipeline::Report, Vec<IfaceStats>) {
     use std::sync::atomic::Ordering;
     use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -717,6 +724,7 @@ pub fn capture<S: crate::export::RecordSink>(
     // not need the long batches that amortize thread hand-offs in replay.
     let mut cfg = cfg.clone();
     cfg.pipeline.batch_packets = cfg.pipeline.batch_packets.min(256);
+    let mut gone: Vec<IfaceStats> = Vec::new();
     let report = pipeline::run_with(&cfg, sink, opts, |feed: &mut dyn Feed| {
         let mut last_ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -724,6 +732,7 @@ pub fn capture<S: crate::export::RecordSink>(
         let mut last_mono = Instant::now();
         let mut last_tick = Instant::now();
         let mut prev_look = last_ts;
+        let mut last_scan = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let mut got = 0;
             for r in rings.iter_mut() {
@@ -758,6 +767,12 @@ pub fn capture<S: crate::export::RecordSink>(
                         drops.fetch_add(st.kernel_drops - before, Ordering::Relaxed);
                     }
                 }
+                if let Some(f) = follow {
+                    if last_scan.elapsed() >= f.every {
+                        last_scan = Instant::now();
+                        rescan(f, rings, &mut gone, &mut |p| feed.packet(p));
+                    }
+                }
                 if let Some(new) = reload() {
                     match feed.reconfigure(&new) {
                         Ok(()) => tracing::info!("configuration reloaded; every open flow kept"),
@@ -782,8 +797,68 @@ pub fn capture<S: crate::export::RecordSink>(
         }
         Ok(())
     });
-    let stats = rings.iter_mut().map(|r| r.kernel_stats()).collect();
+    let mut stats: Vec<IfaceStats> = gone;
+    stats.extend(rings.iter_mut().map(|r| r.kernel_stats()));
     (report, stats)
+}
+
+/// Following interfaces while capturing: which ones, and how often to look.
+pub struct Follow {
+    /// Interfaces named in the configuration (captured whenever they exist);
+    /// empty: every interface that is up, not loopback and has an address.
+    pub configured: Vec<String>,
+    pub ring: RingOptions,
+    pub every: Duration,
+}
+
+/// Opens rings on interfaces that appeared, closes those on interfaces
+/// that went away (or were re-created), after taking their last packets.
+fn rescan(
+    f: &Follow,
+    rings: &mut Vec<Ring>,
+    gone: &mut Vec<IfaceStats>,
+    mut feed: &mut dyn FnMut(crate::source::RawPacket<'_>),
+) {
+    let wanted: Vec<String> = if f.configured.is_empty() {
+        live::default_interfaces()
+    } else {
+        f.configured
+            .iter()
+            .filter(|n| live::ifindex(n).is_some())
+            .cloned()
+            .collect()
+    };
+    let mut i = 0;
+    while i < rings.len() {
+        let r = &mut rings[i];
+        let same = live::ifindex(r.name()) == Some(r.ifindex());
+        if same && wanted.iter().any(|w| w == r.name()) {
+            i += 1;
+            continue;
+        }
+        r.drain(&mut feed);
+        let st = r.kernel_stats();
+        tracing::warn!(
+            "{}: interface went away or was re-created; {} packets captured on it (drops {}), stopped",
+            st.iface,
+            st.packets,
+            st.kernel_drops
+        );
+        gone.push(st);
+        rings.remove(i);
+    }
+    for name in wanted {
+        if rings.iter().any(|r| r.name() == name) {
+            continue;
+        }
+        match Ring::open(&name, &f.ring) {
+            Ok(r) => {
+                tracing::info!("{name}: interface appeared; capturing on it");
+                rings.push(r);
+            }
+            Err(e) => tracing::warn!("{name}: cannot capture on the new interface: {e}"),
+        }
+    }
 }
 
 /// A SIGHUP watcher for live capture: when the signal has arrived, re-reads

@@ -77,12 +77,21 @@ pub struct Ring {
     linktype: u32,
     scratch: Vec<u8>,
     stats: IfaceStats,
+    ifindex: u32,
 }
 
 // SAFETY: `map` points to a mapping owned by this Ring alone (created in
 // `open`, unmapped in `drop`); nothing else holds the pointer, so moving the
 // Ring to another thread moves sole access with it.
 unsafe impl Send for Ring {}
+
+/// The current index of interface `name`, if it exists.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
 
 /// Interfaces to capture on by default: up, not loopback, with an address.
 pub fn default_interfaces() -> Vec<String> {
@@ -206,6 +215,7 @@ impl Ring {
                 iface: iface.into(),
                 ..IfaceStats::default()
             },
+            ifindex,
         };
         if opts.promiscuous {
             let mreq = libc::packet_mreq {
@@ -260,6 +270,16 @@ impl Ring {
 
     pub fn fd(&self) -> i32 {
         self.fd.as_raw_fd()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.stats.iface
+    }
+
+    /// The interface this ring is bound to; a deleted and re-created
+    /// interface of the same name has another index.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
     }
 
     fn status(&self, block: usize) -> &AtomicU32 {
