@@ -220,7 +220,15 @@ impl BlobSource {
             self.list()?;
         }
         match self.queue.pop() {
-            Some(b) => self.start(&b.name, 0, None),
+            Some(b) => {
+                let r = self.start(&b.name, 0, None);
+                if r.is_err() {
+                    // Still next in capture order: taking a later blob first
+                    // would make this one's packets look like duplicates.
+                    self.queue.push(b);
+                }
+                r
+            }
             None => Ok(Step::Idle),
         }
     }
