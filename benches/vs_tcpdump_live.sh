@@ -8,6 +8,9 @@
 # Needs root, iproute2, tcpreplay, tcpdump.
 #
 #   benches/vs_tcpdump_live.sh [PACKETS] [RATES...]
+#
+# RING_KIB=N gives both the same kernel buffer: vmflow 4 blocks of N/4 KiB,
+# tcpdump -B N (default: each tool's own default, vmflow 32 MiB, tcpdump 2 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packets=${1:-1000000}
@@ -15,6 +18,12 @@ shift || true
 rates=${*:-"100000 200000 400000 800000 topspeed"}
 
 gen=${GEN:-blast}
+ring_kib=${RING_KIB:-}
+vm_ring=(); td_ring=()
+if [ -n "$ring_kib" ]; then
+    vm_ring=(--ring-blocks 4 --ring-block-kib $((ring_kib / 4)))
+    td_ring=(-B "$ring_kib")
+fi
 cargo build --release --quiet
 cargo build --release --quiet --example blast
 vmflow=$PWD/target/release/vmflow
@@ -36,11 +45,11 @@ run_one() { # tool rate
     local tool=$1 rate=$2 pid ticks seen drops
     local speed=(--pps "$rate"); [ "$rate" = topspeed ] && speed=(--topspeed)
     if [ "$tool" = vmflow ]; then
-        $vmflow capture -i vbench1 --snaplen 128 --out /dev/null 2>"$work/err" &
+        $vmflow capture -i vbench1 --snaplen 128 "${vm_ring[@]}" --out /dev/null 2>"$work/err" &
         pid=$!
         until grep -q "capturing on" "$work/err"; do sleep 0.05; done
     else
-        tcpdump -i vbench1 -s 128 -w "$work/out.pcap" 2>"$work/err" &
+        tcpdump -i vbench1 -s 128 "${td_ring[@]}" -w "$work/out.pcap" 2>"$work/err" &
         pid=$!
         until grep -q "listening on" "$work/err"; do sleep 0.05; done
     fi
