@@ -466,3 +466,40 @@ fn the_command_line_keeps_captures_running_on_the_wall_clock() {
     assert!(text.lines().all(|l| l.starts_with("vmflow-vm1-")), "{text}");
     assert!(!text.is_empty());
 }
+
+#[test]
+fn continuous_capture_is_used_when_available_and_renewal_when_not() {
+    for refuse in [false, true] {
+        let standin = ArmStandIn::start(TOKEN);
+        standin.state.lock().unwrap().refuse_continuous = refuse;
+        let token = imds(TOKEN);
+        let clock = standin.now.clone();
+        let mut m = manager(&standin.url, &token.url, Arc::default())
+            .with_clock(move || clock.load(std::sync::atomic::Ordering::SeqCst));
+        m.settings.continuous = true;
+        m.settings.time_limit = 86_400;
+        standin.set_now(1_000);
+        m.tick().unwrap();
+        let caps = standin.state.lock().unwrap().caps.clone();
+        let c = caps.values().next().expect("a capture");
+        let p = &c.props;
+        if refuse {
+            assert_eq!(m.stats.continuous_refused, 1);
+            assert!(p.get("continuousCapture").is_none());
+            assert_eq!(p["timeLimitInSeconds"], 18_000);
+            assert!(p["storageLocation"]["filePath"]
+                .as_str()
+                .unwrap()
+                .starts_with("/var/captures/"));
+        } else {
+            assert_eq!(m.stats.continuous_refused, 0);
+            assert_eq!(p["continuousCapture"], true);
+            assert_eq!(p["captureSettings"]["sessionTimeLimitInSeconds"], 86_400);
+            assert_eq!(p["captureSettings"]["fileCount"], 10);
+            assert!(p["storageLocation"]["localPath"]
+                .as_str()
+                .unwrap()
+                .starts_with("/var/captures/"));
+        }
+    }
+}

@@ -180,6 +180,8 @@ fn a_followed_rotated_folder_survives_a_hard_kill_mid_file() {
     assert!(stat(&text, "resumed_after") > 0, "{text}");
     assert_eq!(stat(&text, "coverage.gaps"), 0, "{text}");
     assert_eq!(stat(&text, "coverage.duplicates"), 0, "{text}");
+    // One covered span of packet time: the three files leave no hole.
+    assert_eq!(text.matches("run: covered start_ns=").count(), 1, "{text}");
     let got = as_replayed(collected(&out, "agent-1"));
     assert_eq!(got.values().sum::<u64>(), want.values().sum::<u64>());
     assert!(got == want, "collector records differ from the replay");

@@ -621,6 +621,9 @@ fn print_run(what: &str, r: &crate::daemon::RunReport) {
             );
         }
     }
+    for (start, end) in &r.covered {
+        eprintln!("{what}: covered start_ns={start} end_ns={end}");
+    }
 }
 
 fn capture_cmd(a: CaptureArgs) -> Result<ExitCode, Error> {

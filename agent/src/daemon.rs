@@ -40,6 +40,8 @@ pub struct RunReport {
     pub blob: Option<BlobStats>,
     /// Several followed sources: each one's own report, by stream name.
     pub streams: Vec<(String, RunReport)>,
+    /// Followed sources: packet time covered by capture files (merged spans).
+    pub covered: Vec<(u64, u64)>,
 }
 
 /// Stops and joins the lifecycle thread however `run_agent` returns.
@@ -363,6 +365,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         coverage: None,
         blob: None,
         streams: Vec::new(),
+        covered: Vec::new(),
     })
 }
 
@@ -451,6 +454,7 @@ fn run_followed(
         coverage: None,
         blob: None,
         streams: Vec::new(),
+        covered: Vec::new(),
     };
     for (name, r) in reports {
         match r {
@@ -557,6 +561,7 @@ fn follow_lane(
             fw.opts.checkpoint.display()
         );
     }
+    let covered;
     let (t, coverage, blob_stats) = match fw.kind {
         FollowKind::Folder(f) => {
             let pos = match pos {
@@ -567,6 +572,7 @@ fn follow_lane(
             let mut src = FolderSource::new(f, pos);
             let t = tail::run(cfg, &mut src, engine, &mut sink, &fw.opts, signalled);
             let gaps = src.pos.sequence.gaps.iter().cloned().collect();
+            covered = src.pos.sequence.covered.iter().copied().collect();
             (t, Some((src.pos.sequence.stats, gaps)), None)
         }
         FollowKind::Blob(b) => {
@@ -587,6 +593,7 @@ fn follow_lane(
             let mut src = BlobSource::new(b, client, pos, dir)?;
             let t = tail::run(cfg, &mut src, engine, &mut sink, &fw.opts, signalled);
             let gaps = src.pos.sequence.gaps.iter().cloned().collect();
+            covered = src.pos.sequence.covered.iter().copied().collect();
             (t, Some((src.pos.sequence.stats, gaps)), Some(src.stats))
         }
     };
@@ -614,6 +621,7 @@ fn follow_lane(
         coverage,
         blob: blob_stats,
         streams: Vec::new(),
+        covered,
     })
 }
 

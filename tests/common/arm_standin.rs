@@ -63,6 +63,9 @@ pub struct State {
     /// Location URLs → polls still answered 202, then the final body.
     pub locations: HashMap<String, (u32, Option<Value>)>,
     pub refuse_concurrent: bool,
+    /// Answer captures asking for `continuousCapture` with 400 (the preview
+    /// feature not available).
+    pub refuse_continuous: bool,
     pub startup_delay: u64,
     /// Answer the next queryStatus with the published 202 example (its
     /// malformed Location), verbatim.
@@ -227,6 +230,22 @@ fn handle(s: &mut State, now: u64, r: &Request) -> Response {
             let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
             let props = body["properties"].clone();
             let target = props["target"].as_str().unwrap_or("").to_string();
+            if s.refuse_continuous && props.get("continuousCapture").is_some() {
+                return err(
+                    400,
+                    "InvalidRequestFormat",
+                    "Could not find member 'continuousCapture'",
+                );
+            }
+            if props.get("continuousCapture").is_some()
+                && props["storageLocation"].get("filePath").is_some()
+            {
+                return err(
+                    400,
+                    "InvalidRequestFormat",
+                    "filePath is not allowed with continuousCapture; use localPath",
+                );
+            }
             if target.is_empty() || props.get("storageLocation").is_none() {
                 return err(
                     400,

@@ -83,6 +83,8 @@ pub struct ManagerStats {
     pub deleted: u64,
     pub gaps: u64,
     pub refused: u64,
+    /// Continuous capture was asked for and refused (renewals used instead).
+    pub continuous_refused: u64,
 }
 
 pub struct Manager {
@@ -431,7 +433,20 @@ impl Manager {
     fn start(&mut self, target: &str, renewal: bool) -> Result<(), AzureError> {
         let now = self.now();
         let name = self.name_for(target, now);
-        self.create(&name, target)?;
+        match self.create(&name, target) {
+            // Continuous capture is a preview feature: where the service
+            // does not take it, renewals do the same job.
+            Err(e) if self.settings.continuous && e.status() == Some(400) => {
+                tracing::warn!(
+                    "continuous capture refused ({e}); falling back to renewing captures"
+                );
+                self.settings.continuous = false;
+                self.settings.time_limit = self.settings.time_limit.min(18_000);
+                self.stats.continuous_refused += 1;
+                self.create(&name, target)?;
+            }
+            r => r?,
+        }
         tracing::info!("started capture {name} on {}", vm_name(target));
         self.stats.started += 1;
         if renewal {
