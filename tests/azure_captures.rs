@@ -21,8 +21,8 @@ use common::http_stub::{Response, Stub};
 use common::*;
 use vmflow::azure::arm::Arm;
 use vmflow::azure::auth::{Identity, Tokens};
-use vmflow::azure::captures::{CaptureSettings, Event, Manager};
-use vmflow::config::{Config, FolderConfig, OnStop};
+use vmflow::azure::captures::{Event, Manager};
+use vmflow::config::{CapturesConfig, Config, FolderConfig, OnStop};
 use vmflow::export::VecSink;
 use vmflow::source::folder::{FolderPosition, FolderSource};
 use vmflow::source::CaptureReader;
@@ -50,22 +50,15 @@ fn imds(token: &'static str) -> Stub {
     })
 }
 
-fn settings() -> CaptureSettings {
-    CaptureSettings {
+fn settings() -> CapturesConfig {
+    CapturesConfig {
         subscription: "subid".into(),
-        resource_group: "NetworkWatcherRG".into(),
-        watcher: "NetworkWatcher_eastus".into(),
         location: "eastus".into(),
+        watcher: "NetworkWatcher_eastus".into(),
         targets: vec![VM.into()],
-        local_path: Some("/var/captures".into()),
-        storage_id: None,
-        bytes_per_packet: 128,
         time_limit: 100,
         renew_before: 20,
-        continuous: false,
-        file_count: 10,
-        file_size: 104_857_600,
-        name_prefix: "vmflow".into(),
+        ..CapturesConfig::default()
     }
 }
 

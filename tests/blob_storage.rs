@@ -79,26 +79,6 @@ fn upload_all(az: &Azurite, parts: &[Vec<u8>]) {
         .unwrap();
 }
 
-fn sigterm(p: &Proc) {
-    let st = std::process::Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-fn as_replayed(m: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for (k, n) in m {
-        let k = k.replace(
-            "\"end_reason\":\"shutdown\"",
-            "\"end_reason\":\"end_of_input\"",
-        );
-        *out.entry(k).or_insert(0) += n;
-    }
-    out
-}
-
 const FLOW: &str = "[flow]\nidle_timeout = 0.02\nhalf_open_timeout = 0.02\ntcp_linger = 0.001\n";
 
 fn replay_with_flow(dir: &Path, caps: &[PathBuf]) -> BTreeMap<String, u64> {
@@ -197,7 +177,7 @@ fn blobs_over_pages_survive_bad_credentials_and_a_hard_kill() {
         &format!("blob {}: reading", blob_name(7)),
         Duration::from_secs(60),
     );
-    sigterm(&b);
+    b.sigterm();
     assert!(b.wait(Duration::from_secs(120)), "{}", b.text());
     let text = b.text();
     assert!(text.contains("resuming from"), "{text}");

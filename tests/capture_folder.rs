@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,28 +62,6 @@ fn write_in_pieces(path: &Path, bytes: &[u8], seed: u64, max: usize, pause: Dura
             std::thread::sleep(pause);
         }
     }
-}
-
-fn sigterm(p: &Proc) {
-    let st = std::process::Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-/// The records a stopped tail ends with `shutdown` are the ones replay ends
-/// with `end_of_input`.
-fn as_replayed(m: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for (k, n) in m {
-        let k = k.replace(
-            "\"end_reason\":\"shutdown\"",
-            "\"end_reason\":\"end_of_input\"",
-        );
-        *out.entry(k).or_insert(0) += n;
-    }
-    out
 }
 
 #[test]
@@ -169,7 +146,7 @@ fn a_followed_rotated_folder_survives_a_hard_kill_mid_file() {
         "packetcapture_00_00_03_000.cap: reading",
         Duration::from_secs(60),
     );
-    sigterm(&b);
+    b.sigterm();
     assert!(b.wait(Duration::from_secs(120)), "{}", b.text());
     let text = b.text();
     assert!(
@@ -359,7 +336,7 @@ fn several_folders_at_once_each_arrive_as_their_own_stream() {
             Duration::from_secs(60),
         );
     }
-    sigterm(&a);
+    a.sigterm();
     assert!(a.wait(Duration::from_secs(120)), "{}", a.text());
     let text = a.text();
     for (name, want) in want {

@@ -60,6 +60,15 @@ impl Proc {
         self.lines.0.lock().unwrap().join("\n")
     }
 
+    /// SIGTERM: the process stops the way its configuration says.
+    pub fn sigterm(&self) {
+        let st = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -237,4 +246,18 @@ pub fn agent(cfg: &Path) -> Proc {
 
 pub fn stat(text: &str, key: &str) -> u64 {
     summary(text, key).unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+}
+
+/// Records a stopped tail ended with `shutdown` are the ones replay ends
+/// with `end_of_input`: a multiset with that one difference removed.
+pub fn as_replayed(m: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (k, n) in m {
+        let k = k.replace(
+            "\"end_reason\":\"shutdown\"",
+            "\"end_reason\":\"end_of_input\"",
+        );
+        *out.entry(k).or_insert(0) += n;
+    }
+    out
 }

@@ -13,32 +13,7 @@ use serde_json::{json, Value};
 
 use super::arm::{Arm, Method};
 use super::AzureError;
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct CaptureSettings {
-    pub subscription: String,
-    /// Resource group and name of the regional watcher.
-    pub resource_group: String,
-    pub watcher: String,
-    pub location: String,
-    /// ARM ids of the VMs to capture on.
-    pub targets: Vec<String>,
-    /// Folder on the VM for the capture files (`/var/captures` on Linux).
-    pub local_path: Option<String>,
-    /// Storage account ARM id, for captures uploaded to Blob storage.
-    pub storage_id: Option<String>,
-    pub bytes_per_packet: u64,
-    /// Seconds one capture runs (at most 18000).
-    pub time_limit: u64,
-    /// Seconds before a capture stops that its successor is started.
-    pub renew_before: u64,
-    /// `continuousCapture` with rolling files (a preview feature).
-    pub continuous: bool,
-    pub file_count: u32,
-    pub file_size: u64,
-    /// Our captures' names start with this.
-    pub name_prefix: String,
-}
+use crate::config::CapturesConfig;
 
 /// What a capture is doing, as `queryStatus` says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,7 +64,9 @@ pub struct ManagerStats {
 
 pub struct Manager {
     pub arm: Arm,
-    pub settings: CaptureSettings,
+    /// The configuration with subscription, location, watcher and targets
+    /// filled in.
+    pub settings: CapturesConfig,
     watcher_checked: bool,
     pub events: Vec<Event>,
     pub stats: ManagerStats,
@@ -115,7 +92,7 @@ fn vm_name(target: &str) -> String {
 }
 
 impl Manager {
-    pub fn new(arm: Arm, settings: CaptureSettings) -> Self {
+    pub fn new(arm: Arm, settings: CapturesConfig) -> Self {
         Manager {
             arm,
             settings,

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::arm::Arm;
 use super::auth::Tokens;
-use super::captures::{CaptureSettings, Manager};
+use super::captures::Manager;
 use super::{check_endpoint, AzureError};
 use crate::config::{AzureConfig, CapturesConfig};
 use crate::error::Error;
@@ -47,51 +47,32 @@ pub fn instance(imds: &str) -> Result<(String, String, String), AzureError> {
     Ok((s("subscriptionId"), s("location"), s("resourceId")))
 }
 
-pub fn settings(c: &CapturesConfig, az: &AzureConfig) -> Result<CaptureSettings, Error> {
-    let (mut sub, mut loc, mut targets) = (
-        c.subscription.clone(),
-        c.location.clone(),
-        c.targets.clone(),
-    );
-    if sub.is_empty() || loc.is_empty() || targets.is_empty() {
+/// `c` with subscription, location, watcher and targets filled in (from the
+/// instance metadata service where not given).
+pub fn settings(c: &CapturesConfig, az: &AzureConfig) -> Result<CapturesConfig, Error> {
+    let mut c = c.clone();
+    if c.subscription.is_empty() || c.location.is_empty() || c.targets.is_empty() {
         let (s, l, id) = instance(&az.imds_endpoint)?;
-        if sub.is_empty() {
-            sub = s;
+        if c.subscription.is_empty() {
+            c.subscription = s;
         }
-        if loc.is_empty() {
-            loc = l;
+        if c.location.is_empty() {
+            c.location = l;
         }
-        if targets.is_empty() && !id.is_empty() {
-            targets.push(id);
+        if c.targets.is_empty() && !id.is_empty() {
+            c.targets.push(id);
         }
     }
-    if sub.is_empty() || loc.is_empty() || targets.is_empty() {
+    if c.subscription.is_empty() || c.location.is_empty() || c.targets.is_empty() {
         return Err(Error::Config(
             "azure.captures: subscription, location and targets are needed (not on an Azure VM?)"
                 .into(),
         ));
     }
-    let watcher = if c.watcher.is_empty() {
-        format!("NetworkWatcher_{loc}")
-    } else {
-        c.watcher.clone()
-    };
-    Ok(CaptureSettings {
-        subscription: sub,
-        resource_group: c.resource_group.clone(),
-        watcher,
-        location: loc,
-        targets,
-        local_path: c.local_path.clone(),
-        storage_id: c.storage_id.clone(),
-        bytes_per_packet: c.bytes_per_packet,
-        time_limit: c.time_limit,
-        renew_before: c.renew_before,
-        continuous: c.continuous,
-        file_count: c.file_count,
-        file_size: c.file_size,
-        name_prefix: c.name_prefix.clone(),
-    })
+    if c.watcher.is_empty() {
+        c.watcher = format!("NetworkWatcher_{}", c.location);
+    }
+    Ok(c)
 }
 
 pub fn manager(c: &CapturesConfig, az: &AzureConfig) -> Result<Manager, Error> {
