@@ -136,6 +136,13 @@ pub struct EngineState {
     record_bytes: u64,
 }
 
+impl EngineState {
+    /// Flows the state holds open.
+    pub fn open_flows(&self) -> usize {
+        self.tables.iter().map(|t| t.len()).sum()
+    }
+}
+
 /// How a run ends and what it leaves out.
 pub struct RunOptions {
     /// `end_of_input` for files, `shutdown` for a stopped live capture.

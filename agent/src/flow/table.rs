@@ -169,6 +169,16 @@ pub struct TableSnapshot {
     stats: TableStats,
 }
 
+impl TableSnapshot {
+    pub fn len(&self) -> usize {
+        self.queues.iter().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl FlowTable {
     pub fn new(cfg: TableConfig, local: Arc<LocalNets>) -> Self {
         FlowTable {
