@@ -354,3 +354,72 @@ fn several_folders_at_once_each_arrive_as_their_own_stream() {
             .exists());
     }
 }
+
+/// Follows `dir` in-process for `looks` rounds (each until nothing is new),
+/// calling `between` with the round and the packets read so far; returns the
+/// records (flows ended at the end) and the source.
+fn step_until(
+    dir: &Path,
+    mut between: impl FnMut(usize, u64),
+    looks: usize,
+) -> (Vec<FlowRecord>, FolderSource) {
+    use vmflow::tail::{Step, Tailed};
+    let f = FolderConfig {
+        path: dir.to_path_buf(),
+        ..FolderConfig::default()
+    };
+    let mut src = FolderSource::new(f.clone(), FolderPosition::new(&f));
+    let mut sink = VecSink::default();
+    let opts = vmflow::pipeline::RunOptions {
+        inline: true,
+        ..Default::default()
+    };
+    let report = vmflow::pipeline::run_with(&Config::default(), &mut sink, opts, |feed| {
+        for i in 0..looks {
+            while src.step(feed)? == Step::Progress {}
+            between(i, src.sequence().stats.packets);
+        }
+        Ok(())
+    });
+    assert!(report.error.is_none(), "{:?}", report.error);
+    (sink.0, src)
+}
+
+#[test]
+fn a_netmon_file_is_read_once_its_frame_table_is_written() {
+    let d = tempfile::tempdir().unwrap();
+    let caps = d.path().join("captures");
+    std::fs::create_dir_all(&caps).unwrap();
+    let first = frames(&tcp_conversation(T0), Link::Ethernet);
+    let second = frames(&mixed(T0 + S), Link::Ethernet);
+    // NetMon writers append the frame table (and point the header at it)
+    // last: until then the file is not read, nor anything after it.
+    write(&caps, "a.cap", &netmon(&first, 2, false));
+    write(&caps, "b.cap", &pcap(&second, false, true));
+    let whole = netmon(&first, 2, true);
+    let mut while_unfinished = None;
+    let (got, src) = step_until(
+        &caps,
+        |i, packets| {
+            if i == 0 {
+                while_unfinished = Some(packets);
+                std::fs::write(caps.join("a.cap"), &whole).unwrap();
+            }
+        },
+        2,
+    );
+    assert_eq!(while_unfinished, Some(0));
+    assert_eq!(src.pos.sequence.stats.files, 1, "b.cap is still being read");
+    assert_eq!(
+        src.pos.sequence.stats.packets as usize,
+        first.len() + second.len()
+    );
+    let mut want = replay_lib(vec![
+        write(d.path(), "a.cap", &whole),
+        write(d.path(), "b.cap", &pcap(&second, false, true)),
+    ]);
+    let mut got = got;
+    got.sort();
+    want.sort();
+    assert!(got == want);
+}
