@@ -68,6 +68,9 @@ pub struct Report {
 #[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Routed {
     part: u16,
+    /// The partition's index among its shard's tables (`part / threads`),
+    /// looked up when routing: a division per packet in the shard is measurable.
+    local: u16,
     pkt: Packet,
 }
 
@@ -213,7 +216,7 @@ where
     if let Some(r) = &restore {
         if r.pending
             .iter()
-            .any(|p| usize::from(p.part) >= parts && p.part != GAP_PART)
+            .any(|p| p.part != GAP_PART && (usize::from(p.part) >= parts || p.local != p.part))
         {
             return Report {
                 summary: Summary::default(),
@@ -307,7 +310,9 @@ where
             threads,
             batch,
             parts,
-            shard_of: (0..parts).map(|p| p % threads).collect(),
+            shard_of: (0..parts)
+                .map(|p| ((p % threads) as u16, (p / threads) as u16))
+                .collect(),
             batches: (0..threads).map(|_| Vec::with_capacity(batch)).collect(),
             to_shard,
             recycle,
@@ -541,7 +546,8 @@ struct Reader<'s> {
     threads: usize,
     batch: usize,
     parts: usize,
-    shard_of: Vec<usize>,
+    /// Per partition: the shard that owns it and its index there.
+    shard_of: Vec<(u16, u16)>,
     batches: Vec<Vec<Routed>>,
     to_shard: Vec<Sender<ToShard>>,
     recycle: Vec<Receiver<Vec<Routed>>>,
@@ -561,9 +567,10 @@ impl Reader<'_> {
         let part = (((pkt.hash >> 32) & 0xffff) as usize * self.parts) >> 16;
         self.flow_packets += 1;
         self.ip_bytes += u64::from(pkt.ip_bytes);
-        let shard = self.shard_of[part];
-        self.batches[shard].push(Routed {
+        let (shard, local) = self.shard_of[part];
+        self.batches[shard as usize].push(Routed {
             part: part as u16,
+            local,
             pkt,
         });
     }
@@ -581,6 +588,7 @@ impl Reader<'_> {
         for b in &mut self.batches {
             b.push(Routed {
                 part: GAP_PART,
+                local: 0,
                 pkt,
             });
         }
@@ -672,10 +680,10 @@ fn process(
     // cached) the flow slot of packet i+8. Pure hints; output is unchanged.
     for (i, r) in pkts.iter().enumerate() {
         if let Some(a) = pkts.get(i + 16).filter(|a| a.part != GAP_PART) {
-            tables[usize::from(a.part) / threads].prefetch(a.pkt.hash, false);
+            tables[usize::from(a.local)].prefetch(a.pkt.hash, false);
         }
         if let Some(b) = pkts.get(i + 8).filter(|b| b.part != GAP_PART) {
-            tables[usize::from(b.part) / threads].prefetch(b.pkt.hash, true);
+            tables[usize::from(b.local)].prefetch(b.pkt.hash, true);
         }
         if r.part == GAP_PART {
             let gap = Event::Gap {
@@ -689,7 +697,7 @@ fn process(
             }
             continue;
         }
-        let local = usize::from(r.part) / threads;
+        let local = usize::from(r.local);
         tables[local].handle(Event::Packet(&r.pkt), recs);
         if !recs.is_empty() {
             tagged.extend(recs.drain(..).map(|x| (r.part, x)));
