@@ -137,7 +137,14 @@ fn blobs_over_pages_survive_bad_credentials_and_a_hard_kill() {
         ),
     ] {
         std::fs::write(&sas_file, &sas).unwrap();
-        let mut a = agent(&cfg);
+        // Even at the most verbose log level.
+        let mut a = Proc::spawn(
+            vmflow()
+                .env("RUST_LOG", "trace")
+                .arg("run")
+                .arg("--config")
+                .arg(&cfg),
+        );
         let line = a.wait_line(
             "list container network-watcher-logs: HTTP 403",
             Duration::from_secs(60),

@@ -218,10 +218,7 @@ struct DemoArgs {
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter())
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
         .init();
@@ -317,6 +314,20 @@ fn captures_cmd(c: CapturesCmd) -> Result<ExitCode, Error> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `RUST_LOG` (default `info`), except that the HTTP client never logs below
+/// warnings whatever is asked: its debug lines show request URLs, and a Blob
+/// URL carries the SAS token.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let mut f = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for d in ["ureq=warn", "ureq_proto=warn"] {
+        if let Ok(d) = d.parse() {
+            f = f.add_directive(d);
+        }
+    }
+    f
 }
 
 fn engine_config(a: &EngineArgs) -> Result<Config, Error> {
