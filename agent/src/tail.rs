@@ -15,7 +15,7 @@ use crate::config::{Config, OnStop};
 use crate::error::Error;
 use crate::export::RecordSink;
 use crate::pipeline::{self, EngineState, Feed, Report, RunOptions};
-use crate::source::sequence::{Sequence, SequenceStats};
+use crate::source::sequence::Sequence;
 
 /// What the runner needs from a followed source.
 pub trait Tailed {
@@ -46,7 +46,6 @@ pub struct TailOptions {
 
 pub struct TailReport {
     pub report: Report,
-    pub coverage: SequenceStats,
     pub checkpoints: u64,
 }
 
@@ -126,7 +125,6 @@ pub fn run<T: Tailed, S: RecordSink>(
         Ok(())
     });
     TailReport {
-        coverage: src.sequence().stats,
         report,
         checkpoints,
     }

@@ -177,33 +177,19 @@ impl Arm {
     ) -> Result<Reply, AzureError> {
         self.stats.requests += 1;
         let token = self.tokens.token(&self.http)?;
-        let auth = format!("Bearer {token}");
-        let res = match method {
-            Method::Get | Method::Delete => {
-                let r = if method == Method::Get {
-                    self.http.get(url)
-                } else {
-                    self.http.delete(url)
-                };
-                r.header("Authorization", &auth).call()
+        let mut headers = vec![("Authorization", format!("Bearer {token}"))];
+        let json = match body {
+            Some(b) => {
+                headers.push(("Content-Type", "application/json".to_string()));
+                serde_json::to_vec(b).unwrap_or_default()
             }
-            Method::Put | Method::Post => {
-                let r = if method == Method::Put {
-                    self.http.put(url)
-                } else {
-                    self.http.post(url)
-                };
-                let r = r.header("Authorization", &auth);
-                match body {
-                    Some(b) => r.send_json(b),
-                    None => r.send_empty(),
-                }
-            }
+            None => Vec::new(),
         };
+        let res = super::request(&self.http, method.name(), url, &headers, &json);
         let secrets = [token.as_str()];
         let mut resp = res.map_err(|e| AzureError::Transport {
             op: op.to_string(),
-            msg: redact(&e.to_string(), &secrets),
+            msg: redact(&e, &secrets),
         })?;
         let h = |k: &str| {
             resp.headers()

@@ -116,37 +116,20 @@ impl BlobClient {
             hs.push(("Authorization", format!("Bearer {b}")));
         }
         for (k, v) in headers {
-            hs.push((k, v.to_string()));
+            hs.push((*k, v.to_string()));
         }
-        let res = match method {
-            Method::Get => {
-                let mut r = self.http.get(&url);
-                for (k, v) in &hs {
-                    r = r.header(*k, v);
-                }
-                r.call()
-            }
-            Method::Delete => {
-                let mut r = self.http.delete(&url);
-                for (k, v) in &hs {
-                    r = r.header(*k, v);
-                }
-                r.call()
-            }
-            Method::Put => {
-                let mut r = self.http.put(&url);
-                for (k, v) in &hs {
-                    r = r.header(*k, v);
-                }
-                r.send(body.unwrap_or_default())
-            }
+        let name = match method {
+            Method::Get => "GET",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
         };
+        let res = super::request(&self.http, name, &url, &hs, body.unwrap_or_default());
         let mut secrets = self.secrets();
         secrets.extend(bearer);
         let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
         let mut resp = res.map_err(|e| AzureError::Transport {
             op: op.to_string(),
-            msg: redact(&e.to_string(), &secrets),
+            msg: redact(&e, &secrets),
         })?;
         let status = resp.status().as_u16();
         if status >= 300 {

@@ -127,6 +127,23 @@ pub fn http_agent_trusting(timeout: Duration, pem: &[u8]) -> Result<ureq::Agent,
     Ok(config(timeout).tls_config(tls).build().into())
 }
 
+/// One request: the method by name, headers, a body (empty for none).
+/// Errors are text, for the caller to redact and name its operation.
+pub fn request(
+    http: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Result<ureq::http::Response<ureq::Body>, String> {
+    let mut b = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, v.as_str());
+    }
+    let req = b.body(body).map_err(|e| e.to_string())?;
+    http.run(req).map_err(|e| e.to_string())
+}
+
 /// Plain HTTP only to this machine (Azurite, the instance metadata service):
 /// anything else would put tokens on the wire in clear.
 pub fn check_endpoint(url: &str, what: &str) -> Result<(), AzureError> {

@@ -238,10 +238,6 @@ impl FolderSource {
         self.stuck_since.get_or_insert_with(Instant::now);
         Ok(Step::Idle)
     }
-
-    pub fn folder(&self) -> &Path {
-        &self.cfg.path
-    }
 }
 
 impl Tailed for FolderSource {
