@@ -415,15 +415,32 @@ struct Ingest<'s> {
 }
 
 impl Ingest<'_> {
-    fn is_own_export(&self, d: &Decoded) -> bool {
+    /// Either end of the key (oriented or canonical) is the export address.
+    #[inline]
+    fn is_own_export(&self, key: &crate::flow::FlowKey) -> bool {
         let Some(ex) = self.exclude else {
             return false;
         };
         let ip = crate::flow::from_ip(ex.ip());
         let v = if ex.is_ipv4() { 4 } else { 6 };
-        d.key.ip_version == v
-            && ((d.key.src == ip && d.key.src_port == ex.port())
-                || (d.key.dst == ip && d.key.dst_port == ex.port()))
+        key.ip_version == v
+            && ((key.src == ip && key.src_port == ex.port())
+                || (key.dst == ip && key.dst_port == ex.port()))
+    }
+
+    /// Every frame the one-pass decoder does not take: pnet views, skips
+    /// counted by reason, fragments through the fragment table.
+    #[inline(never)]
+    fn general(&mut self, raw: RawPacket<'_>) {
+        match decode(raw.linktype, raw.data, raw.orig_len) {
+            Ok(d) if self.is_own_export(&d.key) => self.own_export += 1,
+            Ok(d) => {
+                let reader = &mut self.reader;
+                self.frag
+                    .resolve(raw.ts_ns, d, &mut |ts, d| reader.push(ts, &d));
+            }
+            Err(s) => *self.skips.entry(s).or_default() += 1,
+        }
     }
 
     fn close_batch(&mut self) {
@@ -443,14 +460,16 @@ impl Feed for Ingest<'_> {
         }
         self.packets += 1;
         self.reader.now = self.reader.now.max(raw.ts_ns);
-        match decode(raw.linktype, raw.data, raw.orig_len) {
-            Ok(d) if self.is_own_export(&d) => self.own_export += 1,
-            Ok(d) => {
-                let reader = &mut self.reader;
-                self.frag
-                    .resolve(raw.ts_ns, d, &mut |ts, d| reader.push(ts, &d));
+        if let Some(p) =
+            crate::decode::fast::packet(raw.ts_ns, raw.linktype, raw.data, raw.orig_len)
+        {
+            if self.is_own_export(&p.key) {
+                self.own_export += 1;
+            } else {
+                self.reader.push_packet(p);
             }
-            Err(s) => *self.skips.entry(s).or_default() += 1,
+        } else {
+            self.general(raw);
         }
         self.in_batch += 1;
         if self.in_batch == self.batch {
@@ -560,7 +579,11 @@ struct Reader<'s> {
 impl Reader<'_> {
     #[inline]
     fn push(&mut self, ts: u64, d: &Decoded) {
-        let pkt = Packet::new(ts, d);
+        self.push_packet(Packet::new(ts, d));
+    }
+
+    #[inline]
+    fn push_packet(&mut self, pkt: Packet) {
         // Bits 32..48 of the hash: the table's buckets use the low bits and
         // its control bytes the top seven, so partitions stay independent.
         // Multiply-shift instead of `%`: a division per packet is measurable.

@@ -7,6 +7,7 @@
 //! `benches/decode.rs` compares this with the hand-written decoder vmflow had
 //! before; the numbers are in BENCHMARKS.md.
 
+pub mod fast;
 mod ip;
 mod link;
 

@@ -53,26 +53,22 @@ impl FlowKey {
             a.copy_from_slice(&b[i..i + 8]);
             u64::from_le_bytes(a)
         };
-        let meta = u64::from(self.src_port)
+        hash_parts(
+            [w(&self.src, 0), w(&self.src, 8)],
+            [w(&self.dst, 0), w(&self.dst, 8)],
+            self.meta_word(),
+        )
+    }
+
+    /// Ports, protocol, version and VLAN packed into one word for the hash.
+    #[inline]
+    pub(crate) fn meta_word(&self) -> u64 {
+        u64::from(self.src_port)
             | u64::from(self.dst_port) << 16
             | u64::from(self.proto) << 32
             | u64::from(self.ip_version) << 40
-            | u64::from(self.vlan.map_or(0x1_0000u32, u32::from)) << 47;
-        let mut h = 0x243f_6a88_85a3_08d3u64;
-        for x in [
-            w(&self.src, 0),
-            w(&self.src, 8),
-            w(&self.dst, 0),
-            w(&self.dst, 8),
-            meta,
-        ] {
-            h = (h ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
-        }
-        h ^= h >> 32;
-        h = h.wrapping_mul(0xd6e8_feb8_6659_fd93);
-        h ^ (h >> 29)
+            | u64::from(self.vlan.map_or(0x1_0000u32, u32::from)) << 47
     }
-
     pub fn src_ip(&self) -> IpAddr {
         to_ip(&self.src, self.ip_version)
     }
@@ -80,6 +76,21 @@ impl FlowKey {
     pub fn dst_ip(&self) -> IpAddr {
         to_ip(&self.dst, self.ip_version)
     }
+}
+
+/// [`FlowKey::hash64`] from the key's parts: each address as its two
+/// little-endian words, and [`FlowKey::meta_word`]. The one-pass decoder
+/// hashes the words it already holds in registers: reading back a key it has
+/// just written byte-wise would stall on store forwarding.
+#[inline]
+pub(crate) fn hash_parts(src: [u64; 2], dst: [u64; 2], meta: u64) -> u64 {
+    let mut h = 0x243f_6a88_85a3_08d3u64;
+    for x in [src[0], src[1], dst[0], dst[1], meta] {
+        h = (h ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    }
+    h ^= h >> 32;
+    h = h.wrapping_mul(0xd6e8_feb8_6659_fd93);
+    h ^ (h >> 29)
 }
 
 pub fn to_ip(b: &[u8; 16], version: u8) -> IpAddr {

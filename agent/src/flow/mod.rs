@@ -8,6 +8,7 @@ mod table;
 
 pub use frag::{FragSnapshot, FragStats, FragTable};
 pub use index::prefetch;
+pub(crate) use key::hash_parts;
 pub use key::{from_ip, to_ip, FlowKey};
 pub use table::{Event, FlowTable, TableConfig, TableSnapshot, TableStats};
 

@@ -1,0 +1,79 @@
+//! The live-capture engine without the ring: decode, fragments, routing, flow
+//! tables and record output on one thread (`RunOptions::inline`, batches of
+//! 256 like `vmflow capture`), fed the synthetic capture the live benchmark
+//! sends (2 M packets, 20,000 concurrent flows, snap length 128) from memory.
+//! What `benches/ab_live_cpu.sh` measures minus the ring and the wake-ups,
+//! without their ±20 % run-to-run noise.
+//!
+//!   cargo bench --bench inline_engine
+//!
+//! `PACKETS=N` changes the capture's length. With `ONCE=1` it runs the engine once and prints ns/packet instead, for
+//! counting instructions (`valgrind --tool=callgrind
+//! --toggle-collect='vmflow::pipeline::run_with*'`), which unlike time does
+//! not vary from run to run.
+
+use std::hint::black_box;
+use std::io::Cursor;
+
+use criterion::{Criterion, Throughput};
+use vmflow::config::Config;
+use vmflow::export::CountSink;
+use vmflow::pipeline::{run_with, RunOptions};
+use vmflow::source::{CaptureReader, RawPacket};
+use vmflow::synth::{generate, SynthParams};
+
+fn main() {
+    let n = std::env::var("PACKETS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000_000);
+    let mut cfg = Config::default();
+    let mut pcap = Vec::new();
+    let p = SynthParams {
+        packets: n,
+        concurrent: 20_000,
+        snaplen: 128,
+        seed: 3,
+    };
+    generate(&p, &cfg, &mut pcap, false).unwrap();
+    let mut frames: Vec<(u64, u32, u32, Vec<u8>)> = Vec::new();
+    let mut r = CaptureReader::open(Cursor::new(pcap)).unwrap();
+    while let Some(p) = r.next_packet().unwrap() {
+        frames.push((p.ts_ns, p.linktype, p.orig_len, p.data.to_vec()));
+    }
+    cfg.pipeline.batch_packets = 256;
+
+    let run = || {
+        let mut sink = CountSink::default();
+        let opts = RunOptions {
+            inline: true,
+            ..RunOptions::default()
+        };
+        let report = run_with(&cfg, &mut sink, opts, |feed| {
+            for (ts_ns, linktype, orig_len, data) in &frames {
+                feed.packet(RawPacket {
+                    ts_ns: *ts_ns,
+                    linktype: *linktype,
+                    orig_len: *orig_len,
+                    data: black_box(data),
+                });
+            }
+            Ok(())
+        });
+        assert!(report.error.is_none());
+        sink.0
+    };
+    if std::env::var_os("ONCE").is_some() {
+        let t = std::time::Instant::now();
+        let records = run();
+        let ns = t.elapsed().as_nanos() as f64 / frames.len() as f64;
+        println!("{records} records, {ns:.1} ns/packet");
+        return;
+    }
+    let mut c = Criterion::default().sample_size(10).configure_from_args();
+    let mut g = c.benchmark_group("inline_engine");
+    g.throughput(Throughput::Elements(frames.len() as u64));
+    g.bench_function("20000_concurrent", |b| b.iter(|| black_box(run())));
+    g.finish();
+    c.final_summary();
+}
