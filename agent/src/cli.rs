@@ -104,10 +104,10 @@ struct CaptureArgs {
     #[arg(long)]
     promiscuous: bool,
     /// Ring size per interface: this many blocks…
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = crate::source::live::DEFAULT_BLOCKS)]
     ring_blocks: usize,
     /// …of this many KiB (a multiple of the page size).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = crate::source::live::DEFAULT_BLOCK_KIB)]
     ring_block_kib: usize,
     #[arg(long, default_value = "-")]
     out: String,
