@@ -35,9 +35,9 @@ sysctl -qw net.ipv6.conf.vbench1.disable_ipv6=1 net.ipv6.conf.vbench0.disable_ip
 target/release/vmflow synth --packets 2000000 --concurrent 20000 --snaplen 128 --seed 3 \
     --out "$work/in.pcap" 2>/dev/null
 
-cpu_of() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {print s}'; }
+cpu_of() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f\n", s}'; }
 
-one() { # capture → "ns_per_packet drops"
+one() { # capture → "ns_per_packet seen drops"
     local cap=$1 pid before ticks seen drops
     if [ "$cap" = tcpdump ]; then
         taskset -c 1 tcpdump -i vbench1 -s 128 -w "$work/out.pcap" 2>"$work/err" &
@@ -58,18 +58,18 @@ one() { # capture → "ns_per_packet drops"
         drops=$(grep -o '^[0-9]* packets dropped by kernel' "$work/err" | cut -d' ' -f1)
     else
         seen=$(grep -o 'iface.vbench1.packets=[0-9]*' "$work/err" | cut -d= -f2)
-        drops=$(grep -o 'iface.vbench1.kernel_drops=[0-9]*' "$work/err" | cut -d= -f2)
+        drops=$(grep -o 'iface.vbench1.kernel_drops=[0-9a-z]*' "$work/err" | cut -d= -f2)
     fi
-    awk -v t="$ticks" -v n="$seen" -v d="$drops" 'BEGIN{ printf "%.0f %s\n", t/n, d }'
+    awk -v t="$ticks" -v n="$seen" -v d="$drops" 'BEGIN{ printf "%.0f %d %s\n", t/n, n, d }'
 }
 
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 
 : >"$work/a"; : >"$work/b"
 for i in $(seq "$runs"); do
-    read -r ca da < <(one "$a"); echo "$ca" >>"$work/a"
-    read -r cb db < <(one "$b"); echo "$cb" >>"$work/b"
-    echo "run $i: A $ca ns (drops $da)  B $cb ns (drops $db)"
+    read -r ca sa da < <(one "$a"); echo "$ca" >>"$work/a"
+    read -r cb sb db < <(one "$b"); echo "$cb" >>"$work/b"
+    echo "run $i: A $ca ns (seen $sa, kernel drops $da)  B $cb ns (seen $sb, kernel drops $db)"
 done
 echo "A $a: $(sort -n "$work/a" | tr '\n' ' ')→ median $(median <"$work/a") ns/packet"
 echo "B $b: $(sort -n "$work/b" | tr '\n' ' ')→ median $(median <"$work/b") ns/packet"

@@ -39,7 +39,7 @@ $vmflow synth --packets "$packets" --concurrent 20000 --snaplen 128 --seed 3 --o
 
 # CPU time in ns of every thread of a process (schedstat: ns precision,
 # where /proc/PID/stat counts 10 ms ticks).
-cpu_of() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {print s}'; }
+cpu_of() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f\n", s}'; }
 
 run_one() { # tool rate
     local tool=$1 rate=$2 pid ticks seen drops
