@@ -24,36 +24,17 @@ if [ -n "$ring_kib" ]; then
     vm_ring=(--ring-blocks 4 --ring-block-kib $((ring_kib / 4)))
     td_ring=(-B "$ring_kib")
 fi
-cargo build --release --quiet
-cargo build --release --quiet --example blast
-vmflow=$PWD/target/release/vmflow
-blast=$PWD/target/release/examples/blast
-work=$(mktemp -d /dev/shm/vmflow-live.XXXXXX)
-cleanup() { ip link del vbench0 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-ip link add vbench0 type veth peer name vbench1
-ip link set vbench0 up
-ip link set vbench1 up
-sysctl -qw net.ipv6.conf.vbench1.disable_ipv6=1 net.ipv6.conf.vbench0.disable_ipv6=1 || true
-$vmflow synth --packets "$packets" --concurrent 20000 --snaplen 128 --seed 3 --out "$work/in.pcap" 2>/dev/null
-
-# CPU time in ns of every thread of a process (schedstat: ns precision,
-# where /proc/PID/stat counts 10 ms ticks).
-cpu_of() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f\n", s}'; }
+. benches/live_lib.sh
+live_setup "$packets"
 
 run_one() { # tool rate
-    local tool=$1 rate=$2 pid ticks seen drops
+    local tool=$1 rate=$2
     local speed=(--pps "$rate"); [ "$rate" = topspeed ] && speed=(--topspeed)
     if [ "$tool" = vmflow ]; then
-        $vmflow capture -i vbench1 --snaplen 128 "${vm_ring[@]}" --out /dev/null 2>"$work/err" &
-        pid=$!
-        until grep -q "capturing on" "$work/err"; do sleep 0.05; done
+        live_start_capture "$vmflow" "${vm_ring[@]}"
     else
-        tcpdump -i vbench1 -s 128 "${td_ring[@]}" -w "$work/out.pcap" 2>"$work/err" &
-        pid=$!
-        until grep -q "listening on" "$work/err"; do sleep 0.05; done
+        live_start_capture tcpdump "${td_ring[@]}"
     fi
-    local before; before=$(cpu_of "$pid")
     if [ "$gen" = tcpreplay ]; then
         tcpreplay -q -i vbench0 "${speed[@]}" "$work/in.pcap" >"$work/replay" 2>&1
     else
@@ -62,15 +43,7 @@ run_one() { # tool rate
     fi
     sleep 0.5
     # CPU spent while the traffic flowed (start-up and shutdown excluded).
-    ticks=$(( $(cpu_of "$pid") - before ))
-    kill -INT "$pid"; wait "$pid" || true
-    if [ "$tool" = vmflow ]; then
-        seen=$(grep -o 'iface.vbench1.packets=[0-9]*' "$work/err" | cut -d= -f2)
-        drops=$(grep -o 'iface.vbench1.kernel_drops=[0-9]*' "$work/err" | cut -d= -f2)
-    else
-        seen=$(grep -o '^[0-9]* packets captured' "$work/err" | cut -d' ' -f1)
-        drops=$(grep -o '^[0-9]* packets dropped by kernel' "$work/err" | cut -d' ' -f1)
-    fi
+    live_stop_capture
     local actual pps
     if [ "$gen" = tcpreplay ]; then
         actual=$(grep -o 'Actual: [0-9]* packets' "$work/replay" | grep -o '[0-9]*' | head -1)
@@ -79,7 +52,7 @@ run_one() { # tool rate
         actual=$(grep -o 'sent [0-9]* packets' "$work/replay" | grep -o '[0-9]*')
         pps=$(grep -o '[0-9.]* pps' "$work/replay" | tail -1)
     fi
-    echo "| $tool | $rate | ${pps:-?} | ${actual:-?} | $seen | $drops | $(awk -v t="$ticks" -v n="$seen" 'BEGIN{ if (n>0) printf "%.0f", t/n; else print "-" }') |"
+    echo "| $tool | $rate | ${pps:-?} | ${actual:-?} | $seen | $drops | $(awk -v t="$cap_ns" -v n="$seen" 'BEGIN{ if (n>0) printf "%.0f", t/n; else print "-" }') |"
 }
 
 echo "| capture | requested rate | achieved ($gen) | sent | seen | kernel drops | CPU ns/packet |"
