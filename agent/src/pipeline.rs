@@ -340,7 +340,10 @@ where
             packets,
             in_batch,
             batch,
-            exclude: opts.exclude,
+            exclude: opts.exclude.map(|ex| {
+                let version = if ex.is_ipv4() { 4 } else { 6 };
+                (crate::flow::from_ip(ex.ip()), ex.port(), version)
+            }),
             own_export: 0,
             keep_open: false,
         };
@@ -409,7 +412,8 @@ struct Ingest<'s> {
     packets: u64,
     in_batch: usize,
     batch: usize,
-    exclude: Option<std::net::SocketAddr>,
+    /// The export connection's address, port and IP version, in key form.
+    exclude: Option<([u8; 16], u16, u8)>,
     own_export: u64,
     keep_open: bool,
 }
@@ -418,14 +422,11 @@ impl Ingest<'_> {
     /// Either end of the key (oriented or canonical) is the export address.
     #[inline]
     fn is_own_export(&self, key: &crate::flow::FlowKey) -> bool {
-        let Some(ex) = self.exclude else {
+        let Some((ip, port, version)) = self.exclude else {
             return false;
         };
-        let ip = crate::flow::from_ip(ex.ip());
-        let v = if ex.is_ipv4() { 4 } else { 6 };
-        key.ip_version == v
-            && ((key.src == ip && key.src_port == ex.port())
-                || (key.dst == ip && key.dst_port == ex.port()))
+        key.ip_version == version
+            && ((key.src == ip && key.src_port == port) || (key.dst == ip && key.dst_port == port))
     }
 
     /// Every frame the one-pass decoder does not take: pnet views, skips
