@@ -38,6 +38,8 @@ pub struct LiveConfig {
     pub interfaces: Vec<String>,
     pub snaplen: u32,
     pub promiscuous: bool,
+    /// Kernel ring per interface, in MiB, split into 4 blocks.
+    pub ring_mib: usize,
     /// On SIGTERM, how long to wait for the collector to acknowledge the
     /// last records before leaving them in the spool.
     pub shutdown_grace: f64,
@@ -49,6 +51,8 @@ impl Default for LiveConfig {
             interfaces: Vec::new(),
             snaplen: 128,
             promiscuous: false,
+            ring_mib: crate::source::live::DEFAULT_BLOCKS * crate::source::live::DEFAULT_BLOCK_KIB
+                >> 10,
             shutdown_grace: 5.0,
         }
     }
@@ -544,6 +548,12 @@ impl Config {
                     l.snaplen
                 )));
             }
+            if !(1..=4096).contains(&l.ring_mib) {
+                return Err(Error::Config(format!(
+                    "capture.live.ring_mib = {}: must be in 1..=4096",
+                    l.ring_mib
+                )));
+            }
             if !(l.shutdown_grace.is_finite() && l.shutdown_grace >= 0.0) {
                 return Err(Error::Config(format!(
                     "capture.live.shutdown_grace = {}: must be non-negative seconds",
@@ -758,5 +768,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("pipeline.partitions"), "{e}");
+        let e = Config::parse("[capture.live]\nring_mib = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("capture.live.ring_mib"), "{e}");
+    }
+
+    #[test]
+    fn live_ring_size() {
+        let c = Config::parse("[capture.live]\n").unwrap();
+        assert_eq!(c.capture.live.unwrap().ring_mib, 32);
+        let c = Config::parse("[capture.live]\nring_mib = 4\n").unwrap();
+        assert_eq!(c.capture.live.unwrap().ring_mib, 4);
     }
 }

@@ -217,6 +217,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
     let ring_opts = live.as_ref().map(|l| RingOptions {
         snaplen: l.snaplen,
         promiscuous: l.promiscuous,
+        block_size: (l.ring_mib << 20) / live::DEFAULT_BLOCKS,
         ..RingOptions::default()
     });
     let mut rings = match (&live, &ring_opts) {
