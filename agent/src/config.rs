@@ -52,7 +52,7 @@ impl Default for LiveConfig {
             snaplen: 128,
             promiscuous: false,
             ring_mib: crate::source::live::DEFAULT_BLOCKS * crate::source::live::DEFAULT_BLOCK_KIB
-                >> 10,
+                / 1024,
             shutdown_grace: 5.0,
         }
     }
