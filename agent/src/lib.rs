@@ -3,6 +3,7 @@
 //! Data moves one way: source → decode → flow table → export.
 
 pub mod azure;
+pub mod calendar;
 pub mod certs;
 pub mod checkpoint;
 pub mod cli;

@@ -95,7 +95,7 @@ fn err(status: u16, code: &str, msg: &str) -> Response {
 
 fn iso(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
-    let (y, m, d) = vmflow::azure::blob::civil_from_days(days);
+    let (y, m, d) = vmflow::calendar::civil_from_days(days);
     let s = secs % 86_400;
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",

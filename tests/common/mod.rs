@@ -451,7 +451,8 @@ pub fn pcapng(frames: &[Frame], big: bool, res: &[u8], spb_every: usize) -> Vec<
 pub fn netmon(frames: &[Frame], minor: u8, with_table: bool) -> Vec<u8> {
     let t0 = frames.first().map_or(0, |f| f.ts_ns);
     let secs = t0 / S;
-    let (y, mo, d) = civil(secs / 86_400);
+    let (y, mo, d) = vmflow::calendar::civil_from_days((secs / 86_400) as i64);
+    let (y, mo, d) = (y as u64, u64::from(mo), u64::from(d));
     let sod = secs % 86_400;
     let ms = (t0 % S) / MS;
     let mut h = vec![0u8; 128];
@@ -501,20 +502,6 @@ pub fn netmon(frames: &[Frame], minor: u8, with_table: bool) -> Vec<u8> {
         out[28..32].copy_from_slice(&((table.len() * 4) as u32).to_le_bytes());
     }
     out
-}
-
-fn civil(days: u64) -> (u64, u64, u64) {
-    // Howard Hinnant's civil_from_days, for days since 1970 (non-negative).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    ((if m <= 2 { y + 1 } else { y }) as u64, m as u64, d as u64)
 }
 
 pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {

@@ -148,22 +148,8 @@ const HOUR_NS: u64 = 3_600_000_000_000;
 /// `YYYY-MM-DDTHH.ndjson` (UTC) of a timestamp.
 pub fn hour_file(ns: u64) -> String {
     let secs = ns / 1_000_000_000;
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let (y, m, d) = crate::calendar::civil_from_days((secs / 86_400) as i64);
     format!("{y:04}-{m:02}-{d:02}T{:02}.ndjson", secs % 86_400 / 3_600)
-}
-
-/// Howard Hinnant's civil_from_days: days since 1970-01-01 to a date.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

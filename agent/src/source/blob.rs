@@ -291,7 +291,7 @@ fn name_time(name: &str) -> Option<u64> {
         return None;
     }
     let ms = t.get(3).copied().unwrap_or(0);
-    let days = super::netmon_days(y, mo, d);
+    let days = crate::calendar::days_from_civil(y, mo, d);
     let secs = days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2];
     u64::try_from(secs)
         .ok()
@@ -317,7 +317,8 @@ fn rfc1123_ns(s: &str) -> Option<u64> {
     if hms.len() != 3 {
         return None;
     }
-    let secs = super::netmon_days(y, m, d) * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
+    let secs =
+        crate::calendar::days_from_civil(y, m, d) * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
     u64::try_from(secs).ok().map(|s| s * 1_000_000_000)
 }
 

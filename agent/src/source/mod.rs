@@ -149,11 +149,6 @@ impl<R: Read + Seek> CaptureReader<R> {
     }
 }
 
-/// Days from 1970-01-01 to a civil date.
-pub(crate) fn netmon_days(y: i64, m: i64, d: i64) -> i64 {
-    netmon::days_from_civil(y, m, d)
-}
-
 /// Reads a u16/u32/u64 in a file's byte order.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Endian {

@@ -181,7 +181,7 @@ fn linktype_of(network: u16) -> u32 {
 }
 
 fn systemtime_ns(y: u16, mo: u16, d: u16, h: u16, mi: u16, s: u16, ms: u16) -> u64 {
-    let days = days_from_civil(
+    let days = crate::calendar::days_from_civil(
         i64::from(y),
         i64::from(mo.clamp(1, 12)),
         i64::from(d.clamp(1, 31)),
@@ -190,27 +190,9 @@ fn systemtime_ns(y: u16, mo: u16, d: u16, h: u16, mi: u16, s: u16, ms: u16) -> u
     (secs.max(0) as u64) * 1_000_000_000 + u64::from(ms) * 1_000_000
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_days() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(2024, 2, 29), 19_782);
-    }
 
     #[test]
     fn network_types() {
