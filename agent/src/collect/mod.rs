@@ -98,15 +98,7 @@ async fn connection(
         other => return Err(format!("{id}: expected hello, got {}", kind(&other))),
     };
     if let Err(e) = check_version(hello.version) {
-        let reason = e.to_string();
-        encode_frame(
-            &Frame::Refused(Refused {
-                reason: reason.clone(),
-            }),
-            &mut out,
-        );
-        let _ = tls.write_all(&out).await;
-        return Err(format!("{id}: {reason}"));
+        return Err(refuse(&mut tls, &id, e.to_string()).await);
     }
     // An agent with several sources sends each as its own stream: its own
     // sequence numbers and files, in a subdirectory.
@@ -119,14 +111,7 @@ async fn connection(
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
     if !stream_ok {
         let reason = format!("stream name {stream:?} is not allowed");
-        encode_frame(
-            &Frame::Refused(Refused {
-                reason: reason.clone(),
-            }),
-            &mut out,
-        );
-        let _ = tls.write_all(&out).await;
-        return Err(format!("{id}: {reason}"));
+        return Err(refuse(&mut tls, &id, reason).await);
     }
     let (key, dir) = if stream.is_empty() {
         (id.clone(), opts.out.join(&id))
@@ -220,6 +205,20 @@ async fn connection(
 }
 
 const EOF: &str = "connection closed by peer";
+
+/// Tells the agent why its hello is refused (best effort: it may be gone)
+/// and returns the connection's error.
+async fn refuse<S: tokio::io::AsyncWrite + Unpin>(tls: &mut S, id: &str, reason: String) -> String {
+    let mut out = Vec::new();
+    encode_frame(
+        &Frame::Refused(Refused {
+            reason: reason.clone(),
+        }),
+        &mut out,
+    );
+    let _ = tls.write_all(&out).await;
+    format!("{id}: {reason}")
+}
 
 async fn read_frame<S: tokio::io::AsyncRead + Unpin>(
     s: &mut S,
