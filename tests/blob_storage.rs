@@ -65,6 +65,18 @@ fn client(az: &Azurite, sas: &str) -> BlobClient {
     .unwrap()
 }
 
+/// A client with bearer tokens, trusting the HTTPS Azurite's CA.
+fn bearer_client(az: &Azurite, tokens: Tokens, ca: &[u8]) -> BlobClient {
+    BlobClient::new(
+        &az.account_url,
+        "network-watcher-logs",
+        BlobAuth::Bearer(tokens),
+    )
+    .unwrap()
+    .trusting(ca)
+    .unwrap()
+}
+
 fn upload_all(az: &Azurite, parts: &[Vec<u8>]) {
     let mut c = client(az, &full_sas());
     c.create_container().unwrap();
@@ -364,14 +376,7 @@ fn bearer_tokens_from_a_managed_identity_or_a_service_principal_reach_storage() 
         },
         "https://storage.azure.com/",
     );
-    let mut c = BlobClient::new(
-        &az.account_url,
-        "network-watcher-logs",
-        BlobAuth::Bearer(managed),
-    )
-    .unwrap()
-    .trusting(&ca)
-    .unwrap();
+    let mut c = bearer_client(&az, managed, &ca);
     let names: Vec<String> = c
         .list(PREFIX, None)
         .unwrap()
@@ -420,14 +425,7 @@ fn bearer_tokens_from_a_managed_identity_or_a_service_principal_reach_storage() 
             },
             "https://storage.azure.com/",
         );
-        BlobClient::new(
-            &az.account_url,
-            "network-watcher-logs",
-            BlobAuth::Bearer(tokens),
-        )
-        .unwrap()
-        .trusting(&ca)
-        .unwrap()
+        bearer_client(&az, tokens, &ca)
     };
     assert_eq!(sp("s3cret-value").list(PREFIX, None).unwrap().len(), 1);
     let e = sp("wrong-secret-value")
@@ -453,17 +451,10 @@ fn bearer_tokens_from_a_managed_identity_or_a_service_principal_reach_storage() 
         },
         "https://storage.azure.com/",
     );
-    let e = BlobClient::new(
-        &az.account_url,
-        "network-watcher-logs",
-        BlobAuth::Bearer(tokens),
-    )
-    .unwrap()
-    .trusting(&ca)
-    .unwrap()
-    .list(PREFIX, None)
-    .unwrap_err()
-    .to_string();
+    let e = bearer_client(&az, tokens, &ca)
+        .list(PREFIX, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("HTTP 401") || e.contains("HTTP 403"), "{e}");
     assert!(!e.contains(&old), "{e}");
 }
