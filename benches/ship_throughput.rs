@@ -99,7 +99,7 @@ fn main() {
     std::thread::spawn(move || for _ in lines {});
 
     let spool = Arc::new(Mutex::new(
-        Spool::open(&dir.path().join("spool"), 4 << 30).unwrap(),
+        Spool::open(vmflow::disk::real(), &dir.path().join("spool"), 4 << 30).unwrap(),
     ));
     let notify = Arc::new(Notify::new());
     let t0 = Instant::now();

@@ -120,6 +120,7 @@ fn main() {
                     records: chunk.len() as u32,
                     block,
                     source_drops: 0,
+                    follows: Some(i as u64),
                 });
                 encode_frame(&f, &mut wire);
             }

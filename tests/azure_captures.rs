@@ -321,6 +321,7 @@ fn timeline(refuse: bool) -> Timeline {
     let mut src = FolderSource::new(f.clone(), FolderPosition::new(&f));
     let mut sink = VecSink::default();
     let opts = TailOptions {
+        fs: vmflow::disk::real(),
         key: "folder:t".into(),
         checkpoint: d.path().join("ck"),
         poll: Duration::from_millis(1),

@@ -181,6 +181,7 @@ fn tail_once(
     let mut src = FolderSource::new(f.clone(), FolderPosition::new(&f));
     let mut sink = VecSink::default();
     let opts = TailOptions {
+        fs: vmflow::disk::real(),
         key: "folder:test".into(),
         checkpoint: ckpt.to_path_buf(),
         poll: Duration::from_millis(1),
@@ -344,7 +345,7 @@ fn several_folders_at_once_each_arrive_as_their_own_stream() {
             text.contains(&format!("run[{name}]: packets=30000")),
             "{text}"
         );
-        let got = as_replayed(collected(&out.join("agent-1"), name));
+        let got = as_replayed(collected(&out.join("agent-1").join("streams"), name));
         assert!(got == want, "stream {name}");
         // Each stream has its own spool and checkpoint.
         assert!(dir

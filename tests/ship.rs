@@ -136,8 +136,15 @@ fn a_collector_down_longer_than_the_spool_loses_exactly_the_dropped_count() {
     let mut a = agent(&cfg);
     a.wait_line("source finished", Duration::from_secs(60));
     let (_c, _) = collector(&certs, &out, &addr);
-    assert!(a.wait(Duration::from_secs(120)), "{}", a.text());
+    // A lossy run says so in its exit code.
+    assert_eq!(
+        a.wait_code(Duration::from_secs(120)),
+        Some(3),
+        "{}",
+        a.text()
+    );
     let dropped = stat(&a.text(), "dropped_records");
+    assert_eq!(stat(&a.text(), "lost_records"), dropped);
     let want = replayed(&cap);
     let got = collected(&out, "agent-1");
     assert!(dropped > 1_000, "the spool overflowed: {}", a.text());
@@ -197,6 +204,7 @@ mod refusals {
                 agent_version: "t".into(),
                 capabilities: vec![],
                 stream: stream.into(),
+                epoch: 0,
             }),
             &mut v,
         );
@@ -290,6 +298,7 @@ mod refusals {
                     agent_version: "t".into(),
                     capabilities: vec![],
                     stream: String::new(),
+                    epoch: 0,
                 }),
                 &mut v2,
             );

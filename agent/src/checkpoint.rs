@@ -6,12 +6,12 @@
 //! agent dies; the checkpoint says how many records preceded it, the spool
 //! how many it holds, and the resumed run skips the difference.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::disk::{self, Fs};
 use crate::error::Error;
 use crate::pipeline::EngineState;
 
@@ -41,29 +41,18 @@ impl<P> Checkpoint<P> {
 /// File layout: magic, CRC32 of the body, body (MessagePack).
 const MAGIC: &[u8; 4] = b"VMCK";
 
-pub fn save<P: Serialize>(path: &Path, ck: &Checkpoint<P>) -> Result<(), Error> {
+/// Replaces the checkpoint at `path` atomically and durably (0600). A full
+/// disk leaves the old checkpoint and no temporary file.
+pub fn save<P: Serialize>(fs: &dyn Fs, path: &Path, ck: &Checkpoint<P>) -> Result<(), Error> {
     let body = rmp_serde::to_vec(ck)
         .map_err(|e| Error::Checkpoint(format!("{}: encoding: {e}", path.display())))?;
     let mut bytes = Vec::with_capacity(body.len() + 8);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     bytes.extend_from_slice(&body);
-    let tmp = path.with_extension("tmp");
-    let io = |e| Error::io(path, e);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    fs.create_dir_all(disk::parent(path))
+        .and_then(|_| disk::replace(fs, path, &bytes))
+        .map_err(|e| Error::io(path, e))
 }
 
 /// The checkpoint at `path` for `source`; `None` if there is none yet.
@@ -145,7 +134,12 @@ mod tests {
         });
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ck");
-        save(&path, &Checkpoint::new("t".into(), state.unwrap(), 7u64)).unwrap();
+        save(
+            &disk::StdFs,
+            &path,
+            &Checkpoint::new("t".into(), state.unwrap(), 7u64),
+        )
+        .unwrap();
         let good = std::fs::read(&path).unwrap();
         assert!(load::<u64>(&path, "t").unwrap().is_some());
         assert!(load::<u64>(&path, "other").is_err());

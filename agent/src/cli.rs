@@ -134,6 +134,24 @@ struct CollectCmd {
     /// Output directory: one subdirectory per agent, hourly NDJSON files.
     #[arg(long)]
     out: PathBuf,
+    /// Connections at once (default: the descriptor limit less 64); more
+    /// wait in the listen backlog.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Connections still in their TLS handshake or hello; more are closed
+    /// at once, so unauthenticated peers cannot crowd out agents.
+    #[arg(long, default_value_t = 64)]
+    max_handshakes: usize,
+    /// Seconds an unauthenticated connection has for TLS and hello.
+    #[arg(long, default_value_t = 5.0)]
+    handshake_timeout: f64,
+    /// MiB of incoming frames buffered across all connections.
+    #[arg(long, default_value_t = 64)]
+    max_buffer_mib: usize,
+    /// Seconds a connection may go without a complete frame (agents send a
+    /// heartbeat every 10 s).
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout: f64,
 }
 
 #[derive(Subcommand)]
@@ -236,6 +254,11 @@ pub fn main() -> ExitCode {
             key: a.key,
             client_ca: a.client_ca,
             out: a.out,
+            max_connections: a.max_connections,
+            max_handshakes: a.max_handshakes,
+            handshake_timeout: Duration::from_secs_f64(a.handshake_timeout.clamp(0.1, 3600.0)),
+            frame_budget: a.max_buffer_mib.clamp(17, 1 << 16) << 20,
+            idle_timeout: Duration::from_secs_f64(a.idle_timeout.clamp(1.0, 86_400.0)),
         })
         .map(|_| ExitCode::SUCCESS),
         Cmd::Azure(AzureCmd::Captures(c)) => captures_cmd(c),
@@ -579,6 +602,11 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// `vmflow run` exits 3 when it ran to the end but records were lost
+/// (spool overflow, a disk that refused them, damage found in the spool):
+/// a supervisor can tell a clean run from a lossy one.
+pub const EXIT_LOSSY: u8 = 3;
+
 fn run_cmd(a: RunArgs) -> Result<ExitCode, Error> {
     let cfg = Config::load(&a.config)?;
     let r = crate::daemon::run_agent(&cfg, Some(a.config.clone()))?;
@@ -586,17 +614,23 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode, Error> {
     for (name, s) in &r.streams {
         print_run(&format!("run[{name}]"), s);
     }
-    match r.error {
-        None => Ok(ExitCode::SUCCESS),
-        Some(e) => Err(e),
+    if let Some(e) = r.error {
+        return Err(e);
     }
+    let lost = r.spool.lost_records();
+    if lost > 0 {
+        eprintln!("run: {lost} records were lost (lost_records); exit code {EXIT_LOSSY}");
+        return Ok(ExitCode::from(EXIT_LOSSY));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_run(what: &str, r: &crate::daemon::RunReport) {
     print_summary(what, &r.summary);
     eprintln!(
         "{what}: resumed_after={} spooled_batches={} spooled_records={} batches_sent={} batches_acked={} \
-         connections={} connect_failures={} dropped_batches={} dropped_records={} append_errors={}",
+         connections={} connect_failures={} dropped_batches={} dropped_records={} append_errors={} \
+         corrupt_batches={} corrupt_records={} lost_records={}",
         r.resumed_after,
         r.spool.batches,
         r.spool.records,
@@ -606,7 +640,10 @@ fn print_run(what: &str, r: &crate::daemon::RunReport) {
         r.ship.connect_failures,
         r.spool.dropped_batches,
         r.spool.dropped_records,
-        r.append_errors,
+        r.spool.failed_records,
+        r.spool.corrupt_batches,
+        r.spool.corrupt_records,
+        r.spool.lost_records(),
     );
     for s in &r.ifaces {
         eprintln!(

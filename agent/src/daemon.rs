@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::export::batcher::SpoolSink;
 use crate::export::ship::{self, ShipOptions, ShipStats};
 use crate::export::spool::{Spool, SpoolStats};
+use crate::identity;
 use crate::pipeline::{self, Feed, Summary};
 use crate::source::blob::{BlobPosition, BlobSource, BlobStats};
 use crate::source::folder::{FolderPosition, FolderSource};
@@ -31,7 +32,6 @@ pub struct RunReport {
     pub spool: SpoolStats,
     /// Records an earlier run of this agent had already spooled (skipped now).
     pub resumed_after: u64,
-    pub append_errors: u64,
     pub error: Option<Error>,
     /// Live capture: packets and kernel drops per interface.
     pub ifaces: Vec<IfaceStats>,
@@ -80,6 +80,7 @@ impl Followed {
     fn folder(f: &FolderConfig, spool_dir: &std::path::Path) -> Followed {
         Followed {
             opts: TailOptions {
+                fs: crate::disk::real(),
                 key: format!("folder:{}", f.path.display()),
                 checkpoint: f
                     .checkpoint
@@ -99,6 +100,7 @@ impl Followed {
         let account = b.account_url.split('?').next().unwrap_or("");
         Followed {
             opts: TailOptions {
+                fs: crate::disk::real(),
                 key: format!("blob:{account}/{}/{}", b.container, b.prefix),
                 checkpoint: b
                     .checkpoint
@@ -260,7 +262,16 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
     if followed_n > 0 {
         return run_followed(cfg, x, tls);
     }
-    let spool = Spool::open(&x.spool_dir, x.spool_max_mib << 20).map_err(Error::Spool)?;
+    let mut spool = Spool::open(crate::disk::real(), &x.spool_dir, x.spool_max_mib << 20)?;
+    // A file source is deterministic: a rerun skips what the spool already
+    // took. Live capture is new data every time: it never skips.
+    let resumed_after = if live.is_some() {
+        identity::settle(&mut spool, &identity::live(), 0, false)?
+    } else {
+        let want = identity::files(cfg, &cfg.source.files)?;
+        let skip = spool.end_record();
+        identity::settle(&mut spool, &want, skip, true)?
+    };
     let spool = Arc::new(Mutex::new(spool));
     let notify = Arc::new(Notify::new());
     let (done_tx, done_rx) = watch::channel(false);
@@ -289,7 +300,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         Duration::from_secs_f64(x.batch_age),
     )
     .with_drops(drops.clone());
-    let resumed_after = sink.pending_skip();
+    sink.set_skip(resumed_after);
     let (report, ifaces, watcher, shipped) = if let Some(l) = &live {
         // Never count our own export connection as a flow.
         let exclude = std::net::ToSocketAddrs::to_socket_addrs(&x.collector)
@@ -360,7 +371,6 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         ship,
         spool,
         resumed_after,
-        append_errors: sink.append_errors,
         error: report.error,
         ifaces,
         coverage: None,
@@ -449,7 +459,6 @@ fn run_followed(
         ship: ShipStats::default(),
         spool: SpoolStats::default(),
         resumed_after: 0,
-        append_errors: 0,
         error: None,
         ifaces: Vec::new(),
         coverage: None,
@@ -470,7 +479,6 @@ fn run_followed(
                 s.record_bytes += r.summary.record_bytes;
                 s.elapsed = s.elapsed.max(r.summary.elapsed);
                 total.resumed_after += r.resumed_after;
-                total.append_errors += r.append_errors;
                 total.ship.batches_sent += r.ship.batches_sent;
                 total.ship.batches_acked += r.ship.batches_acked;
                 total.ship.connections += r.ship.connections;
@@ -479,6 +487,10 @@ fn run_followed(
                 total.spool.records += r.spool.records;
                 total.spool.dropped_batches += r.spool.dropped_batches;
                 total.spool.dropped_records += r.spool.dropped_records;
+                total.spool.failed_batches += r.spool.failed_batches;
+                total.spool.failed_records += r.spool.failed_records;
+                total.spool.corrupt_batches += r.spool.corrupt_batches;
+                total.spool.corrupt_records += r.spool.corrupt_records;
                 if total.error.is_none() {
                     total.error = r
                         .error
@@ -514,7 +526,36 @@ fn follow_lane(
         FollowKind::Folder(f) => Followed::folder(&f, spool_dir),
         FollowKind::Blob(b) => Followed::blob(&b, spool_dir),
     };
-    let spool = Spool::open(spool_dir, x.spool_max_mib << 20).map_err(Error::Spool)?;
+    let mut spool = Spool::open(fw.opts.fs.clone(), spool_dir, x.spool_max_mib << 20)?;
+    let (engine, pos) = match &fw.kind {
+        FollowKind::Folder(_) => {
+            match tail::load::<FolderPosition>(&fw.opts.checkpoint, &fw.opts.key)? {
+                Some((e, p)) => (Some(e), Some(Positions::Folder(p))),
+                None => (None, None),
+            }
+        }
+        FollowKind::Blob(_) => match tail::load::<BlobPosition>(&fw.opts.checkpoint, &fw.opts.key)?
+        {
+            Some((e, p)) => (Some(e), Some(Positions::Blob(p))),
+            None => (None, None),
+        },
+    };
+    // The spool may hold records produced after the checkpoint.
+    let at = engine.as_ref().map_or(0, |e| e.records);
+    let spooled = spool.end_record();
+    if spooled < at {
+        tracing::warn!(
+            "the spool holds {spooled} records, the checkpoint says {at} were produced: \
+             was the spool removed? continuing from the checkpoint"
+        );
+    }
+    let want = identity::followed(cfg, &fw.opts.key);
+    let resumed_after = identity::settle(
+        &mut spool,
+        &want,
+        spooled.saturating_sub(at),
+        engine.is_none(),
+    )?;
     let spool = Arc::new(Mutex::new(spool));
     let notify = Arc::new(Notify::new());
     let (done_tx, done_rx) = watch::channel(false);
@@ -532,29 +573,6 @@ fn follow_lane(
         x.batch_records,
         Duration::from_secs_f64(x.batch_age),
     );
-    let mut resumed_after = sink.pending_skip();
-    let (engine, pos) = match &fw.kind {
-        FollowKind::Folder(_) => {
-            match tail::load::<FolderPosition>(&fw.opts.checkpoint, &fw.opts.key)? {
-                Some((e, p)) => (Some(e), Some(Positions::Folder(p))),
-                None => (None, None),
-            }
-        }
-        FollowKind::Blob(_) => match tail::load::<BlobPosition>(&fw.opts.checkpoint, &fw.opts.key)?
-        {
-            Some((e, p)) => (Some(e), Some(Positions::Blob(p))),
-            None => (None, None),
-        },
-    };
-    // The spool may hold records produced after the checkpoint.
-    let at = engine.as_ref().map_or(0, |e| e.records);
-    if resumed_after < at {
-        tracing::warn!(
-            "the spool holds {resumed_after} records, the checkpoint says {at} were produced: \
-             was the spool removed? continuing from the checkpoint"
-        );
-    }
-    resumed_after = resumed_after.saturating_sub(at);
     sink.set_skip(resumed_after);
     if engine.is_some() {
         tracing::info!(
@@ -616,7 +634,6 @@ fn follow_lane(
         ship,
         spool,
         resumed_after,
-        append_errors: sink.append_errors,
         error: t.report.error,
         ifaces: Vec::new(),
         coverage,
@@ -657,13 +674,21 @@ pub struct CollectArgs {
     pub key: PathBuf,
     pub client_ca: PathBuf,
     pub out: PathBuf,
+    pub max_connections: Option<usize>,
+    pub max_handshakes: usize,
+    pub handshake_timeout: Duration,
+    pub frame_budget: usize,
+    pub idle_timeout: Duration,
 }
 
 /// Runs the collector until SIGTERM / SIGINT. Prints the bound address on
 /// stderr first (so `--listen 127.0.0.1:0` can be used).
 pub fn run_collector(a: CollectArgs) -> Result<(), Error> {
     let tls = crate::tls::server_config(&a.cert, &a.key, &a.client_ca)?;
-    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
+    let fs = crate::disk::real();
+    fs.create_dir_all(&a.out)
+        .and_then(|_| fs.restrict(&a.out))
+        .map_err(|e| Error::io(&a.out, e))?;
     let rt = runtime()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(a.listen)
@@ -673,7 +698,14 @@ pub fn run_collector(a: CollectArgs) -> Result<(), Error> {
             .local_addr()
             .map_err(|e| Error::Collector(e.to_string()))?;
         eprintln!("collect: listening on {addr}");
-        let opts = CollectorOptions::new(tls, a.out.clone());
+        let mut opts = CollectorOptions::new(tls, a.out.clone());
+        if let Some(n) = a.max_connections {
+            opts.max_connections = n;
+        }
+        opts.max_handshakes = a.max_handshakes;
+        opts.handshake_timeout = a.handshake_timeout;
+        opts.frame_budget = a.frame_budget;
+        opts.idle_timeout = a.idle_timeout;
         tokio::select! {
             r = collect::serve(listener, opts) => r,
             _ = wait_for_signal() => Ok(()),

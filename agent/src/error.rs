@@ -28,7 +28,7 @@ pub enum Error {
     #[error("TLS: {0}")]
     Tls(String),
     #[error("spool: {0}")]
-    Spool(#[source] std::io::Error),
+    Spool(#[from] crate::export::spool::SpoolError),
     #[error("collector: {0}")]
     Collector(String),
     #[error("azure: {0}")]

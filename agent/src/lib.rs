@@ -11,9 +11,14 @@ pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod decode;
+#[cfg(test)]
+mod delivery_model;
+pub mod disk;
+pub mod episode;
 pub mod error;
 pub mod export;
 pub mod flow;
+pub mod identity;
 pub mod net;
 pub mod pipeline;
 pub mod source;

@@ -36,6 +36,8 @@ pub enum Step {
 }
 
 pub struct TailOptions {
+    /// Where checkpoints are written (the real filesystem, or a model in tests).
+    pub fs: crate::disk::SharedFs,
     /// Names the source in the checkpoint (kind and place).
     pub key: String,
     pub checkpoint: PathBuf,
@@ -83,7 +85,7 @@ pub fn run<T: Tailed, S: RecordSink>(
                 return Ok(());
             };
             let ck = Checkpoint::new(opts.key.clone(), engine, src.position());
-            checkpoint::save(&opts.checkpoint, &ck)?;
+            checkpoint::save(&*opts.fs, &opts.checkpoint, &ck)?;
             src.checkpointed();
             Ok(())
         };

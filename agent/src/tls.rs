@@ -76,20 +76,10 @@ pub fn server_config(
     Ok(Arc::new(cfg))
 }
 
-/// An agent's identity: its certificate's subject common name, reduced to
-/// characters that are safe in a file name.
-pub fn agent_id(cert: &CertificateDer<'_>) -> Option<String> {
+/// An agent's identity: its certificate's subject common name, as written
+/// (the collector maps it to a directory one-to-one, see `collect::names`).
+pub fn agent_cn(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, x) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let cn = x.subject().iter_common_name().next()?.as_str().ok()?;
-    let id: String = cn
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    (!id.is_empty() && id != "." && id != "..").then_some(id)
+    (!cn.is_empty()).then(|| cn.to_string())
 }

@@ -38,10 +38,15 @@ pub struct Hello {
     /// Sequence numbers count per stream.
     #[serde(default)]
     pub stream: String,
+    /// Which spool of the stream this is (a random id the agent picks when
+    /// its spool is created; 0 for agents that predate it). Sequence
+    /// numbers count per epoch: a new spool is new data, not a repeat.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// Collector → agent: the last batch sequence number it holds durably for
-/// this agent (0 = none), so the agent resumes after it.
+/// this agent's stream and epoch (0 = none), so the agent resumes after it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloAck {
     pub version: u16,
@@ -61,6 +66,17 @@ pub struct Batch {
     /// a running count; 0 for sources that cannot lose packets.
     #[serde(default)]
     pub source_drops: u64,
+    /// The batch this one follows (absent: `seq - 1`). Batches in between
+    /// were dropped by the agent (spool overflow or damage) and never come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<u64>,
+}
+
+impl Batch {
+    /// The batch this one follows.
+    pub fn follows(&self) -> u64 {
+        self.follows.unwrap_or(self.seq.saturating_sub(1))
+    }
 }
 
 /// Collector → agent: every batch up to and including `seq` is durable.
@@ -129,6 +145,13 @@ impl FrameDecoder {
         self.buf.len()
     }
 
+    /// The length the incomplete frame in the buffer announces (so a
+    /// receiver can budget its memory before buffering it).
+    pub fn announced(&self) -> Option<usize> {
+        let h = self.buf.get(..4)?;
+        Some(u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize)
+    }
+
     /// The next whole frame, `None` if more bytes are needed. After an error
     /// the stream is unusable: close the connection.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtoError> {
@@ -162,6 +185,7 @@ mod tests {
                 agent_version: "0.1.0".into(),
                 capabilities: vec!["cols1+zstd".into()],
                 stream: "folder-1".into(),
+                epoch: 77,
             }),
             Frame::HelloAck(HelloAck {
                 version: 1,
@@ -172,6 +196,7 @@ mod tests {
                 records: 2,
                 block: vec![1, 2, 3],
                 source_drops: 5,
+                follows: Some(6),
             }),
             Frame::Ack(Ack { seq: 8 }),
             Frame::Heartbeat(Heartbeat {}),

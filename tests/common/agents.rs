@@ -15,6 +15,8 @@ use super::*;
 pub struct Proc {
     pub child: Child,
     pub lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    /// Ends when the child's stderr closes (it exited, children included).
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -27,14 +29,18 @@ impl Proc {
         let lines: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
         let sink = lines.clone();
         let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for l in BufReader::new(err).lines().map_while(Result::ok) {
                 let (m, c) = &*sink;
                 m.lock().unwrap().push(l);
                 c.notify_all();
             }
         });
-        Proc { child, lines }
+        Proc {
+            child,
+            lines,
+            reader: Some(reader),
+        }
     }
 
     /// Waits for a stderr line containing `needle` (the process's own report).
@@ -76,12 +82,19 @@ impl Proc {
 
     /// Waits for exit (bounded) and returns success.
     pub fn wait(&mut self, limit: Duration) -> bool {
+        self.wait_code(limit) == Some(0)
+    }
+
+    /// Waits for exit (bounded) and returns the exit code.
+    pub fn wait_code(&mut self, limit: Duration) -> Option<i32> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
-                // Let the reader thread take the last lines.
-                std::thread::sleep(Duration::from_millis(50));
-                return st.success();
+                // Every line it wrote is read once its stderr is closed.
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                return st.code();
             }
             assert!(
                 Instant::now() < deadline,
@@ -100,21 +113,55 @@ impl Drop for Proc {
 }
 
 pub fn collector(certs: &Path, out: &Path, listen: &str) -> (Proc, String) {
-    let p = Proc::spawn(
-        vmflow()
-            .args(["collect", "--listen", listen])
-            .arg("--cert")
-            .arg(certs.join("collector.pem"))
-            .arg("--key")
-            .arg(certs.join("collector-key.pem"))
-            .arg("--client-ca")
-            .arg(certs.join("ca.pem"))
-            .arg("--out")
-            .arg(out),
-    );
+    collector_with(certs, out, listen, "", &[])
+}
+
+/// A collector started by `sh` after `shell` (e.g. `umask 000; ulimit -n
+/// 1024;`), with `extra` arguments.
+pub fn collector_with(
+    certs: &Path,
+    out: &Path,
+    listen: &str,
+    shell: &str,
+    extra: &[&str],
+) -> (Proc, String) {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("{shell} exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_vmflow"))
+        .args(["collect", "--listen", listen])
+        .arg("--cert")
+        .arg(certs.join("collector.pem"))
+        .arg("--key")
+        .arg(certs.join("collector-key.pem"))
+        .arg("--client-ca")
+        .arg(certs.join("ca.pem"))
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    let p = Proc::spawn(&mut cmd);
     let line = p.wait_line("listening on", Duration::from_secs(20));
     let addr = line.rsplit(' ').next().unwrap().to_string();
     (p, addr)
+}
+
+/// An agent started by `sh` after `shell`.
+pub fn agent_with(cfg: &Path, shell: &str) -> Proc {
+    Proc::spawn(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("{shell} exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_vmflow"))
+            .arg("run")
+            .arg("--config")
+            .arg(cfg),
+    )
+}
+
+/// A reserved loopback port nothing listens on (yet).
+pub fn free_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
 }
 
 pub fn certs_init(dir: &Path, agents: &[&str]) {
@@ -167,7 +214,11 @@ pub fn agent_config_with(
 }
 
 pub fn synth_cap(dir: &Path, packets: u64) -> PathBuf {
-    let cap = dir.join("cap.pcap");
+    synth_cap_seeded(dir, "cap.pcap", packets, 11)
+}
+
+pub fn synth_cap_seeded(dir: &Path, name: &str, packets: u64, seed: u64) -> PathBuf {
+    let cap = dir.join(name);
     let out = run(vmflow()
         .args([
             "synth",
@@ -178,7 +229,7 @@ pub fn synth_cap(dir: &Path, packets: u64) -> PathBuf {
             "--snaplen",
             "128",
             "--seed",
-            "11",
+            &seed.to_string(),
         ])
         .arg("--out")
         .arg(&cap));
@@ -217,14 +268,16 @@ pub fn collected(out: &Path, agent: &str) -> BTreeMap<String, u64> {
     multiset(&text)
 }
 
+/// The highest batch the collector holds for `agent`'s default stream (over
+/// all its epochs).
 pub fn collector_seq(out: &Path, agent: &str) -> u64 {
     std::fs::read_to_string(out.join(agent).join("state"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .next()
-                .and_then(|l| l.strip_prefix("seq "))
-                .and_then(|n| n.parse().ok())
+                .filter_map(|l| l.strip_prefix("epoch "))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+                .max()
         })
         .unwrap_or(0)
 }

@@ -7,6 +7,8 @@ pub mod arm_standin;
 pub mod azurite;
 pub mod http_stub;
 pub mod netns;
+pub mod tmpfs;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

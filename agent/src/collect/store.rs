@@ -1,98 +1,314 @@
-//! The collector's durable output: per agent, hourly NDJSON files (by the
-//! records' `first_ns`, UTC) and a `state` file holding the last durable batch
-//! sequence number and the committed length of every file.
+//! The collector's durable output for one record stream of one agent:
+//! hourly NDJSON files (by the records' `first_ns`, UTC) and a `state` file
+//! holding, per epoch of the stream (one per agent spool), the last durable
+//! batch, and the committed length of every file.
 //!
-//! Exactly once: a batch's records are appended and fsynced, then the state
-//! (new sequence number, new lengths) is replaced atomically, then the batch
-//! is acknowledged. On open, files are cut back to their committed lengths, so
-//! a crash between append and commit leaves no partial batch behind, and the
-//! agent's resend of that batch is written once.
+//! Exactly once:
+//! - A batch must follow the last one held (`follows == last_seq`); a repeat
+//!   is acknowledged again, never rewritten; anything else is refused.
+//! - Its records are appended and synced (and new files' directory entries
+//!   synced), then the state (new sequence number, new lengths) replaces the
+//!   old one atomically and durably; only then is the batch acknowledged.
+//! - A failed write leaves every file exactly at its committed length before
+//!   the batch is refused, so the resend appends after committed bytes only.
+//! - On open, files are cut back to their committed lengths (a crash between
+//!   append and commit). A file shorter than committed, or files without a
+//!   readable state, mean damage from outside: the store refuses to open,
+//!   naming the file, and never truncates committed data.
+//!
+//! The state file is text: `vmflow-store 2`, then `epoch ID LAST_SEQ
+//! SOURCE_DROPS AGENT_DROPPED` and `file NAME LENGTH` lines, then `end CRC`
+//! (CRC32 of everything before it). The first version's format (`seq N`,
+//! `drops N`, `file NAME LENGTH`) is read as epoch 0.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use vmflow_proto::FlowRecord;
 
+use crate::disk::{self, SharedFs};
 use crate::export::encode_ndjson;
 
-pub struct AgentStore {
+const HEADER: &str = "vmflow-store 2";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{}: damaged: {why}. vmflow will not guess which batches the files hold: restore the \
+         state from a backup, or move {} aside so this stream starts afresh (the agent then sends \
+         what its spool still holds)",
+        path.display(),
+        dir.display()
+    )]
+    Damaged {
+        path: PathBuf,
+        dir: PathBuf,
+        why: String,
+    },
+    #[error("{}: an earlier write failed half-way; the store is reopened by the next connection", dir.display())]
+    Broken { dir: PathBuf },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where one epoch of the stream (one agent spool) stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EpochState {
+    pub last_seq: u64,
+    /// The agent's running count of packets its capture lost.
+    pub source_drops: u64,
+    /// Batches the agent declared it dropped (spool overflow, damage).
+    pub agent_dropped: u64,
+}
+
+/// A batch as the store sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchInfo {
+    pub epoch: u64,
+    pub seq: u64,
+    /// The batch it follows; batches in between were dropped by the agent.
+    pub follows: u64,
+    pub source_drops: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Durable; acknowledge it. Carries the epoch's state before the batch.
+    Written(EpochState),
+    /// Already held: acknowledge it again.
+    Duplicate,
+    /// Not the batch that can come next: refuse it, saying why.
+    Refused(String),
+}
+
+pub struct StreamStore {
+    fs: SharedFs,
     dir: PathBuf,
-    last_seq: u64,
-    /// The agent's running count of packets its capture lost, as of `last_seq`.
-    source_drops: u64,
+    epochs: BTreeMap<u64, EpochState>,
+    files: BTreeMap<String, u64>,
+    broken: bool,
+}
+
+#[derive(Default)]
+struct Parsed {
+    epochs: BTreeMap<u64, EpochState>,
     files: BTreeMap<String, u64>,
 }
 
-impl AgentStore {
-    pub fn open(dir: &Path) -> io::Result<AgentStore> {
-        fs::create_dir_all(dir)?;
-        let mut last_seq = 0;
-        let mut source_drops = 0;
-        let mut files = BTreeMap::new();
-        match fs::read_to_string(dir.join("state")) {
-            Ok(text) => {
-                for line in text.lines() {
-                    let mut w = line.split_whitespace();
-                    match (w.next(), w.next(), w.next()) {
-                        (Some("seq"), Some(n), None) => last_seq = parse(dir, n)?,
-                        (Some("drops"), Some(n), None) => source_drops = parse(dir, n)?,
-                        (Some("file"), Some(name), Some(len)) => {
-                            files.insert(name.to_string(), parse(dir, len)?);
-                        }
-                        _ => return Err(bad(dir, line)),
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+fn parse_state(text: &str) -> Result<Parsed, String> {
+    let mut p = Parsed::default();
+    let num = |s: Option<&str>| -> Result<u64, String> {
+        s.and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("unreadable number {s:?}"))
+    };
+    let mut lines = text.lines();
+    let v2 = text.starts_with(HEADER);
+    if v2 {
+        lines.next();
+        let body_end = text
+            .rfind("\nend ")
+            .ok_or("no end line (written partly?)")?
+            + 1;
+        let crc = text[body_end..]
+            .trim_end()
+            .strip_prefix("end ")
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or("unreadable end line")?;
+        if crc32fast::hash(&text.as_bytes()[..body_end]) != crc {
+            return Err("checksum mismatch".into());
         }
-        // Cut back whatever was written after the last commit.
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".ndjson") {
-                continue;
+    }
+    for line in lines {
+        let mut w = line.split_whitespace();
+        match (w.next(), v2) {
+            (Some("epoch"), true) => {
+                let id = num(w.next())?;
+                let st = EpochState {
+                    last_seq: num(w.next())?,
+                    source_drops: num(w.next())?,
+                    agent_dropped: num(w.next())?,
+                };
+                p.epochs.insert(id, st);
             }
-            let committed = files.get(&name).copied().unwrap_or(0);
-            let f = OpenOptions::new().write(true).open(entry.path())?;
-            if f.metadata()?.len() > committed {
+            (Some("end"), true) => break,
+            (Some("seq"), false) => p.epochs.entry(0).or_default().last_seq = num(w.next())?,
+            (Some("drops"), false) => p.epochs.entry(0).or_default().source_drops = num(w.next())?,
+            (Some("file"), _) => {
+                let name = w.next().ok_or("file line without a name")?;
+                let ok = name.ends_with(".ndjson")
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    && !name.starts_with('.');
+                if !ok {
+                    return Err(format!("unexpected file name {name:?}"));
+                }
+                p.files.insert(name.to_string(), num(w.next())?);
+            }
+            _ => return Err(format!("unreadable line {line:?}")),
+        }
+    }
+    Ok(p)
+}
+
+impl StreamStore {
+    /// Opens the stream's store in `dir`, creating it if there is none.
+    pub fn open(fs: SharedFs, dir: &Path) -> Result<StreamStore, StoreError> {
+        let state = dir.join("state");
+        let mut s = StreamStore {
+            fs: fs.clone(),
+            dir: dir.to_path_buf(),
+            epochs: BTreeMap::new(),
+            files: BTreeMap::new(),
+            broken: false,
+        };
+        if !fs.is_dir(dir) {
+            // The state exists before any hour file does, so files without
+            // a state can only be damage, never a crash during creation.
+            fs.create_dir_all(dir).map_err(io_at(dir))?;
+            fs.sync_dir(disk::parent(dir)).map_err(io_at(dir))?;
+            s.commit_text(&s.state_text()).map_err(|(e, _)| e)?;
+            return Ok(s);
+        }
+        fs.restrict(dir).map_err(io_at(dir))?;
+        let names = fs.list(dir).map_err(io_at(dir))?;
+        if names.iter().any(|n| n == "state.tmp") {
+            let _ = fs.remove(&dir.join("state.tmp"));
+        }
+        let mut hours: Vec<String> = names
+            .into_iter()
+            .filter(|n| n.ends_with(".ndjson"))
+            .collect();
+        hours.sort();
+        let damaged = |why: String| StoreError::Damaged {
+            path: state.clone(),
+            dir: dir.to_path_buf(),
+            why,
+        };
+        let text = match fs.read(&state) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_at(&state)(e)),
+        };
+        let parsed = match text {
+            Some(b) if !b.is_empty() => {
+                parse_state(&String::from_utf8_lossy(&b)).map_err(&damaged)?
+            }
+            other => {
+                if !hours.is_empty() {
+                    let what = if other.is_some() { "empty" } else { "missing" };
+                    return Err(damaged(format!(
+                        "the state is {what} but the directory holds {} hour files",
+                        hours.len()
+                    )));
+                }
+                s.commit_text(&s.state_text()).map_err(|(e, _)| e)?;
+                return Ok(s);
+            }
+        };
+        for name in &hours {
+            let path = dir.join(name);
+            let len = fs.len(&path).map_err(io_at(&path))?.unwrap_or(0);
+            let committed = parsed.files.get(name).copied().unwrap_or(0);
+            if len < committed {
+                return Err(StoreError::Damaged {
+                    path: path.clone(),
+                    dir: dir.to_path_buf(),
+                    why: format!(
+                        "it holds {len} bytes but {committed} were committed: records were lost outside vmflow"
+                    ),
+                });
+            }
+            if len > committed {
                 tracing::warn!(
                     "{}: discarding {} uncommitted bytes from an interrupted batch",
-                    entry.path().display(),
-                    f.metadata()?.len() - committed
+                    path.display(),
+                    len - committed
                 );
-                f.set_len(committed)?;
-                f.sync_all()?;
+                fs.set_len(&path, committed).map_err(io_at(&path))?;
+                fs.sync(&path).map_err(io_at(&path))?;
+            }
+            fs.restrict(&path).map_err(io_at(&path))?;
+        }
+        for (name, &len) in &parsed.files {
+            if len > 0 && hours.binary_search(name).is_err() {
+                return Err(StoreError::Damaged {
+                    path: dir.join(name),
+                    dir: dir.to_path_buf(),
+                    why: format!("the file is missing but {len} bytes were committed to it"),
+                });
             }
         }
-        Ok(AgentStore {
-            dir: dir.to_path_buf(),
-            last_seq,
-            source_drops,
-            files,
-        })
+        // A reopen after a failed write: whatever state is on disk now is
+        // what counts, so make it durable before anything is acknowledged.
+        fs.sync(&state).map_err(io_at(&state))?;
+        fs.sync_dir(dir).map_err(io_at(dir))?;
+        s.epochs = parsed.epochs;
+        s.files = parsed.files;
+        Ok(s)
     }
 
-    pub fn last_seq(&self) -> u64 {
-        self.last_seq
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
-    pub fn source_drops(&self) -> u64 {
-        self.source_drops
+    /// Where an epoch of the stream stands (a new epoch: nothing held).
+    pub fn epoch(&self, epoch: u64) -> EpochState {
+        self.epochs.get(&epoch).copied().unwrap_or_default()
     }
 
-    /// Makes a batch durable. Returns false (and writes nothing) for a batch
-    /// already held: a resend after a lost ack.
+    pub fn is_new_epoch(&self, epoch: u64) -> bool {
+        !self.epochs.contains_key(&epoch)
+    }
+
+    pub fn epochs(&self) -> usize {
+        self.epochs.len()
+    }
+
+    /// A write failed in a way that left the state on disk unknown: the
+    /// store must be reopened before it takes another batch.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Makes a batch durable, or says why not.
     pub fn write_batch(
         &mut self,
-        seq: u64,
+        b: BatchInfo,
         records: &[FlowRecord],
-        source_drops: u64,
-    ) -> io::Result<bool> {
-        if seq <= self.last_seq {
-            return Ok(false);
+    ) -> Result<Outcome, StoreError> {
+        if self.broken {
+            return Err(StoreError::Broken {
+                dir: self.dir.clone(),
+            });
+        }
+        let before = self.epoch(b.epoch);
+        if b.seq <= before.last_seq {
+            return Ok(Outcome::Duplicate);
+        }
+        if b.seq == u64::MAX {
+            return Ok(Outcome::Refused(
+                "batch number 2^64-1 is reserved (no batch could follow it)".into(),
+            ));
+        }
+        if b.follows != before.last_seq || b.follows >= b.seq {
+            return Ok(Outcome::Refused(format!(
+                "batch {} follows batch {}, but this collector holds batches up to {} of the stream: \
+                 the next batch must follow {}",
+                b.seq, b.follows, before.last_seq, before.last_seq
+            )));
         }
         // Keyed by hour number: the file name is formatted once per file, not per record.
         let mut by_hour: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
@@ -103,44 +319,123 @@ impl AgentStore {
             encode_ndjson(r, out);
             out.push(b'\n');
         }
+        let mut grown: Vec<(String, u64)> = Vec::with_capacity(by_hour.len());
+        let mut new_file = false;
         for (hour, bytes) in &by_hour {
-            let name = &hour_file(hour * HOUR_NS);
+            let name = hour_file(hour * HOUR_NS);
+            let path = self.dir.join(&name);
+            new_file |= !self.files.contains_key(&name);
+            let r = self.fs.append(&path, bytes);
+            // Even a failed append may have written part: cut it back too.
+            grown.push((name, bytes.len() as u64));
+            if let Err(e) = r {
+                self.undo(&grown);
+                return Err(io_at(&path)(e));
+            }
+        }
+        for (name, _) in &grown {
             let path = self.dir.join(name);
-            let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
-            f.write_all(bytes)?;
-            f.sync_data()?;
-            *self.files.entry(name.clone()).or_insert(0) += bytes.len() as u64;
+            if let Err(e) = self.fs.sync(&path) {
+                self.undo(&grown);
+                return Err(io_at(&path)(e));
+            }
         }
-        self.last_seq = seq;
-        self.source_drops = self.source_drops.max(source_drops);
-        self.commit()?;
-        Ok(true)
+        if new_file {
+            if let Err(e) = self.fs.sync_dir(&self.dir) {
+                self.undo(&grown);
+                return Err(io_at(&self.dir)(e));
+            }
+        }
+        let mut files = self.files.clone();
+        for (name, len) in &grown {
+            *files.entry(name.clone()).or_insert(0) += len;
+        }
+        let mut epochs = self.epochs.clone();
+        epochs.insert(
+            b.epoch,
+            EpochState {
+                last_seq: b.seq,
+                source_drops: before.source_drops.max(b.source_drops),
+                agent_dropped: before.agent_dropped + (b.seq - b.follows - 1),
+            },
+        );
+        let old = (
+            std::mem::replace(&mut self.files, files),
+            std::mem::replace(&mut self.epochs, epochs),
+        );
+        match self.commit_text(&self.state_text()) {
+            Ok(()) => Ok(Outcome::Written(before)),
+            Err((e, renamed)) => {
+                (self.files, self.epochs) = old;
+                if renamed {
+                    // The new state may or may not be durable; only a
+                    // reopen can tell, and it decides the files' lengths.
+                    self.broken = true;
+                } else {
+                    self.undo(&grown);
+                }
+                Err(e)
+            }
+        }
     }
 
-    fn commit(&self) -> io::Result<()> {
-        let mut text = format!("seq {}\ndrops {}\n", self.last_seq, self.source_drops);
+    /// Cuts every file of a failed batch back to its committed length.
+    fn undo(&mut self, grown: &[(String, u64)]) {
+        for (name, _) in grown {
+            let path = self.dir.join(name);
+            let committed = self.files.get(name).copied().unwrap_or(0);
+            let cut = match self.fs.len(&path) {
+                // Not even created: nothing to cut.
+                Ok(None) => Ok(()),
+                _ => self
+                    .fs
+                    .set_len(&path, committed)
+                    .and_then(|_| self.fs.sync(&path)),
+            };
+            if let Err(e) = cut {
+                tracing::error!(
+                    "{}: cannot cut back to its committed {committed} bytes: {e}",
+                    path.display()
+                );
+                // The next open cuts it back.
+                self.broken = true;
+            }
+        }
+    }
+
+    fn state_text(&self) -> String {
+        let mut t = format!("{HEADER}\n");
+        for (id, e) in &self.epochs {
+            t.push_str(&format!(
+                "epoch {id} {} {} {}\n",
+                e.last_seq, e.source_drops, e.agent_dropped
+            ));
+        }
         for (name, len) in &self.files {
-            text.push_str(&format!("file {name} {len}\n"));
+            t.push_str(&format!("file {name} {len}\n"));
         }
-        let tmp = self.dir.join("state.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, self.dir.join("state"))?;
-        // The rename itself must survive a power loss too.
-        File::open(&self.dir)?.sync_all()
+        let crc = crc32fast::hash(t.as_bytes());
+        t.push_str(&format!("end {crc:08x}\n"));
+        t
     }
-}
 
-fn parse(dir: &Path, s: &str) -> io::Result<u64> {
-    s.parse().map_err(|_| bad(dir, s))
-}
-
-fn bad(dir: &Path, what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("{}/state: unreadable line {what:?}", dir.display()),
-    )
+    /// Replaces the state durably. The error says whether the rename
+    /// happened (then the state on disk is unknown until a reopen).
+    fn commit_text(&self, text: &str) -> Result<(), (StoreError, bool)> {
+        let path = self.dir.join("state");
+        let tmp = disk::tmp_path(&path);
+        let fs = &self.fs;
+        let before = fs
+            .write_new(&tmp, text.as_bytes())
+            .and_then(|_| fs.sync(&tmp))
+            .and_then(|_| fs.rename(&tmp, &path));
+        if let Err(e) = before {
+            let _ = fs.remove(&tmp);
+            return Err((io_at(&path)(e), false));
+        }
+        fs.sync_dir(&self.dir)
+            .map_err(|e| (io_at(&self.dir)(e), true))
+    }
 }
 
 const HOUR_NS: u64 = 3_600_000_000_000;
@@ -153,65 +448,4 @@ pub fn hour_file(ns: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use vmflow_proto::{Direction, EndReason};
-
-    fn rec(first_ns: u64) -> FlowRecord {
-        FlowRecord {
-            flow_id: first_ns,
-            segment: 0,
-            is_final: true,
-            ip_version: 4,
-            proto: 17,
-            vlan: None,
-            src_addr: "10.0.0.1".parse().unwrap(),
-            src_port: 1,
-            dst_addr: "10.0.0.2".parse().unwrap(),
-            dst_port: 2,
-            direction: Direction::Internal,
-            first_ns,
-            last_ns: first_ns,
-            fwd_packets: 1,
-            fwd_bytes: 50,
-            rev_packets: 0,
-            rev_bytes: 0,
-            fwd_tcp_flags: 0,
-            rev_tcp_flags: 0,
-            icmp_type: None,
-            icmp_code: None,
-            end_reason: EndReason::Idle,
-            gap: false,
-        }
-    }
-
-    #[test]
-    fn hour_names() {
-        assert_eq!(hour_file(0), "1970-01-01T00.ndjson");
-        assert_eq!(hour_file(1_760_000_000_000_000_000), "2025-10-09T08.ndjson");
-        assert_eq!(hour_file(951_782_400_000_000_000), "2000-02-29T00.ndjson");
-    }
-
-    #[test]
-    fn duplicates_and_interrupted_batches_are_not_written_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let h = 3_600_000_000_000u64;
-        let mut s = AgentStore::open(dir.path()).unwrap();
-        assert!(s.write_batch(1, &[rec(h), rec(2 * h)], 0).unwrap());
-        assert!(!s.write_batch(1, &[rec(h)], 0).unwrap());
-        assert!(s.write_batch(2, &[rec(h + 1)], 7).unwrap());
-        // A crash after appending batch 3 but before its commit.
-        let f = dir.path().join(hour_file(h));
-        let before = fs::read(&f).unwrap();
-        let mut junk = before.clone();
-        junk.extend_from_slice(b"{\"partial\":");
-        fs::write(&f, &junk).unwrap();
-        let mut s = AgentStore::open(dir.path()).unwrap();
-        assert_eq!(s.last_seq(), 2);
-        assert_eq!(s.source_drops(), 7);
-        assert_eq!(fs::read(&f).unwrap(), before);
-        assert!(s.write_batch(3, &[rec(h + 2)], 7).unwrap());
-        let lines = fs::read_to_string(&f).unwrap().lines().count();
-        assert_eq!(lines, 3);
-    }
-}
+mod tests;

@@ -22,19 +22,22 @@ pub struct SpoolSink {
     /// Records of the stream that an earlier run already spooled.
     skip: u64,
     pub skipped: u64,
-    pub append_errors: u64,
+    /// Records lost in the current run of failed appends (a full disk): the
+    /// first failure is logged, the rest counted until an append succeeds.
+    failing: Option<u64>,
     /// The capture's running count of lost packets, stamped on each batch.
     drops: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl SpoolSink {
+    /// A sink that hands every record to the spool (set a skip count to
+    /// resume a deterministic source).
     pub fn new(
         spool: Arc<Mutex<Spool>>,
         notify: Arc<Notify>,
         batch_records: usize,
         batch_age: Duration,
     ) -> Self {
-        let skip = spool.lock().map(|s| s.end_record()).unwrap_or(0);
         SpoolSink {
             spool,
             notify,
@@ -42,9 +45,9 @@ impl SpoolSink {
             batch_age,
             pending: Vec::with_capacity(batch_records),
             opened: Instant::now(),
-            skip,
+            skip: 0,
             skipped: 0,
-            append_errors: 0,
+            failing: None,
             drops: None,
         }
     }
@@ -76,19 +79,42 @@ impl SpoolSink {
             .as_ref()
             .map_or(0, |d| d.load(std::sync::atomic::Ordering::Relaxed));
         let res = match self.spool.lock() {
-            Ok(mut s) => s.append(n, drops, &block).map(|_| ()),
-            Err(_) => Err(std::io::Error::other("spool lock poisoned")),
+            Ok(mut s) => s
+                .append(n, drops, &block)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(_) => Err("spool lock poisoned".into()),
         };
-        if let Err(e) = res {
-            // The disk is full or failing: these records cannot be kept.
-            // Count them; one log line per failure episode would be quieter,
-            // but a failing spool disk deserves every line.
-            self.append_errors += u64::from(n);
-            tracing::error!("spool append failed, {n} records lost: {e}");
+        match (res, self.failing) {
+            (Ok(()), Some(lost)) => {
+                tracing::warn!(
+                    "spool writable again; {lost} records could not be spooled and are lost"
+                );
+                self.failing = None;
+            }
+            (Ok(()), None) => {}
+            (Err(e), None) => {
+                // The spool counts them (`failed_records`) and keeps their
+                // positions; say it once per episode.
+                tracing::error!(
+                    "spool append failed, {n} records lost: {e}; further failures are counted until it recovers"
+                );
+                self.failing = Some(u64::from(n));
+            }
+            (Err(_), Some(lost)) => self.failing = Some(lost + u64::from(n)),
         }
         self.pending.clear();
         self.opened = Instant::now();
         self.notify.notify_one();
+    }
+
+    /// Closes the open batch and makes everything spooled durable.
+    fn close_and_sync(&mut self) -> std::io::Result<()> {
+        self.close_batch();
+        match self.spool.lock() {
+            Ok(mut s) => s.sync_now().map_err(std::io::Error::other),
+            Err(_) => Err(std::io::Error::other("spool lock poisoned")),
+        }
     }
 }
 
@@ -116,17 +142,14 @@ impl RecordSink for SpoolSink {
         Ok(())
     }
 
+    /// A checkpoint follows: every record before it must be durable in the
+    /// spool first, or a power loss would leave a checkpoint that claims
+    /// records the spool no longer has.
     fn flush(&mut self) -> std::io::Result<()> {
-        let lost = self.append_errors;
-        self.close_batch();
-        if self.append_errors > lost {
-            return Err(std::io::Error::other("spool append failed"));
-        }
-        Ok(())
+        self.close_and_sync()
     }
 
     fn finish(&mut self) -> std::io::Result<()> {
-        self.close_batch();
-        Ok(())
+        self.close_and_sync()
     }
 }

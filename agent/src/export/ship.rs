@@ -2,7 +2,13 @@
 //! a window of unacknowledged batches in flight, deletes batches from the
 //! spool only when the collector acknowledges them, and reconnects with capped
 //! exponential backoff and jitter.
+//!
+//! A batch is sent only once it is durable in the spool (see `spool`): the
+//! shipper syncs what the engine appended before sending it. Each batch names
+//! the one it follows, so batches the spool dropped are a declared gap at the
+//! collector, never a silent one.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +23,7 @@ use vmflow_proto::{
 };
 
 use super::spool::Spool;
+use crate::episode::{Episode, Say};
 
 #[derive(Clone)]
 pub struct ShipOptions {
@@ -36,6 +43,9 @@ pub struct ShipOptions {
     /// A connection that acknowledges nothing for this long is dropped.
     pub ack_timeout: Duration,
     pub heartbeat: Duration,
+    /// A session that lasted this long counts as progress even if it had
+    /// nothing to send (backoff starts small again).
+    pub healthy_after: Duration,
 }
 
 impl ShipOptions {
@@ -52,6 +62,7 @@ impl ShipOptions {
             backoff_cap: Duration::from_secs(30),
             ack_timeout: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
+            healthy_after: Duration::from_secs(60),
         }
     }
 }
@@ -59,9 +70,23 @@ impl ShipOptions {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ShipStats {
     pub batches_sent: u64,
+    /// Batches of the spool the collector acknowledged during this run.
     pub batches_acked: u64,
     pub connections: u64,
     pub connect_failures: u64,
+}
+
+/// Full jitter without a dependency: splitmix64 over a per-process seed.
+struct Jitter(u64);
+
+impl Jitter {
+    fn unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 /// Runs until `drained` says the input is over and the spool holds nothing
@@ -75,11 +100,14 @@ pub async fn ship(
 ) -> ShipStats {
     let mut stats = ShipStats::default();
     let mut failures = 0u32;
-    let mut jitter = crate::synth::Rng::new(u64::from(std::process::id()) ^ 0x9e37);
+    let mut outage = Episode::new(Duration::from_secs(300));
+    let mut jitter = Jitter(u64::from(std::process::id()) ^ 0x9e37);
     loop {
         if *stop.borrow() {
             return stats;
         }
+        let mut progress = false;
+        let started = Instant::now();
         let result = session(
             &opts,
             &spool,
@@ -87,8 +115,22 @@ pub async fn ship(
             &mut input_done,
             &mut stop,
             &mut stats,
+            &mut progress,
         )
         .await;
+        // Only a session that moved data (or stayed up) resets the backoff:
+        // a collector that accepts and then fails every time must not be
+        // hammered.
+        if progress || started.elapsed() >= opts.healthy_after {
+            failures = 0;
+            if let Some((n, t)) = outage.recover() {
+                tracing::info!(
+                    "collector {}: delivering again after {n} failed attempts over {:.0} s",
+                    opts.collector,
+                    t.as_secs_f64()
+                );
+            }
+        }
         match result {
             Ok(()) => return stats,
             Err(e) => {
@@ -101,28 +143,54 @@ pub async fn ship(
                 // Full jitter: agents that lost the collector together do not
                 // come back in lockstep.
                 let wait = exp.mul_f64(0.5 + 0.5 * jitter.unit());
-                tracing::warn!(
-                    "collector {}: {e}; retrying in {:.1} s",
-                    opts.collector,
-                    wait.as_secs_f64()
-                );
+                match outage.fail() {
+                    Say::First => tracing::warn!(
+                        "collector {}: {e}; retrying with backoff (further failures are summarised every 5 minutes)",
+                        opts.collector
+                    ),
+                    Say::Summary { count, over } => tracing::warn!(
+                        "collector {}: still failing: {count} attempts in {} s; last: {e}",
+                        opts.collector,
+                        over.as_secs()
+                    ),
+                    Say::Nothing => tracing::debug!(
+                        "collector {}: {e}; retrying in {:.1} s",
+                        opts.collector,
+                        wait.as_secs_f64()
+                    ),
+                }
+                // While the collector is away the engine keeps spooling: keep
+                // that durable too.
+                if let Err(e) = sync_spool(&spool).await {
+                    tracing::debug!("{e}");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return stats,
                 }
             }
         }
-        if stats.batches_acked > 0 {
-            failures = 0;
-        }
     }
 }
 
 fn pending(spool: &Arc<Mutex<Spool>>) -> bool {
+    spool.lock().map(|s| s.stats().batches > 0).unwrap_or(false)
+}
+
+/// Makes every appended batch durable, without holding the spool while the
+/// disk works.
+async fn sync_spool(spool: &Arc<Mutex<Spool>>) -> Result<(), String> {
+    let job = spool.lock().map_err(|_| "spool lock poisoned")?.sync_job();
+    let Some(job) = job else { return Ok(()) };
+    let job = tokio::task::spawn_blocking(move || job.run().map(|_| job))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("spool: {e}"))?;
     spool
         .lock()
-        .map(|s| s.next_after(0).is_some())
-        .unwrap_or(false)
+        .map_err(|_| "spool lock poisoned")?
+        .synced_through(job.upto);
+    Ok(())
 }
 
 async fn session(
@@ -132,6 +200,7 @@ async fn session(
     input_done: &mut watch::Receiver<bool>,
     stop: &mut watch::Receiver<bool>,
     stats: &mut ShipStats,
+    progress: &mut bool,
 ) -> Result<(), String> {
     let tcp = timeout(Duration::from_secs(10), TcpStream::connect(&opts.collector))
         .await
@@ -148,6 +217,7 @@ async fn session(
     .map_err(|_| "TLS handshake timed out".to_string())?
     .map_err(|e| format!("TLS handshake: {e}"))?;
     stats.connections += 1;
+    let epoch = spool.lock().map_err(|_| "spool lock poisoned")?.epoch();
     let mut out = Vec::new();
     encode_frame(
         &Frame::Hello(Hello {
@@ -157,6 +227,7 @@ async fn session(
             agent_version: env!("CARGO_PKG_VERSION").into(),
             capabilities: vec!["cols1+zstd".into()],
             stream: opts.stream.clone(),
+            epoch,
         }),
         &mut out,
     );
@@ -186,51 +257,86 @@ async fn session(
     };
     {
         let mut s = spool.lock().map_err(|_| "spool lock poisoned")?;
-        s.ack(last_seq).map_err(|e| format!("spool: {e}"))?;
-        s.skip_to(last_seq);
+        let newly = s.collector_holds(last_seq);
+        stats.batches_acked += newly;
+        *progress |= newly > 0;
     }
     tracing::info!(
         "connected to collector {}; it holds batches up to {last_seq}",
         opts.collector
     );
-    let mut sent = last_seq;
-    let mut in_flight = 0usize;
+    // The last batch the collector has (or will have, in order): the next
+    // one names it, so the collector can tell a declared gap from a lost batch.
+    let mut last_sent = last_seq;
+    let mut in_flight: VecDeque<u64> = VecDeque::new();
     let mut last_ack = Instant::now();
     let mut heartbeat = tokio::time::interval(opts.heartbeat);
+    let mut sync_failing = Episode::new(Duration::from_secs(300));
     loop {
+        // What the engine appended becomes durable before it can be sent.
+        match sync_spool(spool).await {
+            Ok(()) => {
+                if sync_failing.recover().is_some() {
+                    tracing::info!("spool syncs again");
+                }
+            }
+            Err(e) => {
+                if let Say::First = sync_failing.fail() {
+                    tracing::error!("{e}; unsynced batches wait (retrying)");
+                }
+            }
+        }
         // Fill the window.
-        while in_flight < opts.window {
+        while in_flight.len() < opts.window {
             let next = {
-                let s = spool.lock().map_err(|_| "spool lock poisoned")?;
-                match s.next_after(sent) {
-                    Some(seq) => s
-                        .read(seq)
-                        .map_err(|e| format!("spool: {e}"))?
-                        .map(|b| (seq, b)),
+                let mut s = spool.lock().map_err(|_| "spool lock poisoned")?;
+                match s.next_after(last_sent) {
+                    // A damaged entry reads as None: counted by the spool,
+                    // skipped here, declared to the collector by `follows`.
+                    Some(seq) => {
+                        let b = s.read(seq).map_err(|e| format!("spool: {e}"))?;
+                        if b.is_some() {
+                            s.declare_gap(last_sent, seq);
+                        }
+                        Some((seq, b))
+                    }
                     None => None,
                 }
             };
-            let Some((seq, (records, source_drops, block))) = next else {
+            let Some((seq, stored)) = next else {
                 break;
+            };
+            let Some(b) = stored else {
+                continue;
             };
             out.clear();
             encode_frame(
                 &Frame::Batch(Batch {
                     seq,
-                    records,
-                    block,
-                    source_drops,
+                    records: b.records,
+                    block: b.block,
+                    source_drops: b.source_drops,
+                    follows: Some(last_sent),
                 }),
                 &mut out,
             );
             tls.write_all(&out)
                 .await
                 .map_err(|e| format!("send: {e}"))?;
-            sent = seq;
-            in_flight += 1;
+            if in_flight.is_empty() {
+                // The ack clock runs from the oldest unacknowledged batch,
+                // not from an idle stretch before it.
+                last_ack = Instant::now();
+            }
+            last_sent = seq;
+            in_flight.push_back(seq);
             stats.batches_sent += 1;
         }
-        if in_flight == 0 && *input_done.borrow() && !pending(spool) {
+        if in_flight.is_empty() && *input_done.borrow() && !pending(spool) {
+            spool
+                .lock()
+                .map_err(|_| "spool lock poisoned")?
+                .settle_missing();
             let _ = tls.shutdown().await;
             return Ok(());
         }
@@ -245,12 +351,14 @@ async fn session(
                 while let Some(f) = dec.next_frame().map_err(|e| e.to_string())? {
                     match f {
                         Frame::Ack(a) => {
-                            let mut s = spool.lock().map_err(|_| "spool lock poisoned")?;
-                            let before = s.acked();
-                            s.ack(a.seq).map_err(|e| format!("spool: {e}"))?;
-                            let newly = s.acked().saturating_sub(before);
+                            // A failing ledger write only delays freeing
+                            // space; it never ends the session.
+                            let newly = spool.lock().map_err(|_| "spool lock poisoned")?.ack(a.seq);
                             stats.batches_acked += newly;
-                            in_flight = in_flight.saturating_sub(newly as usize);
+                            *progress |= newly > 0;
+                            while in_flight.front().is_some_and(|&s| s <= a.seq) {
+                                in_flight.pop_front();
+                            }
                             last_ack = Instant::now();
                         }
                         Frame::Heartbeat(_) => {}
@@ -262,7 +370,7 @@ async fn session(
             _ = new_batch.notified() => {}
             _ = input_done.changed() => {}
             _ = stop.changed() => return Ok(()),
-            _ = tokio::time::sleep_until(ack_deadline), if in_flight > 0 => {
+            _ = tokio::time::sleep_until(ack_deadline), if !in_flight.is_empty() => {
                 return Err(format!("no acknowledgement for {} s", opts.ack_timeout.as_secs()));
             }
             _ = heartbeat.tick() => {

@@ -1,0 +1,371 @@
+use std::path::Path;
+use std::sync::Arc;
+
+use super::*;
+use crate::disk::sim::{Dice, SimFs};
+use crate::disk::Fs;
+use vmflow_proto::{Direction, EndReason};
+
+const H: u64 = 3_600_000_000_000;
+
+fn rec(first_ns: u64) -> FlowRecord {
+    FlowRecord {
+        flow_id: first_ns,
+        segment: 0,
+        is_final: true,
+        ip_version: 4,
+        proto: 17,
+        vlan: None,
+        src_addr: "10.0.0.1".parse().unwrap(),
+        src_port: 1,
+        dst_addr: "10.0.0.2".parse().unwrap(),
+        dst_port: 2,
+        direction: Direction::Internal,
+        first_ns,
+        last_ns: first_ns,
+        fwd_packets: 1,
+        fwd_bytes: 50,
+        rev_packets: 0,
+        rev_bytes: 0,
+        fwd_tcp_flags: 0,
+        rev_tcp_flags: 0,
+        icmp_type: None,
+        icmp_code: None,
+        end_reason: EndReason::Idle,
+        gap: false,
+    }
+}
+
+fn batch(seq: u64) -> BatchInfo {
+    BatchInfo {
+        epoch: 9,
+        seq,
+        follows: seq - 1,
+        source_drops: 0,
+    }
+}
+
+const DIR: &str = "/out/agent-1";
+
+fn sim() -> (Arc<SimFs>, SharedFs) {
+    let fs = Arc::new(SimFs::new());
+    fs.create_dir_all(Path::new("/out")).unwrap();
+    let shared: SharedFs = fs.clone();
+    (fs, shared)
+}
+
+fn open(fs: &SharedFs) -> Result<StreamStore, StoreError> {
+    StreamStore::open(fs.clone(), Path::new(DIR))
+}
+
+/// Every line of every hour file: valid JSON, as flow ids.
+fn lines(fs: &dyn Fs) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for n in fs.list(Path::new(DIR)).unwrap() {
+        if !n.ends_with(".ndjson") {
+            continue;
+        }
+        let text = String::from_utf8(fs.read(&Path::new(DIR).join(n)).unwrap()).unwrap();
+        for l in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a whole JSON line");
+            ids.push(v["flow_id"].as_u64().unwrap());
+        }
+    }
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn hour_names() {
+    assert_eq!(hour_file(0), "1970-01-01T00.ndjson");
+    assert_eq!(hour_file(1_760_000_000_000_000_000), "2025-10-09T08.ndjson");
+    assert_eq!(hour_file(951_782_400_000_000_000), "2000-02-29T00.ndjson");
+}
+
+#[test]
+fn duplicates_and_interrupted_batches_are_not_written_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = disk::real();
+    let d = dir.path().join("a");
+    let mut s = StreamStore::open(fs.clone(), &d).unwrap();
+    let w = |s: &mut StreamStore, seq, r: &[FlowRecord]| s.write_batch(batch(seq), r).unwrap();
+    assert!(matches!(
+        w(&mut s, 1, &[rec(H), rec(2 * H)]),
+        Outcome::Written(_)
+    ));
+    assert_eq!(w(&mut s, 1, &[rec(H)]), Outcome::Duplicate);
+    let mut b2 = batch(2);
+    b2.source_drops = 7;
+    assert!(matches!(
+        s.write_batch(b2, &[rec(H + 1)]).unwrap(),
+        Outcome::Written(_)
+    ));
+    // A crash after appending batch 3 but before its commit.
+    let f = d.join(hour_file(H));
+    let before = std::fs::read(&f).unwrap();
+    let mut junk = before.clone();
+    junk.extend_from_slice(b"{\"partial\":");
+    std::fs::write(&f, &junk).unwrap();
+    let mut s = StreamStore::open(fs, &d).unwrap();
+    assert_eq!(s.epoch(9).last_seq, 2);
+    assert_eq!(s.epoch(9).source_drops, 7);
+    assert_eq!(std::fs::read(&f).unwrap(), before);
+    assert!(matches!(w(&mut s, 3, &[rec(H + 2)]), Outcome::Written(_)));
+    assert_eq!(std::fs::read_to_string(&f).unwrap().lines().count(), 3);
+}
+
+/// Issue 10 item 1: a full disk refuses the batch and leaves every file at
+/// its committed length; the retry after space returns writes it once.
+#[test]
+fn a_full_disk_leaves_no_partial_batch() {
+    let (sfs, fs) = sim();
+    let mut s = open(&fs).unwrap();
+    let recs = |from: u64| -> Vec<FlowRecord> {
+        (from..from + 50)
+            .map(|i| rec(H + i * 1_000_000_000 * 60))
+            .collect()
+    };
+    assert!(matches!(
+        s.write_batch(batch(1), &recs(0)).unwrap(),
+        Outcome::Written(_)
+    ));
+    // Room for part of the next batch only (it also spans two hours).
+    sfs.set_capacity(Some(sfs.used() + 3_000));
+    for _ in 0..3 {
+        let e = s.write_batch(batch(2), &recs(50)).unwrap_err();
+        assert!(e.to_string().contains("No space left"), "{e}");
+        assert!(!s.is_broken());
+        assert_eq!(
+            lines(&*fs),
+            (0..50).map(|i| H + i * 60_000_000_000).collect::<Vec<_>>()
+        );
+    }
+    sfs.set_capacity(None);
+    assert!(matches!(
+        s.write_batch(batch(2), &recs(50)).unwrap(),
+        Outcome::Written(_)
+    ));
+    let want: Vec<u64> = (0..100).map(|i| H + i * 60_000_000_000).collect();
+    assert_eq!(lines(&*fs), want);
+    drop(s);
+    let s = open(&fs).unwrap();
+    assert_eq!(s.epoch(9).last_seq, 2);
+    assert_eq!(lines(&*fs), want);
+}
+
+/// A commit that fails at any step leaves the store consistent: refused
+/// now, written once by the retry, and intact after a reopen.
+#[test]
+fn every_failing_step_is_undone() {
+    for step in ["append", "sync", "sync_dir", "write_new", "rename"] {
+        let (sfs, fs) = sim();
+        let mut s = open(&fs).unwrap();
+        s.write_batch(batch(1), &[rec(H)]).unwrap();
+        sfs.fail_next(step, libc::EIO);
+        assert!(s.write_batch(batch(2), &[rec(2 * H)]).is_err(), "{step}");
+        if s.is_broken() {
+            s = open(&fs).unwrap();
+        }
+        let r = s.write_batch(batch(2), &[rec(2 * H)]).unwrap();
+        assert!(
+            matches!(r, Outcome::Written(_) | Outcome::Duplicate),
+            "{step}: {r:?}"
+        );
+        drop(s);
+        let s = open(&fs).unwrap();
+        assert_eq!(s.epoch(9).last_seq, 2, "{step}");
+        assert_eq!(lines(&*fs), vec![H, 2 * H], "{step}");
+    }
+}
+
+/// Issue 10 item 4: a store whose state is missing or empty is damaged, not
+/// new: it refuses to open, naming the file, and truncates nothing.
+#[test]
+fn a_lost_state_is_refused_not_taken_as_new() {
+    for damage in ["empty", "missing", "garbled", "short file", "missing file"] {
+        let (_, fs) = sim();
+        let mut s = open(&fs).unwrap();
+        for seq in 1..=3 {
+            s.write_batch(batch(seq), &[rec(seq * H), rec(seq * H + 1)])
+                .unwrap();
+        }
+        drop(s);
+        let state = Path::new(DIR).join("state");
+        let hour = Path::new(DIR).join(hour_file(2 * H));
+        match damage {
+            "empty" => fs.write_new(&state, b"").unwrap(),
+            "missing" => fs.remove(&state).unwrap(),
+            "garbled" => {
+                let mut t = fs.read(&state).unwrap();
+                t[30] ^= 1;
+                fs.write_new(&state, &t).unwrap();
+            }
+            "short file" => fs.set_len(&hour, 10).unwrap(),
+            _ => fs.remove(&hour).unwrap(),
+        }
+        let kept = lines_raw(&*fs);
+        let e = open(&fs).err().expect(damage).to_string();
+        assert!(e.contains("damaged") && e.contains(DIR), "{damage}: {e}");
+        assert_eq!(lines_raw(&*fs), kept, "{damage}: nothing truncated");
+    }
+}
+
+fn lines_raw(fs: &dyn Fs) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = fs
+        .list(Path::new(DIR))
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".ndjson"))
+        .map(|n| {
+            let b = fs.read(&Path::new(DIR).join(&n)).unwrap();
+            (n, b)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 10 item 7: a batch must follow the last one held.
+#[test]
+fn only_the_next_batch_is_accepted() {
+    let (_, fs) = sim();
+    let mut s = open(&fs).unwrap();
+    let mut out = Vec::new();
+    for seq in [1u64, 2, 2, 1, 5, 3, 4, 6] {
+        let o = s.write_batch(batch(seq), &[rec(seq * H)]).unwrap();
+        out.push(match o {
+            Outcome::Written(_) => 'w',
+            Outcome::Duplicate => 'd',
+            Outcome::Refused(_) => 'r',
+        });
+    }
+    assert_eq!(out.iter().collect::<String>(), "wwddrwwr");
+    assert_eq!(lines(&*fs), vec![H, 2 * H, 3 * H, 4 * H]);
+    let Outcome::Refused(why) = s.write_batch(batch(u64::MAX), &[rec(H)]).unwrap() else {
+        panic!()
+    };
+    assert!(why.contains("reserved"), "{why}");
+    // A declared jump (the agent dropped 5 and 6 from its spool) is taken
+    // and counted.
+    let jump = BatchInfo {
+        follows: 4,
+        ..batch(7)
+    };
+    assert!(matches!(
+        s.write_batch(jump, &[rec(7 * H)]).unwrap(),
+        Outcome::Written(_)
+    ));
+    assert_eq!(s.epoch(9).agent_dropped, 2);
+    // Another epoch (a new spool of the same agent) is a new sequence space.
+    let other = BatchInfo {
+        epoch: 10,
+        ..batch(1)
+    };
+    assert!(s.is_new_epoch(10));
+    assert!(matches!(
+        s.write_batch(other, &[rec(8 * H)]).unwrap(),
+        Outcome::Written(_)
+    ));
+    drop(s);
+    let s = open(&fs).unwrap();
+    assert_eq!(s.epoch(9).last_seq, 7);
+    assert_eq!(s.epoch(10).last_seq, 1);
+}
+
+/// The order exactness rests on: records synced, then the state replaced
+/// and its directory synced; nothing of it before the records are durable.
+#[test]
+fn records_are_durable_before_the_state_names_them() {
+    let (sfs, fs) = sim();
+    let mut s = open(&fs).unwrap();
+    sfs.clear_log();
+    s.write_batch(batch(1), &[rec(H), rec(2 * H)]).unwrap();
+    let log = sfs.log();
+    let pos = |l: &str| {
+        log.iter()
+            .position(|x| x == l)
+            .unwrap_or_else(|| panic!("{l} in {log:?}"))
+    };
+    let a = pos(&format!("sync {DIR}/{}", hour_file(H)));
+    let b = pos(&format!("sync {DIR}/{}", hour_file(2 * H)));
+    let tmp = pos(&format!("sync {DIR}/state.tmp"));
+    let rename = pos(&format!("rename {DIR}/state.tmp {DIR}/state"));
+    let dir = log
+        .iter()
+        .rposition(|x| x == &format!("sync_dir {DIR}"))
+        .unwrap();
+    assert!(
+        a < tmp && b < tmp && tmp < rename && rename < dir,
+        "{log:?}"
+    );
+}
+
+/// Power loss at any point of a write: the store opens, holds whole lines
+/// only, and everything it holds was either acknowledged or is the batch in
+/// flight (whose resend is then a duplicate).
+#[test]
+fn power_loss_leaves_whole_batches() {
+    for seed in 0..300 {
+        let (sfs, fs) = sim();
+        let mut dice = Dice::new(seed);
+        let mut s = open(&fs).unwrap();
+        let n = 1 + dice.below(6);
+        for seq in 1..=n {
+            s.write_batch(batch(seq), &[rec(seq * H), rec(seq * H + 1)])
+                .unwrap();
+        }
+        // The next batch is in flight when the power goes.
+        let next = n + 1;
+        sfs.fail_next(
+            ["append", "sync", "sync_dir", "write_new", "rename", "x"][dice.below(6) as usize],
+            libc::EIO,
+        );
+        let acked = match s.write_batch(batch(next), &[rec(next * H), rec(next * H + 1)]) {
+            Ok(_) => next,
+            Err(_) => n,
+        };
+        sfs.crash(&mut dice);
+        let mut s = open(&fs).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let held = s.epoch(9).last_seq;
+        assert!(held == acked || held == next, "seed {seed}: {held}");
+        let want: Vec<u64> = (1..=held).flat_map(|q| [q * H, q * H + 1]).collect();
+        assert_eq!(lines(&*fs), want, "seed {seed}");
+        // The agent resends what was not acknowledged.
+        s.write_batch(batch(next), &[rec(next * H), rec(next * H + 1)])
+            .unwrap();
+        let want: Vec<u64> = (1..=next).flat_map(|q| [q * H, q * H + 1]).collect();
+        assert_eq!(lines(&*fs), want, "seed {seed}");
+    }
+}
+
+#[test]
+fn a_store_of_the_first_format_is_epoch_zero() {
+    let (_, fs) = sim();
+    fs.create_dir_all(Path::new(DIR)).unwrap();
+    let line = "{\"x\":1}\n";
+    fs.write_new(&Path::new(DIR).join(hour_file(H)), line.as_bytes())
+        .unwrap();
+    let state = format!("seq 4\ndrops 2\nfile {} {}\n", hour_file(H), line.len());
+    fs.write_new(&Path::new(DIR).join("state"), state.as_bytes())
+        .unwrap();
+    let mut s = open(&fs).unwrap();
+    assert_eq!(
+        s.epoch(0),
+        EpochState {
+            last_seq: 4,
+            source_drops: 2,
+            agent_dropped: 0
+        }
+    );
+    let b = BatchInfo {
+        epoch: 0,
+        ..batch(5)
+    };
+    assert!(matches!(
+        s.write_batch(b, &[rec(H)]).unwrap(),
+        Outcome::Written(_)
+    ));
+    drop(s);
+    let s = open(&fs).unwrap();
+    assert_eq!(s.epoch(0).last_seq, 5);
+}
