@@ -1,6 +1,7 @@
 //! Live capture on a real veth in network namespaces: vmflow's records
 //! against tcpdump capturing the same interface at the same time (replayed by
-//! vmflow) and against what the clients did; an idle flow is exported on time
+//! vmflow) and against what the clients did, on the veth and on loopback
+//! (which hands every packet to a capture twice); an idle flow is exported on time
 //! with no further packets; a missing capability is a clear error.
 
 mod common;
@@ -154,6 +155,137 @@ fn live_records_match_tcpdump_and_the_clients() {
     );
 }
 
+/// Echo requests and replies of `ping -c PINGS` with the default 56 data
+/// bytes: 20 (IPv4) + 8 (ICMP) + 56 = 84 IP bytes each.
+const PINGS: u64 = 4;
+const PING_IP_BYTES: u64 = 84;
+/// Pinged on loopback from 127.0.0.1 (the source the kernel picks for all of
+/// 127/8): with a distinct address requests and replies are two directions,
+/// where a ping of 127.0.0.1 itself has the same addresses and identifier
+/// both ways.
+const LO_PEER: &str = "127.0.0.2";
+
+/// The one echo flow to `dst` among `recs`: (fwd packets, fwd bytes, rev
+/// packets, rev bytes).
+fn echo_counts(recs: &[Value], dst: &str) -> (u64, u64, u64, u64) {
+    let echo: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["proto"] == 1 && r["icmp_type"] == 8 && r["dst_addr"] == dst)
+        .collect();
+    assert_eq!(echo.len(), 1, "{recs:?}");
+    let n = |f: &str| echo[0][f].as_u64().unwrap();
+    (
+        n("fwd_packets"),
+        n("fwd_bytes"),
+        n("rev_packets"),
+        n("rev_bytes"),
+    )
+}
+
+#[test]
+fn loopback_packets_are_counted_once_like_tcpdump() {
+    require_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.ndjson");
+    let cap = dir.path().join("ref.pcap");
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("file"), vec![b'y'; 100_000]).unwrap();
+    // The server namespace's own loopback: nothing else talks on it.
+    let ns = Netns::new();
+    let mut vm = capture_on(&ns, "lo", &live, &[]);
+    let mut dump = ns
+        .exec(&ns.server)
+        .args([
+            "tcpdump",
+            "-i",
+            "lo",
+            "-U",
+            "-s",
+            "128",
+            "--time-stamp-precision=nano",
+            "-w",
+        ])
+        .arg(&cap)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_line(dump.stderr.take().unwrap(), "listening on");
+    let mut dump = Bg(dump);
+    let _http = http_server_on(&ns, "127.0.0.1", &www);
+
+    run_in(
+        &ns,
+        &ns.server,
+        &[
+            "curl",
+            "-sf",
+            "-o",
+            "/dev/null",
+            "http://127.0.0.1:8080/file",
+        ],
+    );
+    run_in(
+        &ns,
+        &ns.server,
+        &["ping", "-c", &PINGS.to_string(), "-i", "0.2", LO_PEER],
+    );
+    mark_and_wait_from(&ns, &ns.server, "127.0.0.1", &cap);
+    sh(&format!("kill -INT {}", dump.0.id()));
+    let _ = dump.0.wait();
+    stop(&mut vm.child);
+
+    let got = records(&live);
+    assert_eq!(
+        echo_counts(&got, LO_PEER),
+        (PINGS, PINGS * PING_IP_BYTES, PINGS, PINGS * PING_IP_BYTES),
+        "each echo once, not once leaving and once arriving"
+    );
+    let (want, err, ok) = replay(std::slice::from_ref(&cap), &[]);
+    assert!(ok, "{err}");
+    let v4 = |recs: &[Value]| -> Vec<Value> {
+        recs.iter()
+            .filter(|r| r["ip_version"] == 4)
+            .cloned()
+            .collect()
+    };
+    let (g, w) = (by_key(&v4(&got)), by_key(&v4(&want)));
+    let http: Vec<&String> = w.keys().filter(|k| k.ends_with(":8080")).collect();
+    assert_eq!(http.len(), 1, "tcpdump saw the download: {w:?}");
+    for (k, v) in &w {
+        let mine = g.get(k).unwrap_or_else(|| panic!("vmflow missed {k}"));
+        assert_eq!(
+            (mine.0, mine.1, mine.2, mine.3, &mine.5),
+            (v.0, v.1, v.2, v.3, &v.5),
+            "{k}: vmflow vs tcpdump"
+        );
+    }
+    assert!(w[http[0]].3 > 100_000, "{w:?}");
+}
+
+#[test]
+fn the_agent_on_loopback_ships_each_packet_once() {
+    require_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let ns = Netns::new();
+    // The export connection crosses the veth: the loopback carries only the pings.
+    let (_coll, mut agent, out, _) = agent_and_collector(&ns, dir.path(), "lo");
+    run_in(
+        &ns,
+        &ns.server,
+        &["ping", "-c", &PINGS.to_string(), "-i", "0.2", LO_PEER],
+    );
+    sh(&format!("kill -TERM {}", agent.child.0.id()));
+    let ok = agent.child.0.wait().unwrap().success();
+    let text = agent.text();
+    assert!(ok, "{text}");
+    assert_eq!(
+        echo_counts(&collected(&out), LO_PEER),
+        (PINGS, PINGS * PING_IP_BYTES, PINGS, PINGS * PING_IP_BYTES),
+        "{text}"
+    );
+}
+
 #[test]
 fn an_idle_flow_is_exported_after_its_idle_timeout_without_more_packets() {
     require_tools();
@@ -215,53 +347,10 @@ fn without_cap_net_raw_the_error_says_so() {
 fn the_agent_ships_live_flows_but_not_its_own_export_traffic() {
     require_tools();
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    assert!(common::run(vmflow().args(["certs", "init"]).arg(&certs))
-        .status
-        .success());
     let ns = Netns::new();
     // The collector sits across the veth, so the agent's export connection
     // crosses the very interface it captures.
-    let out = dir.path().join("out");
-    let mut coll = Logged::spawn(
-        ns.exec(&ns.client)
-            .arg(env!("CARGO_BIN_EXE_vmflow"))
-            .args(["collect", "--listen", "10.77.0.1:0", "--out"])
-            .arg(&out)
-            .arg("--cert")
-            .arg(certs.join("collector.pem"))
-            .arg("--key")
-            .arg(certs.join("collector-key.pem"))
-            .arg("--client-ca")
-            .arg(certs.join("ca.pem")),
-    );
-    let addr = coll
-        .wait_log("listening on")
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_string();
-    let cfg = write(
-        dir.path(),
-        "agent.toml",
-        format!(
-            "[capture.live]\ninterfaces = [{:?}]\nshutdown_grace = 10\n[export]\ncollector = {addr:?}\nca = {:?}\ncert = {:?}\nkey = {:?}\nspool_dir = {:?}\nbatch_age = 0.2\n",
-            ns.server_if,
-            certs.join("ca.pem"),
-            certs.join("agent-1.pem"),
-            certs.join("agent-1-key.pem"),
-            dir.path().join("spool"),
-        )
-        .as_bytes(),
-    );
-    let mut agent = Logged::spawn(
-        ns.exec(&ns.server)
-            .arg(env!("CARGO_BIN_EXE_vmflow"))
-            .args(["run", "--config"])
-            .arg(&cfg),
-    );
-    agent.wait_log("capturing on");
-    agent.wait_log("connected to collector");
+    let (_coll, mut agent, out, addr) = agent_and_collector(&ns, dir.path(), &ns.server_if);
 
     let www = dir.path().join("www");
     std::fs::create_dir(&www).unwrap();
@@ -289,13 +378,7 @@ fn the_agent_ships_live_flows_but_not_its_own_export_traffic() {
         "the export connection crossed the captured veth: {text}"
     );
 
-    let mut got = Vec::new();
-    for e in std::fs::read_dir(out.join("agent-1")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "ndjson") {
-            got.extend(records(&p));
-        }
-    }
+    let got = collected(&out);
     let port: u64 = addr.rsplit(':').next().unwrap().parse().unwrap();
     assert!(
         got.iter()
@@ -309,11 +392,82 @@ fn the_agent_ships_live_flows_but_not_its_own_export_traffic() {
         .all(|r| r["end_reason"] == "fin" && r["rev_bytes"].as_u64().unwrap() > 50_000));
 }
 
+/// A collector in the client namespace and `vmflow run` in the server
+/// namespace capturing `iface`, connected to each other across the veth:
+/// (collector, agent, collector output directory, collector address).
+fn agent_and_collector(
+    ns: &Netns,
+    dir: &std::path::Path,
+    iface: &str,
+) -> (Logged, Logged, std::path::PathBuf, String) {
+    let certs = dir.join("certs");
+    assert!(common::run(vmflow().args(["certs", "init"]).arg(&certs))
+        .status
+        .success());
+    let out = dir.join("out");
+    let mut coll = Logged::spawn(
+        ns.exec(&ns.client)
+            .arg(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["collect", "--listen", "10.77.0.1:0", "--out"])
+            .arg(&out)
+            .arg("--cert")
+            .arg(certs.join("collector.pem"))
+            .arg("--key")
+            .arg(certs.join("collector-key.pem"))
+            .arg("--client-ca")
+            .arg(certs.join("ca.pem")),
+    );
+    let addr = coll
+        .wait_log("listening on")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let cfg = write(
+        dir,
+        "agent.toml",
+        format!(
+            "[capture.live]\ninterfaces = [{iface:?}]\nshutdown_grace = 10\n[export]\ncollector = {addr:?}\nca = {:?}\ncert = {:?}\nkey = {:?}\nspool_dir = {:?}\nbatch_age = 0.2\n",
+            certs.join("ca.pem"),
+            certs.join("agent-1.pem"),
+            certs.join("agent-1-key.pem"),
+            dir.join("spool"),
+        )
+        .as_bytes(),
+    );
+    let mut agent = Logged::spawn(
+        ns.exec(&ns.server)
+            .arg(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["run", "--config"])
+            .arg(&cfg),
+    );
+    agent.wait_log("capturing on");
+    agent.wait_log("connected to collector");
+    (coll, agent, out, addr)
+}
+
+/// Every record the collector wrote for agent-1.
+fn collected(out: &std::path::Path) -> Vec<Value> {
+    let mut got = Vec::new();
+    for e in std::fs::read_dir(out.join("agent-1")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "ndjson") {
+            got.extend(records(&p));
+        }
+    }
+    got
+}
+
 fn capture_in(ns: &Netns, out: &std::path::Path, extra: &[&str]) -> Logged {
+    capture_on(ns, &ns.server_if, out, extra)
+}
+
+/// `vmflow capture -i IFACE` in the server namespace.
+fn capture_on(ns: &Netns, iface: &str, out: &std::path::Path, extra: &[&str]) -> Logged {
     let mut c = Logged::spawn(
         ns.exec(&ns.server)
             .arg(env!("CARGO_BIN_EXE_vmflow"))
-            .args(["capture", "-i", &ns.server_if])
+            .args(["capture", "-i", iface])
             .args(extra)
             .arg("--out")
             .arg(out),

@@ -38,10 +38,42 @@ fn tls_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Tls(format!("{what}: {e}"))
 }
 
+/// `init` writes NAME.pem and NAME-key.pem for these too: an agent of that
+/// name would overwrite the CA's or the collector's.
+const RESERVED: [(&str, &str); 2] = [("ca", "CA"), ("collector", "collector")];
+
+/// An agent name becomes two file names in DIR and the certificate's CN (the
+/// agent's directory at the collector), so it must be a plain name: 1 to 64
+/// (the X.520 bound on a CN) of `A-Za-z0-9-_.`, not starting with `.` (no
+/// `..`, no hidden files).
+pub fn check_agent_name(name: &str) -> Result<(), Error> {
+    let plain = (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !plain {
+        return Err(Error::Config(format!(
+            "agent name {name:?} is not a plain name (1 to 64 of A-Z a-z 0-9 - _ ., not starting with '.')"
+        )));
+    }
+    if let Some((_, whose)) = RESERVED.iter().find(|(file, _)| *file == name) {
+        return Err(Error::Config(format!(
+            "agent name {name:?} is taken: {name}.pem and {name}-key.pem are the {whose}'s certificate and key"
+        )));
+    }
+    Ok(())
+}
+
 /// Writes `ca.pem`, `ca-key.pem`, `collector.pem`, `collector-key.pem` and
-/// `NAME.pem` / `NAME-key.pem` per agent into `dir`. Keys are written 0600.
+/// `NAME.pem` / `NAME-key.pem` per agent into `dir` (created 0700). Keys end
+/// up 0600 and certificates 0644 whatever the umask and whatever was there.
 pub fn init(dir: &Path, opts: &CertOptions) -> Result<(), Error> {
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    // Every name is checked before anything is written.
+    for name in &opts.agents {
+        check_agent_name(name)?;
+    }
+    create_dir(dir)?;
     let ca_key = KeyPair::generate().map_err(|e| tls_err("CA key", e))?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_err("CA", e))?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -93,25 +125,57 @@ pub fn init(dir: &Path, opts: &CertOptions) -> Result<(), Error> {
     Ok(())
 }
 
+#[cfg(unix)]
+fn create_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    // The keys' directory: nobody else needs to list it. An existing
+    // directory keeps its mode (the operator chose it); the keys in it are
+    // 0600 anyway.
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(dir, e))
+}
+
+#[cfg(not(unix))]
+fn create_dir(dir: &Path) -> Result<(), Error> {
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// Replaces `dir/name` with `text`. The content goes to a new temporary file
+/// whose mode is set explicitly (open's mode is cut by the umask, and an
+/// existing file would keep its old mode), then is renamed over the old
+/// file: a key is never readable by others, not even for a moment, and a
+/// symlink planted at either name is replaced, not followed.
+#[cfg(unix)]
 fn write(dir: &Path, name: &str, text: &str, secret: bool) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = dir.join(name);
-    #[cfg(unix)]
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(if secret { 0o600 } else { 0o644 })
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        f.write_all(text.as_bytes())
-            .map_err(|e| Error::io(&path, e))
+    let tmp = dir.join(format!(".{name}.tmp"));
+    // A leftover from an interrupted run; create_new below refuses anything
+    // still there.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&tmp, e)),
+        _ => {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = secret;
-        fs::write(&path, text).map_err(|e| Error::io(&path, e))
-    }
+    let mode = if secret { 0o600 } else { 0o644 };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io(&tmp, e))?;
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .and_then(|_| f.write_all(text.as_bytes()))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+}
+
+#[cfg(not(unix))]
+fn write(dir: &Path, name: &str, text: &str, _secret: bool) -> Result<(), Error> {
+    let path = dir.join(name);
+    fs::write(&path, text).map_err(|e| Error::io(&path, e))
 }

@@ -179,6 +179,11 @@ impl Logged {
 /// `python3 -m http.server` on 10.77.0.2:8080 in the server namespace,
 /// serving `dir`; returns once it says it is serving.
 pub fn http_server(ns: &Netns, dir: &std::path::Path) -> Bg {
+    http_server_on(ns, "10.77.0.2", dir)
+}
+
+/// `python3 -m http.server` on `addr`:8080 in the server namespace.
+pub fn http_server_on(ns: &Netns, addr: &str, dir: &std::path::Path) -> Bg {
     let mut http = ns
         .exec(&ns.server)
         .args([
@@ -188,7 +193,7 @@ pub fn http_server(ns: &Netns, dir: &std::path::Path) -> Bg {
             "http.server",
             "8080",
             "--bind",
-            "10.77.0.2",
+            addr,
             "--directory",
         ])
         .arg(dir)
@@ -214,8 +219,13 @@ pub fn run_in(ns: &Netns, which: &str, args: &[&str]) {
 /// tcpdump has written it to `cap`: then every packet sent before it is in
 /// the file too.
 pub fn mark_and_wait(ns: &Netns, cap: &std::path::Path) {
-    let marker = "import socket\nsocket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'vmflow-capture-marker',('10.77.0.2',9))\n";
-    run_in(ns, &ns.client, &["python3", "-c", marker]);
+    mark_and_wait_from(ns, &ns.client, "10.77.0.2", cap)
+}
+
+/// `mark_and_wait` with the marker sent from namespace `which` to `dst`.
+pub fn mark_and_wait_from(ns: &Netns, which: &str, dst: &str, cap: &std::path::Path) {
+    let marker = format!("import socket\nsocket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'vmflow-capture-marker',('{dst}',9))\n");
+    run_in(ns, which, &["python3", "-c", &marker]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !std::fs::read(cap)
         .unwrap_or_default()

@@ -88,6 +88,8 @@ pub struct Ring {
     scratch: Vec<u8>,
     stats: IfaceStats,
     ifindex: u32,
+    /// Loopback: drop the outgoing copy of every packet (see `walk`).
+    skip_outgoing: bool,
 }
 
 // SAFETY: `map` points to a mapping owned by this Ring alone (created in
@@ -212,6 +214,7 @@ impl Ring {
         if map == libc::MAP_FAILED {
             return Err(err(iface, "mmap ring"));
         }
+        let arphrd = arphrd_of(iface);
         let mut ring = Ring {
             fd,
             map: map.cast(),
@@ -219,13 +222,14 @@ impl Ring {
             block_size: opts.block_size,
             blocks: opts.blocks,
             next: 0,
-            linktype: linktype_of(iface),
+            linktype: linktype_of(arphrd),
             scratch: Vec::with_capacity(opts.snaplen as usize + 64),
             stats: IfaceStats {
                 iface: iface.into(),
                 ..IfaceStats::default()
             },
             ifindex,
+            skip_outgoing: arphrd == u32::from(libc::ARPHRD_LOOPBACK),
         };
         if opts.promiscuous {
             let mreq = libc::packet_mreq {
@@ -355,7 +359,20 @@ impl Ring {
             let status = u32_at(h, 20).unwrap_or(0);
             let mac = usize::from(u16::from_ne_bytes([h[24], h[25]]));
             let tci = u32_at(h, 32).unwrap_or(0) as u16;
-            if let Some(data) = block.get(off + mac..off + mac + snap) {
+            // Loopback hands each packet to packet sockets twice: as it
+            // leaves (dev_queue_xmit_nit, PACKET_OUTGOING) and as it arrives
+            // back. Like libpcap (linux_check_direction) we keep the arriving
+            // copy only, so lo counts what tcpdump counts. Other interfaces
+            // pay one never-taken branch; the byte read is in the header's
+            // cache lines, which are already prefetched.
+            let duplicate =
+                self.skip_outgoing && block.get(off + PKTTYPE_AT) == Some(&libc::PACKET_OUTGOING);
+            let data = if duplicate {
+                None
+            } else {
+                block.get(off + mac..off + mac + snap)
+            };
+            if let Some(data) = data {
                 n += 1;
                 self.stats.packets += 1;
                 if status & libc::TP_STATUS_VLAN_VALID != 0
@@ -448,13 +465,27 @@ pub fn wait(rings: &[Ring], timeout_ms: i32) {
     }
 }
 
-/// LINKTYPE of an interface from its ARPHRD type.
-fn linktype_of(iface: &str) -> u32 {
-    let ty: u32 = std::fs::read_to_string(format!("/sys/class/net/{iface}/type"))
+/// Offset of `sll_pkttype` in a frame: the kernel writes a sockaddr_ll at
+/// TPACKET_ALIGN(sizeof(struct tpacket3_hdr)) (tpacket_rcv in af_packet.c).
+const PKTTYPE_AT: usize = tpacket_align(std::mem::size_of::<libc::tpacket3_hdr>())
+    + std::mem::offset_of!(libc::sockaddr_ll, sll_pkttype);
+
+/// TPACKET_ALIGN of linux/if_packet.h (libc's is a non-const fn).
+const fn tpacket_align(x: usize) -> usize {
+    (x + libc::TPACKET_ALIGNMENT - 1) & !(libc::TPACKET_ALIGNMENT - 1)
+}
+
+/// An interface's ARPHRD type (Ethernet if unknown).
+fn arphrd_of(iface: &str) -> u32 {
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/type"))
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(1);
-    match ty {
+        .unwrap_or(1)
+}
+
+/// LINKTYPE of an interface from its ARPHRD type.
+fn linktype_of(arphrd: u32) -> u32 {
+    match arphrd {
         // Ethernet and loopback frames carry an Ethernet header.
         1 | 772 => 1,
         // ARPHRD_NONE (tun) and ARPHRD_RAWIP: packets start at the IP header.
