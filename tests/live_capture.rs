@@ -390,6 +390,30 @@ fn the_agent_ships_live_flows_but_not_its_own_export_traffic() {
     assert!(http
         .iter()
         .all(|r| r["end_reason"] == "fin" && r["rev_bytes"].as_u64().unwrap() > 50_000));
+
+    // Restarted with the same spool, live capture is new data: nothing of
+    // it is skipped (it once skipped as many records as the spool had taken).
+    let mut again = Logged::spawn(
+        ns.exec(&ns.server)
+            .arg(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["run", "--config"])
+            .arg(dir.path().join("agent.toml")),
+    );
+    again.wait_log("connected to collector");
+    for _ in 0..2 {
+        run_in(
+            &ns,
+            &ns.client,
+            &["curl", "-sf", "-o", "/dev/null", "http://10.77.0.2:8080/f"],
+        );
+    }
+    sh(&format!("kill -TERM {}", again.child.0.id()));
+    assert!(again.child.0.wait().unwrap().success(), "{}", again.text());
+    let text = again.text();
+    assert_eq!(summary(&text, "resumed_after"), Some(0), "{text}");
+    let got = collected(&out);
+    let http = got.iter().filter(|r| r["dst_port"] == 8080).count();
+    assert_eq!(http, 5, "{got:?}");
 }
 
 /// A collector in the client namespace and `vmflow run` in the server

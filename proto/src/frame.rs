@@ -119,6 +119,9 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
 /// Sans-IO frame decoder: push bytes as they arrive, pop whole frames.
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    /// Where the first byte not yet decoded is: whole frames are consumed
+    /// by moving this, not by shifting the buffer each time.
+    start: usize,
     max: usize,
 }
 
@@ -132,42 +135,59 @@ impl FrameDecoder {
     pub fn new(max: usize) -> Self {
         FrameDecoder {
             buf: Vec::new(),
+            start: 0,
             max,
         }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        // A frame of announced length is buffered in exactly that much
+        // memory, not in a doubled vector.
+        if let Some(len) = self.announced().filter(|&l| l <= self.max) {
+            let want = (4 + len).saturating_sub(self.buf.len() - self.start);
+            if want > bytes.len() {
+                self.buf.reserve_exact(want);
+            }
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// Bytes received but not yet part of a whole frame.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// The length the incomplete frame in the buffer announces (so a
     /// receiver can budget its memory before buffering it).
     pub fn announced(&self) -> Option<usize> {
-        let h = self.buf.get(..4)?;
+        let h = self.buf.get(self.start..self.start + 4)?;
         Some(u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize)
     }
 
     /// The next whole frame, `None` if more bytes are needed. After an error
     /// the stream is unusable: close the connection.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtoError> {
-        let Some(head) = self.buf.get(..4) else {
+        let Some(len) = self.announced() else {
             return Ok(None);
         };
-        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
         if len > self.max {
             return Err(ProtoError::Oversized { len, max: self.max });
         }
-        if self.buf.len() < 4 + len {
+        let body = self.start + 4;
+        if self.buf.len() < body + len {
             return Ok(None);
         }
-        let frame = rmp_serde::from_slice(&self.buf[4..4 + len])
+        let frame = rmp_serde::from_slice(&self.buf[body..body + len])
             .map_err(|e| ProtoError::Malformed(e.to_string()));
-        self.buf.drain(..4 + len);
+        self.start = body + len;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
         frame.map(Some)
     }
 }

@@ -254,7 +254,7 @@ async fn connection(
     let id = names::encode(&cn);
     let mut rd = Reader {
         dec: FrameDecoder::new(opts.max_frame),
-        buf: vec![0u8; 64 * 1024],
+        buf: vec![0u8; 256 * 1024],
         reserved: None,
     };
     let hello = match read_frame(&mut tls, &mut rd, deadline, &sh.budget).await? {
@@ -329,94 +329,207 @@ async fn connection(
             Err(e) if e == EOF => return Ok(id),
             Err(e) => return Err(format!("{id}: {e}")),
         };
-        match frame {
-            Frame::Batch(b) => {
-                let seq = b.seq;
-                let info = BatchInfo {
-                    epoch,
-                    seq,
-                    follows: b.follows(),
-                    source_drops: b.source_drops,
-                };
-                let written = {
-                    let _decoding = sh.decoders.acquire().await.map_err(|e| e.to_string())?;
-                    let st = store.clone();
-                    tokio::task::spawn_blocking(move || store_batch(&st, info, &b))
-                        .await
-                        .map_err(|e| format!("{id}: {e}"))?
-                };
-                drop(reserved);
-                match written {
-                    Ok(Outcome::Written(before)) => {
-                        if info.seq > info.follows + 1 {
-                            tracing::warn!(
-                                "{id}: batches {}..={} never arrive: the agent dropped them (spool overflow or damage)",
-                                info.follows + 1,
-                                info.seq - 1
-                            );
-                        }
-                        if info.source_drops > before.source_drops {
-                            tracing::warn!(
-                                "{id}: the agent's capture has lost {} packets so far ({} since its last report)",
-                                info.source_drops,
-                                info.source_drops - before.source_drops
-                            );
-                        }
-                    }
-                    Ok(Outcome::Duplicate) => {
-                        tracing::debug!("{id}: batch {seq} already durable (resend)")
-                    }
-                    Ok(Outcome::Refused(why)) => return Err(refuse(&mut tls, &id, why).await),
-                    Err(Reject::Bad(why)) => {
-                        return Err(refuse(&mut tls, &id, format!("batch {seq}: {why}")).await)
-                    }
-                    Err(Reject::Store(why, broken)) => {
-                        tracing::error!("{id}: cannot store batch {seq}: {why}");
-                        if broken {
-                            forget_store(sh, &dir, &store);
-                        }
-                        let reason = format!("the collector cannot store batch {seq}: {why}");
-                        return Err(refuse(&mut tls, &id, reason).await);
-                    }
-                }
-                out.clear();
-                encode_frame(&Frame::Ack(Ack { seq }), &mut out);
-                tls.write_all(&out)
-                    .await
-                    .map_err(|e| format!("{id}: {e}"))?;
-            }
-            Frame::Heartbeat(_) => {}
+        let first = match frame {
+            Frame::Batch(b) => b,
+            Frame::Heartbeat(_) => continue,
             Frame::Refused(r) => return Err(format!("{id}: agent gave up: {}", r.reason)),
             other => return Err(format!("{id}: unexpected {} frame", kind(&other))),
+        };
+        // Group commit: the batches already received share one set of
+        // syncs and one state update (each is still acknowledged only once
+        // it is durable).
+        let mut records = first.records as usize;
+        let mut group = vec![first];
+        let mut held = vec![reserved];
+        let mut after = None;
+        while group.len() < MAX_GROUP && records < MAX_GROUP_RECORDS {
+            match next_buffered(&mut tls, &mut rd, &sh.budget).await {
+                Ok(Some((Frame::Batch(b), r))) => {
+                    records += b.records as usize;
+                    group.push(b);
+                    held.push(r);
+                }
+                Ok(Some((Frame::Heartbeat(_), _))) => {}
+                Ok(Some((other, _))) => {
+                    after = Some(other);
+                    break;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("{id}: {e}")),
+            }
+        }
+        let seqs: Vec<u64> = group.iter().map(|b| b.seq).collect();
+        let infos: Vec<BatchInfo> = group
+            .iter()
+            .map(|b| BatchInfo {
+                epoch,
+                seq: b.seq,
+                follows: b.follows(),
+                source_drops: b.source_drops,
+            })
+            .collect();
+        let written = {
+            let _decoding = sh.decoders.acquire().await.map_err(|e| e.to_string())?;
+            let (st, infos) = (store.clone(), infos.clone());
+            tokio::task::spawn_blocking(move || store_batches(&st, &infos, &group))
+                .await
+                .map_err(|e| format!("{id}: {e}"))?
+        };
+        drop(held);
+        out.clear();
+        let mut refusal = None;
+        for (i, o) in written.outcomes.iter().enumerate() {
+            let (info, seq) = (infos[i], seqs[i]);
+            match o {
+                Outcome::Written(before) => {
+                    if info.seq > info.follows + 1 {
+                        tracing::warn!(
+                            "{id}: batches {}..={} never arrive: the agent dropped them (spool overflow or damage)",
+                            info.follows + 1,
+                            info.seq - 1
+                        );
+                    }
+                    if info.source_drops > before.source_drops {
+                        tracing::warn!(
+                            "{id}: the agent's capture has lost {} packets so far ({} since its last report)",
+                            info.source_drops,
+                            info.source_drops - before.source_drops
+                        );
+                    }
+                }
+                Outcome::Duplicate => tracing::debug!("{id}: batch {seq} already durable (resend)"),
+                Outcome::Refused(why) => {
+                    refusal = Some(why.clone());
+                    break;
+                }
+            }
+            encode_frame(&Frame::Ack(Ack { seq }), &mut out);
+        }
+        if !out.is_empty() {
+            tls.write_all(&out)
+                .await
+                .map_err(|e| format!("{id}: {e}"))?;
+        }
+        if let Some(why) = refusal {
+            return Err(refuse(&mut tls, &id, why).await);
+        }
+        match written.error {
+            None => {}
+            Some(Reject::Bad(seq, why)) => {
+                return Err(refuse(&mut tls, &id, format!("batch {seq}: {why}")).await)
+            }
+            Some(Reject::Store(seq, why, broken)) => {
+                tracing::error!("{id}: cannot store batch {seq}: {why}");
+                if broken {
+                    forget_store(sh, &dir, &store);
+                }
+                let reason = format!("the collector cannot store batch {seq}: {why}");
+                return Err(refuse(&mut tls, &id, reason).await);
+            }
+        }
+        match after {
+            None | Some(Frame::Heartbeat(_)) => {}
+            Some(Frame::Refused(r)) => return Err(format!("{id}: agent gave up: {}", r.reason)),
+            Some(other) => return Err(format!("{id}: unexpected {} frame", kind(&other))),
         }
     }
 }
 
-enum Reject {
-    /// The batch itself is bad (the agent's fault).
-    Bad(String),
-    /// The store failed; whether it must be reopened.
-    Store(String, bool),
+/// Batches in one group commit, at most.
+const MAX_GROUP: usize = 64;
+/// Records in one group commit, at most (bounds the memory of a commit).
+const MAX_GROUP_RECORDS: usize = 4_096;
+
+/// The next frame if it is here already: decoded from what was received, or
+/// from one read that does not wait. `None` when nothing more is here, or
+/// when a large frame is arriving and the budget has no room for it now.
+async fn next_buffered<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    rd: &mut Reader,
+    budget: &Arc<Semaphore>,
+) -> Result<Option<(Frame, Option<OwnedSemaphorePermit>)>, String> {
+    loop {
+        if let Some(f) = rd.dec.next_frame().map_err(|e| e.to_string())? {
+            return Ok(Some((f, rd.reserved.take())));
+        }
+        if rd.reserved.is_none() {
+            if let Some(len) = rd.dec.announced().filter(|&l| l > FREE_FRAME) {
+                match budget
+                    .clone()
+                    .try_acquire_many_owned((len >> 10) as u32 + 1)
+                {
+                    Ok(p) => rd.reserved = Some(p),
+                    Err(_) => return Ok(None),
+                }
+            }
+        }
+        match tokio::time::timeout(Duration::ZERO, s.read(&mut rd.buf)).await {
+            Ok(Ok(0)) | Err(_) => return Ok(None),
+            Ok(Ok(n)) => rd.dec.push(&rd.buf[..n]),
+            Ok(Err(e)) => return Err(e.to_string()),
+        }
+    }
 }
 
-fn store_batch(
+/// What a group commit came to: the outcomes of the batches it looked at,
+/// and the error that stopped it, if any (after the outcomes).
+struct Written {
+    outcomes: Vec<Outcome>,
+    error: Option<Reject>,
+}
+
+enum Reject {
+    /// A batch itself is bad (the agent's fault).
+    Bad(u64, String),
+    /// The store failed; whether it must be reopened.
+    Store(u64, String, bool),
+}
+
+/// Decodes a group of batches and writes them with one commit. A batch that
+/// does not decode ends the group there: the ones before it are written.
+fn store_batches(
     store: &Mutex<StreamStore>,
-    info: BatchInfo,
-    b: &vmflow_proto::Batch,
-) -> Result<Outcome, Reject> {
-    let records = decode_records(&b.block).map_err(|e| Reject::Bad(e.to_string()))?;
-    if records.len() != b.records as usize {
-        return Err(Reject::Bad(format!(
-            "claims {} records, holds {}",
-            b.records,
-            records.len()
-        )));
+    infos: &[BatchInfo],
+    batches: &[vmflow_proto::Batch],
+) -> Written {
+    let mut decoded = Vec::with_capacity(batches.len());
+    let mut error = None;
+    for b in batches {
+        match decode_records(&b.block) {
+            Ok(r) if r.len() == b.records as usize => decoded.push(r),
+            Ok(r) => {
+                let why = format!("claims {} records, holds {}", b.records, r.len());
+                error = Some(Reject::Bad(b.seq, why));
+                break;
+            }
+            Err(e) => {
+                error = Some(Reject::Bad(b.seq, e.to_string()));
+                break;
+            }
+        }
     }
-    let mut st = store
-        .lock()
-        .map_err(|_| Reject::Store("store lock poisoned".into(), true))?;
-    st.write_batch(info, &records)
-        .map_err(|e| Reject::Store(e.to_string(), st.is_broken()))
+    let group: Vec<(BatchInfo, &[vmflow_proto::FlowRecord])> = infos
+        .iter()
+        .copied()
+        .zip(decoded.iter().map(Vec::as_slice))
+        .collect();
+    let first = batches.first().map_or(0, |b| b.seq);
+    let mut st = match store.lock() {
+        Ok(st) => st,
+        Err(_) => {
+            return Written {
+                outcomes: Vec::new(),
+                error: Some(Reject::Store(first, "store lock poisoned".into(), true)),
+            }
+        }
+    };
+    match st.write_batches(&group) {
+        Ok(outcomes) => Written { outcomes, error },
+        Err(e) => Written {
+            outcomes: Vec::new(),
+            error: Some(Reject::Store(first, e.to_string(), st.is_broken())),
+        },
+    }
 }
 
 /// The stream's store, opened once and shared by its connections. An

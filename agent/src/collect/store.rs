@@ -99,6 +99,8 @@ pub struct StreamStore {
     epochs: BTreeMap<u64, EpochState>,
     files: BTreeMap<String, u64>,
     broken: bool,
+    /// NDJSON buffers kept between commits.
+    scratch: Vec<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -163,6 +165,11 @@ fn parse_state(text: &str) -> Result<Parsed, String> {
     Ok(p)
 }
 
+/// Whether a state file's text reads (the fuzz target's entry point).
+pub fn state_reads(text: &str) -> bool {
+    parse_state(text).is_ok()
+}
+
 impl StreamStore {
     /// Opens the stream's store in `dir`, creating it if there is none.
     pub fn open(fs: SharedFs, dir: &Path) -> Result<StreamStore, StoreError> {
@@ -173,6 +180,7 @@ impl StreamStore {
             epochs: BTreeMap::new(),
             files: BTreeMap::new(),
             broken: false,
+            scratch: Vec::new(),
         };
         if !fs.is_dir(dir) {
             // The state exists before any hour file does, so files without
@@ -289,39 +297,86 @@ impl StreamStore {
         b: BatchInfo,
         records: &[FlowRecord],
     ) -> Result<Outcome, StoreError> {
+        let mut out = self.write_batches(&[(b, records)])?;
+        Ok(out.pop().unwrap_or(Outcome::Duplicate))
+    }
+
+    /// Makes consecutive batches durable with one commit (one set of syncs
+    /// for all of them: group commit), or says why not. Returns one outcome
+    /// per batch up to and including the first refused one; the ones after
+    /// it are not looked at. On an error nothing of the group is written.
+    pub fn write_batches(
+        &mut self,
+        batches: &[(BatchInfo, &[FlowRecord])],
+    ) -> Result<Vec<Outcome>, StoreError> {
         if self.broken {
             return Err(StoreError::Broken {
                 dir: self.dir.clone(),
             });
         }
-        let before = self.epoch(b.epoch);
-        if b.seq <= before.last_seq {
-            return Ok(Outcome::Duplicate);
-        }
-        if b.seq == u64::MAX {
-            return Ok(Outcome::Refused(
-                "batch number 2^64-1 is reserved (no batch could follow it)".into(),
-            ));
-        }
-        if b.follows != before.last_seq || b.follows >= b.seq {
-            return Ok(Outcome::Refused(format!(
-                "batch {} follows batch {}, but this collector holds batches up to {} of the stream: \
-                 the next batch must follow {}",
-                b.seq, b.follows, before.last_seq, before.last_seq
-            )));
-        }
+        let mut epochs = self.epochs.clone();
+        let mut outcomes = Vec::with_capacity(batches.len());
         // Keyed by hour number: the file name is formatted once per file, not per record.
         let mut by_hour: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-        for r in records {
-            let out = by_hour
-                .entry(r.first_ns / HOUR_NS)
-                .or_insert_with(|| Vec::with_capacity(records.len() * 420));
-            encode_ndjson(r, out);
-            out.push(b'\n');
+        for (b, records) in batches {
+            let before = epochs.get(&b.epoch).copied().unwrap_or_default();
+            if b.seq <= before.last_seq {
+                outcomes.push(Outcome::Duplicate);
+                continue;
+            }
+            if b.seq == u64::MAX {
+                outcomes.push(Outcome::Refused(
+                    "batch number 2^64-1 is reserved (no batch could follow it)".into(),
+                ));
+                break;
+            }
+            if b.follows != before.last_seq || b.follows >= b.seq {
+                outcomes.push(Outcome::Refused(format!(
+                    "batch {} follows batch {}, but this collector holds batches up to {} of the stream: \
+                     the next batch must follow {}",
+                    b.seq, b.follows, before.last_seq, before.last_seq
+                )));
+                break;
+            }
+            for r in records.iter() {
+                let out = by_hour.entry(r.first_ns / HOUR_NS).or_insert_with(|| {
+                    let mut v = self.scratch.pop().unwrap_or_default();
+                    v.clear();
+                    v
+                });
+                encode_ndjson(r, out);
+                out.push(b'\n');
+            }
+            epochs.insert(
+                b.epoch,
+                EpochState {
+                    last_seq: b.seq,
+                    source_drops: before.source_drops.max(b.source_drops),
+                    agent_dropped: before.agent_dropped + (b.seq - b.follows - 1),
+                },
+            );
+            outcomes.push(Outcome::Written(before));
         }
+        if epochs == self.epochs {
+            // Repeats and a refusal only: nothing to write.
+            return Ok(outcomes);
+        }
+        let r = self.commit_group(epochs, &by_hour);
+        // The buffers are kept for the next group: allocating megabytes of
+        // fresh pages for every commit costs more than encoding into them.
+        self.scratch.extend(by_hour.into_values());
+        self.scratch.truncate(8);
+        r.map(|_| outcomes)
+    }
+
+    fn commit_group(
+        &mut self,
+        epochs: BTreeMap<u64, EpochState>,
+        by_hour: &BTreeMap<u64, Vec<u8>>,
+    ) -> Result<(), StoreError> {
         let mut grown: Vec<(String, u64)> = Vec::with_capacity(by_hour.len());
         let mut new_file = false;
-        for (hour, bytes) in &by_hour {
+        for (hour, bytes) in by_hour {
             let name = hour_file(hour * HOUR_NS);
             let path = self.dir.join(&name);
             new_file |= !self.files.contains_key(&name);
@@ -350,21 +405,12 @@ impl StreamStore {
         for (name, len) in &grown {
             *files.entry(name.clone()).or_insert(0) += len;
         }
-        let mut epochs = self.epochs.clone();
-        epochs.insert(
-            b.epoch,
-            EpochState {
-                last_seq: b.seq,
-                source_drops: before.source_drops.max(b.source_drops),
-                agent_dropped: before.agent_dropped + (b.seq - b.follows - 1),
-            },
-        );
         let old = (
             std::mem::replace(&mut self.files, files),
             std::mem::replace(&mut self.epochs, epochs),
         );
         match self.commit_text(&self.state_text()) {
-            Ok(()) => Ok(Outcome::Written(before)),
+            Ok(()) => Ok(()),
             Err((e, renamed)) => {
                 (self.files, self.epochs) = old;
                 if renamed {

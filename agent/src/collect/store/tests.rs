@@ -369,3 +369,35 @@ fn a_store_of_the_first_format_is_epoch_zero() {
     let s = open(&fs).unwrap();
     assert_eq!(s.epoch(0).last_seq, 5);
 }
+
+/// Group commit: consecutive batches share one commit; a repeat in the
+/// group is skipped, a refusal ends it there (the ones before it are
+/// written), and a failing write leaves nothing of the group behind.
+#[test]
+fn a_group_commits_together_or_not_at_all() {
+    let (sfs, fs) = sim();
+    let mut s = open(&fs).unwrap();
+    s.write_batch(batch(1), &[rec(H)]).unwrap();
+    let r: Vec<Vec<FlowRecord>> = (0..6).map(|i| vec![rec(H + 10 + i)]).collect();
+    let group: Vec<(BatchInfo, &[FlowRecord])> = vec![
+        (batch(1), &r[0]),
+        (batch(2), &r[1]),
+        (batch(3), &r[2]),
+        (batch(5), &r[3]),
+        (batch(4), &r[4]),
+    ];
+    sfs.clear_log();
+    let out = s.write_batches(&group).unwrap();
+    assert_eq!(out.len(), 4);
+    assert_eq!(out[0], Outcome::Duplicate);
+    assert!(matches!(out[1], Outcome::Written(_)) && matches!(out[2], Outcome::Written(_)));
+    assert!(matches!(out[3], Outcome::Refused(_)));
+    assert_eq!(lines(&*fs), vec![H, H + 11, H + 12]);
+    let renames = sfs.log().iter().filter(|l| l.starts_with("rename")).count();
+    assert_eq!(renames, 1, "one commit for the group");
+    sfs.fail_next("sync", libc::EIO);
+    let group: Vec<(BatchInfo, &[FlowRecord])> = vec![(batch(4), &r[4]), (batch(5), &r[5])];
+    assert!(s.write_batches(&group).is_err());
+    assert_eq!(lines(&*fs), vec![H, H + 11, H + 12]);
+    assert_eq!(s.epoch(9).last_seq, 3);
+}

@@ -113,18 +113,22 @@ pub enum Read {
 }
 
 pub fn read(fs: &dyn Fs, path: &Path) -> io::Result<Read> {
-    let bytes = match fs.read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Read::Missing),
-        Err(e) => return Err(e),
-    };
+    match fs.read(path) {
+        Ok(b) => Ok(parse(&b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Read::Missing),
+        Err(e) => Err(e),
+    }
+}
+
+/// The newer intact slot of a ledger file's bytes.
+pub fn parse(bytes: &[u8]) -> Read {
     let a = bytes.get(..SLOT).and_then(Ledger::decode);
     let b = bytes.get(SLOT..).and_then(Ledger::decode);
-    Ok(match (a, b) {
+    match (a, b) {
         (Some(a), Some(b)) => Read::Intact(if b.generation > a.generation { b } else { a }),
         (Some(x), None) | (None, Some(x)) => Read::Intact(x),
         (None, None) => Read::Damaged,
-    })
+    }
 }
 
 /// Writes a new ledger file (both slots), replacing any damaged one.
