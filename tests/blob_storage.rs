@@ -458,3 +458,100 @@ fn bearer_tokens_from_a_managed_identity_or_a_service_principal_reach_storage() 
     assert!(e.contains("HTTP 401") || e.contains("HTTP 403"), "{e}");
     assert!(!e.contains(&old), "{e}");
 }
+
+// ---- issue 10: nothing lost, nothing doubled, nothing leaked --------------
+
+/// Network Watcher's blob name for capture `n` of 2 December 2026.
+fn nw_name(n: usize) -> String {
+    format!("{PREFIX}2026/12/02/packetcapture_10_{n:02}_00_000.cap")
+}
+
+/// SAS; `extra` goes under `[source.blob]`.
+fn blob_agent_config(
+    dir: &Path,
+    name: &str,
+    account_url: &str,
+    extra: &str,
+    certs: &Path,
+    collector: &str,
+) -> PathBuf {
+    let sas_file = dir.join("sas");
+    std::fs::write(&sas_file, full_sas()).unwrap();
+    let source = format!(
+        "{FLOW}[source.blob]\naccount_url = {account_url:?}\ncontainer = \"network-watcher-logs\"\n\
+         prefix = {PREFIX:?}\nsas_token_file = {sas_file:?}\n{extra}"
+    );
+    agent_config_with(
+        dir,
+        name,
+        &source,
+        certs,
+        "agent-1",
+        collector,
+        "batch_records = 64\n",
+    )
+}
+
+/// Issue 10 #12: the SAS never reaches the log, even with a module-level
+/// filter for the HTTP client (more specific than any directive of ours)
+/// or everything at trace, on a run that lists, downloads and deletes.
+#[test]
+fn the_sas_signature_never_reaches_the_log_whatever_rust_log_says() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let az = Azurite::start();
+    let cap = synth_cap(dir, 2_000);
+    let bytes = std::fs::read(&cap).unwrap();
+    let certs = dir.join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let mut c = client(&az, &full_sas());
+    c.create_container().unwrap();
+    let sas = full_sas();
+    let sig = sas.split("sig=").nth(1).unwrap().to_string();
+    let decoded = common::http_stub::percent_decode(&sig);
+    for (i, filter) in ["ureq::util=trace,ureq::run=trace", "trace"]
+        .into_iter()
+        .enumerate()
+    {
+        c.upload(&nw_name(1), &bytes).unwrap();
+        let cfg = blob_agent_config(
+            dir,
+            &format!("leak{i}"),
+            &az.account_url,
+            "poll_interval = 0.05\ncheckpoint_interval = 0.02\n\
+             after = \"delete\"\nshutdown_grace = 0\n",
+            &certs,
+            "127.0.0.1:9",
+        );
+        let mut a = Proc::spawn(
+            vmflow()
+                .env("RUST_LOG", filter)
+                .arg("run")
+                .arg("--config")
+                .arg(&cfg),
+        );
+        // Listed, downloaded, read, checkpointed and deleted.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while c
+            .list(PREFIX, None)
+            .unwrap()
+            .iter()
+            .any(|b| b.name == nw_name(1))
+        {
+            let running = a.child.try_wait().unwrap().is_none();
+            assert!(
+                running && std::time::Instant::now() < deadline,
+                "{}",
+                a.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        a.kill();
+        let text = a.text();
+        assert!(
+            !text.contains(&sig) && !text.contains(&decoded),
+            "RUST_LOG={filter}: the signature leaked ({} lines)",
+            text.lines().filter(|l| l.contains(&sig)).count()
+        );
+    }
+}
