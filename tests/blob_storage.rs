@@ -555,3 +555,101 @@ fn the_sas_signature_never_reaches_the_log_whatever_rust_log_says() {
         );
     }
 }
+
+/// Issue 10 #13: listing errors back off (from a second or poll_interval,
+/// doubling, capped) instead of retrying every 50 ms, are logged once, and a
+/// recovery is reported with the number of failed attempts.
+#[test]
+fn listing_errors_back_off_and_are_logged_once() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let certs = dir.join("certs");
+    certs_init(&certs, &["agent-1"]);
+    // Nothing ships: the collector is not needed here.
+    let nowhere = "127.0.0.1:9";
+
+    // A closed port, with poll_interval = 30.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg_closed = blob_agent_config(
+        dir,
+        "closed",
+        &format!("http://127.0.0.1:{closed}/{ACCOUNT}"),
+        "poll_interval = 30\nshutdown_grace = 0\n",
+        &certs,
+        nowhere,
+    );
+    // A server answering 500 until it is told to recover, with a short
+    // poll_interval: the backoff starts near a second and doubles.
+    let requests = Arc::new(AtomicUsize::new(0));
+    let healthy = Arc::new(AtomicBool::new(false));
+    let (n, ok) = (requests.clone(), healthy.clone());
+    let stub = Stub::start(move |_| {
+        n.fetch_add(1, Ordering::SeqCst);
+        if ok.load(Ordering::SeqCst) {
+            return Response {
+                status: 200,
+                headers: vec![("Content-Type".into(), "application/xml".into())],
+                body: "<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults><Blobs/><NextMarker/></EnumerationResults>".into(),
+            };
+        }
+        Response {
+            status: 500,
+            headers: vec![("Content-Type".into(), "application/xml".into())],
+            body: "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>InternalError</Code><Message>The server encountered an internal error.</Message></Error>".into(),
+        }
+    });
+    let cfg_500 = blob_agent_config(
+        dir,
+        "stub",
+        &format!("{}/{ACCOUNT}", stub.url),
+        "poll_interval = 0.1\nshutdown_grace = 0\n",
+        &certs,
+        nowhere,
+    );
+    let mut a = agent(&cfg_closed);
+    let mut b = agent(&cfg_500);
+    a.wait_line(
+        "list container network-watcher-logs:",
+        Duration::from_secs(60),
+    );
+    b.wait_line(
+        "list container network-watcher-logs: HTTP 500",
+        Duration::from_secs(60),
+    );
+    // Measured over a window: retries at about 0, 1 and 3 s (stub), and
+    // none within 30 s after the first (closed port).
+    std::thread::sleep(Duration::from_secs(4));
+    let failed = requests.load(Ordering::SeqCst);
+    assert!(
+        (2..=4).contains(&failed),
+        "{failed} requests in 4 s:\n{}",
+        b.text()
+    );
+    healthy.store(true, Ordering::SeqCst);
+    let line = b.wait_line("recovered after", Duration::from_secs(30));
+    assert!(line.contains("failed attempts"), "{line}");
+    b.sigterm();
+    assert!(b.wait(Duration::from_secs(60)), "{}", b.text());
+    let text = b.text();
+    assert_eq!(text.matches("HTTP 500").count(), 1, "{text}");
+    assert!(
+        requests.load(Ordering::SeqCst) > failed,
+        "listing again after the recovery"
+    );
+    assert_eq!(stat(&text, "blob.errors"), failed as u64, "{text}");
+
+    a.sigterm();
+    assert!(a.wait(Duration::from_secs(60)), "{}", a.text());
+    let text = a.text();
+    assert_eq!(
+        text.matches("list container network-watcher-logs:").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(stat(&text, "blob.errors"), 1, "{text}");
+}

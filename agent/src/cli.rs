@@ -632,8 +632,8 @@ fn print_run(what: &str, r: &crate::daemon::RunReport) {
     }
     if let Some(b) = &r.blob {
         eprintln!(
-            "{what}: blob.listings={} blob.downloaded={} blob.bytes={} blob.deleted={} blob.vanished={}",
-            b.listings, b.downloaded, b.bytes, b.deleted, b.vanished
+            "{what}: blob.listings={} blob.downloaded={} blob.bytes={} blob.deleted={} blob.vanished={} blob.errors={}",
+            b.listings, b.downloaded, b.bytes, b.deleted, b.vanished, b.errors
         );
     }
     if let Some((c, gaps)) = &r.coverage {

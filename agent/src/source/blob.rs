@@ -58,6 +58,7 @@ pub struct BlobSource {
     follower: Option<Follower>,
     queue: Vec<BlobItem>,
     listed: Option<Instant>,
+    backoff: Backoff,
     pub stats: BlobStats,
 }
 
@@ -69,6 +70,8 @@ pub struct BlobStats {
     pub deleted: u64,
     /// Listed, but gone before they could be downloaded.
     pub vanished: u64,
+    /// Failed attempts to list or download (each followed by a wait).
+    pub errors: u64,
 }
 
 impl BlobSource {
@@ -84,6 +87,7 @@ impl BlobSource {
             .set_limits(secs(cfg.overlap_window), secs(cfg.max_silence));
         Ok(BlobSource {
             local: download_dir.join("current.cap"),
+            backoff: Backoff::new(cfg.poll_interval),
             cfg,
             client,
             pos,
@@ -206,6 +210,48 @@ impl BlobSource {
             let _ = std::fs::remove_file(&self.local);
             return Ok(Step::Progress);
         }
+        let now = Instant::now();
+        if !self.backoff.ready(now) {
+            return Ok(Step::Idle);
+        }
+        match self.fetch() {
+            Ok(step) => {
+                if let Some(r) = self.backoff.succeeded(now) {
+                    tracing::info!(
+                        "blob storage answers again: recovered after {} failed attempts over {:.1} s",
+                        r.attempts,
+                        r.lasted.as_secs_f64()
+                    );
+                }
+                Ok(step)
+            }
+            Err(e) => {
+                self.stats.errors += 1;
+                let msg = e.to_string();
+                let (wait, note) = self.backoff.failed(&msg, now);
+                let wait = wait.as_secs_f64();
+                match note {
+                    Note::First => tracing::error!("{msg}; retrying in {wait:.1} s"),
+                    Note::Changed(r) => tracing::error!(
+                        "{msg}; retrying in {wait:.1} s (the previous error: {} failed attempts over {:.1} s)",
+                        r.attempts,
+                        r.lasted.as_secs_f64()
+                    ),
+                    Note::Reminder(r) => tracing::warn!(
+                        "still failing: {} attempts over {:.0} s, last: {msg}; retrying in {wait:.1} s",
+                        r.attempts,
+                        r.lasted.as_secs_f64()
+                    ),
+                    Note::Repeat => {}
+                }
+                Ok(Step::Idle)
+            }
+        }
+    }
+
+    /// The part of a look that talks to the service: its errors are retried
+    /// after a backoff.
+    fn fetch(&mut self) -> Result<Step, Error> {
         if let Some((id, handled)) = self.pos.current.clone() {
             // Resuming: the blob the checkpoint was inside.
             return self.start(&id.name, handled, Some(&id.etag));
@@ -262,6 +308,116 @@ impl Tailed for BlobSource {
                     self.pos.to_delete.push(name);
                 }
             }
+        }
+    }
+}
+
+/// Waiting after failed requests. A server that refuses (403, 500) or a port
+/// that is closed answers at once, so retrying at the loop's pace would be
+/// hundreds of requests a minute and a log line each: the wait starts at
+/// `poll_interval` (at least a second), doubles up to five minutes (or
+/// `poll_interval` if longer), and a success resets it. An error is logged
+/// when it first appears or changes, then only as an hourly reminder, and
+/// the recovery says how many attempts failed.
+struct Backoff {
+    first: Duration,
+    cap: Duration,
+    failures: u32,
+    next: Option<Instant>,
+    error: Option<String>,
+    attempts: u64,
+    since: Option<Instant>,
+    logged: Option<Instant>,
+}
+
+/// What a failure is worth saying.
+#[derive(Debug, PartialEq)]
+enum Note {
+    First,
+    Repeat,
+    /// Another error than the one before, which lasted so long.
+    Changed(Run),
+    /// The same error for another hour.
+    Reminder(Run),
+}
+
+/// A stretch of failures with one error.
+#[derive(Debug, PartialEq)]
+struct Run {
+    attempts: u64,
+    lasted: Duration,
+}
+
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+const REMINDER: Duration = Duration::from_secs(3600);
+
+impl Backoff {
+    fn new(poll_interval: f64) -> Self {
+        let first = Duration::from_secs_f64(poll_interval.max(1.0));
+        Backoff {
+            first,
+            cap: BACKOFF_CAP.max(first),
+            failures: 0,
+            next: None,
+            error: None,
+            attempts: 0,
+            since: None,
+            logged: None,
+        }
+    }
+
+    fn ready(&self, now: Instant) -> bool {
+        self.next.is_none_or(|t| now >= t)
+    }
+
+    /// A failed attempt: how long to wait, and what to say about it.
+    fn failed(&mut self, msg: &str, now: Instant) -> (Duration, Note) {
+        let wait = self
+            .first
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(self.cap);
+        self.failures = self.failures.saturating_add(1);
+        self.next = Some(now + wait);
+        let note = match &self.error {
+            None => Note::First,
+            Some(e) if e != msg => Note::Changed(self.run(now)),
+            Some(_)
+                if self
+                    .logged
+                    .is_some_and(|t| now.duration_since(t) >= REMINDER) =>
+            {
+                self.attempts += 1;
+                self.logged = Some(now);
+                return (wait, Note::Reminder(self.run(now)));
+            }
+            Some(_) => {
+                self.attempts += 1;
+                return (wait, Note::Repeat);
+            }
+        };
+        self.error = Some(msg.to_string());
+        self.attempts = 1;
+        self.since = Some(now);
+        self.logged = Some(now);
+        (wait, note)
+    }
+
+    /// A successful request: the failures before it, if any.
+    fn succeeded(&mut self, now: Instant) -> Option<Run> {
+        self.failures = 0;
+        self.next = None;
+        self.error.take()?;
+        let run = self.run(now);
+        self.attempts = 0;
+        self.since = None;
+        self.logged = None;
+        Some(run)
+    }
+
+    fn run(&self, now: Instant) -> Run {
+        Run {
+            attempts: self.attempts,
+            lasted: self.since.map_or(Duration::ZERO, |t| now.duration_since(t)),
         }
     }
 }
@@ -334,6 +490,50 @@ mod tests {
             created: created.map(str::to_string),
             modified: None,
         }
+    }
+
+    #[test]
+    fn failures_back_off_doubling_to_a_cap_and_are_noted_once() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut b = Backoff::new(0.05);
+        assert!(b.ready(t0));
+        let (w, n) = b.failed("HTTP 500", t0);
+        assert_eq!((w, n), (s(1), Note::First));
+        assert!(!b.ready(t0 + Duration::from_millis(999)));
+        assert!(b.ready(t0 + s(1)));
+        let waits: Vec<u64> = (0..10)
+            .map(|_| {
+                let (w, n) = b.failed("HTTP 500", t0 + s(1));
+                assert_eq!(n, Note::Repeat);
+                w.as_secs()
+            })
+            .collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        let (_, n) = b.failed("connection refused", t0 + s(10));
+        assert_eq!(
+            n,
+            Note::Changed(Run {
+                attempts: 11,
+                lasted: s(10)
+            })
+        );
+        let (_, n) = b.failed("connection refused", t0 + s(10) + REMINDER);
+        assert!(
+            matches!(n, Note::Reminder(Run { attempts: 2, .. })),
+            "{n:?}"
+        );
+        // A success resets the wait and reports the stretch of failures.
+        let r = b.succeeded(t0 + s(20) + REMINDER).unwrap();
+        assert_eq!(r.attempts, 2);
+        assert!(b.ready(t0));
+        assert_eq!(b.succeeded(t0), None);
+        assert_eq!(b.failed("HTTP 403", t0).0, s(1));
+        // A long poll interval is where the wait starts, and at least the cap.
+        let mut slow = Backoff::new(600.0);
+        assert_eq!(slow.failed("x", t0).0, s(600));
+        assert_eq!(slow.failed("x", t0).0, s(600));
+        assert_eq!(Backoff::new(30.0).failed("x", t0).0, s(30));
     }
 
     #[test]
