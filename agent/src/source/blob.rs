@@ -4,24 +4,37 @@
 //! the current one the engine got, goes into the agent's checkpoint; a blob
 //! is deleted only once a checkpoint that records it as read is on disk.
 
-use std::path::PathBuf;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::follow::Follower;
 use super::sequence::Sequence;
-use crate::azure::blob::{BlobClient, BlobItem};
+use crate::azure::blob::{bare_etag, BlobClient, BlobItem, Get};
+use crate::azure::AzureError;
 use crate::config::{AfterRead, BlobConfig};
 use crate::error::Error;
 use crate::pipeline::Feed;
 use crate::tail::{Step, Tailed};
 
-/// A blob's content: its name and ETag (an overwritten blob is new content).
+/// A blob's content: its name and ETag (an overwritten blob is new content),
+/// and what was read of it: a blob that has grown since (its ETag changed,
+/// the bytes read are still its beginning) is read on from there.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobId {
     pub name: String,
     pub etag: String,
+    /// Bytes downloaded (0 in checkpoints from before this was kept).
+    #[serde(default)]
+    pub len: u64,
+    /// Digest of the last [`TAIL`] bytes of those.
+    #[serde(default)]
+    pub tail: u64,
+    /// Packets in them (once read to the end).
+    #[serde(default)]
+    pub packets: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -50,22 +63,58 @@ fn secs(s: f64) -> u64 {
     (s * 1e9) as u64
 }
 
+/// How much of the end of what was read is compared with a grown blob's
+/// bytes at the same place, to tell an append from a rewrite.
+const TAIL: u64 = 4096;
+
 pub struct BlobSource {
     cfg: BlobConfig,
     client: BlobClient,
     pub pos: BlobPosition,
+    dir: PathBuf,
+    /// Local files get a fresh name each (one may be kept while another is read).
+    files: u64,
+    /// The blob being read: its local copy.
     local: PathBuf,
     follower: Option<Follower>,
-    queue: Vec<BlobItem>,
+    /// The last blob read to its end, with its local copy and reader: if it
+    /// grows, only its new bytes are fetched and read on.
+    kept: Option<Kept>,
+    queue: Vec<Queued>,
     listed: Option<Instant>,
     backoff: Backoff,
     pub stats: BlobStats,
 }
 
+struct Kept {
+    name: String,
+    path: PathBuf,
+    follower: Follower,
+}
+
+/// A blob to read: new, or read before and changed since.
+struct Queued {
+    item: BlobItem,
+    before: Option<BlobId>,
+}
+
+/// What is known of a blob about to be downloaded.
+enum Before<'a> {
+    New,
+    /// The checkpoint was inside it, this many packets in.
+    Resume(&'a BlobId, u64),
+    /// Read to its end before; its ETag changed since.
+    Read(&'a BlobId),
+    /// Read before, and its bytes are no longer what was read.
+    Rewritten,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlobStats {
     pub listings: u64,
+    /// GETs of blob content (whole, or the new part of a grown blob).
     pub downloaded: u64,
+    /// Bytes those transferred.
     pub bytes: u64,
     pub deleted: u64,
     /// Listed, but gone before they could be downloaded.
@@ -82,16 +131,40 @@ impl BlobSource {
         download_dir: PathBuf,
     ) -> Result<Self, Error> {
         std::fs::create_dir_all(&download_dir).map_err(|e| Error::io(&download_dir, e))?;
+        // Local copies are of this run only.
+        if let Ok(entries) = std::fs::read_dir(&download_dir) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                let ours = name == "current.cap"
+                    || name.ends_with(".part")
+                    || (name.starts_with("blob-") && name.ends_with(".cap"));
+                if ours {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let mut pos = pos;
         pos.sequence
             .set_limits(secs(cfg.overlap_window), secs(cfg.max_silence));
+        // Checkpoints from before ETags were compared bare.
+        for id in pos
+            .done
+            .iter_mut()
+            .chain(pos.current.as_mut().map(|c| &mut c.0))
+        {
+            id.etag = bare_etag(&id.etag);
+        }
         Ok(BlobSource {
-            local: download_dir.join("current.cap"),
+            local: download_dir.join("blob-0.cap"),
+            dir: download_dir,
+            files: 0,
             backoff: Backoff::new(cfg.poll_interval),
             cfg,
             client,
             pos,
             follower: None,
+            kept: None,
             queue: Vec::new(),
             listed: None,
             stats: BlobStats::default(),
@@ -106,7 +179,20 @@ impl BlobSource {
             .any(|x| lower.ends_with(&format!(".{}", x.to_ascii_lowercase())))
     }
 
-    /// Lists the container: the blobs not read yet, in capture order.
+    fn new_path(&mut self) -> PathBuf {
+        self.files += 1;
+        self.dir.join(format!("blob-{}.cap", self.files))
+    }
+
+    fn drop_kept(&mut self) {
+        if let Some(k) = self.kept.take() {
+            let _ = std::fs::remove_file(&k.path);
+        }
+    }
+
+    /// Lists the container: the blobs not read yet, and those read whose
+    /// ETag has changed since, in capture order. A blob whose ETag is the
+    /// one read is never fetched again.
     fn list(&mut self) -> Result<(), Error> {
         let items = self
             .client
@@ -118,97 +204,223 @@ impl BlobSource {
             items.iter().map(|b| b.name.as_str()).collect();
         // Finished blobs are remembered while they exist.
         self.pos.done.retain(|d| names.contains(d.name.as_str()));
+        if self
+            .kept
+            .as_ref()
+            .is_some_and(|k| !names.contains(k.name.as_str()))
+        {
+            self.drop_kept();
+        }
         let current = self.pos.current.as_ref().map(|c| c.0.name.clone());
-        let mut q: Vec<BlobItem> = items
-            .into_iter()
-            .filter(|b| self.wanted(&b.name))
-            .filter(|b| Some(&b.name) != current.as_ref())
-            .filter(|b| {
-                !self
-                    .pos
-                    .done
-                    .iter()
-                    .any(|d| d.name == b.name && d.etag == b.etag)
-            })
-            .collect();
-        q.sort_by_cached_key(|b| (capture_time(b), b.name.clone()));
-        q.reverse();
+        let mut q: Vec<Queued> = Vec::new();
+        for b in items {
+            if !self.wanted(&b.name) || Some(&b.name) == current.as_ref() {
+                continue;
+            }
+            let before = self.pos.done.iter().find(|d| d.name == b.name);
+            match before {
+                Some(d) if d.etag == b.etag => {}
+                before => q.push(Queued {
+                    before: before.cloned(),
+                    item: b,
+                }),
+            }
+        }
+        q.sort_by_cached_key(|b| (capture_time(&b.item), b.item.name.clone()));
         self.queue = q;
         Ok(())
     }
 
-    fn start(&mut self, name: &str, handled: u64, expect: Option<&str>) -> Result<Step, Error> {
-        match self
-            .client
-            .download(name, &self.local)
-            .map_err(Error::Azure)?
-        {
-            None => {
-                self.stats.vanished += 1;
-                let why = format!("blob {name} was deleted before it was read");
-                tracing::warn!("{why}");
-                if handled > 0 || expect.is_some() {
-                    // Part of it was used: its end is lost.
-                    self.pos.current = None;
-                    self.pos.sequence.end_file(Some(why));
-                } else {
+    /// Downloads `name` whole and starts reading it.
+    fn start(&mut self, name: &str, before: Before<'_>) -> Result<Step, Error> {
+        let path = self.new_path();
+        let got = self.client.download(name, &path).map_err(Error::Azure)?;
+        let Some(etag) = got else {
+            self.stats.vanished += 1;
+            match before {
+                Before::New => {
+                    let why = format!("blob {name} was deleted before it was read");
+                    tracing::warn!("{why}");
                     self.pos.sequence.note_loss(why);
                 }
-                Ok(Step::Progress)
-            }
-            Some(etag) => {
-                self.stats.downloaded += 1;
-                self.stats.bytes += std::fs::metadata(&self.local).map_or(0, |m| m.len());
-                let same = expect.is_none_or(|e| e == etag);
-                let skip = if same { handled } else { 0 };
-                if !same {
-                    tracing::warn!(
-                        "blob {name} changed since the checkpoint; reading it again (packets already counted are recognised as duplicates)"
-                    );
+                Before::Resume(..) => {
+                    // Part of it was used: its end is lost.
+                    let why = format!("blob {name} was deleted before it was read to its end");
+                    tracing::warn!("{why}");
+                    self.pos.current = None;
+                    self.pos.sequence.end_file(Some(why));
                 }
-                tracing::info!("blob {name}: reading");
-                self.pos.current = Some((
-                    BlobId {
-                        name: name.to_string(),
-                        etag,
-                    },
-                    skip,
-                ));
-                self.follower = Some(Follower::resume_at(&self.local, skip));
-                Ok(Step::Progress)
+                // Read to its end: nothing of it is missing.
+                Before::Read(_) | Before::Rewritten => {
+                    tracing::info!("blob {name}: deleted since it was read");
+                    self.pos.done.retain(|d| d.name != name);
+                    if self.kept.as_ref().is_some_and(|k| k.name == name) {
+                        self.drop_kept();
+                    }
+                }
             }
+            return Ok(Step::Progress);
+        };
+        let io = |e| Error::io(&path, e);
+        let len = std::fs::metadata(&path).map_err(io)?.len();
+        self.stats.downloaded += 1;
+        self.stats.bytes += len;
+        // A blob read before that only grew: the packets handled then are
+        // its first ones still.
+        let grew = |id: &BlobId| -> Result<bool, Error> {
+            Ok(id.len > 0 && len >= id.len && tail_digest(&path, id.len).map_err(io)? == id.tail)
+        };
+        let skip = match before {
+            Before::New | Before::Rewritten => 0,
+            Before::Resume(id, handled) if id.etag == etag || grew(id)? => handled,
+            Before::Read(id) if id.etag == etag || grew(id)? => id.packets,
+            Before::Resume(..) | Before::Read(_) => {
+                tracing::warn!(
+                    "blob {name} changed since it was read; reading it again (packets already counted are recognised as duplicates)"
+                );
+                0
+            }
+        };
+        tracing::info!("blob {name}: reading");
+        self.pos.current = Some((
+            BlobId {
+                name: name.to_string(),
+                etag,
+                len,
+                tail: tail_digest(&path, len).map_err(io)?,
+                packets: 0,
+            },
+            skip,
+        ));
+        // The kept blob is no longer the last one read (or is read again).
+        self.drop_kept();
+        let _ = std::fs::remove_file(&self.local);
+        self.follower = Some(Follower::resume_at(&path, skip));
+        self.local = path;
+        Ok(Step::Progress)
+    }
+
+    /// A blob read before whose ETag changed. When it is the last one read
+    /// and still on disk, only what follows the bytes read is fetched (a
+    /// ranged GET for the ETag the listing showed), and read on with the
+    /// same reader — if it grew: the end of what was read must come back
+    /// unchanged, else it was rewritten and is read again whole.
+    fn changed(&mut self, b: &BlobItem, before: &BlobId) -> Result<Step, Error> {
+        let kept = self.kept.as_ref().is_some_and(|k| k.name == b.name);
+        if !kept || before.len == 0 || b.size < before.len {
+            return if b.size < before.len {
+                self.start(&b.name, Before::Rewritten)
+            } else {
+                self.start(&b.name, Before::Read(before))
+            };
         }
+        let overlap = before.len.min(TAIL);
+        let got = self
+            .client
+            .get(&b.name, before.len - overlap, Some(&b.etag))
+            .map_err(Error::Azure)?;
+        let (etag, mut reader) = match got {
+            Get::Body { etag, reader } => (etag, reader),
+            Get::Gone => return self.start(&b.name, Before::Read(before)),
+            // Changed again since the listing: the next listing tells.
+            Get::Changed => return Ok(Step::Progress),
+        };
+        self.stats.downloaded += 1;
+        let net = |e: std::io::Error| {
+            Error::Azure(AzureError::Transport {
+                op: format!("download {}", b.name),
+                msg: e.to_string(),
+            })
+        };
+        let mut end = vec![0u8; overlap as usize];
+        reader.read_exact(&mut end).map_err(net)?;
+        self.stats.bytes += overlap;
+        if digest(&end) != before.tail {
+            drop(reader);
+            tracing::warn!(
+                "blob {} was rewritten since it was read; reading it again (packets already counted are recognised as duplicates)",
+                b.name
+            );
+            return self.start(&b.name, Before::Rewritten);
+        }
+        let Some(k) = self.kept.take() else {
+            return Ok(Step::Progress);
+        };
+        let io = |e| Error::io(&k.path, e);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&k.path)
+            .map_err(io)?;
+        let added = std::io::copy(&mut reader, &mut f).map_err(net)?;
+        f.flush().map_err(io)?;
+        drop(f);
+        self.stats.bytes += added;
+        let len = before.len + added;
+        tracing::info!(
+            "blob {}: reading the {added} bytes it grew by since it was read",
+            b.name
+        );
+        self.pos.current = Some((
+            BlobId {
+                name: b.name.clone(),
+                etag,
+                len,
+                tail: tail_digest(&k.path, len).map_err(io)?,
+                packets: 0,
+            },
+            before.packets,
+        ));
+        self.follower = Some(k.follower);
+        self.local = k.path;
+        Ok(Step::Progress)
+    }
+
+    /// Reads the downloaded blob to its end.
+    fn read(&mut self, feed: &mut dyn Feed) -> Result<Step, Error> {
+        let Some(mut f) = self.follower.take() else {
+            return Ok(Step::Idle);
+        };
+        // A downloaded blob is whole: read it to the end.
+        let seq = &mut self.pos.sequence;
+        let res = f.poll_with(true, &mut |p| seq.packet(p, feed));
+        let lost = match res {
+            Ok(p) if p.partial => Some("ends in a cut record".to_string()),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!("{e}");
+                Some(format!("unreadable after a corrupt record: {e}"))
+            }
+        };
+        let (mut id, _) = self
+            .pos
+            .current
+            .take()
+            .ok_or_else(|| Error::Pipeline("blob source: a file without a blob".into()))?;
+        if let Some(why) = &lost {
+            tracing::warn!("blob {}: {why}", id.name);
+        }
+        self.pos.sequence.end_file(lost.clone());
+        if self.cfg.after == AfterRead::Delete {
+            self.pos.to_delete.push(id.name.clone());
+        }
+        id.packets = f.position();
+        if lost.is_none() {
+            self.kept = Some(Kept {
+                name: id.name.clone(),
+                path: self.local.clone(),
+                follower: f,
+            });
+        } else {
+            let _ = std::fs::remove_file(&self.local);
+        }
+        self.pos.done.retain(|d| d.name != id.name);
+        self.pos.done.push(id);
+        Ok(Step::Progress)
     }
 
     fn look(&mut self, feed: &mut dyn Feed) -> Result<Step, Error> {
-        if let Some(f) = self.follower.as_mut() {
-            // A downloaded blob is whole: read it to the end.
-            let seq = &mut self.pos.sequence;
-            let res = f.poll_with(true, &mut |p| seq.packet(p, feed));
-            let lost = match res {
-                Ok(p) if p.partial => Some("ends in a cut record".to_string()),
-                Ok(_) => None,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    Some(format!("unreadable after a corrupt record: {e}"))
-                }
-            };
-            let (id, _) = self
-                .pos
-                .current
-                .take()
-                .ok_or_else(|| Error::Pipeline("blob source: a file without a blob".into()))?;
-            if let Some(why) = &lost {
-                tracing::warn!("blob {}: {why}", id.name);
-            }
-            self.pos.sequence.end_file(lost);
-            if self.cfg.after == AfterRead::Delete {
-                self.pos.to_delete.push(id.name.clone());
-            }
-            self.pos.done.push(id);
-            self.follower = None;
-            let _ = std::fs::remove_file(&self.local);
-            return Ok(Step::Progress);
+        if self.follower.is_some() {
+            return self.read(feed);
         }
         let now = Instant::now();
         if !self.backoff.ready(now) {
@@ -254,30 +466,47 @@ impl BlobSource {
     fn fetch(&mut self) -> Result<Step, Error> {
         if let Some((id, handled)) = self.pos.current.clone() {
             // Resuming: the blob the checkpoint was inside.
-            return self.start(&id.name, handled, Some(&id.etag));
+            return self.start(&id.name, Before::Resume(&id, handled));
         }
+        let due = self
+            .listed
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs_f64(self.cfg.poll_interval));
         if self.queue.is_empty() {
-            let due = self
-                .listed
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs_f64(self.cfg.poll_interval));
             if !due {
                 return Ok(Step::Idle);
             }
             self.list()?;
         }
-        match self.queue.pop() {
-            Some(b) => {
-                let r = self.start(&b.name, 0, None);
-                if r.is_err() {
-                    // Still next in capture order: taking a later blob first
-                    // would make this one's packets look like duplicates.
-                    self.queue.push(b);
-                }
-                r
-            }
-            None => Ok(Step::Idle),
-        }
+        let Some(next) = self.queue.first() else {
+            return Ok(Step::Idle);
+        };
+        let (item, before) = (next.item.clone(), next.before.clone());
+        // Still next in capture order until it is taken: a later blob taken
+        // first would make this one's packets look like duplicates.
+        let step = match &before {
+            None => self.start(&item.name, Before::New)?,
+            Some(b) => self.changed(&item, b)?,
+        };
+        self.queue.remove(0);
+        Ok(step)
     }
+}
+
+/// FNV-1a: tells whether bytes came back the same.
+fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Digest of the [`TAIL`] bytes before offset `len` of `path`.
+fn tail_digest(path: &Path, len: u64) -> std::io::Result<u64> {
+    let n = len.min(TAIL);
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(len - n))?;
+    let mut buf = vec![0u8; n as usize];
+    f.read_exact(&mut buf)?;
+    Ok(digest(&buf))
 }
 
 impl Tailed for BlobSource {
