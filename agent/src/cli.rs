@@ -632,8 +632,8 @@ fn print_run(what: &str, r: &crate::daemon::RunReport) {
     }
     if let Some(b) = &r.blob {
         eprintln!(
-            "{what}: blob.listings={} blob.downloaded={} blob.bytes={} blob.deleted={} blob.vanished={} blob.errors={}",
-            b.listings, b.downloaded, b.bytes, b.deleted, b.vanished, b.errors
+            "{what}: blob.listings={} blob.downloaded={} blob.bytes={} blob.deleted={} blob.vanished={} blob.errors={} blob.late={} blob.late_packets={}",
+            b.listings, b.downloaded, b.bytes, b.deleted, b.vanished, b.errors, b.late, b.late_packets
         );
     }
     if let Some((c, gaps)) = &r.coverage {

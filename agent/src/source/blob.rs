@@ -3,7 +3,21 @@
 //! read, and then kept or deleted. Which blobs are finished, and how far into
 //! the current one the engine got, goes into the agent's checkpoint; a blob
 //! is deleted only once a checkpoint that records it as read is on disk.
+//!
+//! Uploads need not arrive in capture order. A newly listed blob is read only
+//! once a listing made `reorder_window` after the one that first showed it
+//! has been seen, so an older blob uploaded up to that much later is still
+//! read first. One that arrives later still — older than a blob already
+//! read — is not fed to the flow engine: its packets predate flows that were
+//! already exported, and taking them in would give those flows a second set
+//! of records (segment 0 again, a second `final`) that no consumer can tell
+//! from two flows. Someone running this wants the data kept and the loss
+//! said loudly, not a silently wrong flow table: it is a reported coverage
+//! gap (blob name, packet count, time span; `late` counters), left in the
+//! container even with `after = "delete"`, so that `vmflow replay` can turn
+//! it into records.
 
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -46,6 +60,13 @@ pub struct BlobPosition {
     /// Finished blobs to delete once this position is on disk.
     pub to_delete: Vec<String>,
     pub sequence: Sequence,
+    /// Capture order (time, name) of the newest blob read: a new blob before
+    /// it came too late to be read in order.
+    #[serde(default)]
+    pub newest: Option<(u64, String)>,
+    /// Blobs that came too late (reported, not read), while they exist.
+    #[serde(default)]
+    pub late: Vec<BlobId>,
 }
 
 impl BlobPosition {
@@ -55,6 +76,8 @@ impl BlobPosition {
             done: Vec::new(),
             to_delete: Vec::new(),
             sequence: Sequence::new(secs(cfg.overlap_window), secs(cfg.max_silence)),
+            newest: None,
+            late: Vec::new(),
         }
     }
 }
@@ -81,6 +104,10 @@ pub struct BlobSource {
     /// grows, only its new bytes are fetched and read on.
     kept: Option<Kept>,
     queue: Vec<Queued>,
+    /// New blobs older than the newest read, to report.
+    too_late: Vec<BlobItem>,
+    /// When each blob waiting to be read was first listed.
+    seen: HashMap<String, Instant>,
     listed: Option<Instant>,
     backoff: Backoff,
     pub stats: BlobStats,
@@ -96,6 +123,8 @@ struct Kept {
 struct Queued {
     item: BlobItem,
     before: Option<BlobId>,
+    /// First listed.
+    seen: Instant,
 }
 
 /// What is known of a blob about to be downloaded.
@@ -121,6 +150,10 @@ pub struct BlobStats {
     pub vanished: u64,
     /// Failed attempts to list or download (each followed by a wait).
     pub errors: u64,
+    /// Blobs that arrived after a newer one was read (reported, not read),
+    /// and their packets.
+    pub late: u64,
+    pub late_packets: u64,
 }
 
 impl BlobSource {
@@ -137,6 +170,7 @@ impl BlobSource {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
                 let ours = name == "current.cap"
+                    || name == "late.cap"
                     || name.ends_with(".part")
                     || (name.starts_with("blob-") && name.ends_with(".cap"));
                 if ours {
@@ -166,6 +200,8 @@ impl BlobSource {
             follower: None,
             kept: None,
             queue: Vec::new(),
+            too_late: Vec::new(),
+            seen: HashMap::new(),
             listed: None,
             stats: BlobStats::default(),
         })
@@ -190,6 +226,15 @@ impl BlobSource {
         }
     }
 
+    /// A blob read to its end is gone: nothing of it is missing.
+    fn forget(&mut self, name: &str) {
+        tracing::info!("blob {name}: deleted since it was read");
+        self.pos.done.retain(|d| d.name != name);
+        if self.kept.as_ref().is_some_and(|k| k.name == name) {
+            self.drop_kept();
+        }
+    }
+
     /// Lists the container: the blobs not read yet, and those read whose
     /// ETag has changed since, in capture order. A blob whose ETag is the
     /// one read is never fetched again.
@@ -199,11 +244,13 @@ impl BlobSource {
             .list(&self.cfg.prefix, self.cfg.page_size)
             .map_err(Error::Azure)?;
         self.stats.listings += 1;
-        self.listed = Some(Instant::now());
+        let now = Instant::now();
+        self.listed = Some(now);
         let names: std::collections::HashSet<&str> =
             items.iter().map(|b| b.name.as_str()).collect();
         // Finished blobs are remembered while they exist.
         self.pos.done.retain(|d| names.contains(d.name.as_str()));
+        self.pos.late.retain(|d| names.contains(d.name.as_str()));
         if self
             .kept
             .as_ref()
@@ -212,23 +259,109 @@ impl BlobSource {
             self.drop_kept();
         }
         let current = self.pos.current.as_ref().map(|c| c.0.name.clone());
+        let mut seen = HashMap::new();
         let mut q: Vec<Queued> = Vec::new();
+        self.too_late.clear();
         for b in items {
-            if !self.wanted(&b.name) || Some(&b.name) == current.as_ref() {
+            let reported = self.pos.late.iter().any(|d| d.name == b.name);
+            if !self.wanted(&b.name) || Some(&b.name) == current.as_ref() || reported {
                 continue;
             }
             let before = self.pos.done.iter().find(|d| d.name == b.name);
             match before {
-                Some(d) if d.etag == b.etag => {}
-                before => q.push(Queued {
-                    before: before.cloned(),
-                    item: b,
-                }),
+                Some(d) if d.etag == b.etag => continue,
+                None if self
+                    .pos
+                    .newest
+                    .as_ref()
+                    .is_some_and(|n| (capture_time(&b), &b.name) < (n.0, &n.1)) =>
+                {
+                    self.too_late.push(b);
+                    continue;
+                }
+                _ => {}
             }
+            let first = match self.seen.get(&b.name) {
+                Some(t) => *t,
+                None => {
+                    if before.is_none() && self.cfg.reorder_window > 0.0 {
+                        tracing::debug!(
+                            "blob {}: listed; read in capture order after the reorder window ({} s)",
+                            b.name,
+                            self.cfg.reorder_window
+                        );
+                    }
+                    now
+                }
+            };
+            seen.insert(b.name.clone(), first);
+            q.push(Queued {
+                before: before.cloned(),
+                item: b,
+                seen: first,
+            });
         }
         q.sort_by_cached_key(|b| (capture_time(&b.item), b.item.name.clone()));
+        self.too_late
+            .sort_by_cached_key(|b| (capture_time(b), b.name.clone()));
         self.queue = q;
+        self.seen = seen;
         Ok(())
+    }
+
+    /// A new blob older than one already read: downloaded to count its
+    /// packets and reported as a coverage gap, not read (see the module's
+    /// comment for why). It stays in the container.
+    fn late(&mut self, b: &BlobItem, feed: &mut dyn Feed) -> Result<Step, Error> {
+        let path = self.dir.join("late.cap");
+        let got = self.client.download(&b.name, &path).map_err(Error::Azure)?;
+        self.stats.late += 1;
+        let Some(etag) = got else {
+            self.stats.vanished += 1;
+            tracing::warn!(
+                "blob {}: arrived after newer blobs were read, and was deleted before its packets could be counted",
+                b.name
+            );
+            return Ok(Step::Progress);
+        };
+        let io = |e| Error::io(&path, e);
+        let len = std::fs::metadata(&path).map_err(io)?.len();
+        self.stats.downloaded += 1;
+        self.stats.bytes += len;
+        let (mut n, mut first, mut last) = (0u64, u64::MAX, 0u64);
+        let mut f = Follower::new(&path);
+        let cut = match f.poll_with(true, &mut |p| {
+            n += 1;
+            first = first.min(p.ts_ns);
+            last = last.max(p.ts_ns);
+        }) {
+            Ok(p) => p.partial.then(|| "; it ends in a cut record".to_string()),
+            Err(e) => Some(format!("; unreadable after a corrupt record: {e}")),
+        };
+        let tail = tail_digest(&path, len).map_err(io)?;
+        drop(f);
+        let _ = std::fs::remove_file(&path);
+        self.stats.late_packets += n;
+        let why = format!(
+            "blob {} arrived after newer blobs were read: its {n} packets are not in the records{} (kept in the container; `vmflow replay` reads it)",
+            b.name,
+            cut.unwrap_or_default()
+        );
+        tracing::warn!(
+            "blob {}: arrived after newer blobs were read: {n} packets not read",
+            b.name
+        );
+        if n > 0 {
+            self.pos.sequence.gap(first, last, why, feed);
+        }
+        self.pos.late.push(BlobId {
+            name: b.name.clone(),
+            etag,
+            len,
+            tail,
+            packets: n,
+        });
+        Ok(Step::Progress)
     }
 
     /// Downloads `name` whole and starts reading it.
@@ -250,14 +383,7 @@ impl BlobSource {
                     self.pos.current = None;
                     self.pos.sequence.end_file(Some(why));
                 }
-                // Read to its end: nothing of it is missing.
-                Before::Read(_) | Before::Rewritten => {
-                    tracing::info!("blob {name}: deleted since it was read");
-                    self.pos.done.retain(|d| d.name != name);
-                    if self.kept.as_ref().is_some_and(|k| k.name == name) {
-                        self.drop_kept();
-                    }
-                }
+                Before::Read(_) | Before::Rewritten => self.forget(name),
             }
             return Ok(Step::Progress);
         };
@@ -321,7 +447,10 @@ impl BlobSource {
             .map_err(Error::Azure)?;
         let (etag, mut reader) = match got {
             Get::Body { etag, reader } => (etag, reader),
-            Get::Gone => return self.start(&b.name, Before::Read(before)),
+            Get::Gone => {
+                self.forget(&b.name);
+                return Ok(Step::Progress);
+            }
             // Changed again since the listing: the next listing tells.
             Get::Changed => return Ok(Step::Progress),
         };
@@ -426,7 +555,7 @@ impl BlobSource {
         if !self.backoff.ready(now) {
             return Ok(Step::Idle);
         }
-        match self.fetch() {
+        match self.fetch(feed) {
             Ok(step) => {
                 if let Some(r) = self.backoff.succeeded(now) {
                     tracing::info!(
@@ -463,31 +592,57 @@ impl BlobSource {
 
     /// The part of a look that talks to the service: its errors are retried
     /// after a backoff.
-    fn fetch(&mut self) -> Result<Step, Error> {
+    fn fetch(&mut self, feed: &mut dyn Feed) -> Result<Step, Error> {
         if let Some((id, handled)) = self.pos.current.clone() {
             // Resuming: the blob the checkpoint was inside.
             return self.start(&id.name, Before::Resume(&id, handled));
         }
-        let due = self
-            .listed
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs_f64(self.cfg.poll_interval));
-        if self.queue.is_empty() {
-            if !due {
-                return Ok(Step::Idle);
-            }
+        let now = Instant::now();
+        let window = Duration::from_secs_f64(self.cfg.reorder_window);
+        let poll = Duration::from_secs_f64(self.cfg.poll_interval);
+        // A new blob is read once a listing made a window after it was first
+        // seen is in: whatever older blob was uploaded meanwhile is then
+        // known and read first, at any poll_interval. Listings go on while
+        // it waits, so that an older one's own window starts early.
+        let held = |q: &Queued, now: Instant| q.before.is_none() && now < q.seen + window;
+        let due = match self.listed {
+            None => true,
+            Some(t) => match self.queue.first() {
+                None => self.too_late.is_empty() && now.duration_since(t) >= poll,
+                Some(q) if held(q, now) => now.duration_since(t) >= poll,
+                Some(q) => q.before.is_none() && t < q.seen + window,
+            },
+        };
+        if due {
             self.list()?;
+        }
+        if let Some(b) = self.too_late.first().cloned() {
+            let step = self.late(&b, feed)?;
+            self.too_late.remove(0);
+            return Ok(step);
         }
         let Some(next) = self.queue.first() else {
             return Ok(Step::Idle);
         };
+        if held(next, Instant::now()) {
+            return Ok(Step::Idle);
+        }
         let (item, before) = (next.item.clone(), next.before.clone());
         // Still next in capture order until it is taken: a later blob taken
         // first would make this one's packets look like duplicates.
         let step = match &before {
-            None => self.start(&item.name, Before::New)?,
+            None => {
+                let step = self.start(&item.name, Before::New)?;
+                let key = (capture_time(&item), item.name.clone());
+                if self.pos.newest.as_ref().is_none_or(|n| *n < key) {
+                    self.pos.newest = Some(key);
+                }
+                step
+            }
             Some(b) => self.changed(&item, b)?,
         };
         self.queue.remove(0);
+        self.seen.remove(&item.name);
         Ok(step)
     }
 }
