@@ -234,12 +234,18 @@ struct DemoArgs {
 }
 
 pub fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(io::stderr)
-        .with_env_filter(log_filter())
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        use tracing_subscriber::Layer;
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(io::stderr)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()));
+        tracing_subscriber::registry()
+            .with(fmt.with_filter(log_filter()).with_filter(quiet_http()))
+            .init();
+    }
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Replay(a) => replay(a),
@@ -339,9 +345,9 @@ fn captures_cmd(c: CapturesCmd) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `RUST_LOG` (default `info`), except that the HTTP client never logs below
-/// warnings whatever is asked: its debug lines show request URLs, and a Blob
-/// URL carries the SAS token.
+/// `RUST_LOG` (default `info`). The HTTP client's own directives are capped
+/// at warnings here, but a more specific directive in `RUST_LOG`
+/// (`ureq::run=trace`) wins over them: [`quiet_http`] is what holds.
 fn log_filter() -> tracing_subscriber::EnvFilter {
     let mut f = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -351,6 +357,16 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
         }
     }
     f
+}
+
+/// Drops the HTTP client's events below warnings whatever `RUST_LOG` says:
+/// its debug and trace lines print request URLs, and a Blob URL carries the
+/// SAS token. A filter of its own, applied after `RUST_LOG`'s, so no
+/// directive can switch them back on. (Its warnings carry no URL.)
+fn quiet_http() -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    tracing_subscriber::filter::filter_fn(|m: &tracing::Metadata<'_>| {
+        !(m.target().starts_with("ureq") && *m.level() > tracing::Level::WARN)
+    })
 }
 
 fn engine_config(a: &EngineArgs) -> Result<Config, Error> {
@@ -653,8 +669,8 @@ fn print_run(what: &str, r: &crate::daemon::RunReport) {
     }
     if let Some(b) = &r.blob {
         eprintln!(
-            "{what}: blob.listings={} blob.downloaded={} blob.bytes={} blob.deleted={} blob.vanished={}",
-            b.listings, b.downloaded, b.bytes, b.deleted, b.vanished
+            "{what}: blob.listings={} blob.downloaded={} blob.bytes={} blob.deleted={} blob.vanished={} blob.errors={} blob.late={} blob.late_packets={}",
+            b.listings, b.downloaded, b.bytes, b.deleted, b.vanished, b.errors, b.late, b.late_packets
         );
     }
     if let Some((c, gaps)) = &r.coverage {

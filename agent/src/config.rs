@@ -132,6 +132,9 @@ pub struct BlobConfig {
     pub extensions: Vec<String>,
     /// Seconds between listings when there is nothing new.
     pub poll_interval: f64,
+    /// Seconds a newly listed blob waits before it is read, so that an
+    /// older one uploaded a little later is still read first.
+    pub reorder_window: f64,
     /// Blobs per listing page (the service's default, 5000, when unset).
     pub page_size: Option<u32>,
     /// Where a blob is downloaded to be read; default `<export.spool_dir>/blob`.
@@ -159,6 +162,7 @@ impl Default for BlobConfig {
             after: AfterRead::Keep,
             extensions: vec!["cap".into(), "pcap".into(), "pcapng".into()],
             poll_interval: 30.0,
+            reorder_window: 60.0,
             page_size: None,
             download_dir: None,
             ca_file: None,
@@ -585,6 +589,7 @@ impl Config {
         for b in &self.source.blob {
             for (key, v) in [
                 ("source.blob.poll_interval", b.poll_interval),
+                ("source.blob.reorder_window", b.reorder_window),
                 ("source.blob.checkpoint_interval", b.checkpoint_interval),
                 ("source.blob.max_silence", b.max_silence),
                 ("source.blob.overlap_window", b.overlap_window),
@@ -772,6 +777,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("capture.live.ring_mib"), "{e}");
+    }
+
+    #[test]
+    fn blob_reorder_window() {
+        let blob = "[source.blob]\naccount_url = \"https://a.blob.core.windows.net\"\n";
+        let c = Config::parse(blob).unwrap();
+        assert_eq!(c.source.blob[0].reorder_window, 60.0);
+        let c = Config::parse(&format!("{blob}reorder_window = 0\n")).unwrap();
+        assert_eq!(c.source.blob[0].reorder_window, 0.0);
+        for bad in ["-1", "nan", "inf"] {
+            let e = Config::parse(&format!("{blob}reorder_window = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("source.blob.reorder_window"), "{bad}: {e}");
+        }
     }
 
     #[test]

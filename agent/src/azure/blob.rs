@@ -30,6 +30,30 @@ pub struct BlobItem {
     pub modified: Option<String>,
 }
 
+/// What a (ranged, conditional) GET found.
+pub enum Get {
+    /// The bytes asked for, and the blob's ETag.
+    Body {
+        etag: String,
+        reader: Box<dyn std::io::Read + Send>,
+    },
+    /// No such blob (any more).
+    Gone,
+    /// Not the blob the request was for: another ETag than `If-Match`, or
+    /// shorter than the range's start.
+    Changed,
+}
+
+/// An ETag without its quotes (and weak marker): a listing gives
+/// `0x8D…`, a GET's header `"0x8D…"`, and the two must compare equal.
+pub fn bare_etag(e: &str) -> String {
+    let e = e.trim();
+    e.strip_prefix("W/")
+        .unwrap_or(e)
+        .trim_matches('"')
+        .to_string()
+}
+
 pub struct BlobClient {
     http: ureq::Agent,
     base: String,
@@ -210,30 +234,67 @@ impl BlobClient {
     /// when the blob no longer exists.
     pub fn download(&mut self, name: &str, to: &Path) -> Result<Option<String>, AzureError> {
         let op = format!("download {name}");
-        let path = format!("{}/{}", encode(&self.container, false), encode(name, true));
-        let mut resp = match self.send(Method::Get, &path, "", &op, None, &[]) {
-            Ok(r) => r,
-            Err(e) if e.status() == Some(404) => return Ok(None),
-            Err(e) => return Err(e),
+        let (etag, mut reader) = match self.get(name, 0, None)? {
+            Get::Body { etag, reader } => (etag, reader),
+            Get::Gone => return Ok(None),
+            // Unconditional from the start: neither can happen.
+            Get::Changed => {
+                return Err(AzureError::Response {
+                    op,
+                    msg: "the service refused a plain GET as a precondition failure".into(),
+                })
+            }
         };
-        let etag = resp
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
         let io = |e: std::io::Error| AzureError::Transport {
             op: op.clone(),
             msg: e.to_string(),
         };
         let part = to.with_extension("part");
         let mut f = std::fs::File::create(&part).map_err(io)?;
-        let mut reader = resp.body_mut().as_reader();
         std::io::copy(&mut reader, &mut f).map_err(io)?;
         f.flush().map_err(io)?;
         drop(f);
         std::fs::rename(&part, to).map_err(io)?;
         Ok(Some(etag))
+    }
+
+    /// The bytes of `name` from offset `from` on (`x-ms-range`), only if its
+    /// ETag is still `if_match` when one is given: what a blob that grew
+    /// since it was read adds, without fetching what was read again.
+    pub fn get(
+        &mut self,
+        name: &str,
+        from: u64,
+        if_match: Option<&str>,
+    ) -> Result<Get, AzureError> {
+        let op = format!("download {name}");
+        let path = format!("{}/{}", encode(&self.container, false), encode(name, true));
+        let range = format!("bytes={from}-");
+        let quoted = if_match.map(|e| format!("\"{}\"", bare_etag(e)));
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if from > 0 {
+            headers.push(("x-ms-range", &range));
+        }
+        if let Some(q) = &quoted {
+            headers.push(("If-Match", q));
+        }
+        let resp = match self.send(Method::Get, &path, "", &op, None, &headers) {
+            Ok(r) => r,
+            Err(e) if e.status() == Some(404) => return Ok(Get::Gone),
+            // The ETag moved on, or the blob is now shorter than `from`.
+            Err(e) if matches!(e.status(), Some(412 | 416)) => return Ok(Get::Changed),
+            Err(e) => return Err(e),
+        };
+        let etag = bare_etag(
+            resp.headers()
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        );
+        Ok(Get::Body {
+            etag,
+            reader: Box::new(resp.into_body().into_reader()),
+        })
     }
 
     /// Deletes `name`; `false` if it was already gone.
@@ -334,7 +395,7 @@ pub fn parse_listing(xml: &str) -> Result<(Vec<BlobItem>, Option<String>), Strin
                 let value = std::mem::take(&mut text);
                 match (tail.first().copied(), tail.get(1).copied(), cur.as_mut()) {
                     (Some("Name"), Some("Blob"), Some(b)) => b.name = value,
-                    (Some("Etag"), Some("Properties"), Some(b)) => b.etag = value,
+                    (Some("Etag"), Some("Properties"), Some(b)) => b.etag = bare_etag(&value),
                     (Some("Content-Length"), Some("Properties"), Some(b)) => {
                         b.size = value.trim().parse().map_err(|_| "bad Content-Length")?
                     }
@@ -413,6 +474,9 @@ mod tests {
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].size, 12345);
         assert_eq!(items[0].etag, "0x8D1");
+        // Quoted or not, an ETag is the same ETag.
+        assert_eq!(items[1].etag, "0x8D2");
+        assert_eq!(bare_etag("W/\"0x8D2\""), "0x8D2");
         assert_eq!(items[1].name, "a&b.cap");
         assert_eq!(next.as_deref(), Some("2!72!MDAwMDA2"));
         let last = xml.replace("<NextMarker>2!72!MDAwMDA2</NextMarker>", "<NextMarker/>");

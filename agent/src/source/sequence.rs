@@ -167,7 +167,9 @@ impl Sequence {
         self.lost = Some(reason);
     }
 
-    fn gap(&mut self, start_ns: u64, end_ns: u64, reason: String, feed: &mut dyn Feed) {
+    /// Packet time no read file covers, logged, counted and kept (also for
+    /// data that was there but came too late to be read in order).
+    pub fn gap(&mut self, start_ns: u64, end_ns: u64, reason: String, feed: &mut dyn Feed) {
         tracing::warn!(
             "coverage gap: {} ns of packet time ({} → {}): {}",
             end_ns - start_ns,
