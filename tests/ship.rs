@@ -25,6 +25,11 @@ fn records_arrive_exactly_once() {
     assert!(want.len() > 5_000);
     assert_eq!(collected(&out, "agent-1"), want);
     assert_eq!(stat(&a.text(), "dropped_records"), 0);
+    // Every batch sent was acknowledged once (it once counted 1,762 for 525).
+    assert_eq!(
+        stat(&a.text(), "batches_acked"),
+        stat(&a.text(), "batches_sent")
+    );
 }
 
 /// A collector and an agent configured for a long run (small batches, one

@@ -100,6 +100,38 @@ pub fn load<P: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Item 3 of issue 10: a checkpoint that cannot be written on a full
+    /// disk leaves the old one and no temporary file.
+    #[test]
+    fn a_full_disk_keeps_the_old_checkpoint_and_no_tmp() {
+        use crate::disk::sim::SimFs;
+        let fs = SimFs::new();
+        let path = Path::new("/s/folder.checkpoint");
+        let cfg = Config::default();
+        let mut state = None;
+        let inline = RunOptions {
+            inline: true,
+            ..RunOptions::default()
+        };
+        run_with(&cfg, VecSink::default(), inline, |feed| {
+            state = feed.checkpoint()?;
+            Ok(())
+        });
+        let state = rmp_serde::to_vec(&state.unwrap()).unwrap();
+        let ck = |n: u64| {
+            let engine = rmp_serde::from_slice(&state).unwrap();
+            Checkpoint::new("t".into(), engine, vec![n; 4000])
+        };
+        save(&fs, path, &ck(1)).unwrap();
+        let before = fs.read(path).unwrap();
+        fs.set_capacity(Some(fs.used() + 100));
+        let e = save(&fs, path, &ck(2)).unwrap_err().to_string();
+        assert!(e.contains("No space"), "{e}");
+        assert_eq!(fs.read(path).unwrap(), before);
+        assert_eq!(fs.list(Path::new("/s")).unwrap(), vec!["folder.checkpoint"]);
+    }
+
     use crate::config::Config;
     use crate::export::VecSink;
     use crate::pipeline::{run_with, RunOptions};

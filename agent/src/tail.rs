@@ -131,3 +131,79 @@ pub fn run<T: Tailed, S: RecordSink>(
         checkpoints,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::config::FolderConfig;
+    use crate::disk::sim::SimFs;
+    use crate::disk::SharedFs;
+    use crate::export::batcher::SpoolSink;
+    use crate::export::spool::Spool;
+    use crate::source::folder::{FolderPosition, FolderSource};
+
+    /// A checkpoint claims the records before it; they must be durable in
+    /// the spool before the checkpoint is, or a power loss leaves a
+    /// checkpoint ahead of the spool (those records would never be sent).
+    #[test]
+    fn the_spool_is_synced_before_each_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = Config::default();
+        let p = crate::synth::SynthParams {
+            packets: 20_000,
+            concurrent: 200,
+            snaplen: 128,
+            seed: 5,
+        };
+        let mut pcap = Vec::new();
+        crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
+        std::fs::write(d.path().join("a.pcap"), &pcap).unwrap();
+        let sim = Arc::new(SimFs::new());
+        let fs: SharedFs = sim.clone();
+        let spool = Spool::open(fs.clone(), Path::new("/spool"), 1 << 24).unwrap();
+        let spool = Arc::new(Mutex::new(spool));
+        let sink = SpoolSink::new(
+            spool.clone(),
+            Arc::new(tokio::sync::Notify::new()),
+            64,
+            Duration::from_secs(3600),
+        );
+        let f = FolderConfig {
+            path: d.path().to_path_buf(),
+            on_stop: OnStop::Finish,
+            ..FolderConfig::default()
+        };
+        let mut src = FolderSource::new(f.clone(), FolderPosition::new(&f));
+        let opts = TailOptions {
+            fs,
+            key: "folder:t".into(),
+            checkpoint: "/spool/folder.checkpoint".into(),
+            poll: Duration::from_millis(1),
+            interval: Duration::ZERO,
+            on_stop: OnStop::Finish,
+        };
+        sim.clear_log();
+        let stop = AtomicBool::new(true);
+        let t = run(&cfg, &mut src, None, sink, &opts, &stop);
+        assert!(t.report.error.is_none());
+        assert!(t.report.summary.records > 100);
+        let log = sim.log();
+        let ck = log
+            .iter()
+            .position(|l| l.starts_with("rename /spool/folder.checkpoint.tmp"))
+            .expect("a checkpoint was written");
+        // Everything spooled was synced (segment, then the ledger's
+        // watermark) before the checkpoint went in.
+        let ledger = log[..ck].iter().rposition(|l| l == "sync /spool/ledger");
+        let segment = log[..ck]
+            .iter()
+            .rposition(|l| l.starts_with("sync /spool/seg-"));
+        assert!(segment.unwrap() < ledger.unwrap(), "{log:?}");
+        let s = spool.lock().unwrap();
+        assert_eq!(s.end_record(), t.report.summary.records);
+        assert!(s.next_after(0).is_some(), "all of it sendable");
+    }
+}
