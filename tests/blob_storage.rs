@@ -506,6 +506,19 @@ fn blob_agent_config(
 }
 
 /// Waits for a stderr line that contains `all` and one of `any`.
+/// A collector, an agent configuration following the container with the
+/// source `settings`, and a client that created the container.
+fn blob_rig(dir: &Path, az: &Azurite, settings: &str) -> (Proc, PathBuf, PathBuf, BlobClient) {
+    let certs = dir.join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let out = dir.join("out");
+    let (collector, addr) = collector(&certs, &out, "127.0.0.1:0");
+    let cfg = blob_agent_config(dir, "a", &az.account_url, settings, &certs, &addr);
+    let mut c = client(az, &full_sas());
+    c.create_container().unwrap();
+    (collector, out, cfg, c)
+}
+
 fn wait_any(p: &Proc, all: &str, any: &[&str], limit: Duration) -> String {
     let (m, c) = &*p.lines;
     let deadline = std::time::Instant::now() + limit;
@@ -720,21 +733,12 @@ fn unchanged_blobs_are_downloaded_once_and_a_grown_one_only_in_its_new_bytes() {
     let mut grown = parts[2].clone();
     grown.extend_from_slice(&parts[3][24..]);
     let want = replay_with_flow(dir, &[cap]);
-    let certs = dir.join("certs");
-    certs_init(&certs, &["agent-1"]);
-    let out = dir.join("out");
-    let (_collector, addr) = collector(&certs, &out, "127.0.0.1:0");
-    let cfg = blob_agent_config(
+    let (_collector, out, cfg, mut c) = blob_rig(
         dir,
-        "a",
-        &az.account_url,
+        &az,
         "poll_interval = 0.05\nreorder_window = 0\ncheckpoint_interval = 0.05\n\
          on_stop = \"finish\"\nshutdown_grace = 60\n",
-        &certs,
-        &addr,
     );
-    let mut c = client(&az, &full_sas());
-    c.create_container().unwrap();
     for n in 1..=3 {
         c.upload(&nw_name(n), &parts[n - 1]).unwrap();
     }
@@ -858,21 +862,12 @@ fn blobs_that_arrive_out_of_order_within_the_reorder_window_are_all_read() {
         .map(|(i, p)| write(dir, &format!("p{}.cap", i + 1), p))
         .collect();
     let want = replay_with_flow(dir, &files);
-    let certs = dir.join("certs");
-    certs_init(&certs, &["agent-1"]);
-    let out = dir.join("out");
-    let (_collector, addr) = collector(&certs, &out, "127.0.0.1:0");
-    let cfg = blob_agent_config(
+    let (_collector, out, cfg, mut c) = blob_rig(
         dir,
-        "a",
-        &az.account_url,
+        &az,
         "poll_interval = 0.1\nreorder_window = 3\ncheckpoint_interval = 0.05\n\
          on_stop = \"finish\"\nshutdown_grace = 60\n",
-        &certs,
-        &addr,
     );
-    let mut c = client(&az, &full_sas());
-    c.create_container().unwrap();
     // Debug lines of the blob source say when a blob is first listed.
     let mut a = Proc::spawn(
         vmflow()
@@ -919,21 +914,12 @@ fn a_blob_that_arrives_after_the_reorder_window_is_a_reported_gap() {
     let az = Azurite::start();
     let cap = synth_cap(dir, 30_000);
     let parts = cut(&std::fs::read(&cap).unwrap(), 6);
-    let certs = dir.join("certs");
-    certs_init(&certs, &["agent-1"]);
-    let out = dir.join("out");
-    let (_collector, addr) = collector(&certs, &out, "127.0.0.1:0");
-    let cfg = blob_agent_config(
+    let (_collector, _out, cfg, mut c) = blob_rig(
         dir,
-        "a",
-        &az.account_url,
+        &az,
         "poll_interval = 0.1\nreorder_window = 0.5\ncheckpoint_interval = 0.05\n\
          after = \"delete\"\non_stop = \"finish\"\nshutdown_grace = 60\n",
-        &certs,
-        &addr,
     );
-    let mut c = client(&az, &full_sas());
-    c.create_container().unwrap();
     for n in [1, 2, 3, 5, 6] {
         c.upload(&nw_name(n), &parts[n - 1]).unwrap();
     }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use vmflow_proto::{decode_records, encode_records, Direction, EndReason, FlowRecord};
+use vmflow_proto::{decode_records, encode_records, FlowRecord};
 
 use crate::collect::store::{BatchInfo, Outcome, StreamStore};
 use crate::disk::sim::{Dice, SimFs};
@@ -29,32 +29,7 @@ const RECORDS: u64 = 400;
 const H: u64 = 3_600_000_000_000;
 
 fn record(i: u64) -> FlowRecord {
-    let first_ns = 1_700_000_000_000_000_000 + i * (H / 7);
-    FlowRecord {
-        flow_id: i,
-        segment: 0,
-        is_final: true,
-        ip_version: 4,
-        proto: 6,
-        vlan: None,
-        src_addr: "10.0.0.1".parse().unwrap(),
-        src_port: (i % 60_000) as u16,
-        dst_addr: "10.0.0.2".parse().unwrap(),
-        dst_port: 443,
-        direction: Direction::Internal,
-        first_ns,
-        last_ns: first_ns + 5,
-        fwd_packets: 1 + i % 3,
-        fwd_bytes: 60,
-        rev_packets: 0,
-        rev_bytes: 0,
-        fwd_tcp_flags: 2,
-        rev_tcp_flags: 0,
-        icmp_type: None,
-        icmp_code: None,
-        end_reason: EndReason::Idle,
-        gap: false,
-    }
+    crate::testkit::record(i, 1_700_000_000_000_000_000 + i * (H / 7))
 }
 
 #[derive(Clone, Debug)]

@@ -24,6 +24,8 @@ pub mod pipeline;
 pub mod source;
 pub mod synth;
 pub mod tail;
+#[cfg(test)]
+mod testkit;
 pub mod tls;
 
 pub use error::Error;

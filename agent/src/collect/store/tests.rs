@@ -4,36 +4,11 @@ use std::sync::Arc;
 use super::*;
 use crate::disk::sim::{Dice, SimFs};
 use crate::disk::Fs;
-use vmflow_proto::{Direction, EndReason};
 
 const H: u64 = 3_600_000_000_000;
 
 fn rec(first_ns: u64) -> FlowRecord {
-    FlowRecord {
-        flow_id: first_ns,
-        segment: 0,
-        is_final: true,
-        ip_version: 4,
-        proto: 17,
-        vlan: None,
-        src_addr: "10.0.0.1".parse().unwrap(),
-        src_port: 1,
-        dst_addr: "10.0.0.2".parse().unwrap(),
-        dst_port: 2,
-        direction: Direction::Internal,
-        first_ns,
-        last_ns: first_ns,
-        fwd_packets: 1,
-        fwd_bytes: 50,
-        rev_packets: 0,
-        rev_bytes: 0,
-        fwd_tcp_flags: 0,
-        rev_tcp_flags: 0,
-        icmp_type: None,
-        icmp_code: None,
-        end_reason: EndReason::Idle,
-        gap: false,
-    }
+    crate::testkit::record(first_ns, first_ns)
 }
 
 fn batch(seq: u64) -> BatchInfo {
