@@ -5,13 +5,16 @@
 //! - `seg-<first seq>.spool`: segments of batch entries ([`segment`]); a
 //!   segment is deleted once every batch in it is acknowledged (or dropped
 //!   to stay within the bound).
-//! - `ledger`: the record stream's epoch and identity, and the position
-//!   before the oldest batch still here ([`ledger`]).
+//! - `ledger`: the record stream's epoch and identity, the position before
+//!   the oldest batch still here, and the synced watermark ([`ledger`]).
 //!
 //! The rules that make it exact:
-//! - **A batch is sent only once it is durable** ([`Spool::sync_job`] runs
-//!   before sending). After power loss every batch the collector may hold is
-//!   still here, so a sequence number is never given to other records.
+//! - **A batch is sent only once it is durable.** [`SyncJob`] syncs the
+//!   segments, then records the watermark (last durable batch and record
+//!   position) in the ledger; only then may those batches be sent. Whatever
+//!   a power cut or later damage does to the segments, no number at or below
+//!   the watermark is given to other records, so the collector never takes
+//!   new records for a repeat.
 //! - **The ledger moves before a segment goes.** Deleting a segment removes
 //!   the last record of where the stream stood; the ledger says it first, in
 //!   place, without needing free space.
@@ -19,9 +22,12 @@
 //!   record in the agent's record stream; a batch that cannot be written (a
 //!   full disk) keeps its positions, counted as lost, so a restarted agent
 //!   with a deterministic source skips exactly what it handed over.
-//! - **Damage costs only what is damaged.** A corrupt entry is skipped and
-//!   counted; the scan resyncs on the next intact one. A torn last entry
-//!   (the agent stopped mid-write) was never sent and is cut.
+//! - **Damage costs only what is damaged.** A corrupt entry is skipped; the
+//!   scan resyncs on the next intact one. A damaged end of the newest
+//!   segment (a write the agent did not finish, or later damage) is cut.
+//!   Batches missing below the watermark are counted as lost when the
+//!   shipper declares the gap to the collector, or forgotten when it turns
+//!   out to hold them.
 //!
 //! The spool is bounded: when a new batch does not fit, whole oldest
 //! segments are dropped and counted, and the first drop of an episode is
