@@ -31,6 +31,11 @@ pub struct CaptureConfig {
     pub live: Option<LiveConfig>,
 }
 
+/// A live capture ring per interface: this many blocks of this many KiB
+/// (see `source::live`: few, large blocks keep wake-ups rare).
+pub const DEFAULT_RING_BLOCKS: usize = 4;
+pub const DEFAULT_RING_BLOCK_KIB: usize = 8 << 10;
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LiveConfig {
@@ -51,8 +56,7 @@ impl Default for LiveConfig {
             interfaces: Vec::new(),
             snaplen: 128,
             promiscuous: false,
-            ring_mib: crate::source::live::DEFAULT_BLOCKS * crate::source::live::DEFAULT_BLOCK_KIB
-                / 1024,
+            ring_mib: DEFAULT_RING_BLOCKS * DEFAULT_RING_BLOCK_KIB / 1024,
             shutdown_grace: 5.0,
         }
     }

@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use crate::azure::auth::{Identity, Tokens};
-use crate::azure::blob::{BlobAuth, BlobClient};
 use crate::collect::{self, CollectorOptions};
 use crate::config::Config;
-use crate::config::{AzureConfig, BlobConfig, ExportConfig, FolderConfig, IdentityKind};
+use crate::config::{BlobConfig, ExportConfig, FolderConfig};
 use crate::error::Error;
 use crate::export::batcher::SpoolSink;
 use crate::export::ship::{self, ShipOptions, ShipStats};
@@ -116,64 +114,6 @@ impl Followed {
             kind: FollowKind::Blob(b.clone()),
         }
     }
-}
-
-/// A Blob client with the configured credential: the SAS, else an Entra ID
-/// token from the `[azure]` identity.
-pub fn blob_client(b: &BlobConfig, az: &AzureConfig) -> Result<BlobClient, Error> {
-    let sas = match (&b.sas_token, &b.sas_token_file) {
-        (Some(s), _) => Some(s.0.trim().trim_start_matches('?').to_string()),
-        (None, Some(p)) => Some(
-            std::fs::read_to_string(p)
-                .map_err(|e| Error::io(p, e))?
-                .trim()
-                .trim_start_matches('?')
-                .to_string(),
-        ),
-        (None, None) => None,
-    };
-    let auth = match sas {
-        Some(s) if s.is_empty() => {
-            return Err(Error::Config("source.blob: the SAS token is empty".into()))
-        }
-        Some(s) => BlobAuth::Sas(s),
-        None => BlobAuth::Bearer(Tokens::new(identity(az)?, "https://storage.azure.com/")),
-    };
-    let client = BlobClient::new(&b.account_url, &b.container, auth)?;
-    Ok(match &b.ca_file {
-        Some(p) => client.trusting(&std::fs::read(p).map_err(|e| Error::io(p, e))?)?,
-        None => client,
-    })
-}
-
-/// The Entra ID identity `[azure]` describes.
-pub fn identity(az: &AzureConfig) -> Result<Identity, Error> {
-    Ok(match az.identity {
-        IdentityKind::Managed => Identity::Managed {
-            endpoint: az.imds_endpoint.clone(),
-            client_id: az.client_id.clone(),
-        },
-        IdentityKind::ServicePrincipal => {
-            let need = |v: &Option<String>, k: &str| {
-                v.clone().ok_or_else(|| {
-                    Error::Config(format!("azure.{k} is needed for a service principal"))
-                })
-            };
-            let file = az.client_secret_file.as_ref().ok_or_else(|| {
-                Error::Config("azure.client_secret_file is needed for a service principal".into())
-            })?;
-            let secret = std::fs::read_to_string(file)
-                .map_err(|e| Error::io(file, e))?
-                .trim()
-                .to_string();
-            Identity::ServicePrincipal {
-                authority: az.authority.clone(),
-                tenant: need(&az.tenant, "tenant")?,
-                client_id: need(&az.client_id, "client_id")?,
-                secret,
-            }
-        }
-    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -599,7 +539,7 @@ fn follow_lane(
                 Some(Positions::Blob(p)) => p,
                 _ => BlobPosition::new(&b),
             };
-            let client = blob_client(&b, &cfg.azure)?;
+            let client = crate::azure::credentials::blob_client(&b, &cfg.azure)?;
             let dir = b
                 .download_dir
                 .clone()

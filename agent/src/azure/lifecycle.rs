@@ -12,7 +12,6 @@ use super::auth::Tokens;
 use super::captures::Manager;
 use super::{check_endpoint, AzureError};
 use crate::config::{AzureConfig, CapturesConfig};
-use crate::error::Error;
 
 /// This VM's subscription, region and ARM id, from the metadata service.
 pub fn instance(imds: &str) -> Result<(String, String, String), AzureError> {
@@ -49,7 +48,7 @@ pub fn instance(imds: &str) -> Result<(String, String, String), AzureError> {
 
 /// `c` with subscription, location, watcher and targets filled in (from the
 /// instance metadata service where not given).
-pub fn settings(c: &CapturesConfig, az: &AzureConfig) -> Result<CapturesConfig, Error> {
+pub fn settings(c: &CapturesConfig, az: &AzureConfig) -> Result<CapturesConfig, AzureError> {
     let mut c = c.clone();
     if c.subscription.is_empty() || c.location.is_empty() || c.targets.is_empty() {
         let (s, l, id) = instance(&az.imds_endpoint)?;
@@ -64,7 +63,7 @@ pub fn settings(c: &CapturesConfig, az: &AzureConfig) -> Result<CapturesConfig, 
         }
     }
     if c.subscription.is_empty() || c.location.is_empty() || c.targets.is_empty() {
-        return Err(Error::Config(
+        return Err(AzureError::Credentials(
             "azure.captures: subscription, location and targets are needed (not on an Azure VM?)"
                 .into(),
         ));
@@ -75,9 +74,9 @@ pub fn settings(c: &CapturesConfig, az: &AzureConfig) -> Result<CapturesConfig, 
     Ok(c)
 }
 
-pub fn manager(c: &CapturesConfig, az: &AzureConfig) -> Result<Manager, Error> {
+pub fn manager(c: &CapturesConfig, az: &AzureConfig) -> Result<Manager, AzureError> {
     let tokens = Tokens::new(
-        crate::daemon::identity(az)?,
+        super::credentials::identity(az)?,
         "https://management.azure.com/",
     );
     let arm = Arm::new(&c.endpoint, &c.api_version, tokens)?;

@@ -10,6 +10,7 @@ pub mod arm;
 pub mod auth;
 pub mod blob;
 pub mod captures;
+pub mod credentials;
 pub mod lifecycle;
 
 use std::time::Duration;

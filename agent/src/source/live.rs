@@ -64,8 +64,9 @@ impl Default for RingOptions {
     }
 }
 
-pub const DEFAULT_BLOCKS: usize = 4;
-pub const DEFAULT_BLOCK_KIB: usize = 8 << 10;
+pub use crate::config::{
+    DEFAULT_RING_BLOCKS as DEFAULT_BLOCKS, DEFAULT_RING_BLOCK_KIB as DEFAULT_BLOCK_KIB,
+};
 
 /// Per-interface counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
