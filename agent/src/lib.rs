@@ -20,6 +20,7 @@ pub mod export;
 pub mod flow;
 pub mod identity;
 pub mod net;
+pub mod packet;
 pub mod pipeline;
 pub mod source;
 pub mod synth;

@@ -13,8 +13,8 @@
 //! BENCHMARKS.md). Its output is the general path's, bit for bit: the unit
 //! test below and the `decode` fuzz target compare them on every input.
 
-use super::ip::{is_echo, ICMP, ICMPV6, TCP, UDP};
-use crate::flow::{hash_parts, FlowKey, Packet};
+use super::ip::is_echo;
+use crate::packet::{hash_parts, FlowKey, Packet, ICMP, ICMPV6, TCP, UDP};
 
 const ETH: usize = 14;
 const IPV4_MIN: usize = 20;

@@ -10,13 +10,9 @@ use pnet_packet::ipv6::{ExtensionPacket, FragmentPacket, Ipv6Packet};
 use pnet_packet::tcp::TcpPacket;
 use pnet_packet::udp::UdpPacket;
 
-use super::{be16, Decoded, Fragment, Skip};
-use crate::flow::FlowKey;
+use super::{be16, Skip};
+use crate::packet::{Decoded, FlowKey, Fragment, ICMP, ICMPV6, TCP, UDP};
 
-pub const TCP: u8 = 6;
-pub const UDP: u8 = 17;
-pub const ICMP: u8 = 1;
-pub const ICMPV6: u8 = 58;
 const DCCP: u8 = 33;
 const SCTP: u8 = 132;
 const UDPLITE: u8 = 136;
@@ -240,9 +236,4 @@ pub fn is_echo(proto: u8, ty: u8) -> bool {
         ICMPV6 => ty == 128 || ty == 129,
         _ => false,
     }
-}
-
-/// Echo reply: its receiver started the exchange.
-pub fn is_echo_reply(proto: u8, ty: u8) -> bool {
-    (proto == ICMP && ty == 0) || (proto == ICMPV6 && ty == 129)
 }

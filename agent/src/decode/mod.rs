@@ -11,34 +11,8 @@ pub mod fast;
 mod ip;
 mod link;
 
-pub use ip::{is_echo_reply, ICMP, ICMPV6, TCP, UDP};
+pub use crate::packet::{is_echo_reply, Decoded, Fragment, ICMP, ICMPV6, TCP, UDP};
 pub use link::linktype;
-
-use crate::flow::FlowKey;
-
-/// Fragment information of an IP packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Fragment {
-    /// Not fragmented.
-    None,
-    /// The first fragment: it carries the transport header.
-    First { id: u32 },
-    /// A later fragment: no transport header, ports come from the first one.
-    Later { id: u32 },
-}
-
-/// What the flow table needs from one packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Decoded {
-    /// Oriented as on the wire. Ports are zero for a later fragment.
-    pub key: FlowKey,
-    /// IP-layer bytes from the header (not the captured length).
-    pub ip_bytes: u32,
-    pub tcp_flags: u8,
-    /// ICMP / ICMPv6 type and code.
-    pub icmp: Option<(u8, u8)>,
-    pub fragment: Fragment,
-}
 
 /// Why a packet yielded no flow key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

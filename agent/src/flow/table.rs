@@ -21,8 +21,8 @@ use vmflow_proto::{flow_id, Direction, EndReason, FlowRecord};
 
 use super::index::Index;
 use super::{FlowKey, Packet};
-use crate::decode::{is_echo_reply, TCP};
 use crate::net::LocalNets;
+use crate::packet::{is_echo_reply, TCP};
 
 const NIL: u32 = u32::MAX;
 const FIN: u8 = 0x01;
