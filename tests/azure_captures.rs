@@ -214,7 +214,7 @@ fn traffic(dir: &Path, t0: u64, span: u64) -> Vec<Frame> {
 fn replay_frames(frames: &[Frame], dir: &Path) -> Vec<FlowRecord> {
     let path = write(dir, "expected.pcap", &pcap(frames, false, true));
     let mut sink = VecSink::default();
-    let r = vmflow::pipeline::replay(vec![path], &Config::default(), &mut sink);
+    let r = vmflow::source::replay(vec![path], &Config::default(), &mut sink);
     assert!(r.error.is_none());
     sink.0
 }

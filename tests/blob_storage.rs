@@ -276,7 +276,7 @@ fn a_blob_deleted_under_the_agent_is_a_gap() {
         .filter(|(i, _)| *i != 2)
         .map(|(_, p)| p.clone())
         .collect();
-    vmflow::pipeline::replay(kept, &cfg, &mut without);
+    vmflow::source::replay(kept, &cfg, &mut without);
     let mut a: Vec<FlowRecord> = got
         .into_iter()
         .map(|mut r| {

@@ -197,7 +197,7 @@ fn tail_once(
 
 fn replay_lib(paths: Vec<PathBuf>) -> Vec<FlowRecord> {
     let mut sink = VecSink::default();
-    let r = vmflow::pipeline::replay(paths, &Config::default(), &mut sink);
+    let r = vmflow::source::replay(paths, &Config::default(), &mut sink);
     assert!(r.error.is_none());
     sink.0
 }

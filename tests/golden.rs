@@ -132,7 +132,7 @@ fn wire(cap: &Path) -> (u64, u64) {
         Duration::from_secs(86_400),
     );
     let cfg = vmflow::config::Config::default();
-    let r = vmflow::pipeline::replay(vec![cap.to_path_buf()], &cfg, &mut sink);
+    let r = vmflow::source::replay(vec![cap.to_path_buf()], &cfg, &mut sink);
     assert!(r.error.is_none());
     let mut s = spool.lock().unwrap();
     let mut all = Vec::new();

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Config;
 use crate::error::Error;
 use crate::export::{CountSink, NdjsonSink, RecordSink};
-use crate::pipeline::{self, Report, Summary};
+use crate::pipeline::{Report, Summary};
 use crate::synth::{self, SynthParams};
 
 #[derive(Parser)]
@@ -395,7 +395,7 @@ fn replay(a: ReplayArgs) -> Result<ExitCode, Error> {
         let f = File::create(&a.out).map_err(|e| Error::io(&a.out, e))?;
         Box::new(NdjsonSink::new(f))
     };
-    let report = pipeline::replay(a.files, &cfg, sink);
+    let report = crate::source::replay(a.files, &cfg, sink);
     finish("replay", report)
 }
 
@@ -484,7 +484,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode, Error> {
     };
     synth::generate(&params, &cfg, f, false).map_err(|e| Error::io(&path, e))?;
     let synth_s = t0.elapsed().as_secs_f64();
-    let report = pipeline::replay(vec![path.clone()], &cfg, CountSink::default());
+    let report = crate::source::replay(vec![path.clone()], &cfg, CountSink::default());
     let _ = std::fs::remove_dir_all(&dir);
     let s = &report.summary;
     println!(

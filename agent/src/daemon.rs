@@ -282,7 +282,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
                 "resuming: the first {resumed_after} records were spooled by an earlier run"
             );
         }
-        let report = pipeline::replay(cfg.source.files.clone(), cfg, &mut sink);
+        let report = crate::source::replay(cfg.source.files.clone(), cfg, &mut sink);
         tracing::info!(
             "source finished: {} records, {} of them new to the spool; shipping the rest",
             report.summary.records,

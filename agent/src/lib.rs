@@ -22,6 +22,7 @@ pub mod identity;
 pub mod net;
 pub mod packet;
 pub mod pipeline;
+pub mod sink;
 pub mod source;
 pub mod synth;
 pub mod tail;

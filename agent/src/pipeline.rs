@@ -18,11 +18,19 @@ use vmflow_proto::{EndReason, FlowRecord};
 use crate::config::Config;
 use crate::decode::{decode, Decoded, Skip};
 use crate::error::Error;
-use crate::export::RecordSink;
 use crate::flow::{
     Event, FlowTable, FragSnapshot, FragStats, FragTable, Packet, TableSnapshot, TableStats,
 };
-use crate::source::{CaptureFiles, FileWarning, RawPacket};
+use crate::packet::RawPacket;
+use crate::sink::RecordSink;
+
+/// A capture file that ended inside a record: everything before was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileWarning {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub what: String,
+}
 
 /// What a replay did, for the summary line and for tests.
 #[derive(Clone, Debug, Default)]
@@ -171,14 +179,6 @@ impl Default for RunOptions {
             restore: None,
         }
     }
-}
-
-/// Replays capture files through the engine into `sink`.
-pub fn replay<S: RecordSink>(paths: Vec<PathBuf>, cfg: &Config, sink: S) -> Report {
-    let mut files = CaptureFiles::new(paths);
-    let mut report = run(cfg, sink, |feed| files.for_each(|p| feed.packet(p)));
-    report.summary.warnings = files.warnings;
-    report
 }
 
 /// Runs the engine over any packet source, ending with `end_of_input`.

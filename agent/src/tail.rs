@@ -7,33 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use vmflow_proto::EndReason;
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{Config, OnStop};
 use crate::error::Error;
-use crate::export::RecordSink;
 use crate::pipeline::{self, EngineState, Feed, Report, RunOptions};
-use crate::source::sequence::Sequence;
-
-/// What the runner needs from a followed source.
-pub trait Tailed {
-    type Position: Serialize + DeserializeOwned;
-    /// One look for new data; `Idle` when there was none.
-    fn step(&mut self, feed: &mut dyn Feed) -> Result<Step, Error>;
-    fn position(&self) -> &Self::Position;
-    fn sequence(&self) -> &Sequence;
-    /// A checkpoint holding the current position is on disk: what it
-    /// records as finished may now be removed for good.
-    fn checkpointed(&mut self) {}
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
-    Progress,
-    Idle,
-}
+use crate::sink::RecordSink;
+pub use crate::source::tailed::{Step, Tailed};
 
 pub struct TailOptions {
     /// Where checkpoints are written (the real filesystem, or a model in tests).

@@ -7,6 +7,17 @@ mod key;
 pub(crate) use key::hash_parts;
 pub use key::{from_ip, to_ip, FlowKey};
 
+/// One captured frame, borrowed from a reader's buffer or a capture ring.
+#[derive(Clone, Copy, Debug)]
+pub struct RawPacket<'a> {
+    pub ts_ns: u64,
+    /// LINKTYPE_* value of this packet's interface.
+    pub linktype: u32,
+    /// Length on the wire (may exceed `data.len()` under a snap length).
+    pub orig_len: u32,
+    pub data: &'a [u8],
+}
+
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
 pub const ICMP: u8 = 1;

@@ -26,12 +26,12 @@ use serde::{Deserialize, Serialize};
 
 use super::follow::Follower;
 use super::sequence::Sequence;
+use super::tailed::{Step, Tailed};
 use crate::azure::blob::{bare_etag, BlobClient, BlobItem, Get};
 use crate::azure::AzureError;
 use crate::config::{AfterRead, BlobConfig};
 use crate::error::Error;
 use crate::pipeline::Feed;
-use crate::tail::{Step, Tailed};
 
 /// A blob's content: its name and ETag (an overwritten blob is new content),
 /// and what was read of it: a blob that has grown since (its ETag changed,

@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use super::follow::Follower;
 use super::sequence::Sequence;
+use super::tailed::{Step, Tailed};
 use super::CaptureReader;
 use crate::config::FolderConfig;
 use crate::error::Error;
 use crate::pipeline::Feed;
-use crate::tail::{Step, Tailed};
 
 /// Which file: its name and first packet (a rolling writer may reuse a name
 /// for new content; the first packet tells them apart).

@@ -14,23 +14,16 @@ mod pcap;
 mod pcapng;
 pub mod sequence;
 mod stream;
+pub mod tailed;
 
-pub use stream::{CaptureFiles, FileWarning};
+pub use crate::pipeline::FileWarning;
+pub use stream::{replay, CaptureFiles};
 
 use std::io::{self, Read, Seek};
 
 use buf::ChunkReader;
 
-/// One captured frame, borrowed from the reader's buffer.
-#[derive(Clone, Copy, Debug)]
-pub struct RawPacket<'a> {
-    pub ts_ns: u64,
-    /// LINKTYPE_* value of this packet's interface.
-    pub linktype: u32,
-    /// Length on the wire (may exceed `data.len()` under a snap length).
-    pub orig_len: u32,
-    pub data: &'a [u8],
-}
+pub use crate::packet::RawPacket;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {

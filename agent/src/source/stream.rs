@@ -4,14 +4,17 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::{CaptureReader, RawPacket};
+use crate::config::Config;
 use crate::error::Error;
+use crate::pipeline::{self, FileWarning, Report};
+use crate::sink::RecordSink;
 
-/// A file that ended inside a record: everything before was read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileWarning {
-    pub path: PathBuf,
-    pub offset: u64,
-    pub what: String,
+/// Replays capture files through the engine into `sink`.
+pub fn replay<S: RecordSink>(paths: Vec<PathBuf>, cfg: &Config, sink: S) -> Report {
+    let mut files = CaptureFiles::new(paths);
+    let mut report = pipeline::run(cfg, sink, |feed| files.for_each(|p| feed.packet(p)));
+    report.summary.warnings = files.warnings;
+    report
 }
 
 pub struct CaptureFiles {
