@@ -1,6 +1,7 @@
 //! vmflow: turns captured packets into bidirectional flow records.
 //!
 //! Data moves one way: source → decode → flow table → export.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod azure;
 pub mod calendar;

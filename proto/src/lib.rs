@@ -1,5 +1,6 @@
 //! Wire types shared by every vmflow component. No I/O lives here: the agent,
 //! the collector and the tests all agree on these shapes and on nothing else.
+#![forbid(unsafe_code)]
 
 mod block;
 mod error;
