@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Lowest first. A module may import from its layer and the ones before.
 const LAYERS: &[&[&str]] = &[
     // Plain helpers with no knowledge of flows.
-    &["calendar", "net", "episode", "disk"],
+    &["calendar", "net", "episode", "disk", "rng"],
     // What a packet is: the flow key, decoded fields, the table's view.
     &["packet"],
     // The engine: decode, flow table.

@@ -21,9 +21,10 @@ use proptest::prelude::*;
 use vmflow_proto::{decode_records, encode_records, FlowRecord};
 
 use crate::collect::store::{BatchInfo, Outcome, StreamStore};
-use crate::disk::sim::{Dice, SimFs};
+use crate::disk::sim::SimFs;
 use crate::disk::{Fs, SharedFs};
 use crate::export::spool::Spool;
+use crate::rng::Rng;
 
 const RECORDS: u64 = 400;
 const H: u64 = 3_600_000_000_000;
@@ -281,11 +282,11 @@ impl World {
             Op::Ack => self.ack(),
             Op::Disconnect => self.disconnect(),
             Op::AgentCrash(seed) => {
-                self.afs.crash(&mut Dice::new(*seed));
+                self.afs.crash(&mut Rng::new(*seed));
                 self.reopen_spool();
             }
             Op::CollectorCrash(seed) => {
-                self.cfs.crash(&mut Dice::new(*seed));
+                self.cfs.crash(&mut Rng::new(*seed));
                 self.reopen_store();
             }
             Op::AgentDisk(room) => self

@@ -63,10 +63,6 @@ impl Episode {
         let n = std::mem::take(&mut self.count);
         Some((n, t.elapsed()))
     }
-
-    pub fn active(&self) -> bool {
-        self.started.is_some()
-    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub mod identity;
 pub mod net;
 pub mod packet;
 pub mod pipeline;
+pub mod rng;
 pub mod sink;
 pub mod source;
 pub mod synth;

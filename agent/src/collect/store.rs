@@ -268,10 +268,6 @@ impl StreamStore {
         Ok(s)
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Where an epoch of the stream stands (a new epoch: nothing held).
     pub fn epoch(&self, epoch: u64) -> EpochState {
         self.epochs.get(&epoch).copied().unwrap_or_default()

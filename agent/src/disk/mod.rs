@@ -88,11 +88,6 @@ pub fn parent(path: &Path) -> &Path {
     }
 }
 
-/// Whether an error means the disk (or quota) is full.
-pub fn is_full(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-}
-
 pub struct StdFs;
 
 #[cfg(unix)]

@@ -76,19 +76,6 @@ pub struct ShipStats {
     pub connect_failures: u64,
 }
 
-/// Full jitter without a dependency: splitmix64 over a per-process seed.
-struct Jitter(u64);
-
-impl Jitter {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Runs until `drained` says the input is over and the spool holds nothing
 /// unacknowledged, or until `stop` fires. Never gives up on its own.
 pub async fn ship(
@@ -101,7 +88,7 @@ pub async fn ship(
     let mut stats = ShipStats::default();
     let mut failures = 0u32;
     let mut outage = Episode::new(Duration::from_secs(300));
-    let mut jitter = Jitter(u64::from(std::process::id()) ^ 0x9e37);
+    let mut jitter = crate::rng::Rng::new(u64::from(std::process::id()) ^ 0x9e37);
     loop {
         if *stop.borrow() {
             return stats;

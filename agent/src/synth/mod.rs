@@ -6,10 +6,9 @@
 //! flow ended and from the capture's last timestamp). That model shares no
 //! code with the flow table, which makes it a real check of it.
 
-mod rng;
 mod writer;
 
-pub use rng::Rng;
+pub use crate::rng::Rng;
 pub use writer::PcapWriter;
 
 use std::cmp::Reverse;

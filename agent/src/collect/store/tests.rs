@@ -2,8 +2,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
-use crate::disk::sim::{Dice, SimFs};
+use crate::disk::sim::SimFs;
 use crate::disk::Fs;
+use crate::rng::Rng;
 
 const H: u64 = 3_600_000_000_000;
 
@@ -282,7 +283,7 @@ fn records_are_durable_before_the_state_names_them() {
 fn power_loss_leaves_whole_batches() {
     for seed in 0..300 {
         let (sfs, fs) = sim();
-        let mut dice = Dice::new(seed);
+        let mut dice = Rng::new(seed);
         let mut s = open(&fs).unwrap();
         let n = 1 + dice.below(6);
         for seq in 1..=n {

@@ -193,7 +193,8 @@ impl LedgerFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::sim::{Dice, SimFs};
+    use crate::disk::sim::SimFs;
+    use crate::rng::Rng;
 
     fn sample() -> Ledger {
         Ledger {
@@ -224,7 +225,7 @@ mod tests {
             l.head_seq = 15;
             fs.fail_next("sync", libc::EIO);
             assert!(update(&fs, p, &mut l).is_err());
-            fs.crash(&mut Dice::new(seed));
+            fs.crash(&mut Rng::new(seed));
             let Read::Intact(got) = read(&fs, p).unwrap() else {
                 panic!("seed {seed}: both slots lost");
             };

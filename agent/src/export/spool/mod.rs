@@ -831,11 +831,6 @@ impl Spool {
         Ok(())
     }
 
-    /// Appended batches not yet durable (not yet sendable).
-    pub fn unsynced(&self) -> bool {
-        self.synced < self.next_seq - 1 && self.segments.iter().any(|s| s.unsynced)
-    }
-
     /// Sequence numbers of unacknowledged batches after `after`, in order.
     #[cfg(test)]
     pub fn pending_after(&self, after: u64) -> Vec<u64> {

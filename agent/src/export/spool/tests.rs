@@ -2,8 +2,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
-use crate::disk::sim::{Dice, SimFs};
+use crate::disk::sim::SimFs;
 use crate::disk::Fs;
+use crate::rng::Rng;
 
 fn block(i: u64) -> Vec<u8> {
     (0..(100 + i % 50)).map(|k| (k ^ i) as u8).collect()
@@ -251,7 +252,7 @@ fn syncs_come_before_sends_and_ledger_before_removal() {
 fn power_loss_never_loses_the_position() {
     for seed in 0..300 {
         let (sfs, fs) = sim();
-        let mut dice = Dice::new(seed);
+        let mut dice = Rng::new(seed);
         let mut s = open(&fs, 1 << 17);
         let epoch = s.epoch();
         let mut durable_end = 0;

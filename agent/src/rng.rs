@@ -1,5 +1,6 @@
 //! A tiny fixed PRNG (SplitMix64): synthetic captures must be byte-identical
-//! for a seed on every machine and every version of every dependency.
+//! for a seed on every machine and every version of every dependency. Also
+//! the shipper's backoff jitter and the model filesystem's crash choices.
 
 pub struct Rng(u64);
 
