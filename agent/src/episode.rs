@@ -1,6 +1,7 @@
 //! Runs of the same failure (a collector down, a full disk, a flood of
 //! connections): the first is logged, the rest are counted and summarised
 //! every few minutes, and the end is logged once — never a line per retry.
+//! [`Backoff`] says how long to wait before the next try.
 
 use std::time::{Duration, Instant};
 
@@ -65,9 +66,51 @@ impl Episode {
     }
 }
 
+/// Capped exponential backoff: `first`, doubling after each failure, up to
+/// `cap`; a success starts it over.
+pub struct Backoff {
+    first: Duration,
+    cap: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(first: Duration, cap: Duration) -> Backoff {
+        Backoff {
+            first,
+            cap: cap.max(first),
+            failures: 0,
+        }
+    }
+
+    /// One more failure: how long to wait before the next try.
+    pub fn fail(&mut self) -> Duration {
+        let wait = self
+            .first
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(self.cap);
+        self.failures = self.failures.saturating_add(1);
+        wait
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_starts_over() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(100), ms(500));
+        let waits: Vec<Duration> = (0..5).map(|_| b.fail()).collect();
+        assert_eq!(waits, [ms(100), ms(200), ms(400), ms(500), ms(500)]);
+        b.reset();
+        assert_eq!(b.fail(), ms(100));
+    }
 
     #[test]
     fn first_then_summaries_then_the_end() {

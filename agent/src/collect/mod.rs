@@ -35,7 +35,7 @@ use vmflow_proto::{
 };
 
 use crate::disk::SharedFs;
-use crate::episode::{Episode, Say};
+use crate::episode::{Backoff, Episode, Say};
 use crate::error::Error;
 use store::{BatchInfo, Outcome, StreamStore};
 
@@ -130,6 +130,7 @@ pub async fn serve(listener: TcpListener, opts: CollectorOptions) -> Result<(), 
         opts,
     });
     let mut accept_errors = Episode::new(Duration::from_secs(60));
+    let mut accept_backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
     let mut at_limit = Episode::new(Duration::from_secs(60));
     let mut busy = Episode::new(Duration::from_secs(60));
     loop {
@@ -153,28 +154,23 @@ pub async fn serve(listener: TcpListener, opts: CollectorOptions) -> Result<(), 
             Err(e) => {
                 // Out of descriptors, or a connection that died in the
                 // backlog: transient. Back off and go on.
-                let n = match accept_errors.fail() {
-                    Say::First => {
-                        tracing::warn!(
-                            "accept failed: {e} ({} connections open); backing off, further failures are counted",
-                            sh.opts.max_connections - sh.connections.available_permits() - 1
-                        );
-                        1
-                    }
-                    Say::Summary { count, over } => {
-                        tracing::warn!(
-                            "accept keeps failing: {count} failures in {} s; last: {e}",
-                            over.as_secs()
-                        );
-                        count
-                    }
-                    Say::Nothing => 2,
-                };
-                let wait = Duration::from_millis(10u64 << n.min(7)).min(Duration::from_secs(1));
+                match accept_errors.fail() {
+                    Say::First => tracing::warn!(
+                        "accept failed: {e} ({} connections open); backing off, further failures are counted",
+                        sh.opts.max_connections - sh.connections.available_permits() - 1
+                    ),
+                    Say::Summary { count, over } => tracing::warn!(
+                        "accept keeps failing: {count} failures in {} s; last: {e}",
+                        over.as_secs()
+                    ),
+                    Say::Nothing => {}
+                }
+                let wait = accept_backoff.fail();
                 tokio::time::sleep(wait).await;
                 continue;
             }
         };
+        accept_backoff.reset();
         if let Some((n, t)) = accept_errors.recover() {
             tracing::info!(
                 "accepting again after {n} failed accepts over {:.1} s",

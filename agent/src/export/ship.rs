@@ -23,7 +23,7 @@ use vmflow_proto::{
 };
 
 use super::spool::Spool;
-use crate::episode::{Episode, Say};
+use crate::episode::{Backoff, Episode, Say};
 
 #[derive(Clone)]
 pub struct ShipOptions {
@@ -86,7 +86,8 @@ pub async fn ship(
     mut stop: watch::Receiver<bool>,
 ) -> ShipStats {
     let mut stats = ShipStats::default();
-    let mut failures = 0u32;
+    // The first retry waits twice the base.
+    let mut backoff = Backoff::new(opts.backoff_base * 2, opts.backoff_cap);
     let mut outage = Episode::new(Duration::from_secs(300));
     let mut jitter = crate::rng::Rng::new(u64::from(std::process::id()) ^ 0x9e37);
     loop {
@@ -109,7 +110,7 @@ pub async fn ship(
         // a collector that accepts and then fails every time must not be
         // hammered.
         if progress || started.elapsed() >= opts.healthy_after {
-            failures = 0;
+            backoff.reset();
             if let Some((n, t)) = outage.recover() {
                 tracing::info!(
                     "collector {}: delivering again after {n} failed attempts over {:.0} s",
@@ -122,11 +123,7 @@ pub async fn ship(
             Ok(()) => return stats,
             Err(e) => {
                 stats.connect_failures += 1;
-                failures = failures.saturating_add(1);
-                let exp = opts
-                    .backoff_base
-                    .saturating_mul(1u32 << failures.min(16))
-                    .min(opts.backoff_cap);
+                let exp = backoff.fail();
                 // Full jitter: agents that lost the collector together do not
                 // come back in lockstep.
                 let wait = exp.mul_f64(0.5 + 0.5 * jitter.unit());

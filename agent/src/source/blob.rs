@@ -704,9 +704,7 @@ impl Tailed for BlobSource {
 /// when it first appears or changes, then only as an hourly reminder, and
 /// the recovery says how many attempts failed.
 struct Backoff {
-    first: Duration,
-    cap: Duration,
-    failures: u32,
+    wait: crate::episode::Backoff,
     next: Option<Instant>,
     error: Option<String>,
     attempts: u64,
@@ -739,9 +737,7 @@ impl Backoff {
     fn new(poll_interval: f64) -> Self {
         let first = Duration::from_secs_f64(poll_interval.max(1.0));
         Backoff {
-            first,
-            cap: BACKOFF_CAP.max(first),
-            failures: 0,
+            wait: crate::episode::Backoff::new(first, BACKOFF_CAP),
             next: None,
             error: None,
             attempts: 0,
@@ -756,11 +752,7 @@ impl Backoff {
 
     /// A failed attempt: how long to wait, and what to say about it.
     fn failed(&mut self, msg: &str, now: Instant) -> (Duration, Note) {
-        let wait = self
-            .first
-            .saturating_mul(1u32 << self.failures.min(16))
-            .min(self.cap);
-        self.failures = self.failures.saturating_add(1);
+        let wait = self.wait.fail();
         self.next = Some(now + wait);
         let note = match &self.error {
             None => Note::First,
@@ -788,7 +780,7 @@ impl Backoff {
 
     /// A successful request: the failures before it, if any.
     fn succeeded(&mut self, now: Instant) -> Option<Run> {
-        self.failures = 0;
+        self.wait.reset();
         self.next = None;
         self.error.take()?;
         let run = self.run(now);
