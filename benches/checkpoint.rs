@@ -61,7 +61,7 @@ fn main() {
                 flows = back.engine.open_flows();
             }
             feed.keep_open();
-            Ok(())
+            Ok::<_, vmflow::pipeline::PipelineError>(())
         });
         println!(
             "| {flows} | {:.1} ms | {:.1} ms | {:.1} MiB | {} |",

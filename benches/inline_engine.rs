@@ -67,7 +67,7 @@ fn main() {
                     data: black_box(data),
                 });
             }
-            Ok(())
+            Ok::<_, vmflow::pipeline::PipelineError>(())
         });
         assert!(report.error.is_none());
         sink.0

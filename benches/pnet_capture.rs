@@ -64,7 +64,7 @@ fn main() {
                 data: frame,
             });
         }
-        Ok(())
+        Ok::<_, vmflow::pipeline::PipelineError>(())
     });
     assert!(report.error.is_none());
     // pnet has no PACKET_STATISTICS: kernel drops are unknown.

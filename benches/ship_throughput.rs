@@ -36,7 +36,7 @@ fn base_records() -> Vec<FlowRecord> {
         while let Some(p) = r.next_packet().unwrap() {
             feed.packet(p);
         }
-        Ok(())
+        Ok::<_, vmflow::pipeline::PipelineError>(())
     });
     assert!(r.error.is_none());
     sink.0

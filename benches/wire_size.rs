@@ -31,7 +31,7 @@ fn records(packets: u64, concurrent: usize) -> Vec<FlowRecord> {
         while let Some(p) = r.next_packet().expect("valid capture") {
             feed.packet(p);
         }
-        Ok(())
+        Ok::<_, vmflow::pipeline::PipelineError>(())
     });
     assert!(report.error.is_none());
     sink.0

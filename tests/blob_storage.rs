@@ -251,7 +251,7 @@ fn a_blob_deleted_under_the_agent_is_a_gap() {
         assert_eq!(src.step(feed)?, Step::Progress);
         assert!(client(&az, &full_sas()).delete(&blob_name(2)).unwrap());
         while src.step(feed)? == Step::Progress {}
-        Ok(())
+        Ok::<_, vmflow::source::SourceError>(())
     });
     assert!(report.error.is_none(), "{:?}", report.error);
     assert_eq!(src.stats.vanished, 1);
@@ -802,7 +802,7 @@ fn a_grown_blob_after_a_restart_is_read_on_and_a_rewritten_one_again() {
             while steps < 1000 && src.step(feed)? == Step::Progress {
                 steps += 1;
             }
-            Ok(())
+            Ok::<_, vmflow::source::SourceError>(())
         });
         assert!(report.error.is_none(), "{:?}", report.error);
         // Idle once what is there is read (not fetching it over and over).

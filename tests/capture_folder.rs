@@ -380,7 +380,7 @@ fn step_until(
             while src.step(feed)? == Step::Progress {}
             between(i, src.sequence().stats.packets);
         }
-        Ok(())
+        Ok::<_, vmflow::source::SourceError>(())
     });
     assert!(report.error.is_none(), "{:?}", report.error);
     (sink.0, src)

@@ -25,30 +25,23 @@ const LAYERS: &[&[&str]] = &[
     &["export", "identity"],
     // Other ends and outside services.
     &["collect", "tls", "certs", "azure"],
-    // Wiring the jobs together.
-    &["daemon"],
+    // Wiring the jobs together, and the error a job ends with.
+    &["daemon", "error"],
     // The command line and the tools.
-    &["cli", "synth", "error"],
+    &["cli", "synth"],
 ];
 
 /// Upward imports still there (importer -> imported). Remove a line when
 /// its import is gone; never add one.
 const KNOWN: &[&str] = &[
-    "config -> error",
-    "pipeline -> error",
     "source -> azure",
-    "source -> error",
-    "checkpoint -> error",
-    "tail -> error",
-    "identity -> error",
-    "certs -> error",
-    "tls -> error",
+    // collect::serve's error (the collector's driver is being rewritten
+    // over proto's sessions; its typed error lands with it).
     "collect -> error",
-    "daemon -> error",
 ];
 
 /// Modules of one layer that import each other (a cycle). Same rule.
-const KNOWN_CYCLES: &[&str] = &["error <-> source"];
+const KNOWN_CYCLES: &[&str] = &[];
 
 fn layer(m: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&m))

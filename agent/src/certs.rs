@@ -3,14 +3,44 @@
 //! operator's PKI; nothing here is needed for it.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
 
-use crate::error::Error;
+/// Why `certs init` stopped; nothing after the failing file was written.
+#[derive(Debug, thiserror::Error)]
+pub enum CertsError {
+    #[error(
+        "config: agent name {0:?} is not a plain name (1 to 64 of A-Z a-z 0-9 - _ ., not starting with '.')"
+    )]
+    NotPlain(String),
+    #[error(
+        "config: agent name {name:?} is taken: {name}.pem and {name}-key.pem are the {whose}'s certificate and key"
+    )]
+    Reserved { name: String, whose: &'static str },
+    #[error("TLS: {what}: {source}")]
+    Generate {
+        what: String,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CertsError + '_ {
+    move |source| CertsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct CertOptions {
@@ -34,8 +64,11 @@ impl Default for CertOptions {
     }
 }
 
-fn tls_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Tls(format!("{what}: {e}"))
+fn tls_err(what: &str, source: rcgen::Error) -> CertsError {
+    CertsError::Generate {
+        what: what.to_string(),
+        source,
+    }
 }
 
 /// `init` writes NAME.pem and NAME-key.pem for these too: an agent of that
@@ -46,21 +79,20 @@ const RESERVED: [(&str, &str); 2] = [("ca", "CA"), ("collector", "collector")];
 /// agent's directory at the collector), so it must be a plain name: 1 to 64
 /// (the X.520 bound on a CN) of `A-Za-z0-9-_.`, not starting with `.` (no
 /// `..`, no hidden files).
-pub fn check_agent_name(name: &str) -> Result<(), Error> {
+pub fn check_agent_name(name: &str) -> Result<(), CertsError> {
     let plain = (1..=64).contains(&name.len())
         && !name.starts_with('.')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !plain {
-        return Err(Error::Config(format!(
-            "agent name {name:?} is not a plain name (1 to 64 of A-Z a-z 0-9 - _ ., not starting with '.')"
-        )));
+        return Err(CertsError::NotPlain(name.to_string()));
     }
     if let Some((_, whose)) = RESERVED.iter().find(|(file, _)| *file == name) {
-        return Err(Error::Config(format!(
-            "agent name {name:?} is taken: {name}.pem and {name}-key.pem are the {whose}'s certificate and key"
-        )));
+        return Err(CertsError::Reserved {
+            name: name.to_string(),
+            whose,
+        });
     }
     Ok(())
 }
@@ -68,7 +100,7 @@ pub fn check_agent_name(name: &str) -> Result<(), Error> {
 /// Writes `ca.pem`, `ca-key.pem`, `collector.pem`, `collector-key.pem` and
 /// `NAME.pem` / `NAME-key.pem` per agent into `dir` (created 0700). Keys end
 /// up 0600 and certificates 0644 whatever the umask and whatever was there.
-pub fn init(dir: &Path, opts: &CertOptions) -> Result<(), Error> {
+pub fn init(dir: &Path, opts: &CertOptions) -> Result<(), CertsError> {
     // Every name is checked before anything is written.
     for name in &opts.agents {
         check_agent_name(name)?;
@@ -92,7 +124,7 @@ pub fn init(dir: &Path, opts: &CertOptions) -> Result<(), Error> {
                 sans: Vec<String>,
                 server: bool,
                 expired: bool|
-     -> Result<(String, String), Error> {
+     -> Result<(String, String), CertsError> {
         let key = KeyPair::generate().map_err(|e| tls_err(name, e))?;
         let mut p = CertificateParams::new(sans).map_err(|e| tls_err(name, e))?;
         p.distinguished_name.push(DnType::CommonName, name);
@@ -126,7 +158,7 @@ pub fn init(dir: &Path, opts: &CertOptions) -> Result<(), Error> {
 }
 
 #[cfg(unix)]
-fn create_dir(dir: &Path) -> Result<(), Error> {
+fn create_dir(dir: &Path) -> Result<(), CertsError> {
     use std::os::unix::fs::DirBuilderExt;
     // The keys' directory: nobody else needs to list it. An existing
     // directory keeps its mode (the operator chose it); the keys in it are
@@ -135,12 +167,12 @@ fn create_dir(dir: &Path) -> Result<(), Error> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| Error::io(dir, e))
+        .map_err(io_err(dir))
 }
 
 #[cfg(not(unix))]
-fn create_dir(dir: &Path) -> Result<(), Error> {
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+fn create_dir(dir: &Path) -> Result<(), CertsError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))
 }
 
 /// Replaces `dir/name` with `text`. The content goes to a new temporary file
@@ -149,7 +181,7 @@ fn create_dir(dir: &Path) -> Result<(), Error> {
 /// file: a key is never readable by others, not even for a moment, and a
 /// symlink planted at either name is replaced, not followed.
 #[cfg(unix)]
-fn write(dir: &Path, name: &str, text: &str, secret: bool) -> Result<(), Error> {
+fn write(dir: &Path, name: &str, text: &str, secret: bool) -> Result<(), CertsError> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = dir.join(name);
@@ -157,7 +189,7 @@ fn write(dir: &Path, name: &str, text: &str, secret: bool) -> Result<(), Error> 
     // A leftover from an interrupted run; create_new below refuses anything
     // still there.
     match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&tmp, e)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&tmp)(e)),
         _ => {}
     }
     let mode = if secret { 0o600 } else { 0o644 };
@@ -166,16 +198,16 @@ fn write(dir: &Path, name: &str, text: &str, secret: bool) -> Result<(), Error> 
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(|e| Error::io(&tmp, e))?;
+        .map_err(io_err(&tmp))?;
     f.set_permissions(fs::Permissions::from_mode(mode))
         .and_then(|_| f.write_all(text.as_bytes()))
         .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        .map_err(io_err(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err(&path))
 }
 
 #[cfg(not(unix))]
-fn write(dir: &Path, name: &str, text: &str, _secret: bool) -> Result<(), Error> {
+fn write(dir: &Path, name: &str, text: &str, _secret: bool) -> Result<(), CertsError> {
     let path = dir.join(name);
-    fs::write(&path, text).map_err(|e| Error::io(&path, e))
+    fs::write(&path, text).map_err(io_err(&path))
 }

@@ -6,16 +6,55 @@
 //! agent dies; the checkpoint says how many records preceded it, the spool
 //! how many it holds, and the resumed run skips the difference.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::disk::{self, Fs};
-use crate::error::Error;
 use crate::pipeline::EngineState;
 
 const VERSION: u32 = 1;
+
+/// Why a checkpoint could not be written or used; each names its file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("checkpoint: {}: encoding: {source}", path.display())]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: rmp_serde::encode::Error,
+    },
+    #[error(
+        "checkpoint: {}: {what}; move it away to start from the beginning of the source",
+        path.display()
+    )]
+    Damaged { path: PathBuf, what: String },
+    #[error("checkpoint: {}: version {found} (this agent writes {VERSION})", path.display())]
+    Version { path: PathBuf, found: u32 },
+    #[error(
+        "checkpoint: {}: belongs to {found}, not {expected}; move it away or point the source back",
+        path.display()
+    )]
+    Foreign {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 pub struct Checkpoint<P> {
@@ -43,33 +82,37 @@ const MAGIC: &[u8; 4] = b"VMCK";
 
 /// Replaces the checkpoint at `path` atomically and durably (0600). A full
 /// disk leaves the old checkpoint and no temporary file.
-pub fn save<P: Serialize>(fs: &dyn Fs, path: &Path, ck: &Checkpoint<P>) -> Result<(), Error> {
-    let body = rmp_serde::to_vec(ck)
-        .map_err(|e| Error::Checkpoint(format!("{}: encoding: {e}", path.display())))?;
+pub fn save<P: Serialize>(
+    fs: &dyn Fs,
+    path: &Path,
+    ck: &Checkpoint<P>,
+) -> Result<(), CheckpointError> {
+    let body = rmp_serde::to_vec(ck).map_err(|source| CheckpointError::Encode {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut bytes = Vec::with_capacity(body.len() + 8);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     bytes.extend_from_slice(&body);
     fs.create_dir_all(disk::parent(path))
         .and_then(|_| disk::replace(fs, path, &bytes))
-        .map_err(|e| Error::io(path, e))
+        .map_err(io_error(path))
 }
 
 /// The checkpoint at `path` for `source`; `None` if there is none yet.
 pub fn load<P: DeserializeOwned>(
     path: &Path,
     source: &str,
-) -> Result<Option<Checkpoint<P>>, Error> {
+) -> Result<Option<Checkpoint<P>>, CheckpointError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
+        Err(e) => return Err(io_error(path)(e)),
     };
-    let damaged = |what: String| {
-        Error::Checkpoint(format!(
-            "{}: {what}; move it away to start from the beginning of the source",
-            path.display()
-        ))
+    let damaged = |what: String| CheckpointError::Damaged {
+        path: path.to_path_buf(),
+        what,
     };
     if bytes.len() < 8 || &bytes[..4] != MAGIC {
         return Err(damaged("not a vmflow checkpoint".into()));
@@ -81,18 +124,17 @@ pub fn load<P: DeserializeOwned>(
     let ck: Checkpoint<P> =
         rmp_serde::from_slice(body).map_err(|e| damaged(format!("unreadable ({e})")))?;
     if ck.version != VERSION {
-        return Err(Error::Checkpoint(format!(
-            "{}: version {} (this agent writes {VERSION})",
-            path.display(),
-            ck.version
-        )));
+        return Err(CheckpointError::Version {
+            path: path.to_path_buf(),
+            found: ck.version,
+        });
     }
     if ck.source != source {
-        return Err(Error::Checkpoint(format!(
-            "{}: belongs to {}, not {source}; move it away or point the source back",
-            path.display(),
-            ck.source
-        )));
+        return Err(CheckpointError::Foreign {
+            path: path.to_path_buf(),
+            found: ck.source,
+            expected: source.to_string(),
+        });
     }
     Ok(Some(ck))
 }
@@ -116,7 +158,7 @@ mod tests {
         };
         run_with(&cfg, VecSink::default(), inline, |feed| {
             state = feed.checkpoint()?;
-            Ok(())
+            Ok::<_, crate::pipeline::PipelineError>(())
         });
         let state = rmp_serde::to_vec(&state.unwrap()).unwrap();
         let ck = |n: u64| {
@@ -162,7 +204,7 @@ mod tests {
                 feed.packet(r.next_packet().unwrap().unwrap());
             }
             state = feed.checkpoint()?;
-            Ok(())
+            Ok::<_, crate::pipeline::PipelineError>(())
         });
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ck");
@@ -204,7 +246,7 @@ mod tests {
                     while let Some(p) = r.next_packet().unwrap() {
                         feed.packet(p);
                     }
-                    Ok(())
+                    Ok::<_, crate::pipeline::PipelineError>(())
                 });
             }
         }

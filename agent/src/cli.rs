@@ -273,14 +273,16 @@ pub fn main() -> ExitCode {
             if !agents.is_empty() {
                 opts.agents = agents;
             }
-            crate::certs::init(&dir, &opts).map(|_| {
-                eprintln!(
-                    "certs: wrote ca.pem, collector.pem and {} agent certificate(s) to {}",
-                    opts.agents.len(),
-                    dir.display()
-                );
-                ExitCode::SUCCESS
-            })
+            crate::certs::init(&dir, &opts)
+                .map(|_| {
+                    eprintln!(
+                        "certs: wrote ca.pem, collector.pem and {} agent certificate(s) to {}",
+                        opts.agents.len(),
+                        dir.display()
+                    );
+                    ExitCode::SUCCESS
+                })
+                .map_err(Error::from)
         }
     };
     match result {
@@ -304,7 +306,7 @@ fn captures_cmd(c: CapturesCmd) -> Result<ExitCode, Error> {
         .azure
         .captures
         .clone()
-        .ok_or_else(|| Error::Config("no [azure.captures] section".into()))?;
+        .ok_or(Error::Usage("no [azure.captures] section"))?;
     let mut m = crate::azure::lifecycle::manager(&cc, &cfg.azure)?;
     match c {
         CapturesCmd::List(_) => {
@@ -337,7 +339,7 @@ fn captures_cmd(c: CapturesCmd) -> Result<ExitCode, Error> {
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 signal_hook::flag::register(sig, stop.clone())
-                    .map_err(|e| Error::Pipeline(format!("signal handler: {e}")))?;
+                    .map_err(Error::setup("signal handler"))?;
             }
             crate::azure::lifecycle::run(m, Duration::from_secs_f64(cc.poll_interval), &stop);
         }
@@ -376,7 +378,7 @@ fn engine_config(a: &EngineArgs) -> Result<Config, Error> {
     };
     if let Some(t) = a.threads {
         if t == 0 {
-            return Err(Error::Config("--threads must be at least 1".into()));
+            return Err(Error::Usage("--threads must be at least 1"));
         }
         cfg.pipeline.threads = t;
     }
@@ -399,11 +401,11 @@ fn replay(a: ReplayArgs) -> Result<ExitCode, Error> {
     finish("replay", report)
 }
 
-fn finish(what: &str, report: Report) -> Result<ExitCode, Error> {
+fn finish<E: Into<Error>>(what: &str, report: Report<E>) -> Result<ExitCode, Error> {
     print_summary(what, &report.summary);
     match report.error {
         None => Ok(ExitCode::SUCCESS),
-        Some(e) => Err(e),
+        Some(e) => Err(e.into()),
     }
 }
 
@@ -533,9 +535,7 @@ fn demo(a: DemoArgs) -> Result<ExitCode, Error> {
         &certs.join("ca.pem"),
     )?;
     let addr = crate::daemon::spawn_collector(
-        "127.0.0.1:0"
-            .parse()
-            .map_err(|_| Error::Config("listen".into()))?,
+        "127.0.0.1:0".parse().map_err(|_| Error::Usage("listen"))?,
         tls,
         out.clone(),
     )?;
@@ -715,8 +715,7 @@ fn capture_cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         .collect::<Result<Vec<_>, _>>()?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| Error::Pipeline(format!("signal handler: {e}")))?;
+        signal_hook::flag::register(sig, stop.clone()).map_err(Error::setup("signal handler"))?;
     }
     let sink: Box<dyn RecordSink> = if a.out == "-" {
         Box::new(NdjsonSink::new(io::stdout()))
@@ -769,6 +768,6 @@ fn capture_cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
     }
     match report.error {
         None => Ok(ExitCode::SUCCESS),
-        Some(e) => Err(e),
+        Some(e) => Err(e.into()),
     }
 }

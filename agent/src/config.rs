@@ -4,9 +4,22 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::Error;
 use crate::flow::TableConfig;
 use crate::net::{Cidr, LocalNets};
+
+/// What is wrong with a configuration. The message names the key (and the
+/// file, once it is known) so the user can go straight to it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config: {0}")]
+    Invalid(String),
+}
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -453,10 +466,13 @@ impl Default for PipelineConfig {
 }
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut cfg = Self::parse(&text).map_err(|e| match e {
-            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            ConfigError::Invalid(m) => ConfigError::Invalid(format!("{}: {m}", path.display())),
             other => other,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -496,13 +512,13 @@ impl Config {
         Ok(cfg)
     }
 
-    pub fn parse(text: &str) -> Result<Config, Error> {
-        let cfg: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    pub fn validate(&self) -> Result<(), Error> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let f = &self.flow;
         for (key, v) in [
             ("flow.idle_timeout", f.idle_timeout),
@@ -513,37 +529,37 @@ impl Config {
             ("flow.fragment_timeout", f.fragment_timeout),
         ] {
             if !v.is_finite() || v <= 0.0 || v > 1e9 {
-                return Err(Error::Config(format!(
+                return Err(ConfigError::Invalid(format!(
                     "{key} = {v}: must be a positive number of seconds"
                 )));
             }
         }
         if !(f.emergency_threshold > 0.0 && f.emergency_threshold <= 1.0) {
-            return Err(Error::Config(format!(
+            return Err(ConfigError::Invalid(format!(
                 "flow.emergency_threshold = {}: must be in (0, 1]",
                 f.emergency_threshold
             )));
         }
         if f.max_flows == 0 {
-            return Err(Error::Config(
+            return Err(ConfigError::Invalid(
                 "flow.max_flows = 0: must be at least 1".into(),
             ));
         }
         let p = &self.pipeline;
         if p.threads > 256 {
-            return Err(Error::Config(format!(
+            return Err(ConfigError::Invalid(format!(
                 "pipeline.threads = {}: at most 256",
                 p.threads
             )));
         }
         if p.partitions == 0 || p.partitions > 4096 {
-            return Err(Error::Config(format!(
+            return Err(ConfigError::Invalid(format!(
                 "pipeline.partitions = {}: must be in 1..=4096",
                 p.partitions
             )));
         }
         if p.batch_packets == 0 || p.batch_packets > 1 << 20 {
-            return Err(Error::Config(format!(
+            return Err(ConfigError::Invalid(format!(
                 "pipeline.batch_packets = {}: must be in 1..=1048576",
                 p.batch_packets
             )));
@@ -551,19 +567,19 @@ impl Config {
         self.local_nets()?;
         if let Some(l) = &self.capture.live {
             if !(64..=262_144).contains(&l.snaplen) {
-                return Err(Error::Config(format!(
+                return Err(ConfigError::Invalid(format!(
                     "capture.live.snaplen = {}: must be in 64..=262144",
                     l.snaplen
                 )));
             }
             if !(1..=4096).contains(&l.ring_mib) {
-                return Err(Error::Config(format!(
+                return Err(ConfigError::Invalid(format!(
                     "capture.live.ring_mib = {}: must be in 1..=4096",
                     l.ring_mib
                 )));
             }
             if !(l.shutdown_grace.is_finite() && l.shutdown_grace >= 0.0) {
-                return Err(Error::Config(format!(
+                return Err(ConfigError::Invalid(format!(
                     "capture.live.shutdown_grace = {}: must be non-negative seconds",
                     l.shutdown_grace
                 )));
@@ -579,13 +595,13 @@ impl Config {
                 ("source.folder.shutdown_grace", f.shutdown_grace),
             ] {
                 if !(v.is_finite() && (0.0..=1e9).contains(&v)) {
-                    return Err(Error::Config(format!(
+                    return Err(ConfigError::Invalid(format!(
                         "{key} = {v}: must be a non-negative number of seconds"
                     )));
                 }
             }
             if f.extensions.is_empty() {
-                return Err(Error::Config(
+                return Err(ConfigError::Invalid(
                     "source.folder.extensions is empty: no file would be read".into(),
                 ));
             }
@@ -600,23 +616,23 @@ impl Config {
                 ("source.blob.shutdown_grace", b.shutdown_grace),
             ] {
                 if !(v.is_finite() && (0.0..=1e9).contains(&v)) {
-                    return Err(Error::Config(format!(
+                    return Err(ConfigError::Invalid(format!(
                         "{key} = {v}: must be a non-negative number of seconds"
                     )));
                 }
             }
             if b.account_url.is_empty() || b.container.is_empty() {
-                return Err(Error::Config(
+                return Err(ConfigError::Invalid(
                     "source.blob needs account_url and container".into(),
                 ));
             }
             if b.sas_token.is_some() && b.sas_token_file.is_some() {
-                return Err(Error::Config(
+                return Err(ConfigError::Invalid(
                     "source.blob: give sas_token or sas_token_file, not both".into(),
                 ));
             }
             if b.page_size.is_some_and(|n| n == 0 || n > 5000) {
-                return Err(Error::Config(
+                return Err(ConfigError::Invalid(
                     "source.blob.page_size: must be in 1..=5000".into(),
                 ));
             }
@@ -624,20 +640,20 @@ impl Config {
         if let Some(c) = &self.azure.captures {
             let max = if c.continuous { 604_800 } else { 18_000 };
             if c.time_limit == 0 || c.time_limit > max {
-                return Err(Error::Config(format!(
+                return Err(ConfigError::Invalid(format!(
                     "azure.captures.time_limit = {}: must be in 1..={max}",
                     c.time_limit
                 )));
             }
             if !(c.poll_interval.is_finite() && c.poll_interval > 0.0) {
-                return Err(Error::Config(
+                return Err(ConfigError::Invalid(
                     "azure.captures.poll_interval: must be positive seconds".into(),
                 ));
             }
             // The next capture must start while the current one runs, and a
             // round must come round before that moment passes.
             if c.renew_before >= c.time_limit || (c.renew_before as f64) < 2.0 * c.poll_interval {
-                return Err(Error::Config(format!(
+                return Err(ConfigError::Invalid(format!(
                     "azure.captures.renew_before = {}: must be below time_limit ({}) and at least two poll intervals ({} s)",
                     c.renew_before,
                     c.time_limit,
@@ -645,7 +661,7 @@ impl Config {
                 )));
             }
             if c.local_path.is_none() && c.storage_id.is_none() {
-                return Err(Error::Config(
+                return Err(ConfigError::Invalid(
                     "azure.captures needs local_path or storage_id: captures must go somewhere"
                         .into(),
                 ));
@@ -659,37 +675,37 @@ impl Config {
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
                 && !n.starts_with('.');
             if !ok {
-                return Err(Error::Config(format!(
+                return Err(ConfigError::Invalid(format!(
                     "source name {n:?}: use 1-64 letters, digits, '-', '_' or '.'"
                 )));
             }
             if !names.insert(n.clone()) {
-                return Err(Error::Config(format!(
+                return Err(ConfigError::Invalid(format!(
                     "source name {n:?} is used twice (source {i})"
                 )));
             }
         }
         if let Some(x) = &self.export {
             if x.batch_records == 0 || x.batch_records > 1 << 20 {
-                return Err(Error::Config(format!(
+                return Err(ConfigError::Invalid(format!(
                     "export.batch_records = {}: must be in 1..=1048576",
                     x.batch_records
                 )));
             }
             if !(x.batch_age.is_finite() && x.batch_age > 0.0) {
-                return Err(Error::Config(format!(
+                return Err(ConfigError::Invalid(format!(
                     "export.batch_age = {}: must be positive seconds",
                     x.batch_age
                 )));
             }
             if x.window == 0 || x.window > 4096 {
-                return Err(Error::Config(format!(
+                return Err(ConfigError::Invalid(format!(
                     "export.window = {}: must be in 1..=4096",
                     x.window
                 )));
             }
             if x.spool_max_mib == 0 {
-                return Err(Error::Config(
+                return Err(ConfigError::Invalid(
                     "export.spool_max_mib = 0: must be at least 1".into(),
                 ));
             }
@@ -697,7 +713,7 @@ impl Config {
         Ok(())
     }
 
-    pub fn local_nets(&self) -> Result<LocalNets, Error> {
+    pub fn local_nets(&self) -> Result<LocalNets, ConfigError> {
         match &self.local_nets {
             None => Ok(LocalNets::default()),
             Some(list) => list
@@ -705,7 +721,7 @@ impl Config {
                 .map(|s| s.parse::<Cidr>())
                 .collect::<Result<Vec<_>, _>>()
                 .map(LocalNets::new)
-                .map_err(|e| Error::Config(format!("local_nets: {e}"))),
+                .map_err(|e| ConfigError::Invalid(format!("local_nets: {e}"))),
         }
     }
 

@@ -22,6 +22,7 @@ use crate::source::blob::{BlobPosition, BlobSource, BlobStats};
 use crate::source::folder::{FolderPosition, FolderSource};
 use crate::source::live::{self, IfaceStats, Ring, RingOptions};
 use crate::source::sequence::{Gap, SequenceStats};
+use crate::source::SourceError;
 use crate::tail::{self, TailOptions};
 
 pub struct RunReport {
@@ -121,7 +122,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .worker_threads(1)
         .enable_all()
         .build()
-        .map_err(|e| Error::Pipeline(format!("runtime: {e}")))
+        .map_err(Error::setup("runtime"))
 }
 
 /// The agent. With `[capture.live]`: captures until SIGTERM/SIGINT, then
@@ -134,23 +135,21 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
     let x = cfg
         .export
         .as_ref()
-        .ok_or_else(|| Error::Config("`run` needs an [export] section".into()))?;
+        .ok_or(Error::Usage("`run` needs an [export] section"))?;
     let live = cfg.capture.live.clone();
     let followed_n = cfg.source.folder.len() + cfg.source.blob.len();
     let kinds = usize::from(live.is_some())
         + usize::from(followed_n > 0)
         + usize::from(!cfg.source.files.is_empty());
     if kinds == 0 {
-        return Err(Error::Config(
-            "`run` needs a source: source.files, [source.folder], [source.blob] or [capture.live]"
-                .into(),
+        return Err(Error::Usage(
+            "`run` needs a source: source.files, [source.folder], [source.blob] or [capture.live]",
         ));
     }
     if kinds > 1 {
-        return Err(Error::Config(
+        return Err(Error::Usage(
             "source.files and [capture.live] each run alone; folders and blob containers \
-             (any number of them) run together"
-                .into(),
+             (any number of them) run together",
         ));
     }
     let tls = crate::tls::client_config(&x.ca, &x.cert, &x.key)?;
@@ -219,7 +218,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
     let signalled = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, signalled.clone())
-            .map_err(|e| Error::Pipeline(format!("signal handler: {e}")))?;
+            .map_err(Error::setup("signal handler"))?;
     }
     let opts = ship_options(x, tls, "");
     let rt = runtime()?;
@@ -311,7 +310,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         ship,
         spool,
         resumed_after,
-        error: report.error,
+        error: report.error.map(Error::from),
         ifaces,
         coverage: None,
         blob: None,
@@ -344,7 +343,7 @@ fn run_followed(
     let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, signalled.clone())
-            .map_err(|e| Error::Pipeline(format!("signal handler: {e}")))?;
+            .map_err(Error::setup("signal handler"))?;
     }
     let names = cfg.source.stream_names();
     let single = names.len() == 1;
@@ -381,9 +380,7 @@ fn run_followed(
         running
             .into_iter()
             .map(|(n, h)| {
-                let r = h
-                    .join()
-                    .unwrap_or_else(|_| Err(Error::Pipeline(format!("source {n} panicked"))));
+                let r = h.join().unwrap_or_else(|_| Err(Error::Panicked(n.clone())));
                 (n, r)
             })
             .collect()
@@ -392,7 +389,7 @@ fn run_followed(
         return reports
             .pop()
             .map(|(_, r)| r)
-            .unwrap_or_else(|| Err(Error::Pipeline("no source ran".into())));
+            .unwrap_or(Err(Error::NoSource));
     }
     let mut total = RunReport {
         summary: Summary::default(),
@@ -408,7 +405,7 @@ fn run_followed(
     };
     for (name, r) in reports {
         match r {
-            Ok(r) => {
+            Ok(mut r) => {
                 let s = &mut total.summary;
                 s.packets += r.summary.packets;
                 s.flow_packets += r.summary.flow_packets;
@@ -431,19 +428,22 @@ fn run_followed(
                 total.spool.failed_records += r.spool.failed_records;
                 total.spool.corrupt_batches += r.spool.corrupt_batches;
                 total.spool.corrupt_records += r.spool.corrupt_records;
-                if total.error.is_none() {
-                    total.error = r
-                        .error
-                        .as_ref()
-                        .map(|e| Error::Pipeline(format!("source {name}: {e}")));
+                // The run's failure is the first source's that failed: it
+                // moves to the total (the one place a run reports failure).
+                if let Some(e) = r.error.take() {
+                    total.error.get_or_insert(Error::Lane {
+                        name: name.clone(),
+                        source: Box::new(e),
+                    });
                 }
                 total.streams.push((name, r));
             }
             Err(e) => {
                 tracing::error!("source {name}: {e}");
-                total
-                    .error
-                    .get_or_insert(Error::Pipeline(format!("source {name}: {e}")));
+                total.error.get_or_insert(Error::Lane {
+                    name,
+                    source: Box::new(e),
+                });
             }
         }
     }
@@ -574,7 +574,7 @@ fn follow_lane(
         ship,
         spool,
         resumed_after,
-        error: t.report.error,
+        error: t.report.error.map(Error::from),
         ifaces: Vec::new(),
         coverage,
         blob: blob_stats,
@@ -633,10 +633,11 @@ pub fn run_collector(a: CollectArgs) -> Result<(), Error> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
-            .map_err(|e| Error::Collector(format!("bind {}: {e}", a.listen)))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Collector(e.to_string()))?;
+            .map_err(|source| Error::Bind {
+                addr: a.listen.to_string(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(Error::Listener)?;
         eprintln!("collect: listening on {addr}");
         let mut opts = CollectorOptions::new(tls, a.out.clone());
         if let Some(n) = a.max_connections {
@@ -663,10 +664,11 @@ pub fn spawn_collector(
     let rt = runtime()?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(listen))
-        .map_err(|e| Error::Collector(format!("bind {listen}: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::Collector(e.to_string()))?;
+        .map_err(|source| Error::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(Error::Listener)?;
     std::thread::spawn(move || {
         if let Err(e) = rt.block_on(collect::serve(listener, CollectorOptions::new(tls, out))) {
             tracing::error!("collector: {e}");
@@ -691,7 +693,7 @@ pub fn capture<S: crate::export::RecordSink>(
     tick: Duration,
     block_timeout_ms: u32,
     follow: Option<&Follow>,
-) -> (pipeline::Report, Vec<IfaceStats>) {
+) -> (pipeline::Report<SourceError>, Vec<IfaceStats>) {
     use std::sync::atomic::Ordering;
     use std::time::{Instant, SystemTime, UNIX_EPOCH};
     let opts = pipeline::RunOptions {

@@ -1,42 +1,77 @@
-//! The agent's error type.
+//! The error a command ends with: each layer's own error, wrapped as it is
+//! (their messages already name the file, key or peer), plus what the jobs
+//! that wire the layers together can fail at. Only the jobs (`daemon`) and
+//! the command line use it; the layers below return their own.
 
 use std::io;
 use std::path::PathBuf;
 
-use crate::source::CaptureError;
+use crate::azure::AzureError;
+use crate::certs::CertsError;
+use crate::checkpoint::CheckpointError;
+use crate::config::ConfigError;
+use crate::export::spool::SpoolError;
+use crate::pipeline::PipelineError;
+use crate::source::live::LiveError;
+use crate::source::SourceError;
+use crate::tls::TlsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
-    Capture {
-        path: PathBuf,
-        #[source]
-        source: CaptureError,
-    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Certs(#[from] CertsError),
+    #[error("spool: {0}")]
+    Spool(#[from] SpoolError),
+    #[error("azure: {0}")]
+    Azure(#[from] AzureError),
+    #[error("live capture: {0}")]
+    Live(#[from] LiveError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+    /// A command line or configuration that asks for something the job
+    /// cannot do (the message names the option or section).
     #[error("config: {0}")]
-    Config(String),
-    #[error("writing records: {0}")]
-    Output(#[source] io::Error),
-    #[error("pipeline stage failed: {0}")]
-    Pipeline(String),
-    #[error("TLS: {0}")]
-    Tls(String),
-    #[error("spool: {0}")]
-    Spool(#[from] crate::export::spool::SpoolError),
+    Usage(&'static str),
+    #[error("collector: bind {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("collector: {0}")]
-    Collector(String),
-    #[error("azure: {0}")]
-    Azure(#[from] crate::azure::AzureError),
-    #[error("checkpoint: {0}")]
-    Checkpoint(String),
-    #[error("live capture: {0}")]
-    Live(#[from] crate::source::live::LiveError),
+    Listener(#[source] io::Error),
+    /// The process could not set up what a job runs on (runtime, signals).
+    #[error("pipeline stage failed: {what}: {source}")]
+    Setup {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pipeline stage failed: source {0} panicked")]
+    Panicked(String),
+    #[error("pipeline stage failed: no source ran")]
+    NoSource,
+    /// One of several sources failed (the others ran on).
+    #[error("pipeline stage failed: source {name}: {source}")]
+    Lane {
+        name: String,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -45,5 +80,9 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    pub fn setup(what: &'static str) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::Setup { what, source }
     }
 }

@@ -8,8 +8,8 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::error::Error;
 use crate::export::spool::{Spool, SpoolError, StreamId};
+use crate::source::SourceError;
 
 /// FNV-1a: stable across Rust versions and platforms, unlike the standard
 /// hasher (fingerprints outlive upgrades).
@@ -42,18 +42,18 @@ fn id(text: String) -> StreamId {
 
 /// Capture files read once: each file's path, length and a CRC of its first
 /// 64 KiB (the same path holding another capture is another stream).
-pub fn files(cfg: &Config, paths: &[PathBuf]) -> Result<StreamId, Error> {
+pub fn files(cfg: &Config, paths: &[PathBuf]) -> Result<StreamId, SourceError> {
     let mut parts = Vec::with_capacity(paths.len());
     for p in paths {
-        let mut f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
-        let len = f.metadata().map_err(|e| Error::io(p, e))?.len();
+        let mut f = std::fs::File::open(p).map_err(|e| SourceError::io(p, e))?;
+        let len = f.metadata().map_err(|e| SourceError::io(p, e))?.len();
         let mut head = vec![0u8; 64 << 10];
         let mut n = 0;
         while n < head.len() {
             match f.read(&mut head[n..]) {
                 Ok(0) => break,
                 Ok(k) => n += k,
-                Err(e) => return Err(Error::io(p, e)),
+                Err(e) => return Err(SourceError::io(p, e)),
             }
         }
         let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
@@ -91,7 +91,7 @@ pub fn settle(
     want: &StreamId,
     skip: u64,
     restartable: bool,
-) -> Result<u64, Error> {
+) -> Result<u64, SpoolError> {
     let have = spool.identity();
     if have.fingerprint == want.fingerprint {
         return Ok(skip);
@@ -128,8 +128,7 @@ pub fn settle(
         pending,
         theirs: have.text,
         ours: format!("{} (it would skip {skip} records of the other)", want.text),
-    }
-    .into())
+    })
 }
 
 #[cfg(test)]

@@ -15,14 +15,39 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use vmflow_proto::{EndReason, FlowRecord};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::decode::{decode, Decoded, Skip};
-use crate::error::Error;
 use crate::flow::{
     Event, FlowTable, FragSnapshot, FragStats, FragTable, Packet, TableSnapshot, TableStats,
 };
 use crate::packet::RawPacket;
 use crate::sink::RecordSink;
+
+/// What stops the engine: the output failing, a stage dying, or settings or a
+/// checkpoint that do not fit this run. A source's own errors travel beside
+/// these in [`Report`] (its `E`).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("writing records: {0}")]
+    Output(#[source] std::io::Error),
+    #[error("pipeline stage failed: output failed earlier: writing records: {0}")]
+    OutputFailedEarlier(#[source] std::io::Error),
+    #[error("pipeline stage failed: {0}")]
+    Stage(&'static str),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("config: reloading needs an inline run (live capture)")]
+    ReloadNeedsInline,
+    #[error("config: pipeline.partitions cannot change without a restart; nothing was reloaded")]
+    PartitionsFixed,
+    #[error(
+        "config: the checkpoint holds {held} flow-table partitions, this configuration {configured}; \
+         keep pipeline.partitions or delete the checkpoint"
+    )]
+    PartitionsChanged { held: usize, configured: usize },
+    #[error("checkpoint: the checkpoint names a partition that does not exist")]
+    UnknownPartition,
+}
 
 /// A capture file that ended inside a record: everything before was read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,11 +91,11 @@ impl Summary {
     }
 }
 
-pub struct Report {
+pub struct Report<E = PipelineError> {
     pub summary: Summary,
     /// Set when input stopped early (corrupt file) or a stage failed; every
     /// record produced before that point was still written.
-    pub error: Option<Error>,
+    pub error: Option<E>,
 }
 
 #[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
@@ -110,7 +135,7 @@ pub trait Feed {
     fn tick(&mut self, now_ns: u64);
     /// Applies new flow settings (timeouts, bound, local networks) without
     /// losing a flow. Only an inline run (live capture) can do it.
-    fn reconfigure(&mut self, cfg: &Config) -> Result<(), Error>;
+    fn reconfigure(&mut self, cfg: &Config) -> Result<(), PipelineError>;
     /// The source saw nothing between these packet times although traffic
     /// may have flowed: flows open then are marked `gap`. Travels in the
     /// packet stream, so it changes no batch boundary.
@@ -118,7 +143,7 @@ pub trait Feed {
     /// Hands every record produced so far to durable storage and returns the
     /// engine's whole state, to resume from later as if never stopped
     /// (inline runs; `None` otherwise).
-    fn checkpoint(&mut self) -> Result<Option<EngineState>, Error>;
+    fn checkpoint(&mut self) -> Result<Option<EngineState>, PipelineError>;
     /// Ends every open flow now (inline runs), e.g. before a last checkpoint.
     fn end_flows(&mut self, reason: EndReason);
     /// The run ends without ending its open flows: they live on in the last
@@ -182,20 +207,22 @@ impl Default for RunOptions {
 }
 
 /// Runs the engine over any packet source, ending with `end_of_input`.
-pub fn run<S, F>(cfg: &Config, sink: S, source: F) -> Report
+pub fn run<S, F, E>(cfg: &Config, sink: S, source: F) -> Report<E>
 where
     S: RecordSink,
-    F: FnOnce(&mut dyn Feed) -> Result<(), Error>,
+    F: FnOnce(&mut dyn Feed) -> Result<(), E>,
+    E: From<PipelineError>,
 {
     run_with(cfg, sink, RunOptions::default(), source)
 }
 
 /// Runs the engine over any packet source. `source` is handed a [`Feed`] and
 /// gives it every packet, in order.
-pub fn run_with<S, F>(cfg: &Config, sink: S, opts: RunOptions, source: F) -> Report
+pub fn run_with<S, F, E>(cfg: &Config, sink: S, opts: RunOptions, source: F) -> Report<E>
 where
     S: RecordSink,
-    F: FnOnce(&mut dyn Feed) -> Result<(), Error>,
+    F: FnOnce(&mut dyn Feed) -> Result<(), E>,
+    E: From<PipelineError>,
 {
     let start = Instant::now();
     let threads = if opts.inline { 1 } else { cfg.threads() };
@@ -206,7 +233,7 @@ where
         Err(e) => {
             return Report {
                 summary: Summary::default(),
-                error: Some(e),
+                error: Some(PipelineError::from(e).into()),
             }
         }
     };
@@ -220,20 +247,19 @@ where
         {
             return Report {
                 summary: Summary::default(),
-                error: Some(Error::Checkpoint(
-                    "the checkpoint names a partition that does not exist".into(),
-                )),
+                error: Some(PipelineError::UnknownPartition.into()),
             };
         }
         if !opts.inline || r.tables.len() != parts {
             return Report {
                 summary: Summary::default(),
-                error: Some(Error::Config(format!(
-                    "the checkpoint holds {} flow-table partitions, this configuration {}; \
-                     keep pipeline.partitions or delete the checkpoint",
-                    r.tables.len(),
-                    parts
-                ))),
+                error: Some(
+                    PipelineError::PartitionsChanged {
+                        held: r.tables.len(),
+                        configured: parts,
+                    }
+                    .into(),
+                ),
             };
         }
     }
@@ -380,10 +406,10 @@ where
         let written = match (output, inline) {
             (Some(h), _) => h.join(),
             (None, Some(i)) => Ok(match i.error {
-                Some(e) => Err(e),
+                Some(e) => Err(PipelineError::Output(e)),
                 None => Ok(i.written),
             }),
-            (None, None) => Ok(Err(Error::Pipeline("no output stage".into()))),
+            (None, None) => Ok(Err(PipelineError::Stage("no output stage"))),
         };
         match written {
             Ok(Ok(o)) => {
@@ -393,11 +419,11 @@ where
                 summary.record_bytes = o.bytes;
                 summary.table = o.table;
             }
-            Ok(Err(e)) => error = Some(e),
-            Err(_) => error = Some(Error::Pipeline("output stage panicked".into())),
+            Ok(Err(e)) => error = Some(e.into()),
+            Err(_) => error = Some(PipelineError::Stage("output stage panicked").into()),
         }
         if failed && error.is_none() {
-            error = Some(Error::Pipeline("a flow shard stopped".into()));
+            error = Some(PipelineError::Stage("a flow shard stopped").into());
         }
     });
     summary.elapsed = start.elapsed();
@@ -486,17 +512,13 @@ impl Feed for Ingest<'_> {
         self.close_batch();
     }
 
-    fn reconfigure(&mut self, cfg: &Config) -> Result<(), Error> {
+    fn reconfigure(&mut self, cfg: &Config) -> Result<(), PipelineError> {
         let Some(inl) = self.reader.inline.as_mut() else {
-            return Err(Error::Config(
-                "reloading needs an inline run (live capture)".into(),
-            ));
+            return Err(PipelineError::ReloadNeedsInline);
         };
         cfg.validate()?;
         if cfg.pipeline.partitions != inl.tables.len() {
-            return Err(Error::Config(
-                "pipeline.partitions cannot change without a restart; nothing was reloaded".into(),
-            ));
+            return Err(PipelineError::PartitionsFixed);
         }
         // Close the current batch first: packets so far are judged by the
         // settings they arrived under.
@@ -536,14 +558,19 @@ impl Feed for Ingest<'_> {
         self.keep_open = true;
     }
 
-    fn checkpoint(&mut self) -> Result<Option<EngineState>, Error> {
+    fn checkpoint(&mut self) -> Result<Option<EngineState>, PipelineError> {
         let Some(inl) = self.reader.inline.as_mut() else {
             return Ok(None);
         };
         if let Some(e) = &inl.error {
-            return Err(Error::Pipeline(format!("output failed earlier: {e}")));
+            // The first failure stays with the run's report; the checkpoint
+            // gets a copy of what it said.
+            return Err(PipelineError::OutputFailedEarlier(std::io::Error::new(
+                e.kind(),
+                e.to_string(),
+            )));
         }
-        inl.sink.flush().map_err(Error::Output)?;
+        inl.sink.flush().map_err(PipelineError::Output)?;
         Ok(Some(EngineState {
             tables: inl.tables.iter().map(|t| t.snapshot()).collect(),
             frag: self.frag.snapshot(),
@@ -746,7 +773,8 @@ struct Inline<'s> {
     tagged: Vec<(u16, FlowRecord)>,
     plain: Vec<FlowRecord>,
     written: Written,
-    error: Option<Error>,
+    /// The output's first failure; nothing is written after it.
+    error: Option<std::io::Error>,
 }
 
 impl Inline<'_> {
@@ -776,7 +804,7 @@ impl Inline<'_> {
         if last {
             self.written.table = sum_stats(self.tables.iter().map(|t| t.stats()));
             if let Err(e) = self.sink.finish() {
-                self.error.get_or_insert(Error::Output(e));
+                self.error.get_or_insert(e);
             }
         }
     }
@@ -787,7 +815,7 @@ impl Inline<'_> {
     fn close_kept_open(&mut self) {
         self.written.table = sum_stats(self.tables.iter().map(|t| t.stats()));
         if let Err(e) = self.sink.finish() {
-            self.error.get_or_insert(Error::Output(e));
+            self.error.get_or_insert(e);
         }
     }
 }
@@ -801,7 +829,10 @@ struct Written {
     table: TableStats,
 }
 
-fn output<S: RecordSink>(mut sink: S, from: Vec<Receiver<FromShard>>) -> Result<Written, Error> {
+fn output<S: RecordSink>(
+    mut sink: S,
+    from: Vec<Receiver<FromShard>>,
+) -> Result<Written, PipelineError> {
     let mut batch: Vec<(u16, FlowRecord)> = Vec::new();
     let mut plain: Vec<FlowRecord> = Vec::new();
     let mut w = Written::default();
@@ -818,12 +849,12 @@ fn output<S: RecordSink>(mut sink: S, from: Vec<Receiver<FromShard>>) -> Result<
                 Err(_) => break 'epochs,
             }
         }
-        write_epoch(&mut batch, &mut plain, &mut w, &mut sink)?;
+        write_epoch(&mut batch, &mut plain, &mut w, &mut sink).map_err(PipelineError::Output)?;
         if stats.len() == from.len() {
             break;
         }
     }
-    sink.finish().map_err(Error::Output)?;
+    sink.finish().map_err(PipelineError::Output)?;
     w.table = sum_stats(stats.into_iter());
     Ok(w)
 }
@@ -835,7 +866,7 @@ fn write_epoch<S: RecordSink + ?Sized>(
     plain: &mut Vec<FlowRecord>,
     w: &mut Written,
     sink: &mut S,
-) -> Result<(), Error> {
+) -> std::io::Result<()> {
     batch.sort_by_key(|(p, _)| *p);
     plain.extend(batch.drain(..).map(|(_, r)| r));
     for r in plain.iter() {
@@ -844,7 +875,7 @@ fn write_epoch<S: RecordSink + ?Sized>(
         w.packets += r.fwd_packets + r.rev_packets;
         w.bytes += r.fwd_bytes + r.rev_bytes;
     }
-    let res = sink.write(plain).map_err(Error::Output);
+    let res = sink.write(plain);
     plain.clear();
     res
 }
@@ -874,7 +905,7 @@ mod tests {
             while let Some(p) = r.next_packet().expect("valid") {
                 feed.packet(p);
             }
-            Ok(())
+            Ok::<_, PipelineError>(())
         });
         assert!(report.error.is_none());
         sink.0
@@ -911,7 +942,7 @@ mod tests {
                     feed.packet(p);
                 }
                 state = feed.checkpoint().unwrap();
-                Ok(())
+                Ok::<_, PipelineError>(())
             });
             assert!(report.error.is_none());
             let state = state.expect("inline runs checkpoint");
@@ -933,7 +964,7 @@ mod tests {
                 while let Some(p) = r.next_packet().unwrap() {
                     feed.packet(p);
                 }
-                Ok(())
+                Ok::<_, PipelineError>(())
             });
             assert!(report.error.is_none());
             assert!(whole.len() > at + 1_000, "cut {cut}");

@@ -11,10 +11,10 @@ use vmflow_proto::EndReason;
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{Config, OnStop};
-use crate::error::Error;
 use crate::pipeline::{self, EngineState, Feed, Report, RunOptions};
 use crate::sink::RecordSink;
 pub use crate::source::tailed::{Step, Tailed};
+use crate::source::SourceError;
 
 pub struct TailOptions {
     /// Where checkpoints are written (the real filesystem, or a model in tests).
@@ -28,7 +28,7 @@ pub struct TailOptions {
 }
 
 pub struct TailReport {
-    pub report: Report,
+    pub report: Report<SourceError>,
     pub checkpoints: u64,
 }
 
@@ -36,7 +36,7 @@ pub struct TailReport {
 pub fn load<P: DeserializeOwned>(
     path: &std::path::Path,
     key: &str,
-) -> Result<Option<(EngineState, P)>, Error> {
+) -> Result<Option<(EngineState, P)>, SourceError> {
     Ok(checkpoint::load::<P>(path, key)?.map(|c| (c.engine, c.position)))
 }
 
@@ -61,7 +61,7 @@ pub fn run<T: Tailed, S: RecordSink>(
         let mut last = Instant::now();
         let mut moved = false;
         let mut last_error = String::new();
-        let save = |feed: &mut dyn Feed, src: &mut T| -> Result<(), Error> {
+        let save = |feed: &mut dyn Feed, src: &mut T| -> Result<(), SourceError> {
             let Some(engine) = feed.checkpoint()? else {
                 return Ok(());
             };

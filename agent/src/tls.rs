@@ -1,7 +1,7 @@
 //! TLS 1.3 with client certificates, for both ends of the export path. Errors
 //! name files, never their contents (keys are secrets).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -9,50 +9,100 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::error::Error;
+use rustls::pki_types::pem;
+
+/// A certificate, key or CA that cannot be used; each names its file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS: {}: {source}", path.display())]
+    Pem {
+        path: PathBuf,
+        #[source]
+        source: pem::Error,
+    },
+    #[error("TLS: {}: no certificate in file", path.display())]
+    NoCertificate { path: PathBuf },
+    // The parser's error says what kind of PEM problem it was, not the key.
+    #[error("TLS: {}: cannot read private key ({source})", path.display())]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: pem::Error,
+    },
+    #[error("TLS: {}: {source}", path.display())]
+    Rejected {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("TLS: {}: {source}", path.display())]
+    Verifier {
+        path: PathBuf,
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("TLS: {0}")]
+    Setup(#[source] rustls::Error),
+}
+
+fn pem_err(path: &Path) -> impl Fn(pem::Error) -> TlsError + '_ {
+    move |source| TlsError::Pem {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn rejected(path: &Path) -> impl Fn(rustls::Error) -> TlsError + '_ {
+    move |source| TlsError::Rejected {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let list: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?
+        .map_err(pem_err(path))?
         .collect::<Result<_, _>>()
-        .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
+        .map_err(pem_err(path))?;
     if list.is_empty() {
-        return Err(Error::Tls(format!(
-            "{}: no certificate in file",
-            path.display()
-        )));
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
     }
     Ok(list)
 }
 
-fn key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
-    // The parser's error says what kind of PEM problem it was, not the key.
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| Error::Tls(format!("{}: cannot read private key ({e})", path.display())))
+fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Key {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-fn roots(path: &Path) -> Result<RootCertStore, Error> {
+fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for c in certs(path)? {
-        roots
-            .add(c)
-            .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
+        roots.add(c).map_err(rejected(path))?;
     }
     Ok(roots)
 }
 
 /// The agent's side: verify the collector against `ca`, present `cert`/`key`.
-pub fn client_config(ca: &Path, cert: &Path, key_path: &Path) -> Result<Arc<ClientConfig>, Error> {
+pub fn client_config(
+    ca: &Path,
+    cert: &Path,
+    key_path: &Path,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let cfg = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| Error::Tls(e.to_string()))?
+        .map_err(TlsError::Setup)?
         .with_root_certificates(roots(ca)?)
         .with_client_auth_cert(certs(cert)?, key(key_path)?)
-        .map_err(|e| Error::Tls(format!("{}: {e}", cert.display())))?;
+        .map_err(rejected(cert))?;
     Ok(Arc::new(cfg))
 }
 
@@ -62,17 +112,20 @@ pub fn server_config(
     cert: &Path,
     key_path: &Path,
     client_ca: &Path,
-) -> Result<Arc<ServerConfig>, Error> {
+) -> Result<Arc<ServerConfig>, TlsError> {
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots(client_ca)?), provider())
             .build()
-            .map_err(|e| Error::Tls(format!("{}: {e}", client_ca.display())))?;
+            .map_err(|source| TlsError::Verifier {
+                path: client_ca.to_path_buf(),
+                source,
+            })?;
     let cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| Error::Tls(e.to_string()))?
+        .map_err(TlsError::Setup)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs(cert)?, key(key_path)?)
-        .map_err(|e| Error::Tls(format!("{}: {e}", cert.display())))?;
+        .map_err(rejected(cert))?;
     Ok(Arc::new(cfg))
 }
 

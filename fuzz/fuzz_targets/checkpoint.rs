@@ -20,6 +20,6 @@ fuzz_target!(|data: &[u8]| {
     };
     run_with(&cfg, VecSink::default(), opts, |feed| {
         feed.tick(u64::MAX / 2);
-        Ok(())
+        Ok::<_, vmflow::pipeline::PipelineError>(())
     });
 });

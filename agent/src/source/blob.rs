@@ -27,10 +27,10 @@ use serde::{Deserialize, Serialize};
 use super::follow::Follower;
 use super::sequence::Sequence;
 use super::tailed::{Step, Tailed};
+use super::SourceError;
 use crate::azure::blob::{bare_etag, BlobClient, BlobItem, Get};
 use crate::azure::AzureError;
 use crate::config::{AfterRead, BlobConfig};
-use crate::error::Error;
 use crate::pipeline::Feed;
 
 /// A blob's content: its name and ETag (an overwritten blob is new content),
@@ -162,8 +162,8 @@ impl BlobSource {
         client: BlobClient,
         pos: BlobPosition,
         download_dir: PathBuf,
-    ) -> Result<Self, Error> {
-        std::fs::create_dir_all(&download_dir).map_err(|e| Error::io(&download_dir, e))?;
+    ) -> Result<Self, SourceError> {
+        std::fs::create_dir_all(&download_dir).map_err(|e| SourceError::io(&download_dir, e))?;
         // Local copies are of this run only.
         if let Ok(entries) = std::fs::read_dir(&download_dir) {
             for e in entries.flatten() {
@@ -238,11 +238,11 @@ impl BlobSource {
     /// Lists the container: the blobs not read yet, and those read whose
     /// ETag has changed since, in capture order. A blob whose ETag is the
     /// one read is never fetched again.
-    fn list(&mut self) -> Result<(), Error> {
+    fn list(&mut self) -> Result<(), SourceError> {
         let items = self
             .client
             .list(&self.cfg.prefix, self.cfg.page_size)
-            .map_err(Error::Azure)?;
+            .map_err(SourceError::Azure)?;
         self.stats.listings += 1;
         let now = Instant::now();
         self.listed = Some(now);
@@ -312,9 +312,12 @@ impl BlobSource {
     /// A new blob older than one already read: downloaded to count its
     /// packets and reported as a coverage gap, not read (see the module's
     /// comment for why). It stays in the container.
-    fn late(&mut self, b: &BlobItem, feed: &mut dyn Feed) -> Result<Step, Error> {
+    fn late(&mut self, b: &BlobItem, feed: &mut dyn Feed) -> Result<Step, SourceError> {
         let path = self.dir.join("late.cap");
-        let got = self.client.download(&b.name, &path).map_err(Error::Azure)?;
+        let got = self
+            .client
+            .download(&b.name, &path)
+            .map_err(SourceError::Azure)?;
         self.stats.late += 1;
         let Some(etag) = got else {
             self.stats.vanished += 1;
@@ -324,7 +327,7 @@ impl BlobSource {
             );
             return Ok(Step::Progress);
         };
-        let io = |e| Error::io(&path, e);
+        let io = |e| SourceError::io(&path, e);
         let len = std::fs::metadata(&path).map_err(io)?.len();
         self.stats.downloaded += 1;
         self.stats.bytes += len;
@@ -365,9 +368,12 @@ impl BlobSource {
     }
 
     /// Downloads `name` whole and starts reading it.
-    fn start(&mut self, name: &str, before: Before<'_>) -> Result<Step, Error> {
+    fn start(&mut self, name: &str, before: Before<'_>) -> Result<Step, SourceError> {
         let path = self.new_path();
-        let got = self.client.download(name, &path).map_err(Error::Azure)?;
+        let got = self
+            .client
+            .download(name, &path)
+            .map_err(SourceError::Azure)?;
         let Some(etag) = got else {
             self.stats.vanished += 1;
             match before {
@@ -387,13 +393,13 @@ impl BlobSource {
             }
             return Ok(Step::Progress);
         };
-        let io = |e| Error::io(&path, e);
+        let io = |e| SourceError::io(&path, e);
         let len = std::fs::metadata(&path).map_err(io)?.len();
         self.stats.downloaded += 1;
         self.stats.bytes += len;
         // A blob read before that only grew: the packets handled then are
         // its first ones still.
-        let grew = |id: &BlobId| -> Result<bool, Error> {
+        let grew = |id: &BlobId| -> Result<bool, SourceError> {
             Ok(id.len > 0 && len >= id.len && tail_digest(&path, id.len).map_err(io)? == id.tail)
         };
         let skip = match before {
@@ -431,7 +437,7 @@ impl BlobSource {
     /// ranged GET for the ETag the listing showed), and read on with the
     /// same reader — if it grew: the end of what was read must come back
     /// unchanged, else it was rewritten and is read again whole.
-    fn changed(&mut self, b: &BlobItem, before: &BlobId) -> Result<Step, Error> {
+    fn changed(&mut self, b: &BlobItem, before: &BlobId) -> Result<Step, SourceError> {
         let kept = self.kept.as_ref().is_some_and(|k| k.name == b.name);
         if !kept || before.len == 0 || b.size < before.len {
             return if b.size < before.len {
@@ -444,7 +450,7 @@ impl BlobSource {
         let got = self
             .client
             .get(&b.name, before.len - overlap, Some(&b.etag))
-            .map_err(Error::Azure)?;
+            .map_err(SourceError::Azure)?;
         let (etag, mut reader) = match got {
             Get::Body { etag, reader } => (etag, reader),
             Get::Gone => {
@@ -456,7 +462,7 @@ impl BlobSource {
         };
         self.stats.downloaded += 1;
         let net = |e: std::io::Error| {
-            Error::Azure(AzureError::Transport {
+            SourceError::Azure(AzureError::Transport {
                 op: format!("download {}", b.name),
                 msg: e.to_string(),
             })
@@ -475,7 +481,7 @@ impl BlobSource {
         let Some(k) = self.kept.take() else {
             return Ok(Step::Progress);
         };
-        let io = |e| Error::io(&k.path, e);
+        let io = |e| SourceError::io(&k.path, e);
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&k.path)
@@ -505,7 +511,7 @@ impl BlobSource {
     }
 
     /// Reads the downloaded blob to its end.
-    fn read(&mut self, feed: &mut dyn Feed) -> Result<Step, Error> {
+    fn read(&mut self, feed: &mut dyn Feed) -> Result<Step, SourceError> {
         let Some(mut f) = self.follower.take() else {
             return Ok(Step::Idle);
         };
@@ -524,7 +530,7 @@ impl BlobSource {
             .pos
             .current
             .take()
-            .ok_or_else(|| Error::Pipeline("blob source: a file without a blob".into()))?;
+            .ok_or(SourceError::Invariant("blob source: a file without a blob"))?;
         if let Some(why) = &lost {
             tracing::warn!("blob {}: {why}", id.name);
         }
@@ -547,7 +553,7 @@ impl BlobSource {
         Ok(Step::Progress)
     }
 
-    fn look(&mut self, feed: &mut dyn Feed) -> Result<Step, Error> {
+    fn look(&mut self, feed: &mut dyn Feed) -> Result<Step, SourceError> {
         if self.follower.is_some() {
             return self.read(feed);
         }
@@ -592,7 +598,7 @@ impl BlobSource {
 
     /// The part of a look that talks to the service: its errors are retried
     /// after a backoff.
-    fn fetch(&mut self, feed: &mut dyn Feed) -> Result<Step, Error> {
+    fn fetch(&mut self, feed: &mut dyn Feed) -> Result<Step, SourceError> {
         if let Some((id, handled)) = self.pos.current.clone() {
             // Resuming: the blob the checkpoint was inside.
             return self.start(&id.name, Before::Resume(&id, handled));
@@ -667,7 +673,7 @@ fn tail_digest(path: &Path, len: u64) -> std::io::Result<u64> {
 impl Tailed for BlobSource {
     type Position = BlobPosition;
 
-    fn step(&mut self, feed: &mut dyn Feed) -> Result<Step, Error> {
+    fn step(&mut self, feed: &mut dyn Feed) -> Result<Step, SourceError> {
         self.look(feed)
     }
 

@@ -14,8 +14,8 @@ use super::follow::Follower;
 use super::sequence::Sequence;
 use super::tailed::{Step, Tailed};
 use super::CaptureReader;
+use super::SourceError;
 use crate::config::FolderConfig;
-use crate::error::Error;
 use crate::pipeline::Feed;
 
 /// Which file: its name and first packet (a rolling writer may reuse a name
@@ -78,10 +78,10 @@ impl FolderSource {
     }
 
     /// Capture files in the folder with their identity, in capture order.
-    fn scan(&mut self) -> Result<Vec<(FileId, PathBuf)>, Error> {
+    fn scan(&mut self) -> Result<Vec<(FileId, PathBuf)>, SourceError> {
         use std::os::unix::fs::MetadataExt;
         let dir = &self.cfg.path;
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+        let entries = std::fs::read_dir(dir).map_err(|e| SourceError::io(dir, e))?;
         let mut found = Vec::new();
         let mut present = HashMap::new();
         for e in entries.flatten() {
@@ -159,7 +159,7 @@ impl FolderSource {
     }
 
     /// One look at the folder: read what is new, move between files.
-    fn look(&mut self, feed: &mut dyn Feed) -> Result<Step, Error> {
+    fn look(&mut self, feed: &mut dyn Feed) -> Result<Step, SourceError> {
         let files = self.scan()?;
         if self.follower.is_none() {
             match self.pos.current.clone() {
@@ -196,7 +196,9 @@ impl FolderSource {
         let res = follower.poll_with(newer && stuck_long, &mut |p| seq.packet(p, feed));
         let poll = match res {
             Ok(p) => p,
-            Err(Error::Io { ref source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(SourceError::Io { ref source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 self.finish_current(Some("removed before it was read to the end".into()));
                 return Ok(Step::Progress);
             }
@@ -243,7 +245,7 @@ impl FolderSource {
 impl Tailed for FolderSource {
     type Position = FolderPosition;
 
-    fn step(&mut self, feed: &mut dyn Feed) -> Result<Step, Error> {
+    fn step(&mut self, feed: &mut dyn Feed) -> Result<Step, SourceError> {
         self.look(feed)
     }
 
@@ -257,13 +259,13 @@ impl Tailed for FolderSource {
 }
 
 /// The identity of a capture file: its first packet, once it is whole.
-fn identify(path: &Path, name: &str) -> Result<Option<FileId>, Error> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut r = CaptureReader::open(file).map_err(|source| Error::Capture {
+fn identify(path: &Path, name: &str) -> Result<Option<FileId>, SourceError> {
+    let file = File::open(path).map_err(|e| SourceError::io(path, e))?;
+    let mut r = CaptureReader::open(file).map_err(|source| SourceError::Capture {
         path: path.to_path_buf(),
         source,
     })?;
-    let first = r.next_packet().map_err(|source| Error::Capture {
+    let first = r.next_packet().map_err(|source| SourceError::Capture {
         path: path.to_path_buf(),
         source,
     })?;

@@ -4,8 +4,8 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use super::SourceError;
 use super::{CaptureReader, RawPacket};
-use crate::error::Error;
 
 pub struct Follower {
     path: PathBuf,
@@ -55,7 +55,7 @@ impl Follower {
 
     /// Hands every complete record available now to `f` (after the skipped
     /// ones). Call again when the file may have grown.
-    pub fn poll(&mut self, f: &mut impl FnMut(RawPacket<'_>)) -> Result<Poll, Error> {
+    pub fn poll(&mut self, f: &mut impl FnMut(RawPacket<'_>)) -> Result<Poll, SourceError> {
         self.poll_with(false, f)
     }
 
@@ -65,15 +65,15 @@ impl Follower {
         &mut self,
         whole_or_not: bool,
         f: &mut impl FnMut(RawPacket<'_>),
-    ) -> Result<Poll, Error> {
-        let cap = |source| Error::Capture {
+    ) -> Result<Poll, SourceError> {
+        let cap = |source| SourceError::Capture {
             path: self.path.clone(),
             source,
         };
         let mut poll = Poll::default();
         if matches!(self.reader, None | Some(CaptureReader::Empty(_))) {
             // Not even a whole file header yet: open again next time.
-            let file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+            let file = File::open(&self.path).map_err(|e| SourceError::io(&self.path, e))?;
             let reader = CaptureReader::open(file).map_err(cap)?;
             if !whole_or_not && reader.is_unfinished_netmon() {
                 poll.unfinished = true;

@@ -7,9 +7,9 @@
 use std::io::Cursor;
 
 use super::CaptureReader;
+use super::SourceError;
 use crate::config::Config;
 use crate::decode::decode;
-use crate::error::Error;
 use crate::export::VecSink;
 use crate::pipeline;
 use crate::synth::{self, Rng, SynthParams};
@@ -122,9 +122,9 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
     b
 }
 
-fn run_engine(bytes: Vec<u8>, cfg: &Config) -> pipeline::Report {
+fn run_engine(bytes: Vec<u8>, cfg: &Config) -> pipeline::Report<SourceError> {
     pipeline::run(cfg, VecSink::default(), move |feed| {
-        let wrap = |source| Error::Capture {
+        let wrap = |source| SourceError::Capture {
             path: "fuzz-input".into(),
             source,
         };

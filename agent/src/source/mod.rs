@@ -4,6 +4,7 @@
 
 pub mod blob;
 mod buf;
+mod error;
 pub mod folder;
 pub mod follow;
 #[cfg(test)]
@@ -17,6 +18,7 @@ mod stream;
 pub mod tailed;
 
 pub use crate::pipeline::FileWarning;
+pub use error::SourceError;
 pub use stream::{replay, CaptureFiles};
 
 use std::io::{self, Read, Seek};

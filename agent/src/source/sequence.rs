@@ -213,7 +213,7 @@ fn digest(p: &RawPacket<'_>) -> u64 {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::error::Error;
+    use crate::pipeline::PipelineError;
 
     #[derive(Default)]
     struct Seen {
@@ -226,13 +226,13 @@ mod tests {
             self.packets.push(p.ts_ns);
         }
         fn tick(&mut self, _: u64) {}
-        fn reconfigure(&mut self, _: &Config) -> Result<(), Error> {
+        fn reconfigure(&mut self, _: &Config) -> Result<(), PipelineError> {
             Ok(())
         }
         fn gap(&mut self, s: u64, e: u64) {
             self.gaps.push((s, e));
         }
-        fn checkpoint(&mut self) -> Result<Option<crate::pipeline::EngineState>, Error> {
+        fn checkpoint(&mut self) -> Result<Option<crate::pipeline::EngineState>, PipelineError> {
             Ok(None)
         }
         fn end_flows(&mut self, _: vmflow_proto::EndReason) {}

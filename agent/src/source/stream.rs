@@ -3,14 +3,14 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use super::SourceError;
 use super::{CaptureReader, RawPacket};
 use crate::config::Config;
-use crate::error::Error;
 use crate::pipeline::{self, FileWarning, Report};
 use crate::sink::RecordSink;
 
 /// Replays capture files through the engine into `sink`.
-pub fn replay<S: RecordSink>(paths: Vec<PathBuf>, cfg: &Config, sink: S) -> Report {
+pub fn replay<S: RecordSink>(paths: Vec<PathBuf>, cfg: &Config, sink: S) -> Report<SourceError> {
     let mut files = CaptureFiles::new(paths);
     let mut report = pipeline::run(cfg, sink, |feed| files.for_each(|p| feed.packet(p)));
     report.summary.warnings = files.warnings;
@@ -33,16 +33,20 @@ impl CaptureFiles {
     /// Feeds every packet of every file, in order, to `f`. Stops at the first
     /// corrupt file with an error naming it; packets before the corruption have
     /// already been delivered.
-    pub fn for_each(&mut self, mut f: impl FnMut(RawPacket<'_>)) -> Result<(), Error> {
+    pub fn for_each(&mut self, mut f: impl FnMut(RawPacket<'_>)) -> Result<(), SourceError> {
         for path in self.paths.clone() {
             self.read_one(&path, &mut f)?;
         }
         Ok(())
     }
 
-    fn read_one(&mut self, path: &Path, f: &mut impl FnMut(RawPacket<'_>)) -> Result<(), Error> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let cap = |source| Error::Capture {
+    fn read_one(
+        &mut self,
+        path: &Path,
+        f: &mut impl FnMut(RawPacket<'_>),
+    ) -> Result<(), SourceError> {
+        let file = File::open(path).map_err(|e| SourceError::io(path, e))?;
+        let cap = |source| SourceError::Capture {
             path: path.to_path_buf(),
             source,
         };

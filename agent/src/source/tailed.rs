@@ -5,13 +5,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::sequence::Sequence;
-use crate::error::Error;
+use super::SourceError;
 use crate::pipeline::Feed;
 
 pub trait Tailed {
     type Position: Serialize + DeserializeOwned;
     /// One look for new data; `Idle` when there was none.
-    fn step(&mut self, feed: &mut dyn Feed) -> Result<Step, Error>;
+    fn step(&mut self, feed: &mut dyn Feed) -> Result<Step, SourceError>;
     fn position(&self) -> &Self::Position;
     fn sequence(&self) -> &Sequence;
     /// A checkpoint holding the current position is on disk: what it
