@@ -37,11 +37,11 @@ if [ "$(cat "$azurite_dir/.version" 2>/dev/null)" != "$AZURITE_VERSION" ] \
 fi
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --locked --features vmflow-agent/system-tests -- -D warnings
 # Release mode: the end-to-end tests replay captures of a few hundred thousand packets.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --release --locked --workspace 2>&1 | tee "$log"
+cargo test --release --locked --workspace --features vmflow-agent/system-tests 2>&1 | tee "$log"
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6; s += $8 }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s; exit (f > 0 || p == 0) }' "$log"
