@@ -11,19 +11,14 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod daemon;
-pub mod decode;
 #[cfg(test)]
 mod delivery_model;
 pub mod disk;
 pub mod episode;
 pub mod error;
 pub mod export;
-pub mod flow;
 pub mod identity;
-pub mod net;
-pub mod packet;
 pub mod pipeline;
-pub mod rng;
 pub mod sink;
 pub mod source;
 pub mod synth;
@@ -33,3 +28,7 @@ mod testkit;
 pub mod tls;
 
 pub use error::Error;
+
+// The engine crate's rooms, under the names the agent has always used for
+// them (`crate::flow::FlowTable`, …).
+pub use vmflow_engine::{decode, flow, net, packet, rng};

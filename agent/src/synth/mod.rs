@@ -6,6 +6,8 @@
 //! flow ended and from the capture's last timestamp). That model shares no
 //! code with the flow table, which makes it a real check of it.
 
+#[cfg(test)]
+mod decode_agreement;
 mod writer;
 
 pub use crate::rng::Rng;

@@ -165,6 +165,7 @@ fn tag(hash: u64) -> u32 {
 
 /// A hint to the cache; it never faults and has no effect on program state.
 #[inline]
+#[allow(unsafe_code)]
 pub fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCHT0 is a hint: it does not dereference the pointer in the
@@ -180,7 +181,7 @@ pub fn prefetch(p: *const u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::Rng;
+    use crate::rng::Rng;
 
     /// Random inserts and removes against a reference model, with a weak hash
     /// so probe runs collide and wrap.
