@@ -1,5 +1,5 @@
 //! Live capture: one AF_PACKET socket per interface with a TPACKET_V3 receive
-//! ring. pnet's datalink channel (the design card's default) copies every
+//! ring. pnet's datalink channel (the chosen package's default) copies every
 //! packet through `recv` and cannot report kernel drops; the ring hands whole
 //! blocks of packets over without a syscall per packet, and
 //! PACKET_STATISTICS gives the drops. pnet still discovers the interfaces.
