@@ -1,4 +1,4 @@
-//! Decoder throughput: vmflow's decoder (pnet packet views, the design card's
+//! Decoder throughput: vmflow's decoder (pnet packet views, the chosen packages'
 //! choice) against the hand-written wire views it replaced, on the synthetic
 //! traffic mix (Ethernet, some VLAN tags, IPv4/IPv6, TCP/UDP/ICMP, 128-byte
 //! snap length). Both produce identical `Decoded` values, checked first.

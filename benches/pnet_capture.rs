@@ -1,4 +1,4 @@
-//! The design card's capture path, for the live benchmark: pnet's datalink
+//! The chosen packages' capture path, for the live benchmark: pnet's datalink
 //! channel (one `recvfrom` per packet, whole frames, no kernel drop counter)
 //! feeding the same inline engine `vmflow capture` runs. Takes the arguments
 //! `vmflow capture` takes in `benches/ab_live_cpu.sh` and prints the same
