@@ -1,5 +1,5 @@
-//! Decoder throughput: vmflow's decoder (pnet packet views, the chosen packages'
-//! choice) against the hand-written wire views it replaced, on the synthetic
+//! Decoder throughput: vmflow's decoder (pnet packet views, a chosen
+//! package) against the hand-written wire views it replaced, on the synthetic
 //! traffic mix (Ethernet, some VLAN tags, IPv4/IPv6, TCP/UDP/ICMP, 128-byte
 //! snap length). Both produce identical `Decoded` values, checked first.
 
