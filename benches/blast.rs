@@ -8,7 +8,7 @@
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
-use vmflow::source::CaptureReader;
+use vmflow::capture::CaptureReader;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

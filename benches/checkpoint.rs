@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use vmflow::checkpoint::Checkpoint;
+use vmflow::capture::CaptureReader;
 use vmflow::config::Config;
 use vmflow::export::CountSink;
+use vmflow::follow::checkpoint::Checkpoint;
 use vmflow::pipeline::{run_with, RunOptions};
-use vmflow::source::CaptureReader;
 use vmflow::synth::{generate, SynthParams};
 
 fn main() {

@@ -10,9 +10,9 @@ use std::hint::black_box;
 use std::io::Cursor;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use vmflow::capture::CaptureReader;
 use vmflow::config::Config;
 use vmflow::decode::{decode, Decoded, Skip};
-use vmflow::source::CaptureReader;
 use vmflow::synth::{generate, SynthParams};
 
 fn frames() -> Vec<(Vec<u8>, u32)> {

@@ -6,11 +6,11 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use vmflow::capture::CaptureReader;
 use vmflow::config::Config;
 use vmflow::decode::decode;
 use vmflow::flow::{Event, FlowTable, Packet};
 use vmflow::net::LocalNets;
-use vmflow::source::CaptureReader;
 use vmflow::synth::{generate, SynthParams};
 
 fn packets(n: u64, concurrent: usize) -> Vec<Packet> {

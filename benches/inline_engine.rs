@@ -19,10 +19,10 @@ use std::hint::black_box;
 use std::io::Cursor;
 
 use criterion::{Criterion, Throughput};
+use vmflow::capture::{CaptureReader, RawPacket};
 use vmflow::config::Config;
 use vmflow::export::CountSink;
 use vmflow::pipeline::{run_with, RunOptions};
-use vmflow::source::{CaptureReader, RawPacket};
 use vmflow::synth::{generate, SynthParams};
 
 fn main() {

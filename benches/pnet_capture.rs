@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pnet_datalink::{Channel, Config as ChannelConfig};
+use vmflow::capture::RawPacket;
 use vmflow::config::Config;
 use vmflow::export::CountSink;
 use vmflow::pipeline::{run_with, RunOptions};
-use vmflow::source::RawPacket;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

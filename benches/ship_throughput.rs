@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
+use vmflow::capture::CaptureReader;
 use vmflow::config::Config;
 use vmflow::export::batcher::SpoolSink;
 use vmflow::export::ship::{ship, ShipOptions};
 use vmflow::export::spool::Spool;
 use vmflow::export::{RecordSink, VecSink};
-use vmflow::source::CaptureReader;
 use vmflow::synth::{generate, SynthParams};
 use vmflow_proto::FlowRecord;
 

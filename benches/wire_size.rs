@@ -7,10 +7,10 @@
 
 use std::time::Instant;
 
+use vmflow::capture::CaptureReader;
 use vmflow::config::Config;
 use vmflow::export::VecSink;
 use vmflow::pipeline;
-use vmflow::source::CaptureReader;
 use vmflow::synth::{generate, SynthParams};
 use vmflow_proto::{encode_frame, encode_records, Batch, FlowRecord, Frame};
 

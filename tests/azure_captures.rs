@@ -22,11 +22,11 @@ use common::*;
 use vmflow::azure::arm::Arm;
 use vmflow::azure::auth::{Identity, Tokens};
 use vmflow::azure::captures::{Event, Manager};
+use vmflow::capture::CaptureReader;
 use vmflow::config::{CapturesConfig, Config, FolderConfig, OnStop};
 use vmflow::export::VecSink;
-use vmflow::source::folder::{FolderPosition, FolderSource};
-use vmflow::source::CaptureReader;
-use vmflow::tail::{self, TailOptions};
+use vmflow::follow::folder::{FolderPosition, FolderSource};
+use vmflow::follow::runner::{self as tail, TailOptions};
 use vmflow_proto::{EndReason, FlowRecord};
 
 const TOKEN: &str = "arm-token-abc123";
@@ -214,7 +214,7 @@ fn traffic(dir: &Path, t0: u64, span: u64) -> Vec<Frame> {
 fn replay_frames(frames: &[Frame], dir: &Path) -> Vec<FlowRecord> {
     let path = write(dir, "expected.pcap", &pcap(frames, false, true));
     let mut sink = VecSink::default();
-    let r = vmflow::source::replay(vec![path], &Config::default(), &mut sink);
+    let r = vmflow::capture::replay(vec![path], &Config::default(), &mut sink);
     assert!(r.error.is_none());
     sink.0
 }

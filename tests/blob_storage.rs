@@ -18,9 +18,9 @@ use vmflow::azure::auth::{Identity, Tokens};
 use vmflow::azure::blob::{BlobAuth, BlobClient};
 use vmflow::config::{BlobConfig, Config};
 use vmflow::export::VecSink;
+use vmflow::follow::blob::{BlobPosition, BlobSource};
+use vmflow::follow::{Step, Tailed};
 use vmflow::pipeline::{run_with, RunOptions};
-use vmflow::source::blob::{BlobPosition, BlobSource};
-use vmflow::tail::{Step, Tailed};
 use vmflow_proto::FlowRecord;
 
 const PREFIX: &str =
@@ -251,7 +251,7 @@ fn a_blob_deleted_under_the_agent_is_a_gap() {
         assert_eq!(src.step(feed)?, Step::Progress);
         assert!(client(&az, &full_sas()).delete(&blob_name(2)).unwrap());
         while src.step(feed)? == Step::Progress {}
-        Ok::<_, vmflow::source::SourceError>(())
+        Ok::<_, vmflow::follow::FollowError>(())
     });
     assert!(report.error.is_none(), "{:?}", report.error);
     assert_eq!(src.stats.vanished, 1);
@@ -276,7 +276,7 @@ fn a_blob_deleted_under_the_agent_is_a_gap() {
         .filter(|(i, _)| *i != 2)
         .map(|(_, p)| p.clone())
         .collect();
-    vmflow::source::replay(kept, &cfg, &mut without);
+    vmflow::capture::replay(kept, &cfg, &mut without);
     let mut a: Vec<FlowRecord> = got
         .into_iter()
         .map(|mut r| {
@@ -802,7 +802,7 @@ fn a_grown_blob_after_a_restart_is_read_on_and_a_rewritten_one_again() {
             while steps < 1000 && src.step(feed)? == Step::Progress {
                 steps += 1;
             }
-            Ok::<_, vmflow::source::SourceError>(())
+            Ok::<_, vmflow::follow::FollowError>(())
         });
         assert!(report.error.is_none(), "{:?}", report.error);
         // Idle once what is there is read (not fetching it over and over).
@@ -871,7 +871,7 @@ fn blobs_that_arrive_out_of_order_within_the_reorder_window_are_all_read() {
     // Debug lines of the blob source say when a blob is first listed.
     let mut a = Proc::spawn(
         vmflow()
-            .env("RUST_LOG", "info,vmflow::source::blob=debug")
+            .env("RUST_LOG", "info,vmflow::follow::blob=debug")
             .arg("run")
             .arg("--config")
             .arg(&cfg),

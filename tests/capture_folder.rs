@@ -15,8 +15,8 @@ use common::agents::*;
 use common::*;
 use vmflow::config::{Config, FolderConfig, OnStop};
 use vmflow::export::VecSink;
-use vmflow::source::folder::{FolderPosition, FolderSource};
-use vmflow::tail::{self, TailOptions};
+use vmflow::follow::folder::{FolderPosition, FolderSource};
+use vmflow::follow::runner::{self as tail, TailOptions};
 use vmflow_proto::FlowRecord;
 
 /// A libpcap file's header and its records, each as its own byte string.
@@ -197,7 +197,7 @@ fn tail_once(
 
 fn replay_lib(paths: Vec<PathBuf>) -> Vec<FlowRecord> {
     let mut sink = VecSink::default();
-    let r = vmflow::source::replay(paths, &Config::default(), &mut sink);
+    let r = vmflow::capture::replay(paths, &Config::default(), &mut sink);
     assert!(r.error.is_none());
     sink.0
 }
@@ -364,7 +364,7 @@ fn step_until(
     mut between: impl FnMut(usize, u64),
     looks: usize,
 ) -> (Vec<FlowRecord>, FolderSource) {
-    use vmflow::tail::{Step, Tailed};
+    use vmflow::follow::{Step, Tailed};
     let f = FolderConfig {
         path: dir.to_path_buf(),
         ..FolderConfig::default()
@@ -380,7 +380,7 @@ fn step_until(
             while src.step(feed)? == Step::Progress {}
             between(i, src.sequence().stats.packets);
         }
-        Ok::<_, vmflow::source::SourceError>(())
+        Ok::<_, vmflow::follow::FollowError>(())
     });
     assert!(report.error.is_none(), "{:?}", report.error);
     (sink.0, src)

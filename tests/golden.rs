@@ -41,7 +41,7 @@ fn synth(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
 /// The frames of a capture, read back with the library's reader.
 fn frames_of(path: &Path) -> Vec<Frame> {
     let f = std::fs::File::open(path).unwrap();
-    let mut r = vmflow::source::CaptureReader::open(std::io::BufReader::new(f)).unwrap();
+    let mut r = vmflow::capture::CaptureReader::open(std::io::BufReader::new(f)).unwrap();
     let mut v = Vec::new();
     while let Some(p) = r.next_packet().unwrap() {
         v.push(Frame {
@@ -132,7 +132,7 @@ fn wire(cap: &Path) -> (u64, u64) {
         Duration::from_secs(86_400),
     );
     let cfg = vmflow::config::Config::default();
-    let r = vmflow::source::replay(vec![cap.to_path_buf()], &cfg, &mut sink);
+    let r = vmflow::capture::replay(vec![cap.to_path_buf()], &cfg, &mut sink);
     assert!(r.error.is_none());
     let mut s = spool.lock().unwrap();
     let mut all = Vec::new();

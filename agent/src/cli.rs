@@ -104,10 +104,10 @@ struct CaptureArgs {
     #[arg(long)]
     promiscuous: bool,
     /// Ring size per interface: this many blocks…
-    #[arg(long, default_value_t = crate::source::live::DEFAULT_BLOCKS)]
+    #[arg(long, default_value_t = crate::capture::live::DEFAULT_BLOCKS)]
     ring_blocks: usize,
     /// …of this many KiB (a multiple of the page size).
-    #[arg(long, default_value_t = crate::source::live::DEFAULT_BLOCK_KIB)]
+    #[arg(long, default_value_t = crate::capture::live::DEFAULT_BLOCK_KIB)]
     ring_block_kib: usize,
     #[arg(long, default_value = "-")]
     out: String,
@@ -397,7 +397,7 @@ fn replay(a: ReplayArgs) -> Result<ExitCode, Error> {
         let f = File::create(&a.out).map_err(|e| Error::io(&a.out, e))?;
         Box::new(NdjsonSink::new(f))
     };
-    let report = crate::source::replay(a.files, &cfg, sink);
+    let report = crate::capture::replay(a.files, &cfg, sink);
     finish("replay", report)
 }
 
@@ -486,7 +486,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode, Error> {
     };
     synth::generate(&params, &cfg, f, false).map_err(|e| Error::io(&path, e))?;
     let synth_s = t0.elapsed().as_secs_f64();
-    let report = crate::source::replay(vec![path.clone()], &cfg, CountSink::default());
+    let report = crate::capture::replay(vec![path.clone()], &cfg, CountSink::default());
     let _ = std::fs::remove_dir_all(&dir);
     let s = &report.summary;
     println!(
@@ -695,14 +695,14 @@ fn capture_cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
     use std::sync::Arc;
     let cfg = engine_config(&a.engine)?;
     let ifaces = if a.interfaces.is_empty() {
-        crate::source::live::default_interfaces()
+        crate::capture::live::default_interfaces()
     } else {
         a.interfaces.clone()
     };
     if ifaces.is_empty() {
-        return Err(crate::source::live::LiveError::NothingToCapture.into());
+        return Err(crate::capture::live::LiveError::NothingToCapture.into());
     }
-    let opts = crate::source::live::RingOptions {
+    let opts = crate::capture::live::RingOptions {
         snaplen: a.snaplen,
         promiscuous: a.promiscuous,
         blocks: a.ring_blocks.max(2),
@@ -711,7 +711,7 @@ fn capture_cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
     };
     let mut rings = ifaces
         .iter()
-        .map(|i| crate::source::live::Ring::open(i, &opts))
+        .map(|i| crate::capture::live::Ring::open(i, &opts))
         .collect::<Result<Vec<_>, _>>()?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -753,7 +753,7 @@ fn capture_cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         &std::sync::atomic::AtomicU64::new(0),
         tick,
         opts.block_timeout_ms,
-        Some(&crate::daemon::Follow {
+        Some(&crate::daemon::IfaceWatch {
             configured: a.interfaces.clone(),
             ring: opts.clone(),
             every: std::time::Duration::from_secs(2),

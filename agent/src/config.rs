@@ -45,7 +45,7 @@ pub struct CaptureConfig {
 }
 
 /// A live capture ring per interface: this many blocks of this many KiB
-/// (see `source::live`: few, large blocks keep wake-ups rare).
+/// (see `capture::live`: few, large blocks keep wake-ups rare).
 pub const DEFAULT_RING_BLOCKS: usize = 4;
 pub const DEFAULT_RING_BLOCK_KIB: usize = 8 << 10;
 

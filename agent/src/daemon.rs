@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+use crate::capture::live::{self, IfaceStats, Ring, RingOptions};
+use crate::capture::SourceError;
 use crate::collect::{self, CollectorOptions};
 use crate::config::Config;
 use crate::config::{BlobConfig, ExportConfig, FolderConfig};
@@ -16,14 +18,12 @@ use crate::error::Error;
 use crate::export::batcher::SpoolSink;
 use crate::export::ship::{self, ShipOptions, ShipStats};
 use crate::export::spool::{Spool, SpoolStats};
+use crate::follow::blob::{BlobPosition, BlobSource, BlobStats};
+use crate::follow::folder::{FolderPosition, FolderSource};
+use crate::follow::runner::{self, TailOptions};
+use crate::follow::sequence::{Gap, SequenceStats};
 use crate::identity;
 use crate::pipeline::{self, Feed, Summary};
-use crate::source::blob::{BlobPosition, BlobSource, BlobStats};
-use crate::source::folder::{FolderPosition, FolderSource};
-use crate::source::live::{self, IfaceStats, Ring, RingOptions};
-use crate::source::sequence::{Gap, SequenceStats};
-use crate::source::SourceError;
-use crate::tail::{self, TailOptions};
 
 pub struct RunReport {
     pub summary: Summary,
@@ -247,7 +247,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
             .and_then(|mut a| a.next());
         let tov = ring_opts.as_ref().map_or(20, |o| o.block_timeout_ms);
         let mut reload = reloader(config_path.clone());
-        let follow = ring_opts.as_ref().map(|o| Follow {
+        let follow = ring_opts.as_ref().map(|o| IfaceWatch {
             configured: l.interfaces.clone(),
             ring: o.clone(),
             every: Duration::from_secs(2),
@@ -281,7 +281,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
                 "resuming: the first {resumed_after} records were spooled by an earlier run"
             );
         }
-        let report = crate::source::replay(cfg.source.files.clone(), cfg, &mut sink);
+        let report = crate::capture::replay(cfg.source.files.clone(), cfg, &mut sink);
         tracing::info!(
             "source finished: {} records, {} of them new to the spool; shipping the rest",
             report.summary.records,
@@ -469,16 +469,17 @@ fn follow_lane(
     let mut spool = Spool::open(fw.opts.fs.clone(), spool_dir, x.spool_max_mib << 20)?;
     let (engine, pos) = match &fw.kind {
         FollowKind::Folder(_) => {
-            match tail::load::<FolderPosition>(&fw.opts.checkpoint, &fw.opts.key)? {
+            match runner::load::<FolderPosition>(&fw.opts.checkpoint, &fw.opts.key)? {
                 Some((e, p)) => (Some(e), Some(Positions::Folder(p))),
                 None => (None, None),
             }
         }
-        FollowKind::Blob(_) => match tail::load::<BlobPosition>(&fw.opts.checkpoint, &fw.opts.key)?
-        {
-            Some((e, p)) => (Some(e), Some(Positions::Blob(p))),
-            None => (None, None),
-        },
+        FollowKind::Blob(_) => {
+            match runner::load::<BlobPosition>(&fw.opts.checkpoint, &fw.opts.key)? {
+                Some((e, p)) => (Some(e), Some(Positions::Blob(p))),
+                None => (None, None),
+            }
+        }
     };
     // The spool may hold records produced after the checkpoint.
     let at = engine.as_ref().map_or(0, |e| e.records);
@@ -529,7 +530,7 @@ fn follow_lane(
             };
             tracing::info!("following capture files in {}", f.path.display());
             let mut src = FolderSource::new(f, pos);
-            let t = tail::run(cfg, &mut src, engine, &mut sink, &fw.opts, signalled);
+            let t = runner::run(cfg, &mut src, engine, &mut sink, &fw.opts, signalled);
             let gaps = src.pos.sequence.gaps.iter().cloned().collect();
             covered = src.pos.sequence.covered.iter().copied().collect();
             (t, Some((src.pos.sequence.stats, gaps)), None)
@@ -550,7 +551,7 @@ fn follow_lane(
                 b.prefix
             );
             let mut src = BlobSource::new(b, client, pos, dir)?;
-            let t = tail::run(cfg, &mut src, engine, &mut sink, &fw.opts, signalled);
+            let t = runner::run(cfg, &mut src, engine, &mut sink, &fw.opts, signalled);
             let gaps = src.pos.sequence.gaps.iter().cloned().collect();
             covered = src.pos.sequence.covered.iter().copied().collect();
             (t, Some((src.pos.sequence.stats, gaps)), Some(src.stats))
@@ -692,7 +693,7 @@ pub fn capture<S: crate::export::RecordSink>(
     drops: &std::sync::atomic::AtomicU64,
     tick: Duration,
     block_timeout_ms: u32,
-    follow: Option<&Follow>,
+    follow: Option<&IfaceWatch>,
 ) -> (pipeline::Report<SourceError>, Vec<IfaceStats>) {
     use std::sync::atomic::Ordering;
     use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -786,7 +787,7 @@ pub fn capture<S: crate::export::RecordSink>(
 }
 
 /// Following interfaces while capturing: which ones, and how often to look.
-pub struct Follow {
+pub struct IfaceWatch {
     /// Interfaces named in the configuration (captured whenever they exist);
     /// empty: every interface that is up, not loopback and has an address.
     pub configured: Vec<String>,
@@ -797,10 +798,10 @@ pub struct Follow {
 /// Opens rings on interfaces that appeared, closes those on interfaces
 /// that went away (or were re-created), after taking their last packets.
 fn rescan(
-    f: &Follow,
+    f: &IfaceWatch,
     rings: &mut Vec<Ring>,
     gone: &mut Vec<IfaceStats>,
-    mut feed: &mut dyn FnMut(crate::source::RawPacket<'_>),
+    mut feed: &mut dyn FnMut(crate::capture::RawPacket<'_>),
 ) {
     let wanted: Vec<String> = if f.configured.is_empty() {
         live::default_interfaces()

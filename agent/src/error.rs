@@ -7,13 +7,14 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::azure::AzureError;
+use crate::capture::live::LiveError;
+use crate::capture::SourceError;
 use crate::certs::CertsError;
-use crate::checkpoint::CheckpointError;
 use crate::config::ConfigError;
 use crate::export::spool::SpoolError;
+use crate::follow::checkpoint::CheckpointError;
+use crate::follow::FollowError;
 use crate::pipeline::PipelineError;
-use crate::source::live::LiveError;
-use crate::source::SourceError;
 use crate::tls::TlsError;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,8 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Follow(#[from] FollowError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
     #[error(transparent)]

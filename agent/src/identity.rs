@@ -7,9 +7,9 @@
 use std::io::Read;
 use std::path::PathBuf;
 
+use crate::capture::SourceError;
 use crate::config::Config;
 use crate::export::spool::{Spool, SpoolError, StreamId};
-use crate::source::SourceError;
 
 /// FNV-1a: stable across Rust versions and platforms, unlike the standard
 /// hasher (fingerprints outlive upgrades).

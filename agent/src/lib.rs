@@ -5,8 +5,8 @@
 
 pub mod azure;
 pub mod calendar;
+pub mod capture;
 pub mod certs;
-pub mod checkpoint;
 pub mod cli;
 pub mod collect;
 pub mod config;
@@ -17,12 +17,11 @@ pub mod disk;
 pub mod episode;
 pub mod error;
 pub mod export;
+pub mod follow;
 pub mod identity;
 pub mod pipeline;
 pub mod sink;
-pub mod source;
 pub mod synth;
-pub mod tail;
 #[cfg(test)]
 mod testkit;
 pub mod tls;

@@ -331,7 +331,7 @@ where
         }
         let output = sink.map(|sink| scope.spawn(move || output(sink, from_shard)));
 
-        let mut reader = Reader {
+        let mut reader = Router {
             inline,
             threads,
             batch,
@@ -432,7 +432,7 @@ where
 
 /// The reader stage: decode, fragments, routing into per-shard batches.
 struct Ingest<'s> {
-    reader: Reader<'s>,
+    reader: Router<'s>,
     frag: FragTable,
     skips: HashMap<Skip, u64>,
     packets: u64,
@@ -588,7 +588,9 @@ impl Feed for Ingest<'_> {
     }
 }
 
-struct Reader<'s> {
+/// Routes packets into per-shard batches (or hands them to the inline tables)
+/// and sends each batch at its boundary.
+struct Router<'s> {
     inline: Option<Inline<'s>>,
     threads: usize,
     batch: usize,
@@ -604,7 +606,7 @@ struct Reader<'s> {
     ip_bytes: u64,
 }
 
-impl Reader<'_> {
+impl Router<'_> {
     #[inline]
     fn push(&mut self, ts: u64, d: &Decoded) {
         self.push_packet(Packet::new(ts, d));
@@ -895,8 +897,8 @@ fn sum_stats(it: impl Iterator<Item = TableStats>) -> TableStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capture::CaptureReader;
     use crate::export::VecSink;
-    use crate::source::CaptureReader;
 
     fn records(cfg: &Config, pcap: &[u8], opts: RunOptions) -> Vec<FlowRecord> {
         let mut sink = VecSink::default();

@@ -3,7 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use vmflow::decode::decode;
-use vmflow::source::CaptureReader;
+use vmflow::capture::CaptureReader;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(mut r) = CaptureReader::open(std::io::Cursor::new(data)) else {

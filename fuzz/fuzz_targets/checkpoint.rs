@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vmflow::checkpoint::Checkpoint;
+use vmflow::follow::checkpoint::Checkpoint;
 use vmflow::config::Config;
 use vmflow::export::VecSink;
 use vmflow::pipeline::{run_with, RunOptions};

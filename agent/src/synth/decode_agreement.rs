@@ -1,11 +1,11 @@
 //! The decoder's fast path against its general path, on the synthetic mix
 //! (which lives here, above the engine).
 
+use crate::capture::CaptureReader;
 use crate::config::Config;
 use crate::decode::fast::packet;
 use crate::decode::{decode, Fragment};
 use crate::flow::Packet;
-use crate::source::CaptureReader;
 use crate::synth::Rng;
 
 fn general(ts: u64, linktype: u32, data: &[u8], orig_len: u32) -> Option<Packet> {

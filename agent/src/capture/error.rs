@@ -1,13 +1,11 @@
-//! Why a source stopped: its files, the engine it feeds, its checkpoint, the
-//! service it reads from. Each names the file (or service) it concerns.
+//! Why reading captures stopped: a file, the ring, or the engine they feed.
+//! Each names the file it concerns.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use super::live::LiveError;
 use super::CaptureError;
-use crate::azure::AzureError;
-use crate::checkpoint::CheckpointError;
 use crate::pipeline::PipelineError;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,15 +24,8 @@ pub enum SourceError {
     },
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    #[error("azure: {0}")]
-    Azure(#[from] AzureError),
     #[error("live capture: {0}")]
     Live(#[from] LiveError),
-    /// A state the source's own bookkeeping should make impossible.
-    #[error("pipeline stage failed: {0}")]
-    Invariant(&'static str),
 }
 
 impl SourceError {

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::follow::Follower;
+use super::growing::GrowingFile;
 use super::sequence::Sequence;
 use super::tailed::{Step, Tailed};
-use super::CaptureReader;
-use super::SourceError;
+use super::FollowError;
+use crate::capture::{CaptureReader, SourceError};
 use crate::config::FolderConfig;
 use crate::pipeline::Feed;
 
@@ -50,7 +50,7 @@ impl FolderPosition {
 pub struct FolderSource {
     cfg: FolderConfig,
     pub pos: FolderPosition,
-    follower: Option<Follower>,
+    follower: Option<GrowingFile>,
     /// First packet of each file, by path and inode (files are opened once).
     ids: HashMap<PathBuf, (u64, u64, FileId)>,
     /// Since when the current file has been cut at its end with a newer file waiting.
@@ -159,14 +159,14 @@ impl FolderSource {
     }
 
     /// One look at the folder: read what is new, move between files.
-    fn look(&mut self, feed: &mut dyn Feed) -> Result<Step, SourceError> {
+    fn look(&mut self, feed: &mut dyn Feed) -> Result<Step, FollowError> {
         let files = self.scan()?;
         if self.follower.is_none() {
             match self.pos.current.clone() {
                 Some((id, handled)) => match files.iter().find(|(f, _)| *f == id) {
                     Some((_, path)) => {
                         tracing::info!("{}: resuming after packet {handled}", path.display());
-                        self.follower = Some(Follower::resume_at(path, handled));
+                        self.follower = Some(GrowingFile::resume_at(path, handled));
                     }
                     None => {
                         self.finish_current(Some(format!(
@@ -179,7 +179,7 @@ impl FolderSource {
                     Some((id, path)) => {
                         tracing::info!("{}: reading", path.display());
                         self.pos.current = Some((id, 0));
-                        self.follower = Some(Follower::new(&path));
+                        self.follower = Some(GrowingFile::new(&path));
                     }
                     None => return Ok(Step::Idle),
                 },
@@ -245,7 +245,7 @@ impl FolderSource {
 impl Tailed for FolderSource {
     type Position = FolderPosition;
 
-    fn step(&mut self, feed: &mut dyn Feed) -> Result<Step, SourceError> {
+    fn step(&mut self, feed: &mut dyn Feed) -> Result<Step, FollowError> {
         self.look(feed)
     }
 

@@ -1,25 +1,22 @@
-//! Capture file sources. The format is detected from the first bytes, never
-//! from the file name: Network Watcher writes `.cap` files whose format is not
-//! documented, so libpcap, pcapng and NetMon 2.x all have to work.
+//! Where packets come from: capture files read once (libpcap, pcapng, NetMon
+//! 2.x) and the live AF_PACKET ring. The format is detected from the first
+//! bytes, never from the file name: Network Watcher writes `.cap` files whose
+//! format is not documented, so all three have to work. Sources that are
+//! followed over time (folders, Blob containers) are in `follow/`, above.
 
-pub mod blob;
 mod buf;
 mod error;
-pub mod folder;
-pub mod follow;
+mod files;
 #[cfg(test)]
-mod fuzz;
+pub(crate) mod fuzz;
 pub mod live;
 mod netmon;
 mod pcap;
 mod pcapng;
-pub mod sequence;
-mod stream;
-pub mod tailed;
 
 pub use crate::pipeline::FileWarning;
 pub use error::SourceError;
-pub use stream::{replay, CaptureFiles};
+pub use files::{replay, CaptureFiles};
 
 use std::io::{self, Read, Seek};
 

@@ -4,10 +4,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::SourceError;
-use super::{CaptureReader, RawPacket};
+use crate::capture::{CaptureReader, RawPacket, SourceError};
 
-pub struct Follower {
+pub struct GrowingFile {
     path: PathBuf,
     reader: Option<CaptureReader<File>>,
     /// Packets still to pass over (resuming inside the file).
@@ -28,7 +27,7 @@ pub struct Poll {
     pub unfinished: bool,
 }
 
-impl Follower {
+impl GrowingFile {
     pub fn new(path: &Path) -> Self {
         Self::resume_at(path, 0)
     }
@@ -36,7 +35,7 @@ impl Follower {
     /// Follows `path`, passing over its first `skip` packets (already handled
     /// by an earlier run).
     pub fn resume_at(path: &Path, skip: u64) -> Self {
-        Follower {
+        GrowingFile {
             path: path.to_path_buf(),
             reader: None,
             skip,
@@ -133,14 +132,14 @@ mod tests {
         synth::generate(&params, &Config::default(), &mut pcap, false).unwrap();
         // libpcap and pcapng (NetMon's frame table comes last: a growing
         // NetMon file is read sequentially, and following it is issue 4's).
-        let pcapng = crate::source::fuzz::seeds().swap_remove(1);
+        let pcapng = crate::capture::fuzz::seeds().swap_remove(1);
         for (name, bytes) in [("pcap", pcap), ("pcapng", pcapng)] {
             let want = packets_of(&bytes);
             assert!(want.len() >= 300, "{name}");
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("growing.cap");
             let mut file = File::create(&path).unwrap();
-            let mut follower = Follower::new(&path);
+            let mut follower = GrowingFile::new(&path);
             let mut got = Vec::new();
             let mut rng = Rng::new(8);
             let mut written = 0;
@@ -158,7 +157,7 @@ mod tests {
                 // Resuming mid-file passes over exactly what was handled.
                 if !checked && got.len() >= want.len() / 2 {
                     checked = true;
-                    let mut again = Follower::resume_at(&path, got.len() as u64);
+                    let mut again = GrowingFile::resume_at(&path, got.len() as u64);
                     let mut rest = Vec::new();
                     again
                         .poll(&mut |p| rest.push((p.ts_ns, p.orig_len, p.data.to_vec())))

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use vmflow_proto::EndReason;
 
-use crate::checkpoint::{self, Checkpoint};
+use super::checkpoint::{self, Checkpoint};
+use super::tailed::{Step, Tailed};
+use super::FollowError;
 use crate::config::{Config, OnStop};
 use crate::pipeline::{self, EngineState, Feed, Report, RunOptions};
 use crate::sink::RecordSink;
-pub use crate::source::tailed::{Step, Tailed};
-use crate::source::SourceError;
 
 pub struct TailOptions {
     /// Where checkpoints are written (the real filesystem, or a model in tests).
@@ -28,7 +28,7 @@ pub struct TailOptions {
 }
 
 pub struct TailReport {
-    pub report: Report<SourceError>,
+    pub report: Report<FollowError>,
     pub checkpoints: u64,
 }
 
@@ -36,7 +36,7 @@ pub struct TailReport {
 pub fn load<P: DeserializeOwned>(
     path: &std::path::Path,
     key: &str,
-) -> Result<Option<(EngineState, P)>, SourceError> {
+) -> Result<Option<(EngineState, P)>, FollowError> {
     Ok(checkpoint::load::<P>(path, key)?.map(|c| (c.engine, c.position)))
 }
 
@@ -61,7 +61,7 @@ pub fn run<T: Tailed, S: RecordSink>(
         let mut last = Instant::now();
         let mut moved = false;
         let mut last_error = String::new();
-        let save = |feed: &mut dyn Feed, src: &mut T| -> Result<(), SourceError> {
+        let save = |feed: &mut dyn Feed, src: &mut T| -> Result<(), FollowError> {
             let Some(engine) = feed.checkpoint()? else {
                 return Ok(());
             };
@@ -124,7 +124,7 @@ mod tests {
     use crate::disk::SharedFs;
     use crate::export::batcher::SpoolSink;
     use crate::export::spool::Spool;
-    use crate::source::folder::{FolderPosition, FolderSource};
+    use crate::follow::folder::{FolderPosition, FolderSource};
 
     /// A checkpoint claims the records before it; they must be durable in
     /// the spool before the checkpoint is, or a power loss leaves a

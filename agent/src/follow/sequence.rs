@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::RawPacket;
+use crate::capture::RawPacket;
 use crate::pipeline::Feed;
 
 /// Packet time that no capture covered.

@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::follow::Follower;
+use super::growing::GrowingFile;
 use super::sequence::Sequence;
 use super::tailed::{Step, Tailed};
-use super::SourceError;
+use super::FollowError;
 use crate::azure::blob::{bare_etag, BlobClient, BlobItem, Get};
 use crate::azure::AzureError;
 use crate::config::{AfterRead, BlobConfig};
@@ -99,7 +99,7 @@ pub struct BlobSource {
     files: u64,
     /// The blob being read: its local copy.
     local: PathBuf,
-    follower: Option<Follower>,
+    follower: Option<GrowingFile>,
     /// The last blob read to its end, with its local copy and reader: if it
     /// grows, only its new bytes are fetched and read on.
     kept: Option<Kept>,
@@ -116,7 +116,7 @@ pub struct BlobSource {
 struct Kept {
     name: String,
     path: PathBuf,
-    follower: Follower,
+    follower: GrowingFile,
 }
 
 /// A blob to read: new, or read before and changed since.
@@ -162,8 +162,8 @@ impl BlobSource {
         client: BlobClient,
         pos: BlobPosition,
         download_dir: PathBuf,
-    ) -> Result<Self, SourceError> {
-        std::fs::create_dir_all(&download_dir).map_err(|e| SourceError::io(&download_dir, e))?;
+    ) -> Result<Self, FollowError> {
+        std::fs::create_dir_all(&download_dir).map_err(|e| FollowError::io(&download_dir, e))?;
         // Local copies are of this run only.
         if let Ok(entries) = std::fs::read_dir(&download_dir) {
             for e in entries.flatten() {
@@ -238,11 +238,11 @@ impl BlobSource {
     /// Lists the container: the blobs not read yet, and those read whose
     /// ETag has changed since, in capture order. A blob whose ETag is the
     /// one read is never fetched again.
-    fn list(&mut self) -> Result<(), SourceError> {
+    fn list(&mut self) -> Result<(), FollowError> {
         let items = self
             .client
             .list(&self.cfg.prefix, self.cfg.page_size)
-            .map_err(SourceError::Azure)?;
+            .map_err(FollowError::Azure)?;
         self.stats.listings += 1;
         let now = Instant::now();
         self.listed = Some(now);
@@ -312,12 +312,12 @@ impl BlobSource {
     /// A new blob older than one already read: downloaded to count its
     /// packets and reported as a coverage gap, not read (see the module's
     /// comment for why). It stays in the container.
-    fn late(&mut self, b: &BlobItem, feed: &mut dyn Feed) -> Result<Step, SourceError> {
+    fn late(&mut self, b: &BlobItem, feed: &mut dyn Feed) -> Result<Step, FollowError> {
         let path = self.dir.join("late.cap");
         let got = self
             .client
             .download(&b.name, &path)
-            .map_err(SourceError::Azure)?;
+            .map_err(FollowError::Azure)?;
         self.stats.late += 1;
         let Some(etag) = got else {
             self.stats.vanished += 1;
@@ -327,12 +327,12 @@ impl BlobSource {
             );
             return Ok(Step::Progress);
         };
-        let io = |e| SourceError::io(&path, e);
+        let io = |e| FollowError::io(&path, e);
         let len = std::fs::metadata(&path).map_err(io)?.len();
         self.stats.downloaded += 1;
         self.stats.bytes += len;
         let (mut n, mut first, mut last) = (0u64, u64::MAX, 0u64);
-        let mut f = Follower::new(&path);
+        let mut f = GrowingFile::new(&path);
         let cut = match f.poll_with(true, &mut |p| {
             n += 1;
             first = first.min(p.ts_ns);
@@ -368,12 +368,12 @@ impl BlobSource {
     }
 
     /// Downloads `name` whole and starts reading it.
-    fn start(&mut self, name: &str, before: Before<'_>) -> Result<Step, SourceError> {
+    fn start(&mut self, name: &str, before: Before<'_>) -> Result<Step, FollowError> {
         let path = self.new_path();
         let got = self
             .client
             .download(name, &path)
-            .map_err(SourceError::Azure)?;
+            .map_err(FollowError::Azure)?;
         let Some(etag) = got else {
             self.stats.vanished += 1;
             match before {
@@ -393,13 +393,13 @@ impl BlobSource {
             }
             return Ok(Step::Progress);
         };
-        let io = |e| SourceError::io(&path, e);
+        let io = |e| FollowError::io(&path, e);
         let len = std::fs::metadata(&path).map_err(io)?.len();
         self.stats.downloaded += 1;
         self.stats.bytes += len;
         // A blob read before that only grew: the packets handled then are
         // its first ones still.
-        let grew = |id: &BlobId| -> Result<bool, SourceError> {
+        let grew = |id: &BlobId| -> Result<bool, FollowError> {
             Ok(id.len > 0 && len >= id.len && tail_digest(&path, id.len).map_err(io)? == id.tail)
         };
         let skip = match before {
@@ -427,7 +427,7 @@ impl BlobSource {
         // The kept blob is no longer the last one read (or is read again).
         self.drop_kept();
         let _ = std::fs::remove_file(&self.local);
-        self.follower = Some(Follower::resume_at(&path, skip));
+        self.follower = Some(GrowingFile::resume_at(&path, skip));
         self.local = path;
         Ok(Step::Progress)
     }
@@ -437,7 +437,7 @@ impl BlobSource {
     /// ranged GET for the ETag the listing showed), and read on with the
     /// same reader — if it grew: the end of what was read must come back
     /// unchanged, else it was rewritten and is read again whole.
-    fn changed(&mut self, b: &BlobItem, before: &BlobId) -> Result<Step, SourceError> {
+    fn changed(&mut self, b: &BlobItem, before: &BlobId) -> Result<Step, FollowError> {
         let kept = self.kept.as_ref().is_some_and(|k| k.name == b.name);
         if !kept || before.len == 0 || b.size < before.len {
             return if b.size < before.len {
@@ -450,7 +450,7 @@ impl BlobSource {
         let got = self
             .client
             .get(&b.name, before.len - overlap, Some(&b.etag))
-            .map_err(SourceError::Azure)?;
+            .map_err(FollowError::Azure)?;
         let (etag, mut reader) = match got {
             Get::Body { etag, reader } => (etag, reader),
             Get::Gone => {
@@ -462,7 +462,7 @@ impl BlobSource {
         };
         self.stats.downloaded += 1;
         let net = |e: std::io::Error| {
-            SourceError::Azure(AzureError::Transport {
+            FollowError::Azure(AzureError::Transport {
                 op: format!("download {}", b.name),
                 msg: e.to_string(),
             })
@@ -481,7 +481,7 @@ impl BlobSource {
         let Some(k) = self.kept.take() else {
             return Ok(Step::Progress);
         };
-        let io = |e| SourceError::io(&k.path, e);
+        let io = |e| FollowError::io(&k.path, e);
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&k.path)
@@ -511,7 +511,7 @@ impl BlobSource {
     }
 
     /// Reads the downloaded blob to its end.
-    fn read(&mut self, feed: &mut dyn Feed) -> Result<Step, SourceError> {
+    fn read(&mut self, feed: &mut dyn Feed) -> Result<Step, FollowError> {
         let Some(mut f) = self.follower.take() else {
             return Ok(Step::Idle);
         };
@@ -530,7 +530,7 @@ impl BlobSource {
             .pos
             .current
             .take()
-            .ok_or(SourceError::Invariant("blob source: a file without a blob"))?;
+            .ok_or(FollowError::Invariant("blob source: a file without a blob"))?;
         if let Some(why) = &lost {
             tracing::warn!("blob {}: {why}", id.name);
         }
@@ -553,7 +553,7 @@ impl BlobSource {
         Ok(Step::Progress)
     }
 
-    fn look(&mut self, feed: &mut dyn Feed) -> Result<Step, SourceError> {
+    fn look(&mut self, feed: &mut dyn Feed) -> Result<Step, FollowError> {
         if self.follower.is_some() {
             return self.read(feed);
         }
@@ -598,7 +598,7 @@ impl BlobSource {
 
     /// The part of a look that talks to the service: its errors are retried
     /// after a backoff.
-    fn fetch(&mut self, feed: &mut dyn Feed) -> Result<Step, SourceError> {
+    fn fetch(&mut self, feed: &mut dyn Feed) -> Result<Step, FollowError> {
         if let Some((id, handled)) = self.pos.current.clone() {
             // Resuming: the blob the checkpoint was inside.
             return self.start(&id.name, Before::Resume(&id, handled));
@@ -673,7 +673,7 @@ fn tail_digest(path: &Path, len: u64) -> std::io::Result<u64> {
 impl Tailed for BlobSource {
     type Position = BlobPosition;
 
-    fn step(&mut self, feed: &mut dyn Feed) -> Result<Step, SourceError> {
+    fn step(&mut self, feed: &mut dyn Feed) -> Result<Step, FollowError> {
         self.look(feed)
     }
 

@@ -174,10 +174,10 @@ mod tests {
         assert_eq!(fs.list(Path::new("/s")).unwrap(), vec!["folder.checkpoint"]);
     }
 
+    use crate::capture::CaptureReader;
     use crate::config::Config;
     use crate::export::VecSink;
     use crate::pipeline::{run_with, RunOptions};
-    use crate::source::CaptureReader;
 
     /// A real checkpoint, cut and bit-flipped: the checksum refuses every
     /// damaged file; and a damaged body that still decodes (what the checksum
