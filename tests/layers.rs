@@ -29,7 +29,7 @@ const LAYERS: &[&[&str]] = &[
     // checkpoints.
     &["follow"],
     // Wiring the jobs together, and the error a job ends with.
-    &["daemon", "error"],
+    &["run", "error"],
     // The command line and the tools.
     &["cli", "synth"],
 ];

@@ -254,7 +254,7 @@ pub fn main() -> ExitCode {
         Cmd::Demo(a) => demo(a),
         Cmd::Run(a) => run_cmd(a),
         Cmd::Capture(a) => capture_cmd(a),
-        Cmd::Collect(a) => crate::daemon::run_collector(crate::daemon::CollectArgs {
+        Cmd::Collect(a) => crate::run::run_collector(crate::run::CollectArgs {
             listen: a.listen,
             cert: a.cert,
             key: a.key,
@@ -534,7 +534,7 @@ fn demo(a: DemoArgs) -> Result<ExitCode, Error> {
         &certs.join("collector-key.pem"),
         &certs.join("ca.pem"),
     )?;
-    let addr = crate::daemon::spawn_collector(
+    let addr = crate::run::spawn_collector(
         "127.0.0.1:0".parse().map_err(|_| Error::Usage("listen"))?,
         tls,
         out.clone(),
@@ -556,7 +556,7 @@ fn demo(a: DemoArgs) -> Result<ExitCode, Error> {
         window: 32,
         agent_id: "demo-agent".into(),
     });
-    let r = crate::daemon::run_agent(&cfg, None)?;
+    let r = crate::run::run_agent(&cfg, None)?;
     if let Some(e) = r.error {
         return Err(e);
     }
@@ -625,7 +625,7 @@ pub const EXIT_LOSSY: u8 = 3;
 
 fn run_cmd(a: RunArgs) -> Result<ExitCode, Error> {
     let cfg = Config::load(&a.config)?;
-    let r = crate::daemon::run_agent(&cfg, Some(a.config.clone()))?;
+    let r = crate::run::run_agent(&cfg, Some(a.config.clone()))?;
     print_run("run", &r);
     for (name, s) in &r.streams {
         print_run(&format!("run[{name}]"), s);
@@ -641,7 +641,7 @@ fn run_cmd(a: RunArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_run(what: &str, r: &crate::daemon::RunReport) {
+fn print_run(what: &str, r: &crate::run::RunReport) {
     print_summary(what, &r.summary);
     eprintln!(
         "{what}: resumed_after={} spooled_batches={} spooled_records={} batches_sent={} batches_acked={} \
@@ -730,7 +730,7 @@ fn capture_cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
     );
     let tick = std::time::Duration::from_millis(200);
     // SIGHUP re-reads the file; command-line overrides keep applying.
-    let mut from_file = crate::daemon::reloader(a.engine.config.clone());
+    let mut from_file = crate::run::reloader(a.engine.config.clone());
     let (threads, local_net) = (a.engine.threads, a.engine.local_net.clone());
     let mut reload = move || {
         from_file().map(|mut c| {
@@ -743,7 +743,7 @@ fn capture_cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
             c
         })
     };
-    let (report, stats) = crate::daemon::capture(
+    let (report, stats) = crate::run::capture(
         &cfg,
         &mut rings,
         sink,
@@ -753,7 +753,7 @@ fn capture_cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         &std::sync::atomic::AtomicU64::new(0),
         tick,
         opts.block_timeout_ms,
-        Some(&crate::daemon::IfaceWatch {
+        Some(&crate::run::IfaceWatch {
             configured: a.interfaces.clone(),
             ring: opts.clone(),
             every: std::time::Duration::from_secs(2),

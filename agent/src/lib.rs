@@ -10,7 +10,6 @@ pub mod certs;
 pub mod cli;
 pub mod collect;
 pub mod config;
-pub mod daemon;
 #[cfg(test)]
 mod delivery_model;
 pub mod disk;
@@ -20,6 +19,7 @@ pub mod export;
 pub mod follow;
 pub mod identity;
 pub mod pipeline;
+pub mod run;
 pub mod sink;
 pub mod synth;
 #[cfg(test)]

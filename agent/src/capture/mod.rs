@@ -10,6 +10,7 @@ mod files;
 #[cfg(test)]
 pub(crate) mod fuzz;
 pub mod live;
+pub mod live_loop;
 mod netmon;
 mod pcap;
 mod pcapng;

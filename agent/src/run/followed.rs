@@ -1,0 +1,269 @@
+//! Followed sources as a job: every configured capture folder and Blob
+//! container, each with its own engine, checkpoint and lane (spool, shipper,
+//! record stream), stopped together by SIGTERM/SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::lane::Lane;
+use super::runtime;
+use super::signals::stop_flag;
+use super::RunReport;
+use crate::config::{BlobConfig, Config, ExportConfig, FolderConfig};
+use crate::error::Error;
+use crate::export::spool::Spool;
+use crate::follow::blob::{BlobPosition, BlobSource};
+use crate::follow::folder::{FolderPosition, FolderSource};
+use crate::follow::runner::{self, TailOptions};
+use crate::identity;
+
+enum FollowKind {
+    Folder(FolderConfig),
+    Blob(BlobConfig),
+}
+
+enum Positions {
+    Folder(FolderPosition),
+    Blob(BlobPosition),
+}
+
+/// A followed source (capture folder or Blob container) and how to run it.
+struct Followed {
+    kind: FollowKind,
+    opts: TailOptions,
+    grace: Duration,
+}
+
+impl Followed {
+    fn folder(f: &FolderConfig, spool_dir: &std::path::Path) -> Followed {
+        Followed {
+            opts: TailOptions {
+                fs: crate::disk::real(),
+                key: format!("folder:{}", f.path.display()),
+                checkpoint: f
+                    .checkpoint
+                    .clone()
+                    .unwrap_or_else(|| spool_dir.join("folder.checkpoint")),
+                poll: Duration::from_secs_f64(f.poll_interval),
+                interval: Duration::from_secs_f64(f.checkpoint_interval),
+                on_stop: f.on_stop,
+            },
+            grace: Duration::from_secs_f64(f.shutdown_grace),
+            kind: FollowKind::Folder(f.clone()),
+        }
+    }
+
+    fn blob(b: &BlobConfig, spool_dir: &std::path::Path) -> Followed {
+        // The account URL without any query string (never a SAS in the key).
+        let account = b.account_url.split('?').next().unwrap_or("");
+        Followed {
+            opts: TailOptions {
+                fs: crate::disk::real(),
+                key: format!("blob:{account}/{}/{}", b.container, b.prefix),
+                checkpoint: b
+                    .checkpoint
+                    .clone()
+                    .unwrap_or_else(|| spool_dir.join("blob.checkpoint")),
+                // Between files the loop goes on at once; the listing
+                // interval is the source's own.
+                poll: Duration::from_millis(50).min(Duration::from_secs_f64(b.poll_interval)),
+                interval: Duration::from_secs_f64(b.checkpoint_interval),
+                on_stop: b.on_stop,
+            },
+            grace: Duration::from_secs_f64(b.shutdown_grace),
+            kind: FollowKind::Blob(b.clone()),
+        }
+    }
+}
+
+/// Every configured folder and blob container, each with its own engine,
+/// checkpoint, spool and record stream to the collector. One source keeps
+/// the plain spool directory and the agent's unnamed stream.
+pub(super) fn run_followed(
+    cfg: &Config,
+    x: &ExportConfig,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<RunReport, Error> {
+    let signalled = stop_flag()?;
+    let names = cfg.source.stream_names();
+    let single = names.len() == 1;
+    let lanes: Vec<(String, std::path::PathBuf, FollowKind)> = cfg
+        .source
+        .folder
+        .iter()
+        .cloned()
+        .map(FollowKind::Folder)
+        .chain(cfg.source.blob.iter().cloned().map(FollowKind::Blob))
+        .zip(names)
+        .map(|(k, n)| {
+            if single {
+                (String::new(), x.spool_dir.clone(), k)
+            } else {
+                let dir = x.spool_dir.join(&n);
+                (n, dir, k)
+            }
+        })
+        .collect();
+    let rt = runtime()?;
+    let handle = rt.handle().clone();
+    let mut reports: Vec<(String, Result<RunReport, Error>)> = std::thread::scope(|scope| {
+        let running: Vec<_> = lanes
+            .into_iter()
+            .map(|(name, dir, kind)| {
+                let (tls, handle, signalled) = (tls.clone(), handle.clone(), signalled.clone());
+                let n = name.clone();
+                let h = scope
+                    .spawn(move || follow_lane(cfg, x, tls, &n, &dir, kind, &handle, &signalled));
+                (name, h)
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|(n, h)| {
+                let r = h.join().unwrap_or_else(|_| Err(Error::Panicked(n.clone())));
+                (n, r)
+            })
+            .collect()
+    });
+    if single {
+        return reports
+            .pop()
+            .map(|(_, r)| r)
+            .unwrap_or(Err(Error::NoSource));
+    }
+    let mut total = RunReport::default();
+    for (name, r) in reports {
+        match r {
+            Ok(mut r) => {
+                total.absorb(&r);
+                // The run's failure is the first source's that failed: it
+                // moves to the total (the one place a run reports failure).
+                if let Some(e) = r.error.take() {
+                    total.error.get_or_insert(Error::Lane {
+                        name: name.clone(),
+                        source: Box::new(e),
+                    });
+                }
+                total.streams.push((name, r));
+            }
+            Err(e) => {
+                tracing::error!("source {name}: {e}");
+                total.error.get_or_insert(Error::Lane {
+                    name,
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// One followed source through its own engine, spool and shipper.
+#[allow(clippy::too_many_arguments)]
+fn follow_lane(
+    cfg: &Config,
+    x: &ExportConfig,
+    tls: Arc<rustls::ClientConfig>,
+    stream: &str,
+    spool_dir: &std::path::Path,
+    kind: FollowKind,
+    rt: &tokio::runtime::Handle,
+    signalled: &std::sync::atomic::AtomicBool,
+) -> Result<RunReport, Error> {
+    let fw = match kind {
+        FollowKind::Folder(f) => Followed::folder(&f, spool_dir),
+        FollowKind::Blob(b) => Followed::blob(&b, spool_dir),
+    };
+    let mut spool = Spool::open(fw.opts.fs.clone(), spool_dir, x.spool_max_mib << 20)?;
+    let (engine, pos) = match &fw.kind {
+        FollowKind::Folder(_) => {
+            match runner::load::<FolderPosition>(&fw.opts.checkpoint, &fw.opts.key)? {
+                Some((e, p)) => (Some(e), Some(Positions::Folder(p))),
+                None => (None, None),
+            }
+        }
+        FollowKind::Blob(_) => {
+            match runner::load::<BlobPosition>(&fw.opts.checkpoint, &fw.opts.key)? {
+                Some((e, p)) => (Some(e), Some(Positions::Blob(p))),
+                None => (None, None),
+            }
+        }
+    };
+    // The spool may hold records produced after the checkpoint.
+    let at = engine.as_ref().map_or(0, |e| e.records);
+    let spooled = spool.end_record();
+    if spooled < at {
+        tracing::warn!(
+            "the spool holds {spooled} records, the checkpoint says {at} were produced: \
+             was the spool removed? continuing from the checkpoint"
+        );
+    }
+    let want = identity::followed(cfg, &fw.opts.key);
+    let resumed_after = identity::settle(
+        &mut spool,
+        &want,
+        spooled.saturating_sub(at),
+        engine.is_none(),
+    )?;
+    let lane = Lane::start(rt, x, tls, stream, spool, resumed_after);
+    let mut sink = lane.sink();
+    if engine.is_some() {
+        tracing::info!(
+            "resuming from {} ({resumed_after} records spooled after it)",
+            fw.opts.checkpoint.display()
+        );
+    }
+    let covered;
+    let (t, coverage, blob_stats) = match fw.kind {
+        FollowKind::Folder(f) => {
+            let pos = match pos {
+                Some(Positions::Folder(p)) => p,
+                _ => FolderPosition::new(&f),
+            };
+            tracing::info!("following capture files in {}", f.path.display());
+            let mut src = FolderSource::new(f, pos);
+            let t = runner::run(cfg, &mut src, engine, &mut sink, &fw.opts, signalled);
+            let gaps = src.pos.sequence.gaps.iter().cloned().collect();
+            covered = src.pos.sequence.covered.iter().copied().collect();
+            (t, Some((src.pos.sequence.stats, gaps)), None)
+        }
+        FollowKind::Blob(b) => {
+            let pos = match pos {
+                Some(Positions::Blob(p)) => p,
+                _ => BlobPosition::new(&b),
+            };
+            let client = crate::azure::credentials::blob_client(&b, &cfg.azure)?;
+            let dir = b
+                .download_dir
+                .clone()
+                .unwrap_or_else(|| spool_dir.join("blob"));
+            tracing::info!(
+                "following capture blobs in container {} (prefix {:?})",
+                b.container,
+                b.prefix
+            );
+            let mut src = BlobSource::new(b, client, pos, dir)?;
+            let t = runner::run(cfg, &mut src, engine, &mut sink, &fw.opts, signalled);
+            let gaps = src.pos.sequence.gaps.iter().cloned().collect();
+            covered = src.pos.sequence.covered.iter().copied().collect();
+            (t, Some((src.pos.sequence.stats, gaps)), Some(src.stats))
+        }
+    };
+    tracing::info!(
+        "source stopped: {} records, {} checkpoints; flushing",
+        t.report.summary.records,
+        t.checkpoints
+    );
+    let (ship, spool) = lane.finish_within(fw.grace);
+    Ok(RunReport {
+        summary: t.report.summary,
+        ship,
+        spool,
+        resumed_after,
+        error: t.report.error.map(Error::from),
+        coverage,
+        blob: blob_stats,
+        covered,
+        ..RunReport::default()
+    })
+}
