@@ -36,8 +36,8 @@ fn main() {
         };
         let mut cfg = Config::default();
         generate(&p, &cfg, &mut pcap, false).unwrap();
-        cfg.flow.idle_timeout = 1e6;
-        cfg.flow.active_timeout = 1e6;
+        cfg.flow.idle_timeout = vmflow::config::Seconds(1e6);
+        cfg.flow.active_timeout = vmflow::config::Seconds(1e6);
         let opts = RunOptions {
             inline: true,
             ..RunOptions::default()

@@ -313,8 +313,8 @@ fn timeline(refuse: bool) -> Timeline {
 
     let f = FolderConfig {
         path: folder.clone(),
-        max_silence: 1.0,
-        overlap_window: 1.0,
+        max_silence: vmflow::config::Seconds(1.0),
+        overlap_window: vmflow::config::Seconds(1.0),
         on_stop: OnStop::Finish,
         ..FolderConfig::default()
     };

@@ -229,8 +229,8 @@ fn a_blob_deleted_under_the_agent_is_a_gap() {
         account_url: az.account_url.clone(),
         prefix: PREFIX.into(),
         page_size: Some(2),
-        poll_interval: 3600.0,
-        reorder_window: 0.0,
+        poll_interval: vmflow::config::Seconds(3600.0),
+        reorder_window: vmflow::config::Seconds(0.0),
         ..BlobConfig::default()
     };
     let cfg = Config::default();
@@ -786,8 +786,8 @@ fn a_grown_blob_after_a_restart_is_read_on_and_a_rewritten_one_again() {
     let b = BlobConfig {
         account_url: az.account_url.clone(),
         prefix: PREFIX.into(),
-        poll_interval: 0.0,
-        reorder_window: 0.0,
+        poll_interval: vmflow::config::Seconds(0.0),
+        reorder_window: vmflow::config::Seconds(0.0),
         ..BlobConfig::default()
     };
     let cfg = Config::default();

@@ -283,7 +283,9 @@ fn time_no_file_covers_is_a_gap_and_marks_the_flows_open_across_it() {
         "b.cap",
         &pcap(&frames(&after, Link::Ethernet), false, true),
     );
-    let (got, src) = tail_once(&caps, &d.path().join("ck"), |f| f.max_silence = 10.0);
+    let (got, src) = tail_once(&caps, &d.path().join("ck"), |f| {
+        f.max_silence = vmflow::config::Seconds(10.0)
+    });
     assert_eq!(src.pos.sequence.stats.gaps, 1);
     let g = &src.pos.sequence.gaps[0];
     assert_eq!((g.start_ns, g.end_ns), (t + 5 * MS, t + 30 * S + 4 * MS));

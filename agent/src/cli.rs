@@ -341,7 +341,7 @@ fn captures_cmd(c: CapturesCmd) -> Result<ExitCode, Error> {
                 signal_hook::flag::register(sig, stop.clone())
                     .map_err(Error::setup("signal handler"))?;
             }
-            crate::azure::lifecycle::run(m, Duration::from_secs_f64(cc.poll_interval), &stop);
+            crate::azure::lifecycle::run(m, cc.poll_interval.duration(), &stop);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -552,7 +552,7 @@ fn demo(a: DemoArgs) -> Result<ExitCode, Error> {
         spool_dir: dir.join("spool"),
         spool_max_mib: 64,
         batch_records: 1024,
-        batch_age: 1.0,
+        batch_age: crate::config::Seconds(1.0),
         window: 32,
         agent_id: "demo-agent".into(),
     });

@@ -147,7 +147,7 @@ mod tests {
         let y = files(&cfg, std::slice::from_ref(&a)).unwrap();
         assert_ne!(x.fingerprint, y.fingerprint);
         let mut c2 = Config::default();
-        c2.flow.idle_timeout += 1.0;
+        c2.flow.idle_timeout = crate::config::Seconds(c2.flow.idle_timeout.get() + 1.0);
         assert_ne!(y, files(&c2, std::slice::from_ref(&a)).unwrap());
         c2 = Config::default();
         c2.pipeline.threads = 7;

@@ -238,7 +238,7 @@ where
         }
     };
     let table_cfg = cfg.table();
-    let frag_timeout = (cfg.flow.fragment_timeout * 1e9) as u64;
+    let frag_timeout = cfg.flow.fragment_timeout.ns();
     let mut restore = opts.restore;
     if let Some(r) = &restore {
         if r.pending
@@ -532,8 +532,7 @@ impl Feed for Ingest<'_> {
         {
             t.reconfigure(cfg.table(), local.clone());
         }
-        self.frag
-            .set_timeout((cfg.flow.fragment_timeout * 1e9) as u64);
+        self.frag.set_timeout(cfg.flow.fragment_timeout.ns());
         Ok(())
     }
 
@@ -925,8 +924,8 @@ mod tests {
         let mut cfg = Config::default();
         crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
         cfg.flow.max_flows = 700;
-        cfg.flow.tcp_linger = 0.001;
-        cfg.flow.idle_timeout = 0.05;
+        cfg.flow.tcp_linger = crate::config::Seconds(0.001);
+        cfg.flow.idle_timeout = crate::config::Seconds(0.05);
         cfg.pipeline.batch_packets = 1000;
         let inline = || RunOptions {
             inline: true,

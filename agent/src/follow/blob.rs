@@ -75,15 +75,11 @@ impl BlobPosition {
             current: None,
             done: Vec::new(),
             to_delete: Vec::new(),
-            sequence: Sequence::new(secs(cfg.overlap_window), secs(cfg.max_silence)),
+            sequence: Sequence::new(cfg.overlap_window.ns(), cfg.max_silence.ns()),
             newest: None,
             late: Vec::new(),
         }
     }
-}
-
-fn secs(s: f64) -> u64 {
-    (s * 1e9) as u64
 }
 
 /// How much of the end of what was read is compared with a grown blob's
@@ -180,7 +176,7 @@ impl BlobSource {
         }
         let mut pos = pos;
         pos.sequence
-            .set_limits(secs(cfg.overlap_window), secs(cfg.max_silence));
+            .set_limits(cfg.overlap_window.ns(), cfg.max_silence.ns());
         // Checkpoints from before ETags were compared bare.
         for id in pos
             .done
@@ -193,7 +189,7 @@ impl BlobSource {
             local: download_dir.join("blob-0.cap"),
             dir: download_dir,
             files: 0,
-            backoff: Backoff::new(cfg.poll_interval),
+            backoff: Backoff::new(cfg.poll_interval.get()),
             cfg,
             client,
             pos,
@@ -284,7 +280,7 @@ impl BlobSource {
             let first = match self.seen.get(&b.name) {
                 Some(t) => *t,
                 None => {
-                    if before.is_none() && self.cfg.reorder_window > 0.0 {
+                    if before.is_none() && self.cfg.reorder_window.get() > 0.0 {
                         tracing::debug!(
                             "blob {}: listed; read in capture order after the reorder window ({} s)",
                             b.name,
@@ -604,8 +600,8 @@ impl BlobSource {
             return self.start(&id.name, Before::Resume(&id, handled));
         }
         let now = Instant::now();
-        let window = Duration::from_secs_f64(self.cfg.reorder_window);
-        let poll = Duration::from_secs_f64(self.cfg.poll_interval);
+        let window = self.cfg.reorder_window.duration();
+        let poll = self.cfg.poll_interval.duration();
         // A new blob is read once a listing made a window after it was first
         // seen is in: whatever older blob was uploaded meanwhile is then
         // known and read first, at any poll_interval. Listings go on while

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -42,7 +42,7 @@ impl FolderPosition {
         FolderPosition {
             current: None,
             done: Vec::new(),
-            sequence: Sequence::new(secs(cfg.overlap_window), secs(cfg.max_silence)),
+            sequence: Sequence::new(cfg.overlap_window.ns(), cfg.max_silence.ns()),
         }
     }
 }
@@ -58,15 +58,11 @@ pub struct FolderSource {
     warned: HashMap<PathBuf, String>,
 }
 
-fn secs(s: f64) -> u64 {
-    (s * 1e9) as u64
-}
-
 impl FolderSource {
     pub fn new(cfg: FolderConfig, pos: FolderPosition) -> Self {
         let mut pos = pos;
         pos.sequence
-            .set_limits(secs(cfg.overlap_window), secs(cfg.max_silence));
+            .set_limits(cfg.overlap_window.ns(), cfg.max_silence.ns());
         FolderSource {
             cfg,
             pos,
@@ -188,7 +184,7 @@ impl FolderSource {
         let newer = self.next_file(&files).is_some();
         let stuck_long = self
             .stuck_since
-            .is_some_and(|t| t.elapsed() >= Duration::from_secs_f64(self.cfg.settle));
+            .is_some_and(|t| t.elapsed() >= self.cfg.settle.duration());
         let Some(follower) = self.follower.as_mut() else {
             return Ok(Step::Idle);
         };

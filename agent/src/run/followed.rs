@@ -44,11 +44,11 @@ impl Followed {
                     .checkpoint
                     .clone()
                     .unwrap_or_else(|| spool_dir.join("folder.checkpoint")),
-                poll: Duration::from_secs_f64(f.poll_interval),
-                interval: Duration::from_secs_f64(f.checkpoint_interval),
+                poll: f.poll_interval.duration(),
+                interval: f.checkpoint_interval.duration(),
                 on_stop: f.on_stop,
             },
-            grace: Duration::from_secs_f64(f.shutdown_grace),
+            grace: f.shutdown_grace.duration(),
             kind: FollowKind::Folder(f.clone()),
         }
     }
@@ -66,11 +66,11 @@ impl Followed {
                     .unwrap_or_else(|| spool_dir.join("blob.checkpoint")),
                 // Between files the loop goes on at once; the listing
                 // interval is the source's own.
-                poll: Duration::from_millis(50).min(Duration::from_secs_f64(b.poll_interval)),
-                interval: Duration::from_secs_f64(b.checkpoint_interval),
+                poll: Duration::from_millis(50).min(b.poll_interval.duration()),
+                interval: b.checkpoint_interval.duration(),
                 on_stop: b.on_stop,
             },
-            grace: Duration::from_secs_f64(b.shutdown_grace),
+            grace: b.shutdown_grace.duration(),
             kind: FollowKind::Blob(b.clone()),
         }
     }

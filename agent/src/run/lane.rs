@@ -60,7 +60,7 @@ impl Lane {
             stop,
             shipper,
             batch_records: x.batch_records,
-            batch_age: Duration::from_secs_f64(x.batch_age),
+            batch_age: x.batch_age.duration(),
             resumed_after,
         }
     }

@@ -84,7 +84,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
     let lifecycle = match &cfg.azure.captures {
         Some(c) => {
             let m = crate::azure::lifecycle::manager(c, &cfg.azure)?;
-            let poll = Duration::from_secs_f64(c.poll_interval);
+            let poll = c.poll_interval.duration();
             let stop = lifecycle_stop.clone();
             Some(std::thread::spawn(move || {
                 crate::azure::lifecycle::run(m, poll, &stop)
@@ -196,7 +196,7 @@ fn run_live(
         "capture stopped: {} records; flushing",
         report.summary.records
     );
-    let (ship, spool) = lane.finish_within(Duration::from_secs_f64(l.shutdown_grace));
+    let (ship, spool) = lane.finish_within(l.shutdown_grace.duration());
     Ok(RunReport {
         summary: report.summary,
         ship,

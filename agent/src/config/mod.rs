@@ -1,0 +1,251 @@
+//! The TOML configuration, one file per section, each validating itself.
+//! Unknown keys and bad values are errors that name the key. Durations are
+//! seconds (fractions allowed), read as [`Seconds`] and turned into time in
+//! one place.
+
+mod azure;
+mod blob;
+mod capture;
+mod export;
+mod flow;
+mod folder;
+mod pipeline;
+mod seconds;
+mod secret;
+mod source;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::flow::TableConfig;
+use crate::net::{Cidr, LocalNets};
+
+pub use azure::{AzureConfig, CapturesConfig, IdentityKind};
+pub use blob::{AfterRead, BlobConfig};
+pub use capture::{CaptureConfig, LiveConfig, DEFAULT_RING_BLOCKS, DEFAULT_RING_BLOCK_KIB};
+pub use export::ExportConfig;
+pub use flow::FlowConfig;
+pub use folder::FolderConfig;
+pub use pipeline::PipelineConfig;
+pub use seconds::Seconds;
+pub use secret::Secret;
+pub use source::{OnStop, SourceConfig};
+
+/// What is wrong with a configuration. The message names the key (and the
+/// file, once it is known) so the user can go straight to it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// CIDRs that count as local for `direction`; defaults to private space.
+    pub local_nets: Option<Vec<String>>,
+    pub flow: FlowConfig,
+    pub pipeline: PipelineConfig,
+    pub source: SourceConfig,
+    pub capture: CaptureConfig,
+    /// Where `vmflow run` ships records; required by `run`.
+    pub export: Option<ExportConfig>,
+    /// Azure identity (and, later, the capture lifecycle).
+    pub azure: AzureConfig,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text).map_err(|e| match e {
+            ConfigError::Invalid(m) => ConfigError::Invalid(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        cfg.source.files.iter_mut().for_each(rel);
+        for b in cfg.source.blob.iter_mut() {
+            for p in [
+                &mut b.sas_token_file,
+                &mut b.download_dir,
+                &mut b.checkpoint,
+                &mut b.ca_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                rel(p);
+            }
+        }
+        if let Some(p) = cfg.azure.client_secret_file.as_mut() {
+            rel(p);
+        }
+        for f in cfg.source.folder.iter_mut() {
+            rel(&mut f.path);
+            if let Some(c) = f.checkpoint.as_mut() {
+                rel(c);
+            }
+        }
+        if let Some(x) = cfg.export.as_mut() {
+            for p in [&mut x.ca, &mut x.cert, &mut x.key, &mut x.spool_dir] {
+                rel(p);
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Each section checks itself, in the order the file reads.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.flow.validate()?;
+        self.pipeline.validate()?;
+        self.local_nets()?;
+        if let Some(l) = &self.capture.live {
+            l.validate()?;
+        }
+        for f in &self.source.folder {
+            f.validate()?;
+        }
+        for b in &self.source.blob {
+            b.validate()?;
+        }
+        if let Some(c) = &self.azure.captures {
+            c.validate()?;
+        }
+        self.source.validate_names()?;
+        if let Some(x) = &self.export {
+            x.validate()?;
+        }
+        Ok(())
+    }
+
+    pub fn local_nets(&self) -> Result<LocalNets, ConfigError> {
+        match &self.local_nets {
+            None => Ok(LocalNets::default()),
+            Some(list) => list
+                .iter()
+                .map(|s| s.parse::<Cidr>())
+                .collect::<Result<Vec<_>, _>>()
+                .map(LocalNets::new)
+                .map_err(|e| ConfigError::Invalid(format!("local_nets: {e}"))),
+        }
+    }
+
+    /// The flow table settings for one of `partitions` tables.
+    pub fn table(&self) -> TableConfig {
+        let f = &self.flow;
+        let parts = self.pipeline.partitions as u64;
+        let max = f.max_flows.div_ceil(parts).max(1) as usize;
+        TableConfig {
+            idle_ns: f.idle_timeout.ns(),
+            active_ns: f.active_timeout.ns(),
+            tcp_linger_ns: f.tcp_linger.ns(),
+            half_open_ns: f.half_open_timeout.ns(),
+            emergency_idle_ns: f.emergency_idle_timeout.ns(),
+            max_flows: max,
+            emergency_at: ((max as f64) * f.emergency_threshold).ceil() as usize,
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        match self.pipeline.threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::parse("[flow]\nidle_timeout = 30\ntcp_linger = 0.5\n").unwrap();
+        assert_eq!(c.flow.idle_timeout, crate::config::Seconds(30.0));
+        assert_eq!(c.table().tcp_linger_ns, 500_000_000);
+        assert_eq!(c.flow.active_timeout, crate::config::Seconds(60.0));
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("[flow]\nidle_timeot = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("idle_timeot"), "{e}");
+        let e = Config::parse("bogus = 1\n").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Config::parse("[flow]\nidle_timeout = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("flow.idle_timeout"), "{e}");
+        let e = Config::parse("[flow]\nidle_timeout = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("idle_timeout"), "{e}");
+        let e = Config::parse("local_nets = [\"10.0.0.0/33\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("local_nets"), "{e}");
+        let e = Config::parse("[pipeline]\npartitions = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pipeline.partitions"), "{e}");
+        let e = Config::parse("[capture.live]\nring_mib = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("capture.live.ring_mib"), "{e}");
+    }
+
+    #[test]
+    fn blob_reorder_window() {
+        let blob = "[source.blob]\naccount_url = \"https://a.blob.core.windows.net\"\n";
+        let c = Config::parse(blob).unwrap();
+        assert_eq!(
+            c.source.blob[0].reorder_window,
+            crate::config::Seconds(60.0)
+        );
+        let c = Config::parse(&format!("{blob}reorder_window = 0\n")).unwrap();
+        assert_eq!(c.source.blob[0].reorder_window, crate::config::Seconds(0.0));
+        for bad in ["-1", "nan", "inf"] {
+            let e = Config::parse(&format!("{blob}reorder_window = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("source.blob.reorder_window"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn live_ring_size() {
+        let c = Config::parse("[capture.live]\n").unwrap();
+        assert_eq!(c.capture.live.unwrap().ring_mib, 32);
+        let c = Config::parse("[capture.live]\nring_mib = 4\n").unwrap();
+        assert_eq!(c.capture.live.unwrap().ring_mib, 4);
+    }
+}
