@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+use super::signals::stop_flag;
 use crate::config::Config;
 use crate::error::Error;
 
@@ -99,11 +100,7 @@ fn captures(c: CapturesCmd) -> Result<ExitCode, Error> {
         CapturesCmd::Delete { name, .. } => m.delete(&name)?,
         CapturesCmd::EnsureWatcher(_) => m.ensure_watcher()?,
         CapturesCmd::Run(_) => {
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                signal_hook::flag::register(sig, stop.clone())
-                    .map_err(Error::setup("signal handler"))?;
-            }
+            let stop = stop_flag()?;
             crate::azure::lifecycle::run(m, Duration::from_secs_f64(cc.poll_interval), &stop);
         }
     }

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::engine_args::{engine_config, EngineArgs};
+use super::signals::stop_flag;
 use super::summary::print_summary;
 use crate::error::Error;
 use crate::export::{NdjsonSink, RecordSink};
@@ -35,8 +36,6 @@ pub(super) struct CaptureArgs {
 }
 
 pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
     let cfg = engine_config(&a.engine)?;
     let ifaces = if a.interfaces.is_empty() {
         crate::capture::live::default_interfaces()
@@ -57,10 +56,7 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         .iter()
         .map(|i| crate::capture::live::Ring::open(i, &opts))
         .collect::<Result<Vec<_>, _>>()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(Error::setup("signal handler"))?;
-    }
+    let stop = stop_flag()?;
     let sink: Box<dyn RecordSink> = if a.out == "-" {
         Box::new(NdjsonSink::new(io::stdout()))
     } else {

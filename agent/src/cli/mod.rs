@@ -16,6 +16,7 @@ mod engine_args;
 mod logging;
 mod replay;
 mod run;
+mod signals;
 mod summary;
 mod synth;
 
