@@ -1,6 +1,6 @@
 //! The error a command ends with: each layer's own error, wrapped as it is
 //! (their messages already name the file, key or peer), plus what the jobs
-//! that wire the layers together can fail at. Only the jobs (`daemon`) and
+//! that wire the layers together can fail at. Only the jobs (`run`) and
 //! the command line use it; the layers below return their own.
 
 use std::io;

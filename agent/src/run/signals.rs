@@ -9,7 +9,9 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::error::Error;
 
-/// A flag that SIGTERM or SIGINT sets.
+/// A flag that SIGTERM or SIGINT sets instead of killing the process: the
+/// job's loop polls it and ends its own way (records flushed, its summary
+/// printed).
 pub fn stop_flag() -> Result<Arc<AtomicBool>, Error> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

@@ -1,0 +1,113 @@
+//! `vmflow capture`: live capture to NDJSON until SIGTERM/SIGINT, with
+//! SIGHUP reloading the configuration.
+
+use std::fs::File;
+use std::io;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::engine_args::{engine_config, EngineArgs};
+use super::summary::print_summary;
+use crate::error::Error;
+use crate::export::{NdjsonSink, RecordSink};
+use crate::run::stop_flag;
+
+#[derive(Args)]
+pub(super) struct CaptureArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Interface to capture on; repeat for several. Default: every interface
+    /// that is up, not loopback and has an address.
+    #[arg(long = "interface", short = 'i')]
+    interfaces: Vec<String>,
+    #[arg(long, default_value_t = 128)]
+    snaplen: u32,
+    #[arg(long)]
+    promiscuous: bool,
+    /// Ring size per interface: this many blocks…
+    #[arg(long, default_value_t = crate::capture::live::DEFAULT_BLOCKS)]
+    ring_blocks: usize,
+    /// …of this many KiB (a multiple of the page size).
+    #[arg(long, default_value_t = crate::capture::live::DEFAULT_BLOCK_KIB)]
+    ring_block_kib: usize,
+    #[arg(long, default_value = "-")]
+    out: String,
+}
+
+pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
+    let cfg = engine_config(&a.engine)?;
+    let ifaces = if a.interfaces.is_empty() {
+        crate::capture::live::default_interfaces()
+    } else {
+        a.interfaces.clone()
+    };
+    if ifaces.is_empty() {
+        return Err(crate::capture::live::LiveError::NothingToCapture.into());
+    }
+    let opts = crate::capture::live::RingOptions {
+        snaplen: a.snaplen,
+        promiscuous: a.promiscuous,
+        blocks: a.ring_blocks.max(2),
+        block_size: a.ring_block_kib.clamp(4, 1 << 20) << 10,
+        ..Default::default()
+    };
+    let mut rings = ifaces
+        .iter()
+        .map(|i| crate::capture::live::Ring::open(i, &opts))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stop = stop_flag()?;
+    let sink: Box<dyn RecordSink> = if a.out == "-" {
+        Box::new(NdjsonSink::new(io::stdout()))
+    } else {
+        let f = File::create(&a.out).map_err(|e| Error::io(&a.out, e))?;
+        Box::new(NdjsonSink::new(f))
+    };
+    eprintln!(
+        "capture: capturing on {} (snap length {}); SIGTERM or SIGINT stops",
+        ifaces.join(", "),
+        a.snaplen
+    );
+    let tick = std::time::Duration::from_millis(200);
+    // SIGHUP re-reads the file; command-line overrides keep applying.
+    let mut from_file = crate::run::reloader(a.engine.config.clone());
+    let (threads, local_net) = (a.engine.threads, a.engine.local_net.clone());
+    let mut reload = move || {
+        from_file().map(|mut c| {
+            if let Some(t) = threads {
+                c.pipeline.threads = t;
+            }
+            if !local_net.is_empty() {
+                c.local_nets = Some(local_net.clone());
+            }
+            c
+        })
+    };
+    let (report, stats) = crate::run::capture(
+        &cfg,
+        &mut rings,
+        sink,
+        None,
+        &stop,
+        &mut reload,
+        &std::sync::atomic::AtomicU64::new(0),
+        tick,
+        opts.block_timeout_ms,
+        Some(&crate::run::IfaceWatch {
+            configured: a.interfaces.clone(),
+            ring: opts.clone(),
+            every: std::time::Duration::from_secs(2),
+        }),
+    );
+    print_summary("capture", &report.summary);
+    for s in &stats {
+        eprintln!(
+            "capture: iface.{}.packets={} iface.{}.kernel_drops={}",
+            s.iface, s.packets, s.iface, s.kernel_drops
+        );
+    }
+    match report.error {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,61 @@
+//! `vmflow collect`: the collector's flags, bounded before they reach the
+//! collector job (`run::run_collector`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::error::Error;
+
+#[derive(Args)]
+pub(super) struct CollectCmd {
+    /// Address to listen on (port 0 picks one; the bound address is printed).
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    #[arg(long)]
+    cert: PathBuf,
+    #[arg(long)]
+    key: PathBuf,
+    /// Only agents with a certificate from this CA are accepted.
+    #[arg(long = "client-ca")]
+    client_ca: PathBuf,
+    /// Output directory: one subdirectory per agent, hourly NDJSON files.
+    #[arg(long)]
+    out: PathBuf,
+    /// Connections at once (default: the descriptor limit less 64); more
+    /// wait in the listen backlog.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Connections still in their TLS handshake or hello; more are closed
+    /// at once, so unauthenticated peers cannot crowd out agents.
+    #[arg(long, default_value_t = 64)]
+    max_handshakes: usize,
+    /// Seconds an unauthenticated connection has for TLS and hello.
+    #[arg(long, default_value_t = 5.0)]
+    handshake_timeout: f64,
+    /// MiB of incoming frames buffered across all connections.
+    #[arg(long, default_value_t = 64)]
+    max_buffer_mib: usize,
+    /// Seconds a connection may go without a complete frame (agents send a
+    /// heartbeat every 10 s).
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout: f64,
+}
+
+pub(super) fn cmd(a: CollectCmd) -> Result<ExitCode, Error> {
+    crate::run::run_collector(crate::run::CollectArgs {
+        listen: a.listen,
+        cert: a.cert,
+        key: a.key,
+        client_ca: a.client_ca,
+        out: a.out,
+        max_connections: a.max_connections,
+        max_handshakes: a.max_handshakes,
+        handshake_timeout: Duration::from_secs_f64(a.handshake_timeout.clamp(0.1, 3600.0)),
+        frame_budget: a.max_buffer_mib.clamp(17, 1 << 16) << 20,
+        idle_timeout: Duration::from_secs_f64(a.idle_timeout.clamp(1.0, 86_400.0)),
+    })
+    .map(|_| ExitCode::SUCCESS)
+}

@@ -1,0 +1,40 @@
+//! The engine flags `replay`, `bench` and `capture` share, and the
+//! configuration they make.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::config::Config;
+use crate::error::Error;
+
+#[derive(Args)]
+pub(super) struct EngineArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    pub(super) config: Option<PathBuf>,
+    /// Flow shard threads (default: config, else cores - 1).
+    #[arg(long)]
+    pub(super) threads: Option<usize>,
+    /// Local network (CIDR); repeat for several. Replaces the configured list.
+    #[arg(long = "local-net", value_name = "CIDR")]
+    pub(super) local_net: Vec<String>,
+}
+
+pub(super) fn engine_config(a: &EngineArgs) -> Result<Config, Error> {
+    let mut cfg = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(t) = a.threads {
+        if t == 0 {
+            return Err(Error::Usage("--threads must be at least 1"));
+        }
+        cfg.pipeline.threads = t;
+    }
+    if !a.local_net.is_empty() {
+        cfg.local_nets = Some(a.local_net.clone());
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}

@@ -1,0 +1,83 @@
+//! Command-line interface. This file routes a command line to its
+//! subcommand (one file each) and is the one place a command's error
+//! becomes the exit status and the `vmflow: error: …` line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod azure;
+mod bench;
+mod capture;
+mod certs;
+mod collect;
+mod demo;
+mod engine_args;
+mod logging;
+mod replay;
+mod run;
+mod summary;
+mod synth;
+
+pub use bench::peak_rss_mib;
+pub use demo::read_ndjson;
+pub use run::EXIT_LOSSY;
+pub use summary::print_summary;
+
+#[derive(Parser)]
+#[command(
+    name = "vmflow",
+    version,
+    about = "Flow agent: packets to bidirectional flow records"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Turn capture files (pcap, pcapng, NetMon 2.x) into flow records (NDJSON).
+    Replay(replay::ReplayArgs),
+    /// Write a synthetic capture and, optionally, the exact expected records.
+    Synth(synth::SynthArgs),
+    /// Synthesize a capture and replay it in one process; print packets/s and peak memory.
+    Bench(bench::BenchArgs),
+    /// Show the whole path on this machine: synthesize a capture, replay it, summarize.
+    Demo(demo::DemoArgs),
+    /// The agent: read the configured source, ship records to a collector.
+    Run(run::RunArgs),
+    /// Live capture on network interfaces, records as NDJSON, until SIGTERM/SIGINT.
+    Capture(capture::CaptureArgs),
+    /// The collector: accept agents over mutual TLS, write their records.
+    Collect(collect::CollectCmd),
+    /// Certificates for trying the shipping path out.
+    #[command(subcommand)]
+    Certs(certs::CertsCmd),
+    /// Azure: the Network Watcher packet-capture lifecycle ([azure.captures]).
+    #[command(subcommand)]
+    Azure(azure::AzureCmd),
+}
+
+pub fn main() -> ExitCode {
+    logging::init();
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Replay(a) => replay::cmd(a),
+        Cmd::Synth(a) => synth::cmd(a),
+        Cmd::Bench(a) => bench::cmd(a),
+        Cmd::Demo(a) => demo::cmd(a),
+        Cmd::Run(a) => run::cmd(a),
+        Cmd::Capture(a) => capture::cmd(a),
+        Cmd::Collect(a) => collect::cmd(a),
+        Cmd::Azure(c) => azure::cmd(c),
+        Cmd::Certs(c) => certs::cmd(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vmflow: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! `vmflow run`: the agent, and the exit code that tells a lossy run from a
+//! clean one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::summary::print_run;
+use crate::config::Config;
+use crate::error::Error;
+
+#[derive(Args)]
+pub(super) struct RunArgs {
+    #[arg(long)]
+    config: PathBuf,
+}
+
+/// `vmflow run` exits 3 when it ran to the end but records were lost
+/// (spool overflow, a disk that refused them, damage found in the spool):
+/// a supervisor can tell a clean run from a lossy one.
+pub const EXIT_LOSSY: u8 = 3;
+
+pub(super) fn cmd(a: RunArgs) -> Result<ExitCode, Error> {
+    let cfg = Config::load(&a.config)?;
+    let r = crate::run::run_agent(&cfg, Some(a.config.clone()))?;
+    print_run("run", &r);
+    for (name, s) in &r.streams {
+        print_run(&format!("run[{name}]"), s);
+    }
+    if let Some(e) = r.error {
+        return Err(e);
+    }
+    let lost = r.spool.lost_records();
+    if lost > 0 {
+        eprintln!("run: {lost} records were lost (lost_records); exit code {EXIT_LOSSY}");
+        return Ok(ExitCode::from(EXIT_LOSSY));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,99 @@
+//! The summary lines a command ends with, on stderr so they never mix with
+//! records on stdout.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use crate::error::Error;
+use crate::pipeline::{Report, Summary};
+
+/// The summary comes first even when the run failed: it says how far the
+/// run got before the error.
+pub(super) fn finish<E: Into<Error>>(what: &str, report: Report<E>) -> Result<ExitCode, Error> {
+    print_summary(what, &report.summary);
+    match report.error {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => Err(e.into()),
+    }
+}
+
+/// One `key=value` line, then one line per skip reason: easy for people and scripts.
+pub fn print_summary(what: &str, s: &Summary) {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "{what}: packets={} flow_packets={} ip_bytes={} skipped={} flows={} records={} \
+         record_packets={} record_bytes={} evicted={} emergency_expired={} frag_first={} \
+         frag_later={} frag_orphaned={} \
+         warnings={} threads={} elapsed_s={:.3} mpps={:.2}",
+        s.packets,
+        s.flow_packets,
+        s.ip_bytes,
+        s.skipped_total(),
+        s.flows,
+        s.records,
+        s.record_packets,
+        s.record_bytes,
+        s.table.evicted,
+        s.table.emergency_expired,
+        s.frag.first,
+        s.frag.later,
+        s.frag.orphaned,
+        s.warnings.len(),
+        s.threads,
+        s.elapsed.as_secs_f64(),
+        s.mpps(),
+    );
+    for (reason, n) in &s.skipped {
+        let _ = writeln!(err, "{what}: skipped.{reason}={n}");
+    }
+}
+
+pub(super) fn print_run(what: &str, r: &crate::run::RunReport) {
+    print_summary(what, &r.summary);
+    eprintln!(
+        "{what}: resumed_after={} spooled_batches={} spooled_records={} batches_sent={} batches_acked={} \
+         connections={} connect_failures={} dropped_batches={} dropped_records={} append_errors={} \
+         corrupt_batches={} corrupt_records={} lost_records={}",
+        r.resumed_after,
+        r.spool.batches,
+        r.spool.records,
+        r.ship.batches_sent,
+        r.ship.batches_acked,
+        r.ship.connections,
+        r.ship.connect_failures,
+        r.spool.dropped_batches,
+        r.spool.dropped_records,
+        r.spool.failed_records,
+        r.spool.corrupt_batches,
+        r.spool.corrupt_records,
+        r.spool.lost_records(),
+    );
+    for s in &r.ifaces {
+        eprintln!(
+            "{what}: iface.{}.packets={} iface.{}.kernel_drops={}",
+            s.iface, s.packets, s.iface, s.kernel_drops
+        );
+    }
+    if let Some(b) = &r.blob {
+        eprintln!(
+            "{what}: blob.listings={} blob.downloaded={} blob.bytes={} blob.deleted={} blob.vanished={} blob.errors={} blob.late={} blob.late_packets={}",
+            b.listings, b.downloaded, b.bytes, b.deleted, b.vanished, b.errors, b.late, b.late_packets
+        );
+    }
+    if let Some((c, gaps)) = &r.coverage {
+        eprintln!(
+            "{what}: coverage.files={} coverage.packets={} coverage.duplicates={} coverage.gaps={} coverage.gap_ns={}",
+            c.files, c.packets, c.duplicates, c.gaps, c.gap_ns
+        );
+        for g in gaps {
+            eprintln!(
+                "{what}: gap start_ns={} end_ns={} reason={:?}",
+                g.start_ns, g.end_ns, g.reason
+            );
+        }
+    }
+    for (start, end) in &r.covered {
+        eprintln!("{what}: covered start_ns={start} end_ns={end}");
+    }
+}
