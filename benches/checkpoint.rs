@@ -10,7 +10,7 @@ use vmflow::capture::CaptureReader;
 use vmflow::config::Config;
 use vmflow::export::CountSink;
 use vmflow::follow::checkpoint::Checkpoint;
-use vmflow::pipeline::{run_with, RunOptions};
+use vmflow::pipeline::{run_inline, InlineOptions};
 use vmflow::synth::{generate, SynthParams};
 
 fn main() {
@@ -38,19 +38,16 @@ fn main() {
         generate(&p, &cfg, &mut pcap, false).unwrap();
         cfg.flow.idle_timeout = vmflow::config::Seconds(1e6);
         cfg.flow.active_timeout = vmflow::config::Seconds(1e6);
-        let opts = RunOptions {
-            inline: true,
-            ..RunOptions::default()
-        };
+        let opts = InlineOptions::default();
         let (mut take, mut enc, mut size, mut flows) = (Duration::MAX, Duration::MAX, 0, 0);
-        run_with(&cfg, CountSink::default(), opts, |feed| {
+        run_inline(&cfg, CountSink::default(), opts, |feed| {
             let mut r = CaptureReader::open(std::io::Cursor::new(&pcap[..])).unwrap();
             while let Some(p) = r.next_packet().unwrap() {
                 feed.packet(p);
             }
             for _ in 0..5 {
                 let t = Instant::now();
-                let state = feed.checkpoint()?.expect("inline");
+                let state = feed.checkpoint()?;
                 take = take.min(t.elapsed());
                 let ck = Checkpoint::new("bench".into(), state, 0u64);
                 let t = Instant::now();

@@ -1,5 +1,5 @@
 //! The live-capture engine without the ring: decode, fragments, routing, flow
-//! tables and record output on one thread (`RunOptions::inline`, batches of
+//! tables and record output on one thread (`pipeline::run_inline`, batches of
 //! 256 like `vmflow capture`), fed the synthetic capture the live benchmark
 //! sends (2 M packets, 20,000 concurrent flows, snap length 128) from memory.
 //! What `benches/ab_live_cpu.sh` measures minus the ring and the wake-ups,
@@ -12,7 +12,7 @@
 //! next ring block, and reports the thread's CPU time instead of wall time:
 //! what an idle stretch costs the next packets. With `ONCE=1` it runs the engine once and prints ns/packet instead, for
 //! counting instructions (`valgrind --tool=callgrind
-//! --toggle-collect='vmflow::pipeline::run_with*'`), which unlike time does
+//! --toggle-collect='vmflow::pipeline::run_engine*'`), which unlike time does
 //! not vary from run to run.
 
 use std::hint::black_box;
@@ -22,7 +22,7 @@ use criterion::{Criterion, Throughput};
 use vmflow::capture::{CaptureReader, RawPacket};
 use vmflow::config::Config;
 use vmflow::export::CountSink;
-use vmflow::pipeline::{run_with, RunOptions};
+use vmflow::pipeline::{run_inline, InlineOptions};
 use vmflow::synth::{generate, SynthParams};
 
 fn main() {
@@ -51,11 +51,8 @@ fn main() {
     let every = env("EVERY").unwrap_or(5_000).max(1) as usize;
     let run = || {
         let mut sink = CountSink::default();
-        let opts = RunOptions {
-            inline: true,
-            ..RunOptions::default()
-        };
-        let report = run_with(&cfg, &mut sink, opts, |feed| {
+        let opts = InlineOptions::default();
+        let report = run_inline(&cfg, &mut sink, opts, |feed| {
             for (i, (ts_ns, linktype, orig_len, data)) in frames.iter().enumerate() {
                 if idle_ms > 0 && i % every == 0 {
                     std::thread::sleep(std::time::Duration::from_millis(idle_ms));

@@ -14,7 +14,7 @@ use pnet_datalink::{Channel, Config as ChannelConfig};
 use vmflow::capture::RawPacket;
 use vmflow::config::Config;
 use vmflow::export::CountSink;
-use vmflow::pipeline::{run_with, RunOptions};
+use vmflow::pipeline::{run_inline, InlineOptions};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -42,14 +42,11 @@ fn main() {
     let mut cfg = Config::default();
     // The batch size `vmflow capture` uses.
     cfg.pipeline.batch_packets = 256;
-    let opts = RunOptions {
-        inline: true,
-        ..RunOptions::default()
-    };
+    let opts = InlineOptions::default();
     eprintln!("capturing on {iface} (pnet datalink channel)");
     let mut seen = 0u64;
     let mut sink = CountSink::default();
-    let report = run_with(&cfg, &mut sink, opts, |feed| {
+    let report = run_inline(&cfg, &mut sink, opts, |feed| {
         while !stop.load(Ordering::Relaxed) {
             // pnet gives no kernel timestamp; the wall clock stands in.
             let Ok(frame) = rx.next() else { continue };

@@ -20,7 +20,7 @@ use vmflow::config::{BlobConfig, Config};
 use vmflow::export::VecSink;
 use vmflow::follow::blob::{BlobPosition, BlobSource};
 use vmflow::follow::{Step, Tailed};
-use vmflow::pipeline::{run_with, RunOptions};
+use vmflow::pipeline::{run_inline, InlineOptions};
 use vmflow_proto::FlowRecord;
 
 const PREFIX: &str =
@@ -242,11 +242,8 @@ fn a_blob_deleted_under_the_agent_is_a_gap() {
     )
     .unwrap();
     let mut sink = VecSink::default();
-    let opts = RunOptions {
-        inline: true,
-        ..RunOptions::default()
-    };
-    let report = run_with(&cfg, &mut sink, opts, |feed| {
+    let opts = InlineOptions::default();
+    let report = run_inline(&cfg, &mut sink, opts, |feed| {
         // The listing and the first download; then blob 2 goes away.
         assert_eq!(src.step(feed)?, Step::Progress);
         assert!(client(&az, &full_sas()).delete(&blob_name(2)).unwrap());
@@ -793,12 +790,9 @@ fn a_grown_blob_after_a_restart_is_read_on_and_a_rewritten_one_again() {
     let cfg = Config::default();
     let drain = |src: &mut BlobSource| {
         let mut sink = VecSink::default();
-        let opts = RunOptions {
-            inline: true,
-            ..RunOptions::default()
-        };
+        let opts = InlineOptions::default();
         let mut steps = 0;
-        let report = run_with(&cfg, &mut sink, opts, |feed| {
+        let report = run_inline(&cfg, &mut sink, opts, |feed| {
             while steps < 1000 && src.step(feed)? == Step::Progress {
                 steps += 1;
             }

@@ -373,11 +373,8 @@ fn step_until(
     };
     let mut src = FolderSource::new(f.clone(), FolderPosition::new(&f));
     let mut sink = VecSink::default();
-    let opts = vmflow::pipeline::RunOptions {
-        inline: true,
-        ..Default::default()
-    };
-    let report = vmflow::pipeline::run_with(&Config::default(), &mut sink, opts, |feed| {
+    let opts = vmflow::pipeline::InlineOptions::default();
+    let report = vmflow::pipeline::run_inline(&Config::default(), &mut sink, opts, |feed| {
         for i in 0..looks {
             while src.step(feed)? == Step::Progress {}
             between(i, src.sequence().stats.packets);

@@ -23,6 +23,9 @@ use crate::flow::{
 use crate::packet::RawPacket;
 use crate::sink::RecordSink;
 
+/// Only `run_inline` hands out an `InlineFeed`, whose engine is inline.
+const NOT_INLINE: PipelineError = PipelineError::Stage("an inline operation on a threaded run");
+
 /// What stops the engine: the output failing, a stage dying, or settings or a
 /// checkpoint that do not fit this run. A source's own errors travel beside
 /// these in [`Report`] (its `E`).
@@ -36,8 +39,6 @@ pub enum PipelineError {
     Stage(&'static str),
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("config: reloading needs an inline run (live capture)")]
-    ReloadNeedsInline,
     #[error("config: pipeline.partitions cannot change without a restart; nothing was reloaded")]
     PartitionsFixed,
     #[error(
@@ -133,21 +134,26 @@ pub trait Feed {
     /// Packet time has reached `now_ns` without a packet (live sources):
     /// close the current batch and run every timeout due by then.
     fn tick(&mut self, now_ns: u64);
-    /// Applies new flow settings (timeouts, bound, local networks) without
-    /// losing a flow. Only an inline run (live capture) can do it.
-    fn reconfigure(&mut self, cfg: &Config) -> Result<(), PipelineError>;
     /// The source saw nothing between these packet times although traffic
     /// may have flowed: flows open then are marked `gap`. Travels in the
     /// packet stream, so it changes no batch boundary.
     fn gap(&mut self, start_ns: u64, end_ns: u64);
+}
+
+/// An engine running on the caller's thread ([`run_inline`]): besides
+/// packets it can be reconfigured, checkpointed and ended at will, which a
+/// threaded run cannot do between two packets.
+pub trait InlineFeed: Feed {
+    /// Applies new flow settings (timeouts, bound, local networks) without
+    /// losing a flow.
+    fn reconfigure(&mut self, cfg: &Config) -> Result<(), PipelineError>;
     /// Hands every record produced so far to durable storage and returns the
-    /// engine's whole state, to resume from later as if never stopped
-    /// (inline runs; `None` otherwise).
-    fn checkpoint(&mut self) -> Result<Option<EngineState>, PipelineError>;
-    /// Ends every open flow now (inline runs), e.g. before a last checkpoint.
+    /// engine's whole state, to resume from later as if never stopped.
+    fn checkpoint(&mut self) -> Result<EngineState, PipelineError>;
+    /// Ends every open flow now, e.g. before a last checkpoint.
     fn end_flows(&mut self, reason: EndReason);
     /// The run ends without ending its open flows: they live on in the last
-    /// checkpoint (inline runs).
+    /// checkpoint.
     fn keep_open(&mut self);
 }
 
@@ -186,13 +192,6 @@ pub struct RunOptions {
     /// Packets to or from this address and port (the agent's own export
     /// connection) are not flows; they are counted as `own_export`.
     pub exclude: Option<std::net::SocketAddr>,
-    /// Run the flow tables and the output on the caller's thread. Cheaper per
-    /// packet when packets arrive at a modest rate (live capture); the output
-    /// is the same as with threads.
-    pub inline: bool,
-    /// Start from a checkpoint instead of empty tables (needs `inline` and
-    /// the same partition count).
-    pub restore: Option<Box<EngineState>>,
 }
 
 impl Default for RunOptions {
@@ -200,10 +199,17 @@ impl Default for RunOptions {
         RunOptions {
             end: EndReason::EndOfInput,
             exclude: None,
-            inline: false,
-            restore: None,
         }
     }
+}
+
+/// An inline run: how it ends, what it leaves out, where it starts.
+#[derive(Default)]
+pub struct InlineOptions {
+    pub run: RunOptions,
+    /// Start from a checkpoint instead of empty tables (the same partition
+    /// count).
+    pub restore: Option<Box<EngineState>>,
 }
 
 /// Runs the engine over any packet source, ending with `end_of_input`.
@@ -216,16 +222,47 @@ where
     run_with(cfg, sink, RunOptions::default(), source)
 }
 
-/// Runs the engine over any packet source. `source` is handed a [`Feed`] and
-/// gives it every packet, in order.
+/// Runs the engine over any packet source on `pipeline.threads` shards.
+/// `source` is handed a [`Feed`] and gives it every packet, in order.
 pub fn run_with<S, F, E>(cfg: &Config, sink: S, opts: RunOptions, source: F) -> Report<E>
 where
     S: RecordSink,
     F: FnOnce(&mut dyn Feed) -> Result<(), E>,
     E: From<PipelineError>,
 {
+    run_engine(cfg, sink, opts, None, |ingest| source(ingest))
+}
+
+/// Runs the flow tables and the output on the caller's thread: cheaper per
+/// packet when packets arrive at a modest rate (live capture, followed
+/// sources), and the engine can be checkpointed, restored and reconfigured.
+/// The records are the same as with threads.
+pub fn run_inline<S, F, E>(cfg: &Config, sink: S, opts: InlineOptions, source: F) -> Report<E>
+where
+    S: RecordSink,
+    F: FnOnce(&mut dyn InlineFeed) -> Result<(), E>,
+    E: From<PipelineError>,
+{
+    let restore = Some(opts.restore);
+    run_engine(cfg, sink, opts.run, restore, |ingest| source(ingest))
+}
+
+/// `inline`: `None` for a threaded run, `Some(restore)` for an inline one.
+fn run_engine<S, F, E>(
+    cfg: &Config,
+    sink: S,
+    opts: RunOptions,
+    inline: Option<Option<Box<EngineState>>>,
+    source: F,
+) -> Report<E>
+where
+    S: RecordSink,
+    F: FnOnce(&mut Ingest<'_>) -> Result<(), E>,
+    E: From<PipelineError>,
+{
     let start = Instant::now();
-    let threads = if opts.inline { 1 } else { cfg.threads() };
+    let is_inline = inline.is_some();
+    let threads = if is_inline { 1 } else { cfg.threads() };
     let parts = cfg.pipeline.partitions;
     let batch = cfg.pipeline.batch_packets;
     let local = match cfg.local_nets() {
@@ -239,7 +276,7 @@ where
     };
     let table_cfg = cfg.table();
     let frag_timeout = cfg.flow.fragment_timeout.ns();
-    let mut restore = opts.restore;
+    let mut restore = inline.flatten();
     if let Some(r) = &restore {
         if r.pending
             .iter()
@@ -250,7 +287,7 @@ where
                 error: Some(PipelineError::UnknownPartition.into()),
             };
         }
-        if !opts.inline || r.tables.len() != parts {
+        if r.tables.len() != parts {
             return Report {
                 summary: Summary::default(),
                 error: Some(
@@ -268,7 +305,7 @@ where
     let mut from_shard = Vec::new();
     let mut recycle = Vec::new();
     let mut shard_ends = Vec::new();
-    for _ in 0..if opts.inline { 0 } else { threads } {
+    for _ in 0..if is_inline { 0 } else { threads } {
         let (tx, rx) = bounded::<ToShard>(4);
         let (otx, orx) = bounded::<FromShard>(4);
         let (rtx, rrx) = unbounded::<Vec<Routed>>();
@@ -284,7 +321,7 @@ where
     };
     let mut error = None;
 
-    let (sink, inline) = if opts.inline {
+    let (sink, inline) = if is_inline {
         let (tables, written) = match restore.as_mut() {
             Some(r) => (
                 std::mem::take(&mut r.tables)
@@ -512,9 +549,18 @@ impl Feed for Ingest<'_> {
         self.close_batch();
     }
 
+    fn gap(&mut self, start_ns: u64, end_ns: u64) {
+        if self.reader.failed {
+            return;
+        }
+        self.reader.push_gap(start_ns, end_ns);
+    }
+}
+
+impl InlineFeed for Ingest<'_> {
     fn reconfigure(&mut self, cfg: &Config) -> Result<(), PipelineError> {
         let Some(inl) = self.reader.inline.as_mut() else {
-            return Err(PipelineError::ReloadNeedsInline);
+            return Err(NOT_INLINE);
         };
         cfg.validate()?;
         if cfg.pipeline.partitions != inl.tables.len() {
@@ -536,13 +582,6 @@ impl Feed for Ingest<'_> {
         Ok(())
     }
 
-    fn gap(&mut self, start_ns: u64, end_ns: u64) {
-        if self.reader.failed {
-            return;
-        }
-        self.reader.push_gap(start_ns, end_ns);
-    }
-
     fn end_flows(&mut self, reason: EndReason) {
         if self.reader.failed || self.reader.inline.is_none() {
             return;
@@ -557,9 +596,9 @@ impl Feed for Ingest<'_> {
         self.keep_open = true;
     }
 
-    fn checkpoint(&mut self) -> Result<Option<EngineState>, PipelineError> {
+    fn checkpoint(&mut self) -> Result<EngineState, PipelineError> {
         let Some(inl) = self.reader.inline.as_mut() else {
-            return Ok(None);
+            return Err(NOT_INLINE);
         };
         if let Some(e) = &inl.error {
             // The first failure stays with the run's report; the checkpoint
@@ -570,7 +609,7 @@ impl Feed for Ingest<'_> {
             )));
         }
         inl.sink.flush().map_err(PipelineError::Output)?;
-        Ok(Some(EngineState {
+        Ok(EngineState {
             tables: inl.tables.iter().map(|t| t.snapshot()).collect(),
             frag: self.frag.snapshot(),
             pending: self.reader.batches[0].clone(),
@@ -583,7 +622,7 @@ impl Feed for Ingest<'_> {
             flows: inl.written.flows,
             record_packets: inl.written.packets,
             record_bytes: inl.written.bytes,
-        }))
+        })
     }
 }
 
@@ -899,15 +938,20 @@ mod tests {
     use crate::capture::CaptureReader;
     use crate::export::VecSink;
 
-    fn records(cfg: &Config, pcap: &[u8], opts: RunOptions) -> Vec<FlowRecord> {
+    fn records(cfg: &Config, pcap: &[u8], inline: bool) -> Vec<FlowRecord> {
         let mut sink = VecSink::default();
-        let report = run_with(cfg, &mut sink, opts, |feed| {
+        let all = |feed: &mut dyn Feed| {
             let mut r = CaptureReader::open(std::io::Cursor::new(pcap)).expect("valid");
             while let Some(p) = r.next_packet().expect("valid") {
                 feed.packet(p);
             }
             Ok::<_, PipelineError>(())
-        });
+        };
+        let report = if inline {
+            run_inline(cfg, &mut sink, InlineOptions::default(), |feed| all(feed))
+        } else {
+            run_with(cfg, &mut sink, RunOptions::default(), all)
+        };
         assert!(report.error.is_none());
         sink.0
     }
@@ -927,22 +971,18 @@ mod tests {
         cfg.flow.tcp_linger = crate::config::Seconds(0.001);
         cfg.flow.idle_timeout = crate::config::Seconds(0.05);
         cfg.pipeline.batch_packets = 1000;
-        let inline = || RunOptions {
-            inline: true,
-            ..RunOptions::default()
-        };
-        let whole = records(&cfg, &pcap, inline());
+        let whole = records(&cfg, &pcap, true);
         // Cut mid-batch and at a batch boundary.
         for cut in [23_456usize, 30_000] {
             let mut first = VecSink::default();
             let mut state = None;
-            let report = run_with(&cfg, &mut first, inline(), |feed| {
+            let report = run_inline(&cfg, &mut first, InlineOptions::default(), |feed| {
                 let mut r = CaptureReader::open(std::io::Cursor::new(&pcap[..])).unwrap();
                 for _ in 0..cut {
                     let p = r.next_packet().unwrap().unwrap();
                     feed.packet(p);
                 }
-                state = feed.checkpoint().unwrap();
+                state = Some(feed.checkpoint().unwrap());
                 Ok::<_, PipelineError>(())
             });
             assert!(report.error.is_none());
@@ -953,11 +993,11 @@ mod tests {
             assert!(at > 1_000, "records before the checkpoint: {at}");
             assert_eq!(&first.0[..at], &whole[..at]);
             let mut rest = VecSink::default();
-            let opts = RunOptions {
+            let opts = InlineOptions {
                 restore: Some(Box::new(state)),
-                ..inline()
+                ..InlineOptions::default()
             };
-            let report = run_with(&cfg, &mut rest, opts, |feed| {
+            let report = run_inline(&cfg, &mut rest, opts, |feed| {
                 let mut r = CaptureReader::open(std::io::Cursor::new(&pcap[..])).unwrap();
                 for _ in 0..cut {
                     r.next_packet().unwrap().unwrap();
@@ -987,15 +1027,8 @@ mod tests {
         cfg.flow.max_flows = 500;
         for threads in [1, 3] {
             cfg.pipeline.threads = threads;
-            let threaded = records(&cfg, &pcap, RunOptions::default());
-            let inline = records(
-                &cfg,
-                &pcap,
-                RunOptions {
-                    inline: true,
-                    ..RunOptions::default()
-                },
-            );
+            let threaded = records(&cfg, &pcap, false);
+            let inline = records(&cfg, &pcap, true);
             assert!(threaded.len() > 1_000);
             assert!(threaded == inline, "threads {threads}");
         }

@@ -6,19 +6,18 @@ use libfuzzer_sys::fuzz_target;
 use vmflow::follow::checkpoint::Checkpoint;
 use vmflow::config::Config;
 use vmflow::export::VecSink;
-use vmflow::pipeline::{run_with, RunOptions};
+use vmflow::pipeline::{run_inline, InlineOptions};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(ck) = rmp_serde::from_slice::<Checkpoint<u64>>(data) else {
         return;
     };
     let cfg = Config::default();
-    let opts = RunOptions {
-        inline: true,
+    let opts = InlineOptions {
         restore: Some(Box::new(ck.engine)),
-        ..RunOptions::default()
+        ..InlineOptions::default()
     };
-    run_with(&cfg, VecSink::default(), opts, |feed| {
+    run_inline(&cfg, VecSink::default(), opts, |feed| {
         feed.tick(u64::MAX / 2);
         Ok::<_, vmflow::pipeline::PipelineError>(())
     });

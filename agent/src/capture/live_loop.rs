@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::live::{self, IfaceStats, Ring, RingOptions};
 use super::SourceError;
 use crate::config::Config;
-use crate::pipeline::{self, Feed};
+use crate::pipeline::{self, InlineFeed};
 use crate::sink::RecordSink;
 
 /// Live capture into `sink` until `stop` is set: packets from every ring, and
@@ -31,10 +31,11 @@ pub fn capture<S: RecordSink>(
 ) -> (pipeline::Report<SourceError>, Vec<IfaceStats>) {
     use std::sync::atomic::Ordering;
     use std::time::{Instant, SystemTime, UNIX_EPOCH};
-    let opts = pipeline::RunOptions {
-        end: vmflow_proto::EndReason::Shutdown,
-        exclude,
-        inline: true,
+    let opts = pipeline::InlineOptions {
+        run: pipeline::RunOptions {
+            end: vmflow_proto::EndReason::Shutdown,
+            exclude,
+        },
         restore: None,
     };
     // Small batches keep a batch in L2 between the reader writing it and the
@@ -43,7 +44,7 @@ pub fn capture<S: RecordSink>(
     let mut cfg = cfg.clone();
     cfg.pipeline.batch_packets = cfg.pipeline.batch_packets.min(256);
     let mut gone: Vec<IfaceStats> = Vec::new();
-    let report = pipeline::run_with(&cfg, sink, opts, |feed: &mut dyn Feed| {
+    let report = pipeline::run_inline(&cfg, sink, opts, |feed: &mut dyn InlineFeed| {
         let mut last_ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);

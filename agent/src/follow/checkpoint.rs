@@ -152,12 +152,8 @@ mod tests {
         let path = Path::new("/s/folder.checkpoint");
         let cfg = Config::default();
         let mut state = None;
-        let inline = RunOptions {
-            inline: true,
-            ..RunOptions::default()
-        };
-        run_with(&cfg, VecSink::default(), inline, |feed| {
-            state = feed.checkpoint()?;
+        run_inline(&cfg, VecSink::default(), InlineOptions::default(), |feed| {
+            state = Some(feed.checkpoint()?);
             Ok::<_, crate::pipeline::PipelineError>(())
         });
         let state = rmp_serde::to_vec(&state.unwrap()).unwrap();
@@ -177,7 +173,7 @@ mod tests {
     use crate::capture::CaptureReader;
     use crate::config::Config;
     use crate::export::VecSink;
-    use crate::pipeline::{run_with, RunOptions};
+    use crate::pipeline::{run_inline, InlineOptions};
 
     /// A real checkpoint, cut and bit-flipped: the checksum refuses every
     /// damaged file; and a damaged body that still decodes (what the checksum
@@ -193,17 +189,13 @@ mod tests {
         };
         let cfg = Config::default();
         crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
-        let inline = || RunOptions {
-            inline: true,
-            ..RunOptions::default()
-        };
         let mut state = None;
-        run_with(&cfg, VecSink::default(), inline(), |feed| {
+        run_inline(&cfg, VecSink::default(), InlineOptions::default(), |feed| {
             let mut r = CaptureReader::open(std::io::Cursor::new(&pcap[..])).unwrap();
             for _ in 0..1_500 {
                 feed.packet(r.next_packet().unwrap().unwrap());
             }
-            state = feed.checkpoint()?;
+            state = Some(feed.checkpoint()?);
             Ok::<_, crate::pipeline::PipelineError>(())
         });
         let dir = tempfile::tempdir().unwrap();
@@ -237,11 +229,11 @@ mod tests {
             let Some(body) = b.get(8..) else { continue };
             if let Ok(ck) = rmp_serde::from_slice::<Checkpoint<u64>>(body) {
                 decoded += 1;
-                let opts = RunOptions {
+                let opts = InlineOptions {
                     restore: Some(Box::new(ck.engine)),
-                    ..inline()
+                    ..InlineOptions::default()
                 };
-                run_with(&cfg, VecSink::default(), opts, |feed| {
+                run_inline(&cfg, VecSink::default(), opts, |feed| {
                     let mut r = CaptureReader::open(std::io::Cursor::new(&pcap[..])).unwrap();
                     while let Some(p) = r.next_packet().unwrap() {
                         feed.packet(p);

@@ -13,7 +13,7 @@ use super::checkpoint::{self, Checkpoint};
 use super::tailed::{Step, Tailed};
 use super::FollowError;
 use crate::config::{Config, OnStop};
-use crate::pipeline::{self, EngineState, Feed, Report, RunOptions};
+use crate::pipeline::{self, EngineState, InlineFeed, InlineOptions, Report, RunOptions};
 use crate::sink::RecordSink;
 
 pub struct TailOptions {
@@ -51,20 +51,19 @@ pub fn run<T: Tailed, S: RecordSink>(
     stop: &AtomicBool,
 ) -> TailReport {
     let mut checkpoints = 0;
-    let run_opts = RunOptions {
-        end: EndReason::Shutdown,
-        inline: true,
+    let run_opts = InlineOptions {
+        run: RunOptions {
+            end: EndReason::Shutdown,
+            ..RunOptions::default()
+        },
         restore: restore.map(Box::new),
-        ..RunOptions::default()
     };
-    let report = pipeline::run_with(cfg, sink, run_opts, |feed: &mut dyn Feed| {
+    let report = pipeline::run_inline(cfg, sink, run_opts, |feed: &mut dyn InlineFeed| {
         let mut last = Instant::now();
         let mut moved = false;
         let mut last_error = String::new();
-        let save = |feed: &mut dyn Feed, src: &mut T| -> Result<(), FollowError> {
-            let Some(engine) = feed.checkpoint()? else {
-                return Ok(());
-            };
+        let save = |feed: &mut dyn InlineFeed, src: &mut T| -> Result<(), FollowError> {
+            let engine = feed.checkpoint()?;
             let ck = Checkpoint::new(opts.key.clone(), engine, src.position());
             checkpoint::save(&*opts.fs, &opts.checkpoint, &ck)?;
             src.checkpointed();

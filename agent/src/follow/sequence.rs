@@ -212,8 +212,6 @@ fn digest(p: &RawPacket<'_>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::pipeline::PipelineError;
 
     #[derive(Default)]
     struct Seen {
@@ -226,17 +224,9 @@ mod tests {
             self.packets.push(p.ts_ns);
         }
         fn tick(&mut self, _: u64) {}
-        fn reconfigure(&mut self, _: &Config) -> Result<(), PipelineError> {
-            Ok(())
-        }
         fn gap(&mut self, s: u64, e: u64) {
             self.gaps.push((s, e));
         }
-        fn checkpoint(&mut self) -> Result<Option<crate::pipeline::EngineState>, PipelineError> {
-            Ok(None)
-        }
-        fn end_flows(&mut self, _: vmflow_proto::EndReason) {}
-        fn keep_open(&mut self) {}
     }
 
     fn pkt(ts: u64, tag: u8) -> (u64, [u8; 20]) {
