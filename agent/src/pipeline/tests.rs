@@ -1,0 +1,101 @@
+use vmflow_proto::FlowRecord;
+
+use super::*;
+use crate::capture::CaptureReader;
+use crate::export::VecSink;
+
+fn records(cfg: &Config, pcap: &[u8], inline: bool) -> Vec<FlowRecord> {
+    let mut sink = VecSink::default();
+    let all = |feed: &mut dyn Feed| {
+        let mut r = CaptureReader::open(std::io::Cursor::new(pcap)).expect("valid");
+        while let Some(p) = r.next_packet().expect("valid") {
+            feed.packet(p);
+        }
+        Ok::<_, PipelineError>(())
+    };
+    let report = if inline {
+        run_inline(cfg, &mut sink, InlineOptions::default(), |feed| all(feed))
+    } else {
+        run_with(cfg, &mut sink, RunOptions::default(), all)
+    };
+    assert!(report.error.is_none());
+    sink.0
+}
+
+#[test]
+fn a_restored_checkpoint_continues_exactly_where_the_run_stopped() {
+    let mut pcap = Vec::new();
+    let p = crate::synth::SynthParams {
+        packets: 60_000,
+        concurrent: 1_500,
+        snaplen: 128,
+        seed: 5,
+    };
+    let mut cfg = Config::default();
+    crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
+    cfg.flow.max_flows = 700;
+    cfg.flow.tcp_linger = crate::config::Seconds(0.001);
+    cfg.flow.idle_timeout = crate::config::Seconds(0.05);
+    cfg.pipeline.batch_packets = 1000;
+    let whole = records(&cfg, &pcap, true);
+    // Cut mid-batch and at a batch boundary.
+    for cut in [23_456usize, 30_000] {
+        let mut first = VecSink::default();
+        let mut state = None;
+        let report = run_inline(&cfg, &mut first, InlineOptions::default(), |feed| {
+            let mut r = CaptureReader::open(std::io::Cursor::new(&pcap[..])).unwrap();
+            for _ in 0..cut {
+                let p = r.next_packet().unwrap().unwrap();
+                feed.packet(p);
+            }
+            state = Some(feed.checkpoint().unwrap());
+            Ok::<_, PipelineError>(())
+        });
+        assert!(report.error.is_none());
+        let state = state.expect("inline runs checkpoint");
+        let bytes = rmp_serde::to_vec(&state).unwrap();
+        let state: EngineState = rmp_serde::from_slice(&bytes).unwrap();
+        let at = state.records as usize;
+        assert!(at > 1_000, "records before the checkpoint: {at}");
+        assert_eq!(&first.0[..at], &whole[..at]);
+        let mut rest = VecSink::default();
+        let opts = InlineOptions {
+            restore: Some(Box::new(state)),
+            ..InlineOptions::default()
+        };
+        let report = run_inline(&cfg, &mut rest, opts, |feed| {
+            let mut r = CaptureReader::open(std::io::Cursor::new(&pcap[..])).unwrap();
+            for _ in 0..cut {
+                r.next_packet().unwrap().unwrap();
+            }
+            while let Some(p) = r.next_packet().unwrap() {
+                feed.packet(p);
+            }
+            Ok::<_, PipelineError>(())
+        });
+        assert!(report.error.is_none());
+        assert!(whole.len() > at + 1_000, "cut {cut}");
+        assert!(rest.0 == whole[at..], "cut {cut}");
+    }
+}
+
+#[test]
+fn inline_mode_gives_the_same_records_in_the_same_order() {
+    let mut pcap = Vec::new();
+    let p = crate::synth::SynthParams {
+        packets: 100_000,
+        concurrent: 2_000,
+        snaplen: 128,
+        seed: 21,
+    };
+    let mut cfg = Config::default();
+    crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
+    cfg.flow.max_flows = 500;
+    for threads in [1, 3] {
+        cfg.pipeline.threads = threads;
+        let threaded = records(&cfg, &pcap, false);
+        let inline = records(&cfg, &pcap, true);
+        assert!(threaded.len() > 1_000);
+        assert!(threaded == inline, "threads {threads}");
+    }
+}
