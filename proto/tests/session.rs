@@ -744,3 +744,49 @@ fn frames_out_of_place_end_the_session() {
     assert!(!closed);
     assert_eq!(v, [AgentEvent::Connected { last_seq: 0 }]);
 }
+
+#[test]
+fn batches_before_the_agent_gave_up_are_still_acknowledged() {
+    let mut wire = Vec::new();
+    for f in [
+        Frame::Hello(hello(PROTOCOL_VERSION)),
+        Frame::Batch(batch(1)),
+        Frame::Refused(Refused {
+            reason: "shutting down".into(),
+        }),
+    ] {
+        encode_frame(&f, &mut wire);
+    }
+    let mut c = CollectorSession::new(MAX_FRAME);
+    c.handle_input(&wire);
+    assert!(matches!(c.poll_event(), Some(CollectorEvent::Hello(_))));
+    c.accept(0);
+    assert_eq!(c.poll_event(), Some(CollectorEvent::Batch(batch(1))));
+    let Some(CollectorEvent::Lost(e)) = c.poll_event() else {
+        panic!("the agent gave up")
+    };
+    assert_eq!(e.to_string(), "agent gave up: shutting down");
+    assert!(c.is_closed());
+    // Batch 1 was stored meanwhile: its ack still goes out.
+    c.ack(1);
+    let mut out = Vec::new();
+    c.poll_transmit(&mut out);
+    assert_eq!(
+        frames(&out),
+        [
+            Frame::HelloAck(HelloAck {
+                version: PROTOCOL_VERSION,
+                last_seq: 0
+            }),
+            Frame::Ack(Ack { seq: 1 })
+        ]
+    );
+}
+
+#[test]
+#[should_panic(expected = "acks follow accept")]
+fn nothing_is_acknowledged_after_a_refusal() {
+    let mut c = CollectorSession::new(MAX_FRAME);
+    c.refuse("no".into());
+    c.ack(1);
+}

@@ -34,19 +34,35 @@ pub enum CollectorEvent {
     Lost(SessionError),
 }
 
+/// What the agent may send next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
-    /// Nothing but a hello may come.
+    /// Nothing but a hello.
     Hello,
     /// Hello reported; nothing is decoded until the driver answers it.
     Answering,
+    /// Batches, heartbeats, a refusal.
     Open,
+    /// Nothing more is read.
     Closed,
+}
+
+/// What the collector may send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    /// Nothing yet (only a refusal).
+    None,
+    /// Accepted: acks. Also after the agent's side ended: batches reported
+    /// before its refusal or a frame out of place are still acknowledged.
+    Accepted,
+    /// Refused: nothing more.
+    Refused,
 }
 
 /// The collector's protocol state for one connection.
 pub struct CollectorSession {
     state: State,
+    answer: Answer,
     dec: FrameDecoder,
     transmit: VecDeque<Frame>,
 }
@@ -56,6 +72,7 @@ impl CollectorSession {
     pub fn new(max_frame: usize) -> Self {
         CollectorSession {
             state: State::Hello,
+            answer: Answer::None,
             dec: FrameDecoder::new(max_frame),
             transmit: VecDeque::new(),
         }
@@ -122,6 +139,7 @@ impl CollectorSession {
     pub fn accept(&mut self, last_seq: u64) {
         assert_eq!(self.state, State::Answering, "accept answers a hello");
         self.state = State::Open;
+        self.answer = Answer::Accepted;
         self.transmit.push_back(Frame::HelloAck(HelloAck {
             version: PROTOCOL_VERSION,
             last_seq,
@@ -133,15 +151,17 @@ impl CollectorSession {
     /// is over.
     pub fn refuse(&mut self, reason: String) {
         self.state = State::Closed;
+        self.answer = Answer::Refused;
         self.transmit.push_back(Frame::Refused(Refused { reason }));
     }
 
-    /// Acknowledges every batch up to `seq` (the driver made them durable).
+    /// Acknowledges every batch up to `seq` (the driver made them durable),
+    /// also after the agent's side ended.
     ///
     /// # Panics
-    /// Unless the agent was accepted and the session is not over.
+    /// Unless the agent was accepted and not refused since.
     pub fn ack(&mut self, seq: u64) {
-        assert_eq!(self.state, State::Open, "acks follow accept");
+        assert_eq!(self.answer, Answer::Accepted, "acks follow accept");
         self.transmit.push_back(Frame::Ack(Ack { seq }));
     }
 
