@@ -10,6 +10,7 @@ use crate::azure::AzureError;
 use crate::capture::live::LiveError;
 use crate::capture::SourceError;
 use crate::certs::CertsError;
+use crate::collect::ServeError;
 use crate::config::ConfigError;
 use crate::export::spool::SpoolError;
 use crate::follow::checkpoint::CheckpointError;
@@ -49,6 +50,8 @@ pub enum Error {
     /// cannot do (the message names the option or section).
     #[error("config: {0}")]
     Usage(&'static str),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
     #[error("collector: bind {addr}: {source}")]
     Bind {
         addr: String,

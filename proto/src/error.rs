@@ -1,6 +1,6 @@
 //! The protocol crate's error type.
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProtoError {
     #[error("frame of {len} bytes exceeds the limit of {max}")]
     Oversized { len: usize, max: usize },

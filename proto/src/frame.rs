@@ -23,6 +23,44 @@ pub enum Frame {
     Refused(Refused),
 }
 
+/// What a frame is, without its fields: for errors that name the frame a
+/// peer sent where another was due. Displays as the wire's `type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameKind {
+    Hello,
+    HelloAck,
+    Batch,
+    Ack,
+    Heartbeat,
+    Refused,
+}
+
+impl Frame {
+    pub fn kind(&self) -> FrameKind {
+        match self {
+            Frame::Hello(_) => FrameKind::Hello,
+            Frame::HelloAck(_) => FrameKind::HelloAck,
+            Frame::Batch(_) => FrameKind::Batch,
+            Frame::Ack(_) => FrameKind::Ack,
+            Frame::Heartbeat(_) => FrameKind::Heartbeat,
+            Frame::Refused(_) => FrameKind::Refused,
+        }
+    }
+}
+
+impl std::fmt::Display for FrameKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FrameKind::Hello => "hello",
+            FrameKind::HelloAck => "hello_ack",
+            FrameKind::Batch => "batch",
+            FrameKind::Ack => "ack",
+            FrameKind::Heartbeat => "heartbeat",
+            FrameKind::Refused => "refused",
+        })
+    }
+}
+
 /// Agent → collector, first frame of a connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -243,6 +281,14 @@ mod tests {
             }
             assert_eq!(got, all());
             assert_eq!(d.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn kinds_are_named_as_on_the_wire() {
+        for f in all() {
+            let v = serde_json::to_value(&f).unwrap();
+            assert_eq!(v["type"], f.kind().to_string());
         }
     }
 

@@ -6,11 +6,13 @@ mod block;
 mod error;
 mod frame;
 mod record;
+pub mod session;
 
 pub use block::{decode_records, encode_records, BLOCK_VERSION, MAX_BLOCK_RAW};
 pub use error::ProtoError;
 pub use frame::{
-    check_version, encode_frame, Ack, Batch, Frame, FrameDecoder, Heartbeat, Hello, HelloAck,
-    Refused, MAX_FRAME, PROTOCOL_VERSION,
+    check_version, encode_frame, Ack, Batch, Frame, FrameDecoder, FrameKind, Heartbeat, Hello,
+    HelloAck, Refused, MAX_FRAME, PROTOCOL_VERSION,
 };
 pub use record::{flow_id, Direction, EndReason, FlowRecord};
+pub use session::SessionError;

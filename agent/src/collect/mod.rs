@@ -15,6 +15,7 @@
 //!   (`frame_budget`), and at most two batches are decoded at once, so
 //!   memory stays bounded whatever the agents send.
 
+mod error;
 pub mod names;
 pub mod store;
 
@@ -29,14 +30,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{timeout_at, Instant};
 use tokio_rustls::TlsAcceptor;
-use vmflow_proto::{
-    check_version, decode_records, encode_frame, Ack, Frame, FrameDecoder, HelloAck, Refused,
-    PROTOCOL_VERSION,
-};
+use vmflow_proto::session::{CollectorEvent, CollectorSession};
+use vmflow_proto::{decode_records, SessionError};
 
 use crate::disk::SharedFs;
 use crate::episode::{Backoff, Episode, Say};
-use crate::error::Error;
+pub use error::{
+    ConnectionError, ConnectionFailure, OpenError, ReadError, Refusal, ServeError, StoreFailure,
+};
 use store::{BatchInfo, Outcome, StreamStore};
 
 #[derive(Clone)]
@@ -113,11 +114,14 @@ struct Shared {
 }
 
 /// Serves until the task is dropped. Connections run as independent tasks.
-pub async fn serve(listener: TcpListener, opts: CollectorOptions) -> Result<(), Error> {
+pub async fn serve(listener: TcpListener, opts: CollectorOptions) -> Result<(), ServeError> {
     opts.fs
         .create_dir_all(&opts.out)
         .and_then(|_| opts.fs.restrict(&opts.out))
-        .map_err(|e| Error::io(&opts.out, e))?;
+        .map_err(|source| ServeError {
+            out: opts.out.clone(),
+            source,
+        })?;
     let budget_kib = (opts.frame_budget.max(opts.max_frame + 4) >> 10) + 1;
     let sh = Arc::new(Shared {
         acceptor: TlsAcceptor::from(opts.tls.clone()),
@@ -209,32 +213,41 @@ pub async fn serve(listener: TcpListener, opts: CollectorOptions) -> Result<(), 
             let _slot = permit;
             match connection(tcp, peer, &sh, hs).await {
                 Ok(id) => tracing::info!("{peer} ({id}): connection closed"),
-                Err(reason) => tracing::warn!("{peer}: connection closed: {reason}"),
+                Err(e) => tracing::warn!("{e}"),
             }
         });
     }
 }
 
-/// A connection's frame reader and its share of the budget.
+/// A connection's read buffer and its share of the frame budget.
 struct Reader {
-    dec: FrameDecoder,
     buf: Vec<u8>,
     reserved: Option<OwnedSemaphorePermit>,
 }
 
+/// One agent's connection: TLS, then a [`CollectorSession`] driven until the
+/// agent closes it (`Ok`, with the agent's name) or something fails. The
+/// protocol's decisions (hello first, the version, which frames may come)
+/// are the session's; naming the agent, opening its store, the frame budget,
+/// timeouts, group commits and durability are here.
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     sh: &Shared,
     handshake_slot: OwnedSemaphorePermit,
-) -> Result<String, String> {
+) -> Result<String, ConnectionError> {
     let _ = tcp.set_nodelay(true);
     let opts = &sh.opts;
+    let fail = |agent: Option<&str>, cause: ConnectionFailure| ConnectionError {
+        peer,
+        agent: agent.map(str::to_string),
+        cause,
+    };
     let deadline = Instant::now() + opts.handshake_timeout;
     let mut tls = match timeout_at(deadline, sh.acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
-        Err(_) => return Err("TLS handshake timed out".into()),
+        Ok(Err(e)) => return Err(fail(None, ConnectionFailure::Handshake(e))),
+        Err(_) => return Err(fail(None, ConnectionFailure::HandshakeTimeout)),
     };
     let cn = tls
         .get_ref()
@@ -242,24 +255,37 @@ async fn connection(
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(crate::tls::agent_cn)
-        .ok_or("client certificate has no usable subject common name")?;
+        .ok_or_else(|| fail(None, ConnectionFailure::NoCommonName))?;
+    let mut session = CollectorSession::new(opts.max_frame);
     let agent_dir = match names::agent_dir(&opts.out, &cn) {
         Ok(d) => d,
-        Err(why) => return Err(refuse(&mut tls, "agent", why).await),
+        Err(why) => {
+            let why = refuse(&mut tls, &mut session, Refusal::AgentName(why)).await;
+            return Err(fail(Some("agent"), why));
+        }
     };
     let id = names::encode(&cn);
     let mut rd = Reader {
-        dec: FrameDecoder::new(opts.max_frame),
         buf: vec![0u8; 256 * 1024],
         reserved: None,
     };
-    let hello = match read_frame(&mut tls, &mut rd, deadline, &sh.budget).await? {
-        (Frame::Hello(h), _) => h,
-        (other, _) => return Err(format!("{id}: expected hello, got {}", kind(&other))),
+    let hello = match next_event(&mut tls, &mut session, &mut rd, deadline, &sh.budget).await {
+        Ok((CollectorEvent::Hello(h), _)) => h,
+        // Bytes that are not a frame, like the read errors, are logged
+        // without the agent's name.
+        Ok((CollectorEvent::Lost(e @ SessionError::Frame(_)), _)) => {
+            return Err(fail(None, e.into()))
+        }
+        Ok((CollectorEvent::Lost(e), _)) => {
+            // Another protocol version: the session refused it.
+            send_queued(&mut tls, &mut session).await;
+            return Err(fail(Some(&id), e.into()));
+        }
+        Ok((CollectorEvent::Batch(_) | CollectorEvent::Heartbeat, _)) => {
+            unreachable!("before hello the session reports a hello or its end")
+        }
+        Err(e) => return Err(fail(None, e.into())),
     };
-    if let Err(e) = check_version(hello.version) {
-        return Err(refuse(&mut tls, &id, e.to_string()).await);
-    }
     // An agent with several sources sends each as its own stream: its own
     // sequence numbers and files, in a directory of its own.
     let stream = hello.stream.clone();
@@ -270,8 +296,8 @@ async fn connection(
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
     if !stream_ok {
-        let reason = format!("stream name {stream:?} is not allowed");
-        return Err(refuse(&mut tls, &id, reason).await);
+        let why = refuse(&mut tls, &mut session, Refusal::StreamName(stream)).await;
+        return Err(fail(Some(&id), why));
     }
     let dir = names::stream_dir(&agent_dir, &stream);
     let id = if stream.is_empty() {
@@ -283,13 +309,15 @@ async fn connection(
         Ok(s) => s,
         Err(why) => {
             tracing::error!("{id}: {why}");
-            let reason = format!("the collector cannot open this stream's output: {why}");
-            return Err(refuse(&mut tls, &id, reason).await);
+            let why = refuse(&mut tls, &mut session, Refusal::OpenStore(why)).await;
+            return Err(fail(Some(&id), why));
         }
     };
     let epoch = hello.epoch;
     let (held, new_epoch, epochs) = {
-        let st = store.lock().map_err(|_| "store lock poisoned")?;
+        let st = store
+            .lock()
+            .map_err(|_| fail(None, ConnectionFailure::StorePoisoned))?;
         (st.epoch(epoch), st.is_new_epoch(epoch), st.epochs())
     };
     // Proven: the connection no longer counts against the handshake slots.
@@ -306,30 +334,26 @@ async fn connection(
         hello.agent_version,
         held.last_seq
     );
+    session.accept(held.last_seq);
     let mut out = Vec::new();
-    encode_frame(
-        &Frame::HelloAck(HelloAck {
-            version: PROTOCOL_VERSION,
-            last_seq: held.last_seq,
-        }),
-        &mut out,
-    );
+    session.poll_transmit(&mut out);
     tls.write_all(&out)
         .await
-        .map_err(|e| format!("{id}: {e}"))?;
+        .map_err(|e| fail(Some(&id), ConnectionFailure::Write(e)))?;
 
     loop {
         let deadline = Instant::now() + opts.idle_timeout;
-        let (frame, reserved) = match read_frame(&mut tls, &mut rd, deadline, &sh.budget).await {
-            Ok(f) => f,
-            Err(e) if e == EOF => return Ok(id),
-            Err(e) => return Err(format!("{id}: {e}")),
-        };
-        let first = match frame {
-            Frame::Batch(b) => b,
-            Frame::Heartbeat(_) => continue,
-            Frame::Refused(r) => return Err(format!("{id}: agent gave up: {}", r.reason)),
-            other => return Err(format!("{id}: unexpected {} frame", kind(&other))),
+        let (event, reserved) =
+            match next_event(&mut tls, &mut session, &mut rd, deadline, &sh.budget).await {
+                Ok(e) => e,
+                Err(ReadError::Eof) => return Ok(id),
+                Err(e) => return Err(fail(Some(&id), e.into())),
+            };
+        let first = match event {
+            CollectorEvent::Batch(b) => b,
+            CollectorEvent::Heartbeat => continue,
+            CollectorEvent::Lost(e) => return Err(fail(Some(&id), e.into())),
+            CollectorEvent::Hello(_) => unreachable!("the session reports one hello"),
         };
         // Group commit: the batches already received share one set of
         // syncs and one state update (each is still acknowledged only once
@@ -339,19 +363,28 @@ async fn connection(
         let mut held = vec![reserved];
         let mut after = None;
         while group.len() < MAX_GROUP && records < MAX_GROUP_RECORDS {
-            match next_buffered(&mut tls, &mut rd, &sh.budget).await {
-                Ok(Some((Frame::Batch(b), r))) => {
+            match next_buffered(&mut tls, &mut session, &mut rd, &sh.budget).await {
+                Ok(Some((CollectorEvent::Batch(b), r))) => {
                     records += b.records as usize;
                     group.push(b);
                     held.push(r);
                 }
-                Ok(Some((Frame::Heartbeat(_), _))) => {}
-                Ok(Some((other, _))) => {
-                    after = Some(other);
+                Ok(Some((CollectorEvent::Heartbeat, _))) => {}
+                // Bytes that are not a frame: nothing of the group is stored.
+                Ok(Some((CollectorEvent::Lost(e @ SessionError::Frame(_)), _))) => {
+                    return Err(fail(Some(&id), e.into()))
+                }
+                // The agent gave up, or sent a frame out of place: the
+                // connection ends once the group before it is stored.
+                Ok(Some((CollectorEvent::Lost(e), _))) => {
+                    after = Some(e);
                     break;
                 }
+                Ok(Some((CollectorEvent::Hello(_), _))) => {
+                    unreachable!("the session reports one hello")
+                }
                 Ok(None) => break,
-                Err(e) => return Err(format!("{id}: {e}")),
+                Err(e) => return Err(fail(Some(&id), e.into())),
             }
         }
         let seqs: Vec<u64> = group.iter().map(|b| b.seq).collect();
@@ -365,14 +398,17 @@ async fn connection(
             })
             .collect();
         let written = {
-            let _decoding = sh.decoders.acquire().await.map_err(|e| e.to_string())?;
+            let _decoding = sh
+                .decoders
+                .acquire()
+                .await
+                .map_err(|e| fail(None, ConnectionFailure::Decoders(e)))?;
             let (st, infos) = (store.clone(), infos.clone());
             tokio::task::spawn_blocking(move || store_batches(&st, &infos, &group))
                 .await
-                .map_err(|e| format!("{id}: {e}"))?
+                .map_err(|e| fail(Some(&id), ConnectionFailure::Task(e)))?
         };
         drop(held);
-        out.clear();
         let mut refusal = None;
         for (i, o) in written.outcomes.iter().enumerate() {
             let (info, seq) = (infos[i], seqs[i]);
@@ -399,34 +435,36 @@ async fn connection(
                     break;
                 }
             }
-            encode_frame(&Frame::Ack(Ack { seq }), &mut out);
+            session.ack(seq);
         }
+        out.clear();
+        session.poll_transmit(&mut out);
         if !out.is_empty() {
             tls.write_all(&out)
                 .await
-                .map_err(|e| format!("{id}: {e}"))?;
+                .map_err(|e| fail(Some(&id), ConnectionFailure::Write(e)))?;
         }
         if let Some(why) = refusal {
-            return Err(refuse(&mut tls, &id, why).await);
+            let why = refuse(&mut tls, &mut session, Refusal::Batch(why)).await;
+            return Err(fail(Some(&id), why));
         }
         match written.error {
             None => {}
-            Some(Reject::Bad(seq, why)) => {
-                return Err(refuse(&mut tls, &id, format!("batch {seq}: {why}")).await)
+            Some(Reject::Bad(why)) => {
+                let why = refuse(&mut tls, &mut session, why).await;
+                return Err(fail(Some(&id), why));
             }
-            Some(Reject::Store(seq, why, broken)) => {
+            Some(Reject::Store { seq, why, broken }) => {
                 tracing::error!("{id}: cannot store batch {seq}: {why}");
                 if broken {
                     forget_store(sh, &dir, &store);
                 }
-                let reason = format!("the collector cannot store batch {seq}: {why}");
-                return Err(refuse(&mut tls, &id, reason).await);
+                let why = refuse(&mut tls, &mut session, Refusal::Store { seq, why }).await;
+                return Err(fail(Some(&id), why));
             }
         }
-        match after {
-            None | Some(Frame::Heartbeat(_)) => {}
-            Some(Frame::Refused(r)) => return Err(format!("{id}: agent gave up: {}", r.reason)),
-            Some(other) => return Err(format!("{id}: unexpected {} frame", kind(&other))),
+        if let Some(e) = after {
+            return Err(fail(Some(&id), e.into()));
         }
     }
 }
@@ -436,20 +474,22 @@ const MAX_GROUP: usize = 64;
 /// Records in one group commit, at most (bounds the memory of a commit).
 const MAX_GROUP_RECORDS: usize = 4_096;
 
-/// The next frame if it is here already: decoded from what was received, or
-/// from one read that does not wait. `None` when nothing more is here, or
-/// when a large frame is arriving and the budget has no room for it now.
+/// The next event if its frame is here already: decoded from what was
+/// received, or from one read that does not wait. `None` when nothing more
+/// is here, or when a large frame is arriving and the budget has no room
+/// for it now.
 async fn next_buffered<S: tokio::io::AsyncRead + Unpin>(
     s: &mut S,
+    session: &mut CollectorSession,
     rd: &mut Reader,
     budget: &Arc<Semaphore>,
-) -> Result<Option<(Frame, Option<OwnedSemaphorePermit>)>, String> {
+) -> Result<Option<(CollectorEvent, Option<OwnedSemaphorePermit>)>, ReadError> {
     loop {
-        if let Some(f) = rd.dec.next_frame().map_err(|e| e.to_string())? {
-            return Ok(Some((f, rd.reserved.take())));
+        if let Some(e) = session.poll_event() {
+            return Ok(Some((e, rd.reserved.take())));
         }
         if rd.reserved.is_none() {
-            if let Some(len) = rd.dec.announced().filter(|&l| l > FREE_FRAME) {
+            if let Some(len) = session.incoming_frame_len().filter(|&l| l > FREE_FRAME) {
                 match budget
                     .clone()
                     .try_acquire_many_owned((len >> 10) as u32 + 1)
@@ -461,8 +501,8 @@ async fn next_buffered<S: tokio::io::AsyncRead + Unpin>(
         }
         match tokio::time::timeout(Duration::ZERO, s.read(&mut rd.buf)).await {
             Ok(Ok(0)) | Err(_) => return Ok(None),
-            Ok(Ok(n)) => rd.dec.push(&rd.buf[..n]),
-            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Ok(n)) => session.handle_input(&rd.buf[..n]),
+            Ok(Err(e)) => return Err(ReadError::Io(e)),
         }
     }
 }
@@ -476,9 +516,13 @@ struct Written {
 
 enum Reject {
     /// A batch itself is bad (the agent's fault).
-    Bad(u64, String),
+    Bad(Refusal),
     /// The store failed; whether it must be reopened.
-    Store(u64, String, bool),
+    Store {
+        seq: u64,
+        why: StoreFailure,
+        broken: bool,
+    },
 }
 
 /// Decodes a group of batches and writes them with one commit. A batch that
@@ -494,12 +538,15 @@ fn store_batches(
         match decode_records(&b.block) {
             Ok(r) if r.len() == b.records as usize => decoded.push(r),
             Ok(r) => {
-                let why = format!("claims {} records, holds {}", b.records, r.len());
-                error = Some(Reject::Bad(b.seq, why));
+                error = Some(Reject::Bad(Refusal::RecordCount {
+                    seq: b.seq,
+                    claims: b.records,
+                    holds: r.len(),
+                }));
                 break;
             }
-            Err(e) => {
-                error = Some(Reject::Bad(b.seq, e.to_string()));
+            Err(source) => {
+                error = Some(Reject::Bad(Refusal::BadBlock { seq: b.seq, source }));
                 break;
             }
         }
@@ -515,7 +562,11 @@ fn store_batches(
         Err(_) => {
             return Written {
                 outcomes: Vec::new(),
-                error: Some(Reject::Store(first, "store lock poisoned".into(), true)),
+                error: Some(Reject::Store {
+                    seq: first,
+                    why: StoreFailure::Poisoned,
+                    broken: true,
+                }),
             }
         }
     };
@@ -523,7 +574,11 @@ fn store_batches(
         Ok(outcomes) => Written { outcomes, error },
         Err(e) => Written {
             outcomes: Vec::new(),
-            error: Some(Reject::Store(first, e.to_string(), st.is_broken())),
+            error: Some(Reject::Store {
+                seq: first,
+                why: e.into(),
+                broken: st.is_broken(),
+            }),
         },
     }
 }
@@ -536,14 +591,9 @@ async fn open_store(
     agent_dir: &Path,
     stream: &str,
     dir: &Path,
-) -> Result<Arc<Mutex<StreamStore>>, String> {
+) -> Result<Arc<Mutex<StreamStore>>, OpenError> {
     let _one_at_a_time = sh.opening.lock().await;
-    if let Some(s) = sh
-        .stores
-        .lock()
-        .map_err(|_| "store lock poisoned")?
-        .get(dir)
-    {
+    if let Some(s) = sh.stores.lock().map_err(|_| OpenError::Poisoned)?.get(dir) {
         return Ok(s.clone());
     }
     let fs = sh.opts.fs.clone();
@@ -564,7 +614,11 @@ async fn open_store(
                     .and_then(|_| fs.rename(&old, &d))
                     .and_then(|_| fs.sync_dir(&parent))
                     .and_then(|_| fs.sync_dir(&agent_dir))
-                    .map_err(|e| format!("moving {} to {}: {e}", old.display(), d.display()))?;
+                    .map_err(|source| OpenError::Move {
+                        from: old.clone(),
+                        to: d.clone(),
+                        source,
+                    })?;
                 tracing::info!(
                     "{}: moved to {} (streams now have their own namespace)",
                     old.display(),
@@ -572,11 +626,11 @@ async fn open_store(
                 );
             }
         }
-        StreamStore::open(fs, &d).map_err(|e| e.to_string())
+        StreamStore::open(fs, &d).map_err(OpenError::Store)
     })
     .await
-    .map_err(|e| e.to_string())??;
-    let mut map = sh.stores.lock().map_err(|_| "store lock poisoned")?;
+    .map_err(OpenError::Task)??;
+    let mut map = sh.stores.lock().map_err(|_| OpenError::Poisoned)?;
     Ok(map
         .entry(dir.to_path_buf())
         .or_insert_with(|| Arc::new(Mutex::new(opened)))
@@ -593,66 +647,63 @@ fn forget_store(sh: &Shared, dir: &Path, store: &Arc<Mutex<StreamStore>>) {
     }
 }
 
-const EOF: &str = "connection closed by peer";
-
 /// Tells the agent why it is refused (best effort: it may be gone) and
 /// returns the connection's error.
-async fn refuse<S: tokio::io::AsyncWrite + Unpin>(tls: &mut S, id: &str, reason: String) -> String {
-    let mut out = Vec::new();
-    encode_frame(
-        &Frame::Refused(Refused {
-            reason: reason.clone(),
-        }),
-        &mut out,
-    );
-    let _ = tls.write_all(&out).await;
-    let _ = tls.flush().await;
-    format!("{id}: {reason}")
+async fn refuse<S: tokio::io::AsyncWrite + Unpin>(
+    tls: &mut S,
+    session: &mut CollectorSession,
+    why: Refusal,
+) -> ConnectionFailure {
+    session.refuse(why.to_string());
+    send_queued(tls, session).await;
+    ConnectionFailure::Refused(why)
 }
 
-async fn read_frame<S: tokio::io::AsyncRead + Unpin>(
+/// Writes what the session has queued (a refusal) and flushes it, best
+/// effort: the connection is closing.
+async fn send_queued<S: tokio::io::AsyncWrite + Unpin>(
+    tls: &mut S,
+    session: &mut CollectorSession,
+) {
+    let mut out = Vec::new();
+    session.poll_transmit(&mut out);
+    if !out.is_empty() {
+        let _ = tls.write_all(&out).await;
+        let _ = tls.flush().await;
+    }
+}
+
+/// The next event of the session, reading (within `deadline`) as needed,
+/// with a share of the frame budget for a large frame before its body is
+/// read. The share goes with the event of the frame it was taken for.
+async fn next_event<S: tokio::io::AsyncRead + Unpin>(
     s: &mut S,
+    session: &mut CollectorSession,
     rd: &mut Reader,
     deadline: Instant,
     budget: &Arc<Semaphore>,
-) -> Result<(Frame, Option<OwnedSemaphorePermit>), String> {
+) -> Result<(CollectorEvent, Option<OwnedSemaphorePermit>), ReadError> {
     loop {
-        if let Some(f) = rd.dec.next_frame().map_err(|e| e.to_string())? {
-            return Ok((f, rd.reserved.take()));
+        if let Some(e) = session.poll_event() {
+            return Ok((e, rd.reserved.take()));
         }
         if rd.reserved.is_none() {
-            if let Some(len) = rd.dec.announced().filter(|&l| l > FREE_FRAME) {
+            if let Some(len) = session.incoming_frame_len().filter(|&l| l > FREE_FRAME) {
                 let kib = (len >> 10) as u32 + 1;
                 match timeout_at(deadline, budget.clone().acquire_many_owned(kib)).await {
                     Ok(Ok(p)) => rd.reserved = Some(p),
-                    _ => return Err(
-                        "the collector's frame memory stayed taken by other connections; closing"
-                            .into(),
-                    ),
+                    _ => return Err(ReadError::NoFrameMemory),
                 }
             }
         }
         let n = match timeout_at(deadline, s.read(&mut rd.buf)).await {
-            Ok(Ok(0)) if rd.dec.pending() == 0 => return Err(EOF.into()),
-            Ok(Ok(0)) => return Err("connection closed inside a frame".into()),
+            Ok(Ok(0)) if session.buffered() == 0 => return Err(ReadError::Eof),
+            Ok(Ok(0)) => return Err(ReadError::ClosedInsideFrame),
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) if rd.dec.pending() > 0 => {
-                return Err("frame not completed in time (slow client)".into())
-            }
-            Err(_) => return Err("idle timeout".into()),
+            Ok(Err(e)) => return Err(ReadError::Io(e)),
+            Err(_) if session.buffered() > 0 => return Err(ReadError::SlowFrame),
+            Err(_) => return Err(ReadError::Idle),
         };
-        rd.dec.push(&rd.buf[..n]);
-    }
-}
-
-fn kind(f: &Frame) -> &'static str {
-    match f {
-        Frame::Hello(_) => "hello",
-        Frame::HelloAck(_) => "hello_ack",
-        Frame::Batch(_) => "batch",
-        Frame::Ack(_) => "ack",
-        Frame::Heartbeat(_) => "heartbeat",
-        Frame::Refused(_) => "refused",
+        session.handle_input(&rd.buf[..n]);
     }
 }

@@ -8,8 +8,7 @@
 //! the one it follows, so batches the spool dropped are a declared gap at the
 //! collector, never a silent one.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
@@ -18,11 +17,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tokio::time::{timeout, Instant};
 use tokio_rustls::TlsConnector;
-use vmflow_proto::{
-    check_version, encode_frame, Batch, Frame, FrameDecoder, Heartbeat, Hello, PROTOCOL_VERSION,
-};
+use vmflow_proto::session::{AgentConfig, AgentEvent, AgentSession};
+use vmflow_proto::{Batch, Hello, SessionError, PROTOCOL_VERSION};
 
-use super::spool::Spool;
+use super::spool::{Spool, SpoolError};
 use crate::episode::{Backoff, Episode, Say};
 
 #[derive(Clone)]
@@ -76,6 +74,60 @@ pub struct ShipStats {
     pub connect_failures: u64,
 }
 
+/// Why a connection to the collector ended: the collector's address and
+/// what went wrong. Displays as the shipper logs it.
+#[derive(Debug, thiserror::Error)]
+#[error("collector {collector}: {cause}")]
+pub struct ShipError {
+    pub collector: String,
+    pub cause: ShipFailure,
+}
+
+/// What ended a connection to the collector (or, for the spool variants, a
+/// sync between connections).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShipFailure {
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("server name: {0}")]
+    ServerName(#[source] rustls::pki_types::InvalidDnsNameError),
+    #[error("TLS handshake timed out")]
+    HandshakeTimeout,
+    #[error("TLS handshake: {0}")]
+    Handshake(#[source] std::io::Error),
+    /// Writing the hello failed.
+    #[error("{0}")]
+    SendHello(#[source] std::io::Error),
+    /// Reading the answer to hello failed.
+    #[error("{0}")]
+    ReceiveHello(#[source] std::io::Error),
+    /// Nothing from the collector for 10 s while waiting for `hello_ack`.
+    #[error("no hello_ack in time")]
+    NoHelloAck,
+    #[error("collector closed the connection during hello")]
+    ClosedDuringHello,
+    #[error("send: {0}")]
+    Send(#[source] std::io::Error),
+    #[error("receive: {0}")]
+    Receive(#[source] std::io::Error),
+    #[error("collector closed the connection")]
+    Closed,
+    /// The protocol ended the session (a refusal, an ack timeout, a frame
+    /// out of place, another version).
+    #[error(transparent)]
+    Protocol(#[from] SessionError),
+    #[error("spool: {0}")]
+    Spool(#[from] SpoolError),
+    #[error("spool lock poisoned")]
+    SpoolPoisoned,
+    /// The blocking task that syncs the spool did not finish.
+    #[error("{0}")]
+    SyncTask(#[source] tokio::task::JoinError),
+}
+
 /// Runs until `drained` says the input is over and the spool holds nothing
 /// unacknowledged, or until `stop` fires. Never gives up on its own.
 pub async fn ship(
@@ -105,7 +157,11 @@ pub async fn ship(
             &mut stats,
             &mut progress,
         )
-        .await;
+        .await
+        .map_err(|cause| ShipError {
+            collector: opts.collector.clone(),
+            cause,
+        });
         // Only a session that moved data (or stayed up) resets the backoff:
         // a collector that accepts and then fails every time must not be
         // hammered.
@@ -129,19 +185,17 @@ pub async fn ship(
                 let wait = exp.mul_f64(0.5 + 0.5 * jitter.unit());
                 match outage.fail() {
                     Say::First => tracing::warn!(
-                        "collector {}: {e}; retrying with backoff (further failures are summarised every 5 minutes)",
-                        opts.collector
+                        "{e}; retrying with backoff (further failures are summarised every 5 minutes)"
                     ),
                     Say::Summary { count, over } => tracing::warn!(
-                        "collector {}: still failing: {count} attempts in {} s; last: {e}",
-                        opts.collector,
-                        over.as_secs()
+                        "collector {}: still failing: {count} attempts in {} s; last: {}",
+                        e.collector,
+                        over.as_secs(),
+                        e.cause
                     ),
-                    Say::Nothing => tracing::debug!(
-                        "collector {}: {e}; retrying in {:.1} s",
-                        opts.collector,
-                        wait.as_secs_f64()
-                    ),
+                    Say::Nothing => {
+                        tracing::debug!("{e}; retrying in {:.1} s", wait.as_secs_f64())
+                    }
                 }
                 // While the collector is away the engine keeps spooling: keep
                 // that durable too.
@@ -161,22 +215,27 @@ fn pending(spool: &Arc<Mutex<Spool>>) -> bool {
     spool.lock().map(|s| s.stats().batches > 0).unwrap_or(false)
 }
 
+fn lock(spool: &Mutex<Spool>) -> Result<MutexGuard<'_, Spool>, ShipFailure> {
+    spool.lock().map_err(|_| ShipFailure::SpoolPoisoned)
+}
+
 /// Makes every appended batch durable, without holding the spool while the
 /// disk works.
-async fn sync_spool(spool: &Arc<Mutex<Spool>>) -> Result<(), String> {
-    let job = spool.lock().map_err(|_| "spool lock poisoned")?.sync_job();
+async fn sync_spool(spool: &Arc<Mutex<Spool>>) -> Result<(), ShipFailure> {
+    let job = lock(spool)?.sync_job();
     let Some(job) = job else { return Ok(()) };
     let job = tokio::task::spawn_blocking(move || job.run().map(|_| job))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("spool: {e}"))?;
-    spool
-        .lock()
-        .map_err(|_| "spool lock poisoned")?
-        .synced_through(job.upto);
+        .map_err(ShipFailure::SyncTask)??;
+    lock(spool)?.synced_through(job.upto);
     Ok(())
 }
 
+/// One connection: TCP, TLS, then an [`AgentSession`] driven until the
+/// input is done and everything is acknowledged (`Ok`), `stop` fires
+/// (`Ok`), or something fails. The protocol's decisions (what `follows`
+/// says, when the window is full, when an ack is overdue, when a heartbeat
+/// is due) are the session's; the spool, the socket and the clock are here.
 async fn session(
     opts: &ShipOptions,
     spool: &Arc<Mutex<Spool>>,
@@ -185,26 +244,24 @@ async fn session(
     stop: &mut watch::Receiver<bool>,
     stats: &mut ShipStats,
     progress: &mut bool,
-) -> Result<(), String> {
+) -> Result<(), ShipFailure> {
     let tcp = timeout(Duration::from_secs(10), TcpStream::connect(&opts.collector))
         .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|_| ShipFailure::ConnectTimeout)?
+        .map_err(ShipFailure::Connect)?;
     let _ = tcp.set_nodelay(true);
-    let name =
-        ServerName::try_from(opts.server_name.clone()).map_err(|e| format!("server name: {e}"))?;
+    let name = ServerName::try_from(opts.server_name.clone()).map_err(ShipFailure::ServerName)?;
     let mut tls = timeout(
         Duration::from_secs(10),
         TlsConnector::from(opts.tls.clone()).connect(name, tcp),
     )
     .await
-    .map_err(|_| "TLS handshake timed out".to_string())?
-    .map_err(|e| format!("TLS handshake: {e}"))?;
+    .map_err(|_| ShipFailure::HandshakeTimeout)?
+    .map_err(ShipFailure::Handshake)?;
     stats.connections += 1;
-    let epoch = spool.lock().map_err(|_| "spool lock poisoned")?.epoch();
-    let mut out = Vec::new();
-    encode_frame(
-        &Frame::Hello(Hello {
+    let epoch = lock(spool)?.epoch();
+    let config = AgentConfig {
+        hello: Hello {
             version: PROTOCOL_VERSION,
             agent_id: opts.agent_id.clone(),
             host: opts.host.clone(),
@@ -212,36 +269,36 @@ async fn session(
             capabilities: vec!["cols1+zstd".into()],
             stream: opts.stream.clone(),
             epoch,
-        }),
-        &mut out,
-    );
-    tls.write_all(&out).await.map_err(|e| e.to_string())?;
-    let mut dec = FrameDecoder::default();
+        },
+        window: opts.window,
+        ack_timeout: opts.ack_timeout,
+        heartbeat: opts.heartbeat,
+    };
+    let mut s = AgentSession::new(config, Instant::now().into_std());
+    let mut out = Vec::new();
+    s.poll_transmit(&mut out);
+    tls.write_all(&out).await.map_err(ShipFailure::SendHello)?;
     let mut buf = vec![0u8; 16 * 1024];
-    let ack = loop {
-        if let Some(f) = dec.next_frame().map_err(|e| e.to_string())? {
-            break f;
+    let last_seq = loop {
+        match s.poll_event() {
+            Some(AgentEvent::Connected { last_seq }) => break last_seq,
+            Some(AgentEvent::Lost(e)) => return Err(e.into()),
+            // (No ack comes before hello_ack: the session ends first.)
+            Some(AgentEvent::Acked { .. }) => continue,
+            None => {}
         }
         let n = timeout(Duration::from_secs(10), tls.read(&mut buf))
             .await
-            .map_err(|_| "no hello_ack in time".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| ShipFailure::NoHelloAck)?
+            .map_err(ShipFailure::ReceiveHello)?;
         if n == 0 {
-            return Err("collector closed the connection during hello".into());
+            return Err(ShipFailure::ClosedDuringHello);
         }
-        dec.push(&buf[..n]);
-    };
-    let last_seq = match ack {
-        Frame::HelloAck(a) => {
-            check_version(a.version).map_err(|e| e.to_string())?;
-            a.last_seq
-        }
-        Frame::Refused(r) => return Err(format!("refused: {}", r.reason)),
-        _ => return Err("expected hello_ack".into()),
+        s.handle_input(&buf[..n], Instant::now().into_std());
     };
     {
-        let mut s = spool.lock().map_err(|_| "spool lock poisoned")?;
-        let newly = s.collector_holds(last_seq);
+        let mut sp = lock(spool)?;
+        let newly = sp.collector_holds(last_seq);
         stats.batches_acked += newly;
         *progress |= newly > 0;
     }
@@ -249,12 +306,9 @@ async fn session(
         "connected to collector {}; it holds batches up to {last_seq}",
         opts.collector
     );
-    // The last batch the collector has (or will have, in order): the next
-    // one names it, so the collector can tell a declared gap from a lost batch.
-    let mut last_sent = last_seq;
-    let mut in_flight: VecDeque<u64> = VecDeque::new();
-    let mut last_ack = Instant::now();
-    let mut heartbeat = tokio::time::interval(opts.heartbeat);
+    // Whatever came with hello_ack (a correct collector sends nothing more
+    // before it has a batch).
+    on_events(&mut s, spool, stats, progress)?;
     let mut sync_failing = Episode::new(Duration::from_secs(300));
     loop {
         // What the engine appended becomes durable before it can be sent.
@@ -271,16 +325,17 @@ async fn session(
             }
         }
         // Fill the window.
-        while in_flight.len() < opts.window {
+        while s.can_send() {
+            let last_sent = s.last_sent();
             let next = {
-                let mut s = spool.lock().map_err(|_| "spool lock poisoned")?;
-                match s.next_after(last_sent) {
+                let mut sp = lock(spool)?;
+                match sp.next_after(last_sent) {
                     // A damaged entry reads as None: counted by the spool,
                     // skipped here, declared to the collector by `follows`.
                     Some(seq) => {
-                        let b = s.read(seq).map_err(|e| format!("spool: {e}"))?;
+                        let b = sp.read(seq)?;
                         if b.is_some() {
-                            s.declare_gap(last_sent, seq);
+                            sp.declare_gap(last_sent, seq);
                         }
                         Some((seq, b))
                     }
@@ -293,75 +348,78 @@ async fn session(
             let Some(b) = stored else {
                 continue;
             };
-            out.clear();
-            encode_frame(
-                &Frame::Batch(Batch {
-                    seq,
-                    records: b.records,
-                    block: b.block,
-                    source_drops: b.source_drops,
-                    follows: Some(last_sent),
-                }),
-                &mut out,
-            );
-            tls.write_all(&out)
-                .await
-                .map_err(|e| format!("send: {e}"))?;
-            if in_flight.is_empty() {
-                // The ack clock runs from the oldest unacknowledged batch,
-                // not from an idle stretch before it.
-                last_ack = Instant::now();
+            let batch = Batch {
+                seq,
+                records: b.records,
+                block: b.block,
+                source_drops: b.source_drops,
+                follows: None,
+            };
+            // (Cannot be refused: the window had room and nothing came in.)
+            if s.send_batch(batch, Instant::now().into_std()).is_err() {
+                break;
             }
-            last_sent = seq;
-            in_flight.push_back(seq);
+            out.clear();
+            s.poll_transmit(&mut out);
+            tls.write_all(&out).await.map_err(ShipFailure::Send)?;
             stats.batches_sent += 1;
         }
-        if in_flight.is_empty() && *input_done.borrow() && !pending(spool) {
-            spool
-                .lock()
-                .map_err(|_| "spool lock poisoned")?
-                .settle_missing();
+        if s.is_idle() && *input_done.borrow() && !pending(spool) {
+            lock(spool)?.settle_missing();
             let _ = tls.shutdown().await;
             return Ok(());
         }
-        let ack_deadline = last_ack + opts.ack_timeout;
+        // The next heartbeat, or the ack deadline while batches are in flight.
+        let timer = s.poll_timeout().map(Instant::from_std);
         tokio::select! {
             r = tls.read(&mut buf) => {
-                let n = r.map_err(|e| format!("receive: {e}"))?;
+                let n = r.map_err(ShipFailure::Receive)?;
                 if n == 0 {
-                    return Err("collector closed the connection".into());
+                    return Err(ShipFailure::Closed);
                 }
-                dec.push(&buf[..n]);
-                while let Some(f) = dec.next_frame().map_err(|e| e.to_string())? {
-                    match f {
-                        Frame::Ack(a) => {
-                            // A failing ledger write only delays freeing
-                            // space; it never ends the session.
-                            let newly = spool.lock().map_err(|_| "spool lock poisoned")?.ack(a.seq);
-                            stats.batches_acked += newly;
-                            *progress |= newly > 0;
-                            while in_flight.front().is_some_and(|&s| s <= a.seq) {
-                                in_flight.pop_front();
-                            }
-                            last_ack = Instant::now();
-                        }
-                        Frame::Heartbeat(_) => {}
-                        Frame::Refused(r) => return Err(format!("refused: {}", r.reason)),
-                        _ => return Err("unexpected frame from collector".into()),
-                    }
-                }
+                s.handle_input(&buf[..n], Instant::now().into_std());
+                on_events(&mut s, spool, stats, progress)?;
             }
             _ = new_batch.notified() => {}
             _ = input_done.changed() => {}
             _ = stop.changed() => return Ok(()),
-            _ = tokio::time::sleep_until(ack_deadline), if !in_flight.is_empty() => {
-                return Err(format!("no acknowledgement for {} s", opts.ack_timeout.as_secs()));
-            }
-            _ = heartbeat.tick() => {
+            _ = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => {
+                // The timer fired: its time has come, even if the clock
+                // reads a hair earlier.
+                let now = timer.map_or_else(Instant::now, |t| t.max(Instant::now()));
+                s.handle_timeout(now.into_std());
+                on_events(&mut s, spool, stats, progress)?;
                 out.clear();
-                encode_frame(&Frame::Heartbeat(Heartbeat {}), &mut out);
-                tls.write_all(&out).await.map_err(|e| format!("send: {e}"))?;
+                s.poll_transmit(&mut out);
+                if !out.is_empty() {
+                    tls.write_all(&out).await.map_err(ShipFailure::Send)?;
+                }
             }
         }
     }
+}
+
+/// Acts on what the session reports: acks free the spool, the end of the
+/// session ends the connection.
+fn on_events(
+    s: &mut AgentSession,
+    spool: &Mutex<Spool>,
+    stats: &mut ShipStats,
+    progress: &mut bool,
+) -> Result<(), ShipFailure> {
+    while let Some(event) = s.poll_event() {
+        match event {
+            AgentEvent::Acked { seq } => {
+                // A failing ledger write only delays freeing space; it
+                // never ends the session.
+                let newly = lock(spool)?.ack(seq);
+                stats.batches_acked += newly;
+                *progress |= newly > 0;
+            }
+            AgentEvent::Lost(e) => return Err(e.into()),
+            // Reported once, before the session's first batch.
+            AgentEvent::Connected { .. } => {}
+        }
+    }
+    Ok(())
 }

@@ -51,7 +51,7 @@ pub fn run_collector(a: CollectArgs) -> Result<(), Error> {
         opts.frame_budget = a.frame_budget;
         opts.idle_timeout = a.idle_timeout;
         tokio::select! {
-            r = collect::serve(listener, opts) => r,
+            r = collect::serve(listener, opts) => r.map_err(Error::from),
             _ = wait_for_signal() => Ok(()),
         }
     })
