@@ -649,14 +649,38 @@ fn forget_store(sh: &Shared, dir: &Path, store: &Arc<Mutex<StreamStore>>) {
 
 /// Tells the agent why it is refused (best effort: it may be gone) and
 /// returns the connection's error.
-async fn refuse<S: tokio::io::AsyncWrite + Unpin>(
+async fn refuse<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     tls: &mut S,
     session: &mut CollectorSession,
     why: Refusal,
 ) -> ConnectionFailure {
     session.refuse(why.to_string());
     send_queued(tls, session).await;
+    linger(tls).await;
     ConnectionFailure::Refused(why)
+}
+
+/// Closes after a refusal so that the agent reads it. Closing a socket with
+/// the agent's batches still unread makes the kernel send a reset, and an
+/// agent busy writing then sees "connection reset" or "broken pipe" instead
+/// of the reason. So: end our side (close_notify, FIN), then read and drop
+/// what the agent still sends until it closes, for at most `LINGER` and
+/// `LINGER_BYTES` (a peer that keeps sending is cut off then).
+async fn linger<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(tls: &mut S) {
+    const LINGER: Duration = Duration::from_secs(2);
+    const LINGER_BYTES: usize = 16 << 20;
+    let _ = tokio::time::timeout(LINGER, async {
+        let _ = tls.shutdown().await;
+        let mut scratch = [0u8; 16 << 10];
+        let mut dropped = 0;
+        while dropped < LINGER_BYTES {
+            match tls.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => dropped += n,
+            }
+        }
+    })
+    .await;
 }
 
 /// Writes what the session has queued (a refusal) and flushes it, best
