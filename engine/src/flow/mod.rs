@@ -4,6 +4,8 @@
 mod frag;
 mod index;
 mod table;
+#[cfg(test)]
+mod table_tests;
 
 pub use crate::packet::{from_ip, to_ip, FlowKey, Packet};
 pub use frag::{FragSnapshot, FragStats, FragTable};

@@ -1,0 +1,295 @@
+//! The flow table on its own: packets and time in through `handle`, records
+//! out. Each test builds the few packets it needs.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use vmflow_proto::{Direction, EndReason, FlowRecord};
+
+use super::{Event, FlowTable, TableConfig};
+use crate::net::LocalNets;
+use crate::packet::{from_ip, Decoded, FlowKey, Fragment, Packet, TCP, UDP};
+
+const S: u64 = 1_000_000_000;
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const FIN: u8 = 0x01;
+const RST: u8 = 0x04;
+
+/// A local client and a remote server (default local networks: private space).
+const CLIENT: ([u8; 4], u16) = ([10, 0, 0, 5], 40_000);
+const SERVER: ([u8; 4], u16) = ([93, 184, 216, 34], 443);
+
+fn packet(ts: u64, from: ([u8; 4], u16), to: ([u8; 4], u16), proto: u8, flags: u8) -> Packet {
+    let ip = |a: [u8; 4]| from_ip(IpAddr::V4(Ipv4Addr::from(a)));
+    let d = Decoded {
+        key: FlowKey {
+            src: ip(from.0),
+            dst: ip(to.0),
+            src_port: from.1,
+            dst_port: to.1,
+            proto,
+            ip_version: 4,
+            vlan: None,
+        },
+        ip_bytes: 100,
+        tcp_flags: flags,
+        icmp: None,
+        fragment: Fragment::None,
+    };
+    Packet::new(ts, &d)
+}
+
+fn table(cfg: TableConfig) -> FlowTable {
+    FlowTable::new(cfg, Arc::new(LocalNets::default()))
+}
+
+fn feed(t: &mut FlowTable, events: &[Event<'_>]) -> Vec<FlowRecord> {
+    let mut out = Vec::new();
+    for e in events {
+        t.handle(*e, &mut out);
+    }
+    out
+}
+
+#[test]
+fn both_directions_make_one_record_oriented_by_the_initiator() {
+    let mut t = table(TableConfig::default());
+    // The server's reply comes first in the capture order of this test: the
+    // SYN still decides who initiated.
+    let syn = packet(S, CLIENT, SERVER, TCP, SYN);
+    let syn_ack = packet(S + 1, SERVER, CLIENT, TCP, SYN | ACK);
+    let ack = packet(S + 2, CLIENT, SERVER, TCP, ACK);
+    let data = packet(S + 3, SERVER, CLIENT, TCP, ACK);
+    let out = feed(
+        &mut t,
+        &[
+            Event::Packet(&syn),
+            Event::Packet(&syn_ack),
+            Event::Packet(&ack),
+            Event::Packet(&data),
+            Event::Finish(EndReason::EndOfInput),
+        ],
+    );
+    assert_eq!(out.len(), 1, "{out:?}");
+    let r = &out[0];
+    assert_eq!(r.src_addr, IpAddr::V4(Ipv4Addr::from(CLIENT.0)));
+    assert_eq!((r.src_port, r.dst_port), (CLIENT.1, SERVER.1));
+    assert_eq!((r.fwd_packets, r.rev_packets), (2, 2));
+    assert_eq!((r.fwd_bytes, r.rev_bytes), (200, 200));
+    assert_eq!(r.fwd_tcp_flags, SYN | ACK);
+    assert_eq!(r.rev_tcp_flags, SYN | ACK);
+    assert_eq!((r.first_ns, r.last_ns), (S, S + 3));
+    assert_eq!(r.direction, Direction::Outbound);
+    assert_eq!(r.end_reason, EndReason::EndOfInput);
+    assert!(r.is_final);
+    assert_eq!(t.len(), 0);
+}
+
+#[test]
+fn a_reply_seen_first_is_still_attributed_to_the_initiator() {
+    let mut t = table(TableConfig::default());
+    let syn_ack = packet(S, SERVER, CLIENT, TCP, SYN | ACK);
+    let out = feed(
+        &mut t,
+        &[
+            Event::Packet(&syn_ack),
+            Event::Finish(EndReason::EndOfInput),
+        ],
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].src_addr, IpAddr::V4(Ipv4Addr::from(CLIENT.0)));
+    assert_eq!((out[0].fwd_packets, out[0].rev_packets), (0, 1));
+}
+
+#[test]
+fn an_idle_flow_ends_exactly_at_its_idle_timeout() {
+    let cfg = TableConfig::default();
+    let idle = cfg.idle_ns;
+    let mut t = table(cfg);
+    let p = packet(10 * S, CLIENT, SERVER, UDP, 0);
+    assert!(feed(&mut t, &[Event::Packet(&p), Event::Tick(10 * S + idle - 1)]).is_empty());
+    assert_eq!(t.len(), 1);
+    let out = feed(&mut t, &[Event::Tick(10 * S + idle)]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].end_reason, EndReason::Idle);
+    assert!(out[0].is_final);
+    assert_eq!(t.len(), 0);
+}
+
+#[test]
+fn a_long_flow_is_split_at_the_active_timeout_and_nothing_is_lost() {
+    let cfg = TableConfig::default();
+    let active = cfg.active_ns;
+    let mut t = table(cfg);
+    let mut out = Vec::new();
+    // One packet a second for three active timeouts and a bit.
+    let n = 3 * active / S + 5;
+    for i in 0..n {
+        let p = packet(i * S, CLIENT, SERVER, UDP, 0);
+        t.handle(Event::Packet(&p), &mut out);
+    }
+    t.handle(Event::Finish(EndReason::EndOfInput), &mut out);
+    assert_eq!(out.len(), 4, "{out:?}");
+    for (i, r) in out.iter().enumerate() {
+        assert_eq!(r.segment as usize, i);
+        assert_eq!(r.flow_id, out[0].flow_id, "segments share the flow id");
+        let last = i == out.len() - 1;
+        assert_eq!(r.is_final, last);
+        let want = if last {
+            EndReason::EndOfInput
+        } else {
+            EndReason::Active
+        };
+        assert_eq!(r.end_reason, want);
+    }
+    let packets: u64 = out.iter().map(|r| r.fwd_packets + r.rev_packets).sum();
+    assert_eq!(packets, n);
+}
+
+#[test]
+fn fin_both_ways_ends_the_flow_after_the_linger_and_rst_says_so() {
+    for (close, reason) in [(FIN, EndReason::Fin), (RST, EndReason::Rst)] {
+        let cfg = TableConfig::default();
+        let linger = cfg.tcp_linger_ns;
+        let mut t = table(cfg);
+        let a = packet(S, CLIENT, SERVER, TCP, SYN);
+        let b = packet(S + 1, SERVER, CLIENT, TCP, SYN | ACK);
+        let c = packet(S + 2, CLIENT, SERVER, TCP, close | ACK);
+        let d = packet(S + 3, SERVER, CLIENT, TCP, close | ACK);
+        let last = if close == FIN { S + 3 } else { S + 2 };
+        let mut events = vec![Event::Packet(&a), Event::Packet(&b), Event::Packet(&c)];
+        if close == FIN {
+            events.push(Event::Packet(&d));
+        }
+        events.push(Event::Tick(last + linger - 1));
+        assert!(
+            feed(&mut t, &events).is_empty(),
+            "{reason:?} before the linger"
+        );
+        let out = feed(&mut t, &[Event::Tick(last + linger)]);
+        assert_eq!(out.len(), 1, "{reason:?}");
+        assert_eq!(out[0].end_reason, reason);
+    }
+}
+
+#[test]
+fn a_new_syn_on_a_closing_connection_is_a_new_flow() {
+    let mut t = table(TableConfig::default());
+    let a = packet(S, CLIENT, SERVER, TCP, SYN);
+    let b = packet(S + 1, CLIENT, SERVER, TCP, FIN | ACK);
+    let c = packet(S + 2, SERVER, CLIENT, TCP, FIN | ACK);
+    let again = packet(S + 3, CLIENT, SERVER, TCP, SYN);
+    let out = feed(
+        &mut t,
+        &[
+            Event::Packet(&a),
+            Event::Packet(&b),
+            Event::Packet(&c),
+            Event::Packet(&again),
+            Event::Finish(EndReason::EndOfInput),
+        ],
+    );
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0].end_reason, EndReason::Fin);
+    assert_ne!(out[0].flow_id, out[1].flow_id);
+}
+
+#[test]
+fn a_full_table_evicts_the_least_recently_seen_flow() {
+    let cfg = TableConfig {
+        max_flows: 2,
+        emergency_at: 2,
+        ..TableConfig::default()
+    };
+    let mut t = table(cfg);
+    let port = |p: u16| (CLIENT.0, p);
+    let p1 = packet(S, port(1), SERVER, UDP, 0);
+    let p2 = packet(S + 1, port(2), SERVER, UDP, 0);
+    let p1_again = packet(S + 2, port(1), SERVER, UDP, 0);
+    let p3 = packet(S + 3, port(3), SERVER, UDP, 0);
+    let out = feed(
+        &mut t,
+        &[
+            Event::Packet(&p1),
+            Event::Packet(&p2),
+            Event::Packet(&p1_again),
+            Event::Packet(&p3),
+        ],
+    );
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].src_port, 2, "flow 2 was seen least recently");
+    assert_eq!(out[0].end_reason, EndReason::Evicted);
+    assert_eq!(t.len(), 2);
+    assert_eq!(t.stats().evicted, 1);
+}
+
+#[test]
+fn a_gap_marks_the_flows_open_across_it_and_not_the_others() {
+    let mut t = table(TableConfig::default());
+    let open = packet(S, CLIENT, SERVER, UDP, 0);
+    let other = (CLIENT.0, 41_000);
+    let mut out = feed(
+        &mut t,
+        &[
+            Event::Packet(&open),
+            Event::Gap {
+                start: 2 * S,
+                end: 3 * S,
+            },
+        ],
+    );
+    // A flow that starts with a handshake after the gap cannot have begun
+    // in it.
+    let handshake = packet(4 * S, other, SERVER, TCP, SYN);
+    out.extend(feed(
+        &mut t,
+        &[
+            Event::Packet(&handshake),
+            Event::Finish(EndReason::EndOfInput),
+        ],
+    ));
+    assert_eq!(out.len(), 2, "{out:?}");
+    let udp = out.iter().find(|r| r.proto == UDP).unwrap();
+    let tcp = out.iter().find(|r| r.proto == TCP).unwrap();
+    assert!(udp.gap, "open across the gap");
+    assert!(!tcp.gap, "began with a handshake after it");
+}
+
+#[test]
+fn a_restored_snapshot_continues_as_if_never_stopped() {
+    // Short timeouts, so flows end and split on both sides of the cut.
+    let cfg = TableConfig {
+        idle_ns: 3 * S,
+        active_ns: 10 * S,
+        ..TableConfig::default()
+    };
+    let packets: Vec<Packet> = (0..200u64)
+        .map(|i| {
+            let c = (CLIENT.0, 30_000 + (i % 7) as u16);
+            let flags = if i % 5 == 0 { SYN } else { ACK };
+            packet(i * S / 4, c, SERVER, TCP, flags)
+        })
+        .collect();
+    let run = |t: &mut FlowTable, ps: &[Packet], out: &mut Vec<FlowRecord>| {
+        for p in ps {
+            t.handle(Event::Packet(p), out);
+        }
+    };
+    let mut whole = Vec::new();
+    let mut t = table(cfg.clone());
+    run(&mut t, &packets, &mut whole);
+    t.handle(Event::Finish(EndReason::EndOfInput), &mut whole);
+
+    let mut resumed = Vec::new();
+    let mut first = table(cfg.clone());
+    run(&mut first, &packets[..120], &mut resumed);
+    let snap = first.snapshot();
+    drop(first);
+    let mut second = FlowTable::restore(cfg, Arc::new(LocalNets::default()), snap);
+    run(&mut second, &packets[120..], &mut resumed);
+    second.handle(Event::Finish(EndReason::EndOfInput), &mut resumed);
+    // More records than flows: the timeouts did their work on both sides.
+    assert!(whole.len() > 20, "{}", whole.len());
+    assert_eq!(whole, resumed);
+}
