@@ -72,6 +72,10 @@ pub enum ConnectionFailure {
     Task(#[source] tokio::task::JoinError),
     #[error("store lock poisoned")]
     StorePoisoned,
+    /// The session reported what its state rules out (a bug, not the
+    /// peer's doing): the connection ends, the collector goes on.
+    #[error("internal: {0}")]
+    Invariant(&'static str),
     /// The decoding slots are gone (the collector is shutting down).
     #[error("{0}")]
     Decoders(#[source] tokio::sync::AcquireError),

@@ -282,7 +282,8 @@ async fn connection(
             return Err(fail(Some(&id), e.into()));
         }
         Ok((CollectorEvent::Batch(_) | CollectorEvent::Heartbeat, _)) => {
-            unreachable!("before hello the session reports a hello or its end")
+            let why = "before hello the session reports a hello or its end";
+            return Err(fail(None, ConnectionFailure::Invariant(why)));
         }
         Err(e) => return Err(fail(None, e.into())),
     };
@@ -353,7 +354,10 @@ async fn connection(
             CollectorEvent::Batch(b) => b,
             CollectorEvent::Heartbeat => continue,
             CollectorEvent::Lost(e) => return Err(fail(Some(&id), e.into())),
-            CollectorEvent::Hello(_) => unreachable!("the session reports one hello"),
+            CollectorEvent::Hello(_) => {
+                let why = "the session reports one hello";
+                return Err(fail(Some(&id), ConnectionFailure::Invariant(why)));
+            }
         };
         // Group commit: the batches already received share one set of
         // syncs and one state update (each is still acknowledged only once
@@ -381,7 +385,8 @@ async fn connection(
                     break;
                 }
                 Ok(Some((CollectorEvent::Hello(_), _))) => {
-                    unreachable!("the session reports one hello")
+                    let why = "the session reports one hello";
+                    return Err(fail(Some(&id), ConnectionFailure::Invariant(why)));
                 }
                 Ok(None) => break,
                 Err(e) => return Err(fail(Some(&id), e.into())),
