@@ -2,8 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vmflow::decode::decode;
 use vmflow::capture::CaptureReader;
+use vmflow::decode::decode;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(mut r) = CaptureReader::open(std::io::Cursor::new(data)) else {

@@ -3,9 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vmflow::follow::checkpoint::Checkpoint;
 use vmflow::config::Config;
 use vmflow::export::VecSink;
+use vmflow::follow::checkpoint::Checkpoint;
 use vmflow::pipeline::{run_inline, InlineOptions};
 
 fuzz_target!(|data: &[u8]| {
