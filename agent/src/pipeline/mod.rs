@@ -33,7 +33,7 @@ use crate::sink::RecordSink;
 use feed::Ingest;
 use inline::Inline;
 use records::Written;
-use router::{FromShard, Routed, Router, ToShard, GAP_PART};
+use router::{FromShard, Routed, Router, ToShard};
 use shards::{output, shard};
 
 /// What stops the engine: the output failing, a stage dying, or settings or a
@@ -202,10 +202,10 @@ where
     let frag_timeout = cfg.flow.fragment_timeout.ns();
     let mut restore = inline.flatten();
     if let Some(r) = &restore {
-        if r.pending
-            .iter()
-            .any(|p| p.part != GAP_PART && (usize::from(p.part) >= parts || p.local != p.part))
-        {
+        if r.pending.iter().any(|p| match *p {
+            Routed::Packet { part, local, .. } => usize::from(part) >= parts || local != part,
+            Routed::Gap { .. } => false,
+        }) {
             return Report {
                 summary: Summary::default(),
                 error: Some(PipelineError::UnknownPartition.into()),

@@ -10,19 +10,74 @@ use super::inline::Inline;
 use crate::decode::Decoded;
 use crate::flow::{Packet, TableStats};
 
+/// One item of a batch, in stream order.
 #[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub(super) struct Routed {
-    pub(super) part: u16,
-    /// The partition's index among its shard's tables (`part / threads`),
-    /// looked up when routing: a division per packet in the shard is measurable.
-    pub(super) local: u16,
-    pub(super) pkt: Packet,
+#[serde(from = "RoutedWire", into = "RoutedWire")]
+pub(super) enum Routed {
+    Packet {
+        part: u16,
+        /// The partition's index among its shard's tables (`part / threads`),
+        /// looked up when routing: a division per packet in the shard is
+        /// measurable.
+        local: u16,
+        pkt: Packet,
+    },
+    /// A coverage gap, to every partition, at its place between packets: in
+    /// band, so batch boundaries (and with them the records) stay what they
+    /// would be.
+    Gap { start: u64, end: u64 },
 }
 
-/// A coverage gap travelling in the packet stream, to every partition, at
-/// its place between packets (`ts_ns` = start, `hash` = end). In band, so
-/// batch boundaries (and with them the records) stay what they would be.
-pub(super) const GAP_PART: u16 = u16::MAX;
+/// How a batch item is kept in a checkpoint, as it always was: a gap is a
+/// packet of partition `GAP_PART` whose `ts_ns` is the start and `hash` the
+/// end. Checkpoints written before gaps had a type of their own read as
+/// they did.
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(super) struct RoutedWire {
+    part: u16,
+    local: u16,
+    pkt: Packet,
+}
+
+const GAP_PART: u16 = u16::MAX;
+
+impl From<RoutedWire> for Routed {
+    fn from(w: RoutedWire) -> Routed {
+        if w.part == GAP_PART {
+            Routed::Gap {
+                start: w.pkt.ts_ns,
+                end: w.pkt.hash,
+            }
+        } else {
+            Routed::Packet {
+                part: w.part,
+                local: w.local,
+                pkt: w.pkt,
+            }
+        }
+    }
+}
+
+impl From<Routed> for RoutedWire {
+    fn from(r: Routed) -> RoutedWire {
+        match r {
+            Routed::Packet { part, local, pkt } => RoutedWire { part, local, pkt },
+            Routed::Gap { start, end } => RoutedWire {
+                part: GAP_PART,
+                local: 0,
+                pkt: Packet {
+                    ts_ns: start,
+                    key: crate::flow::FlowKey::default(),
+                    hash: end,
+                    from_src: true,
+                    ip_bytes: 0,
+                    tcp_flags: 0,
+                    icmp: None,
+                },
+            },
+        }
+    }
+}
 
 pub(super) enum ToShard {
     Batch {
@@ -72,7 +127,7 @@ impl Router<'_> {
         self.flow_packets += 1;
         self.ip_bytes += u64::from(pkt.ip_bytes);
         let (shard, local) = self.shard_of[part];
-        self.batches[shard as usize].push(Routed {
+        self.batches[shard as usize].push(Routed::Packet {
             part: part as u16,
             local,
             pkt,
@@ -80,21 +135,8 @@ impl Router<'_> {
     }
 
     pub(super) fn push_gap(&mut self, start: u64, end: u64) {
-        let pkt = Packet {
-            ts_ns: start,
-            key: crate::flow::FlowKey::default(),
-            hash: end,
-            from_src: true,
-            ip_bytes: 0,
-            tcp_flags: 0,
-            icmp: None,
-        };
         for b in &mut self.batches {
-            b.push(Routed {
-                part: GAP_PART,
-                local: 0,
-                pkt,
-            });
+            b.push(Routed::Gap { start, end });
         }
     }
 

@@ -6,7 +6,7 @@ use crossbeam_channel::{Receiver, Sender};
 use vmflow_proto::{EndReason, FlowRecord};
 
 use super::records::{sum_stats, write_epoch, Written};
-use super::router::{FromShard, Routed, ToShard, GAP_PART};
+use super::router::{FromShard, Routed, ToShard};
 use super::PipelineError;
 use crate::flow::{Event, FlowTable, TableStats};
 use crate::sink::RecordSink;
@@ -69,28 +69,27 @@ pub(super) fn process(
     // Two-stage prefetch: the bucket of packet i+16, then (once that is
     // cached) the flow slot of packet i+8. Pure hints; output is unchanged.
     for (i, r) in pkts.iter().enumerate() {
-        if let Some(a) = pkts.get(i + 16).filter(|a| a.part != GAP_PART) {
-            tables[usize::from(a.local)].prefetch(a.pkt.hash, false);
+        if let Some(Routed::Packet { local, pkt, .. }) = pkts.get(i + 16) {
+            tables[usize::from(*local)].prefetch(pkt.hash, false);
         }
-        if let Some(b) = pkts.get(i + 8).filter(|b| b.part != GAP_PART) {
-            tables[usize::from(b.local)].prefetch(b.pkt.hash, true);
+        if let Some(Routed::Packet { local, pkt, .. }) = pkts.get(i + 8) {
+            tables[usize::from(*local)].prefetch(pkt.hash, true);
         }
-        if r.part == GAP_PART {
-            let gap = Event::Gap {
-                start: r.pkt.ts_ns,
-                end: r.pkt.hash,
-            };
-            for (local, t) in tables.iter_mut().enumerate() {
-                t.handle(gap, recs);
-                let part = (local * threads + me) as u16;
-                tagged.extend(recs.drain(..).map(|x| (part, x)));
+        match r {
+            Routed::Packet { part, local, pkt } => {
+                tables[usize::from(*local)].handle(Event::Packet(pkt), recs);
+                if !recs.is_empty() {
+                    tagged.extend(recs.drain(..).map(|x| (*part, x)));
+                }
             }
-            continue;
-        }
-        let local = usize::from(r.local);
-        tables[local].handle(Event::Packet(&r.pkt), recs);
-        if !recs.is_empty() {
-            tagged.extend(recs.drain(..).map(|x| (r.part, x)));
+            &Routed::Gap { start, end } => {
+                let gap = Event::Gap { start, end };
+                for (local, t) in tables.iter_mut().enumerate() {
+                    t.handle(gap, recs);
+                    let part = (local * threads + me) as u16;
+                    tagged.extend(recs.drain(..).map(|x| (part, x)));
+                }
+            }
         }
     }
     for (local, t) in tables.iter_mut().enumerate() {
