@@ -26,7 +26,7 @@ use vmflow::capture::CaptureReader;
 use vmflow::config::{CapturesConfig, Config, FolderConfig, OnStop};
 use vmflow::export::VecSink;
 use vmflow::follow::folder::{FolderPosition, FolderSource};
-use vmflow::follow::runner::{self as tail, TailOptions};
+use vmflow::follow::runner::{self, RunnerOptions};
 use vmflow_proto::{EndReason, FlowRecord};
 
 const TOKEN: &str = "arm-token-abc123";
@@ -320,7 +320,7 @@ fn timeline(refuse: bool) -> Timeline {
     };
     let mut src = FolderSource::new(f.clone(), FolderPosition::new(&f));
     let mut sink = VecSink::default();
-    let opts = TailOptions {
+    let opts = RunnerOptions {
         fs: vmflow::disk::real(),
         key: "folder:t".into(),
         checkpoint: d.path().join("ck"),
@@ -328,7 +328,7 @@ fn timeline(refuse: bool) -> Timeline {
         interval: Duration::from_secs(3600),
         on_stop: OnStop::Finish,
     };
-    let rep = tail::run(
+    let rep = runner::run(
         &Config::default(),
         &mut src,
         None,

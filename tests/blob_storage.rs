@@ -19,7 +19,7 @@ use vmflow::azure::blob::{BlobAuth, BlobClient};
 use vmflow::config::{BlobConfig, Config};
 use vmflow::export::VecSink;
 use vmflow::follow::blob::{BlobPosition, BlobSource};
-use vmflow::follow::{Step, Tailed};
+use vmflow::follow::{FollowedSource, Step};
 use vmflow::pipeline::{run_inline, InlineOptions};
 use vmflow_proto::FlowRecord;
 

@@ -16,7 +16,7 @@ use common::*;
 use vmflow::config::{Config, FolderConfig, OnStop};
 use vmflow::export::VecSink;
 use vmflow::follow::folder::{FolderPosition, FolderSource};
-use vmflow::follow::runner::{self as tail, TailOptions};
+use vmflow::follow::runner::{self, RunnerOptions};
 use vmflow_proto::FlowRecord;
 
 /// A libpcap file's header and its records, each as its own byte string.
@@ -180,7 +180,7 @@ fn tail_once(
     let cfg = Config::default();
     let mut src = FolderSource::new(f.clone(), FolderPosition::new(&f));
     let mut sink = VecSink::default();
-    let opts = TailOptions {
+    let opts = RunnerOptions {
         fs: vmflow::disk::real(),
         key: "folder:test".into(),
         checkpoint: ckpt.to_path_buf(),
@@ -189,7 +189,7 @@ fn tail_once(
         on_stop: OnStop::Finish,
     };
     let stop = AtomicBool::new(true);
-    let t = tail::run(&cfg, &mut src, None, &mut sink, &opts, &stop);
+    let t = runner::run(&cfg, &mut src, None, &mut sink, &opts, &stop);
     assert!(t.report.error.is_none(), "{:?}", t.report.error);
     assert!(!stop.load(Ordering::Relaxed) || t.checkpoints >= 1);
     (sink.0, src)
@@ -366,7 +366,7 @@ fn step_until(
     mut between: impl FnMut(usize, u64),
     looks: usize,
 ) -> (Vec<FlowRecord>, FolderSource) {
-    use vmflow::follow::{Step, Tailed};
+    use vmflow::follow::{FollowedSource, Step};
     let f = FolderConfig {
         path: dir.to_path_buf(),
         ..FolderConfig::default()

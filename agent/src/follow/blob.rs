@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::growing::GrowingFile;
 use super::sequence::Sequence;
-use super::tailed::{Step, Tailed};
+use super::source::{FollowedSource, Step};
 use super::FollowError;
 use crate::azure::blob::{bare_etag, BlobClient, BlobItem, Get};
 use crate::azure::AzureError;
@@ -666,7 +666,7 @@ fn tail_digest(path: &Path, len: u64) -> std::io::Result<u64> {
     Ok(digest(&buf))
 }
 
-impl Tailed for BlobSource {
+impl FollowedSource for BlobSource {
     type Position = BlobPosition;
 
     fn step(&mut self, feed: &mut dyn Feed) -> Result<Step, FollowError> {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::growing::GrowingFile;
 use super::sequence::Sequence;
-use super::tailed::{Step, Tailed};
+use super::source::{FollowedSource, Step};
 use super::FollowError;
 use crate::capture::{CaptureReader, SourceError};
 use crate::config::FolderConfig;
@@ -238,7 +238,7 @@ impl FolderSource {
     }
 }
 
-impl Tailed for FolderSource {
+impl FollowedSource for FolderSource {
     type Position = FolderPosition;
 
     fn step(&mut self, feed: &mut dyn Feed) -> Result<Step, FollowError> {

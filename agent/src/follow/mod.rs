@@ -1,5 +1,5 @@
 //! Sources followed over time: a capture folder, a Blob container, a growing
-//! capture file. Each is a [`Tailed`] source: stepped by the [`runner`],
+//! capture file. Each is a [`FollowedSource`]: stepped by the [`runner`],
 //! its overlap and coverage kept by [`sequence`], its position saved with
 //! the engine's state in a [`checkpoint`] so a restart resumes exactly.
 
@@ -10,7 +10,7 @@ pub mod folder;
 pub mod growing;
 pub mod runner;
 pub mod sequence;
-pub mod tailed;
+pub mod source;
 
 pub use error::FollowError;
-pub use tailed::{Step, Tailed};
+pub use source::{FollowedSource, Step};

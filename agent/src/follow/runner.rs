@@ -10,13 +10,13 @@ use serde::de::DeserializeOwned;
 use vmflow_proto::EndReason;
 
 use super::checkpoint::{self, Checkpoint};
-use super::tailed::{Step, Tailed};
+use super::source::{FollowedSource, Step};
 use super::FollowError;
 use crate::config::{Config, OnStop};
 use crate::pipeline::{self, EngineState, InlineFeed, InlineOptions, Report, RunOptions};
 use crate::sink::RecordSink;
 
-pub struct TailOptions {
+pub struct RunnerOptions {
     /// Where checkpoints are written (the real filesystem, or a model in tests).
     pub fs: crate::disk::SharedFs,
     /// Names the source in the checkpoint (kind and place).
@@ -27,7 +27,7 @@ pub struct TailOptions {
     pub on_stop: OnStop,
 }
 
-pub struct TailReport {
+pub struct RunnerReport {
     pub report: Report<FollowError>,
     pub checkpoints: u64,
 }
@@ -42,14 +42,14 @@ pub fn load<P: DeserializeOwned>(
 
 /// Follows `src` until `stop` is set. `restore` is the engine state loaded
 /// with the source's position.
-pub fn run<T: Tailed, S: RecordSink>(
+pub fn run<T: FollowedSource, S: RecordSink>(
     cfg: &Config,
     src: &mut T,
     restore: Option<EngineState>,
     sink: S,
-    opts: &TailOptions,
+    opts: &RunnerOptions,
     stop: &AtomicBool,
-) -> TailReport {
+) -> RunnerReport {
     let mut checkpoints = 0;
     let run_opts = InlineOptions {
         run: RunOptions {
@@ -106,7 +106,7 @@ pub fn run<T: Tailed, S: RecordSink>(
         feed.keep_open();
         Ok(())
     });
-    TailReport {
+    RunnerReport {
         report,
         checkpoints,
     }
@@ -157,7 +157,7 @@ mod tests {
             ..FolderConfig::default()
         };
         let mut src = FolderSource::new(f.clone(), FolderPosition::new(&f));
-        let opts = TailOptions {
+        let opts = RunnerOptions {
             fs,
             key: "folder:t".into(),
             checkpoint: "/spool/folder.checkpoint".into(),

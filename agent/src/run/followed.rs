@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::export::spool::Spool;
 use crate::follow::blob::{BlobPosition, BlobSource};
 use crate::follow::folder::{FolderPosition, FolderSource};
-use crate::follow::runner::{self, TailOptions};
+use crate::follow::runner::{self, RunnerOptions};
 use crate::identity;
 
 enum FollowKind {
@@ -30,14 +30,14 @@ enum Positions {
 /// A followed source (capture folder or Blob container) and how to run it.
 struct Followed {
     kind: FollowKind,
-    opts: TailOptions,
+    opts: RunnerOptions,
     grace: Duration,
 }
 
 impl Followed {
     fn folder(f: &FolderConfig, spool_dir: &std::path::Path) -> Followed {
         Followed {
-            opts: TailOptions {
+            opts: RunnerOptions {
                 fs: crate::disk::real(),
                 key: format!("folder:{}", f.path.display()),
                 checkpoint: f
@@ -57,7 +57,7 @@ impl Followed {
         // The account URL without any query string (never a SAS in the key).
         let account = b.account_url.split('?').next().unwrap_or("");
         Followed {
-            opts: TailOptions {
+            opts: RunnerOptions {
                 fs: crate::disk::real(),
                 key: format!("blob:{account}/{}/{}", b.container, b.prefix),
                 checkpoint: b

@@ -8,7 +8,7 @@ use super::sequence::Sequence;
 use super::FollowError;
 use crate::pipeline::Feed;
 
-pub trait Tailed {
+pub trait FollowedSource {
     type Position: Serialize + DeserializeOwned;
     /// One look for new data; `Idle` when there was none.
     fn step(&mut self, feed: &mut dyn Feed) -> Result<Step, FollowError>;
