@@ -278,7 +278,7 @@ async fn connection(
         }
         Ok((CollectorEvent::Lost(e), _)) => {
             // Another protocol version: the session refused it.
-            send_queued(&mut tls, &mut session).await;
+            send_refusal(&mut tls, &mut session).await;
             return Err(fail(Some(&id), e.into()));
         }
         Ok((CollectorEvent::Batch(_) | CollectorEvent::Heartbeat, _)) => {
@@ -660,9 +660,23 @@ async fn refuse<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     why: Refusal,
 ) -> ConnectionFailure {
     session.refuse(why.to_string());
-    send_queued(tls, session).await;
-    linger(tls).await;
+    send_refusal(tls, session).await;
     ConnectionFailure::Refused(why)
+}
+
+/// Sends the refusal the session has queued (best effort: the connection
+/// is closing) and closes so that it is read.
+async fn send_refusal<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    tls: &mut S,
+    session: &mut CollectorSession,
+) {
+    let mut out = Vec::new();
+    session.poll_transmit(&mut out);
+    if !out.is_empty() {
+        let _ = tls.write_all(&out).await;
+        let _ = tls.flush().await;
+    }
+    linger(tls).await;
 }
 
 /// Closes after a refusal so that the agent reads it. Closing a socket with
@@ -686,20 +700,6 @@ async fn linger<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(tls: &m
         }
     })
     .await;
-}
-
-/// Writes what the session has queued (a refusal) and flushes it, best
-/// effort: the connection is closing.
-async fn send_queued<S: tokio::io::AsyncWrite + Unpin>(
-    tls: &mut S,
-    session: &mut CollectorSession,
-) {
-    let mut out = Vec::new();
-    session.poll_transmit(&mut out);
-    if !out.is_empty() {
-        let _ = tls.write_all(&out).await;
-        let _ = tls.flush().await;
-    }
 }
 
 /// The next event of the session, reading (within `deadline`) as needed,

@@ -85,23 +85,14 @@ impl BlobConfig {
     /// Durations non-negative; an account and container; one way to a SAS.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let b = self;
-        for (key, v) in [
-            ("source.blob.poll_interval", b.poll_interval.get()),
-            ("source.blob.reorder_window", b.reorder_window.get()),
-            (
-                "source.blob.checkpoint_interval",
-                b.checkpoint_interval.get(),
-            ),
-            ("source.blob.max_silence", b.max_silence.get()),
-            ("source.blob.overlap_window", b.overlap_window.get()),
-            ("source.blob.shutdown_grace", b.shutdown_grace.get()),
-        ] {
-            if !(v.is_finite() && (0.0..=1e9).contains(&v)) {
-                return Err(ConfigError::Invalid(format!(
-                    "{key} = {v}: must be a non-negative number of seconds"
-                )));
-            }
-        }
+        Seconds::all_within_bounds(&[
+            ("source.blob.poll_interval", b.poll_interval),
+            ("source.blob.reorder_window", b.reorder_window),
+            ("source.blob.checkpoint_interval", b.checkpoint_interval),
+            ("source.blob.max_silence", b.max_silence),
+            ("source.blob.overlap_window", b.overlap_window),
+            ("source.blob.shutdown_grace", b.shutdown_grace),
+        ])?;
         if b.account_url.is_empty() || b.container.is_empty() {
             return Err(ConfigError::Invalid(
                 "source.blob needs account_url and container".into(),

@@ -61,23 +61,14 @@ impl FolderConfig {
     /// Durations non-negative; at least one extension.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let f = self;
-        for (key, v) in [
-            ("source.folder.poll_interval", f.poll_interval.get()),
-            (
-                "source.folder.checkpoint_interval",
-                f.checkpoint_interval.get(),
-            ),
-            ("source.folder.max_silence", f.max_silence.get()),
-            ("source.folder.settle", f.settle.get()),
-            ("source.folder.overlap_window", f.overlap_window.get()),
-            ("source.folder.shutdown_grace", f.shutdown_grace.get()),
-        ] {
-            if !(v.is_finite() && (0.0..=1e9).contains(&v)) {
-                return Err(ConfigError::Invalid(format!(
-                    "{key} = {v}: must be a non-negative number of seconds"
-                )));
-            }
-        }
+        Seconds::all_within_bounds(&[
+            ("source.folder.poll_interval", f.poll_interval),
+            ("source.folder.checkpoint_interval", f.checkpoint_interval),
+            ("source.folder.max_silence", f.max_silence),
+            ("source.folder.settle", f.settle),
+            ("source.folder.overlap_window", f.overlap_window),
+            ("source.folder.shutdown_grace", f.shutdown_grace),
+        ])?;
         if f.extensions.is_empty() {
             return Err(ConfigError::Invalid(
                 "source.folder.extensions is empty: no file would be read".into(),

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::ConfigError;
+
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, PartialOrd)]
 #[serde(transparent)]
 pub struct Seconds(pub f64);
@@ -15,8 +17,22 @@ impl Seconds {
         self.0
     }
 
+    /// Each `(key, value)` is finite and within 0..=1e9 s (the followed
+    /// sources' intervals and windows); the first that is not is named.
+    pub fn all_within_bounds(keyed: &[(&str, Seconds)]) -> Result<(), ConfigError> {
+        for &(key, Seconds(v)) in keyed {
+            if !(v.is_finite() && (0.0..=1e9).contains(&v)) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} = {v}: must be a non-negative number of seconds"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// To the nearest nanosecond (packet time is counted in them). Validation
-    /// keeps the value finite, non-negative and at most 1e9 s, so it fits.
+    /// keeps every value non-negative; a huge one saturates (float-to-integer
+    /// casts do) to the longest duration rather than panicking.
     pub fn ns(self) -> u64 {
         (self.0 * 1e9).round() as u64
     }

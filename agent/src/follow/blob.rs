@@ -30,6 +30,7 @@ use super::source::{FollowedSource, Step};
 use super::FollowError;
 use crate::azure::blob::{bare_etag, BlobClient, BlobItem, Get};
 use crate::azure::AzureError;
+use crate::capture::SourceError;
 use crate::config::{AfterRead, BlobConfig};
 use crate::pipeline::Feed;
 
@@ -159,7 +160,7 @@ impl BlobSource {
         pos: BlobPosition,
         download_dir: PathBuf,
     ) -> Result<Self, FollowError> {
-        std::fs::create_dir_all(&download_dir).map_err(|e| FollowError::io(&download_dir, e))?;
+        std::fs::create_dir_all(&download_dir).map_err(|e| SourceError::io(&download_dir, e))?;
         // Local copies are of this run only.
         if let Ok(entries) = std::fs::read_dir(&download_dir) {
             for e in entries.flatten() {
@@ -323,7 +324,7 @@ impl BlobSource {
             );
             return Ok(Step::Progress);
         };
-        let io = |e| FollowError::io(&path, e);
+        let io = |e| SourceError::io(&path, e);
         let len = std::fs::metadata(&path).map_err(io)?.len();
         self.stats.downloaded += 1;
         self.stats.bytes += len;
@@ -389,7 +390,7 @@ impl BlobSource {
             }
             return Ok(Step::Progress);
         };
-        let io = |e| FollowError::io(&path, e);
+        let io = |e| SourceError::io(&path, e);
         let len = std::fs::metadata(&path).map_err(io)?.len();
         self.stats.downloaded += 1;
         self.stats.bytes += len;
@@ -477,7 +478,7 @@ impl BlobSource {
         let Some(k) = self.kept.take() else {
             return Ok(Step::Progress);
         };
-        let io = |e| FollowError::io(&k.path, e);
+        let io = |e| SourceError::io(&k.path, e);
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&k.path)

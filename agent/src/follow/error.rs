@@ -1,9 +1,6 @@
 //! Why a followed source stopped or a step failed: reading its captures, its
 //! checkpoint, the service it reads from. Each names the file or service.
 
-use std::io;
-use std::path::PathBuf;
-
 use super::checkpoint::CheckpointError;
 use crate::azure::AzureError;
 use crate::capture::SourceError;
@@ -17,12 +14,6 @@ pub enum FollowError {
     Checkpoint(#[from] CheckpointError),
     #[error("azure: {0}")]
     Azure(#[from] AzureError),
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     /// A state the source's own bookkeeping should make impossible.
     #[error("pipeline stage failed: {0}")]
     Invariant(&'static str),
@@ -31,14 +22,5 @@ pub enum FollowError {
 impl From<PipelineError> for FollowError {
     fn from(e: PipelineError) -> Self {
         FollowError::Source(e.into())
-    }
-}
-
-impl FollowError {
-    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        FollowError::Io {
-            path: path.into(),
-            source,
-        }
     }
 }

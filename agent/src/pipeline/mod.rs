@@ -154,7 +154,7 @@ where
     F: FnOnce(&mut dyn Feed) -> Result<(), E>,
     E: From<PipelineError>,
 {
-    run_engine(cfg, sink, opts, None, |ingest| source(ingest))
+    run_engine(cfg, sink, opts, Mode::Threaded, |ingest| source(ingest))
 }
 
 /// Runs the flow tables and the output on the caller's thread: cheaper per
@@ -167,25 +167,26 @@ where
     F: FnOnce(&mut dyn InlineFeed) -> Result<(), E>,
     E: From<PipelineError>,
 {
-    let restore = Some(opts.restore);
-    run_engine(cfg, sink, opts.run, restore, |ingest| source(ingest))
+    let mode = Mode::Inline(opts.restore);
+    run_engine(cfg, sink, opts.run, mode, |ingest| source(ingest))
 }
 
-/// `inline`: `None` for a threaded run, `Some(restore)` for an inline one.
-fn run_engine<S, F, E>(
-    cfg: &Config,
-    sink: S,
-    opts: RunOptions,
-    inline: Option<Option<Box<EngineState>>>,
-    source: F,
-) -> Report<E>
+/// Where the flow tables run.
+enum Mode {
+    /// On `pipeline.threads` shard threads.
+    Threaded,
+    /// On the caller's thread, from empty tables or a checkpoint.
+    Inline(Option<Box<EngineState>>),
+}
+
+fn run_engine<S, F, E>(cfg: &Config, sink: S, opts: RunOptions, mode: Mode, source: F) -> Report<E>
 where
     S: RecordSink,
     F: FnOnce(&mut Ingest<'_>) -> Result<(), E>,
     E: From<PipelineError>,
 {
     let start = Instant::now();
-    let is_inline = inline.is_some();
+    let is_inline = matches!(mode, Mode::Inline(_));
     let threads = if is_inline { 1 } else { cfg.threads() };
     let parts = cfg.pipeline.partitions;
     let batch = cfg.pipeline.batch_packets;
@@ -200,7 +201,10 @@ where
     };
     let table_cfg = cfg.table();
     let frag_timeout = cfg.flow.fragment_timeout.ns();
-    let mut restore = inline.flatten();
+    let mut restore = match mode {
+        Mode::Inline(r) => r,
+        Mode::Threaded => None,
+    };
     if let Some(r) = &restore {
         if r.pending.iter().any(|p| match *p {
             Routed::Packet { part, local, .. } => usize::from(part) >= parts || local != part,
