@@ -36,7 +36,7 @@ impl SourceError {
         }
     }
 
-    pub fn capture(path: &Path) -> impl FnOnce(CaptureError) -> SourceError + '_ {
+    pub fn capture(path: &Path) -> impl Fn(CaptureError) -> SourceError + '_ {
         move |source| SourceError::Capture {
             path: path.to_path_buf(),
             source,

@@ -46,13 +46,10 @@ impl CaptureFiles {
         f: &mut impl FnMut(RawPacket<'_>),
     ) -> Result<(), SourceError> {
         let file = File::open(path).map_err(|e| SourceError::io(path, e))?;
-        let cap = |source| SourceError::Capture {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut reader = CaptureReader::open(file).map_err(cap)?;
+        let cap = SourceError::capture(path);
+        let mut reader = CaptureReader::open(file).map_err(&cap)?;
         tracing::debug!("{}: {} capture", path.display(), reader.format());
-        while let Some(p) = reader.next_packet().map_err(cap)? {
+        while let Some(p) = reader.next_packet().map_err(&cap)? {
             f(p);
         }
         if let Some(t) = reader.truncation() {

@@ -257,14 +257,8 @@ impl FollowedSource for FolderSource {
 /// The identity of a capture file: its first packet, once it is whole.
 fn identify(path: &Path, name: &str) -> Result<Option<FileId>, SourceError> {
     let file = File::open(path).map_err(|e| SourceError::io(path, e))?;
-    let mut r = CaptureReader::open(file).map_err(|source| SourceError::Capture {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let first = r.next_packet().map_err(|source| SourceError::Capture {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mut r = CaptureReader::open(file).map_err(SourceError::capture(path))?;
+    let first = r.next_packet().map_err(SourceError::capture(path))?;
     Ok(first.map(|p| FileId {
         name: name.to_owned(),
         first_ns: p.ts_ns,
