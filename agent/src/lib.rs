@@ -20,7 +20,6 @@ pub mod follow;
 pub mod identity;
 pub mod pipeline;
 pub mod run;
-pub mod sink;
 pub mod synth;
 #[cfg(test)]
 mod testkit;
@@ -30,4 +29,4 @@ pub use error::Error;
 
 // The engine crate's rooms, under the names the agent has always used for
 // them (`crate::flow::FlowTable`, …).
-pub use vmflow_engine::{decode, flow, net, packet, rng};
+pub use vmflow_engine::{decode, flow, net, packet, rng, settings, sink};

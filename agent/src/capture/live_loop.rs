@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::live::{self, IfaceStats, Ring, RingOptions};
 use super::SourceError;
 use crate::config::Config;
-use crate::pipeline::{self, InlineFeed};
+use crate::pipeline::{self, InlineFeed, PipelineError};
 use crate::sink::RecordSink;
 
 /// Live capture into `sink` until `stop` is set: packets from every ring, and
@@ -93,7 +93,11 @@ pub fn capture<S: RecordSink>(
                     }
                 }
                 if let Some(new) = reload() {
-                    match feed.reconfigure(&new) {
+                    let applied = new
+                        .engine_settings()
+                        .map_err(PipelineError::from)
+                        .and_then(|s| Ok(feed.reconfigure(&s)?));
+                    match applied {
                         Ok(()) => tracing::info!("configuration reloaded; every open flow kept"),
                         Err(e) => tracing::error!("reload refused, old settings stay: {e}"),
                     }

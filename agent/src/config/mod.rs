@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use crate::flow::TableConfig;
 use crate::net::{Cidr, LocalNets};
+use crate::settings::{FlowSettings, Settings};
 
 pub use azure::{AzureConfig, CapturesConfig, IdentityKind};
 pub use blob::{AfterRead, BlobConfig};
@@ -150,20 +151,34 @@ impl Config {
         }
     }
 
+    /// The flow settings, as the engine takes them.
+    pub fn flow_settings(&self) -> FlowSettings {
+        let f = &self.flow;
+        FlowSettings {
+            idle_timeout: f.idle_timeout.duration(),
+            active_timeout: f.active_timeout.duration(),
+            tcp_linger: f.tcp_linger.duration(),
+            half_open_timeout: f.half_open_timeout.duration(),
+            emergency_idle_timeout: f.emergency_idle_timeout.duration(),
+            fragment_timeout: f.fragment_timeout.duration(),
+            max_flows: f.max_flows,
+            emergency_threshold: f.emergency_threshold,
+        }
+    }
+
+    /// Everything the engine is built from.
+    pub fn engine_settings(&self) -> Result<Settings, ConfigError> {
+        Ok(Settings {
+            partitions: self.pipeline.partitions,
+            batch_packets: self.pipeline.batch_packets,
+            flow: self.flow_settings(),
+            local_nets: self.local_nets()?,
+        })
+    }
+
     /// The flow table settings for one of `partitions` tables.
     pub fn table(&self) -> TableConfig {
-        let f = &self.flow;
-        let parts = self.pipeline.partitions as u64;
-        let max = f.max_flows.div_ceil(parts).max(1) as usize;
-        TableConfig {
-            idle_ns: f.idle_timeout.ns(),
-            active_ns: f.active_timeout.ns(),
-            tcp_linger_ns: f.tcp_linger.ns(),
-            half_open_ns: f.half_open_timeout.ns(),
-            emergency_idle_ns: f.emergency_idle_timeout.ns(),
-            max_flows: max,
-            emergency_at: ((max as f64) * f.emergency_threshold).ceil() as usize,
-        }
+        self.flow_settings().table(self.pipeline.partitions)
     }
 
     pub fn threads(&self) -> usize {

@@ -5,6 +5,7 @@ use super::checkpoint::CheckpointError;
 use crate::azure::AzureError;
 use crate::capture::SourceError;
 use crate::pipeline::PipelineError;
+use vmflow_engine::EngineError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
@@ -17,6 +18,12 @@ pub enum FollowError {
     /// A state the source's own bookkeeping should make impossible.
     #[error("pipeline stage failed: {0}")]
     Invariant(&'static str),
+}
+
+impl From<EngineError> for FollowError {
+    fn from(e: EngineError) -> Self {
+        PipelineError::from(e).into()
+    }
 }
 
 impl From<PipelineError> for FollowError {

@@ -1,15 +1,71 @@
 //! The threaded engine: each shard owns a fixed set of flow-table
 //! partitions and runs its batches; the output stage collects every batch's
-//! records from all shards, in partition order.
+//! records from all shards, in partition order. [`Shards`] is the engine's
+//! dispatch to them.
 
 use crossbeam_channel::{Receiver, Sender};
+use vmflow_engine::{process, sum_stats, write_epoch, Dispatch, EngineError, Routed, Written};
 use vmflow_proto::{EndReason, FlowRecord};
 
-use super::records::{sum_stats, write_epoch, Written};
-use super::router::{FromShard, Routed, ToShard};
-use super::PipelineError;
-use crate::flow::{Event, FlowTable, TableStats};
+use crate::flow::{FlowTable, TableStats};
 use crate::sink::RecordSink;
+
+pub(super) enum ToShard {
+    Batch {
+        pkts: Vec<Routed>,
+        now: u64,
+        last: bool,
+        /// With `last`: how the remaining flows end.
+        end: EndReason,
+    },
+}
+
+pub(super) struct FromShard {
+    pub(super) records: Vec<(u16, FlowRecord)>,
+    pub(super) stats: Option<TableStats>,
+}
+
+/// The engine's side of the shard threads: a closed batch per shard goes
+/// down its channel, and an empty one the shard has finished with comes back.
+pub(super) struct Shards {
+    pub(super) batch: usize,
+    pub(super) to_shard: Vec<Sender<ToShard>>,
+    pub(super) recycle: Vec<Receiver<Vec<Routed>>>,
+}
+
+impl Dispatch for Shards {
+    fn shards(&self) -> usize {
+        self.to_shard.len()
+    }
+
+    fn dispatch(
+        &mut self,
+        batches: &mut [Vec<Routed>],
+        now: u64,
+        last: bool,
+        end: EndReason,
+    ) -> bool {
+        let mut ok = true;
+        for (i, slot) in batches.iter_mut().enumerate() {
+            // Reuse a batch the shard has finished with; a new one only while
+            // the pipeline fills up, so steady state allocates nothing.
+            let fresh = self.recycle[i]
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(self.batch));
+            let pkts = std::mem::replace(slot, fresh);
+            let msg = ToShard::Batch {
+                pkts,
+                now,
+                last,
+                end,
+            };
+            if self.to_shard[i].send(msg).is_err() {
+                ok = false;
+            }
+        }
+        ok
+    }
+}
 
 pub(super) fn shard(
     me: usize,
@@ -52,60 +108,10 @@ pub(super) fn shard(
     }
 }
 
-/// One batch through the tables a shard owns, then the batch-boundary tick
-/// (and, at the end, the finish); records are tagged with their partition.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn process(
-    me: usize,
-    threads: usize,
-    tables: &mut [FlowTable],
-    pkts: &[Routed],
-    now: u64,
-    last: bool,
-    end: EndReason,
-    recs: &mut Vec<FlowRecord>,
-    tagged: &mut Vec<(u16, FlowRecord)>,
-) {
-    // Two-stage prefetch: the bucket of packet i+16, then (once that is
-    // cached) the flow slot of packet i+8. Pure hints; output is unchanged.
-    for (i, r) in pkts.iter().enumerate() {
-        if let Some(Routed::Packet { local, pkt, .. }) = pkts.get(i + 16) {
-            tables[usize::from(*local)].prefetch(pkt.hash, false);
-        }
-        if let Some(Routed::Packet { local, pkt, .. }) = pkts.get(i + 8) {
-            tables[usize::from(*local)].prefetch(pkt.hash, true);
-        }
-        match r {
-            Routed::Packet { part, local, pkt } => {
-                tables[usize::from(*local)].handle(Event::Packet(pkt), recs);
-                if !recs.is_empty() {
-                    tagged.extend(recs.drain(..).map(|x| (*part, x)));
-                }
-            }
-            &Routed::Gap { start, end } => {
-                let gap = Event::Gap { start, end };
-                for (local, t) in tables.iter_mut().enumerate() {
-                    t.handle(gap, recs);
-                    let part = (local * threads + me) as u16;
-                    tagged.extend(recs.drain(..).map(|x| (part, x)));
-                }
-            }
-        }
-    }
-    for (local, t) in tables.iter_mut().enumerate() {
-        let part = (local * threads + me) as u16;
-        t.handle(Event::Tick(now), recs);
-        if last {
-            t.handle(Event::Finish(end), recs);
-        }
-        tagged.extend(recs.drain(..).map(|x| (part, x)));
-    }
-}
-
 pub(super) fn output<S: RecordSink>(
     mut sink: S,
     from: Vec<Receiver<FromShard>>,
-) -> Result<Written, PipelineError> {
+) -> Result<Written, EngineError> {
     let mut batch: Vec<(u16, FlowRecord)> = Vec::new();
     let mut plain: Vec<FlowRecord> = Vec::new();
     let mut w = Written::default();
@@ -122,12 +128,12 @@ pub(super) fn output<S: RecordSink>(
                 Err(_) => break 'epochs,
             }
         }
-        write_epoch(&mut batch, &mut plain, &mut w, &mut sink).map_err(PipelineError::Output)?;
+        write_epoch(&mut batch, &mut plain, &mut w, &mut sink).map_err(EngineError::Output)?;
         if stats.len() == from.len() {
             break;
         }
     }
-    sink.finish().map_err(PipelineError::Output)?;
+    sink.finish().map_err(EngineError::Output)?;
     w.table = sum_stats(stats.into_iter());
     Ok(w)
 }

@@ -99,28 +99,3 @@ fn inline_mode_gives_the_same_records_in_the_same_order() {
         assert!(threaded == inline, "threads {threads}");
     }
 }
-
-/// Checkpoints hold the batch being filled; a gap in it is kept in the form
-/// every earlier checkpoint has (a packet of partition u16::MAX, `ts_ns` the
-/// start, `hash` the end), so checkpoints of older agents still resume.
-#[test]
-fn a_gap_is_kept_in_checkpoints_as_it_always_was() {
-    let old_form = (
-        u16::MAX,
-        0u16,
-        crate::flow::Packet {
-            ts_ns: 5,
-            key: crate::flow::FlowKey::default(),
-            hash: 9,
-            from_src: true,
-            ip_bytes: 0,
-            tcp_flags: 0,
-            icmp: None,
-        },
-    );
-    let old = rmp_serde::to_vec(&old_form).unwrap();
-    let gap = router::Routed::Gap { start: 5, end: 9 };
-    assert_eq!(rmp_serde::to_vec(&gap).unwrap(), old);
-    let back: router::Routed = rmp_serde::from_slice(&old).unwrap();
-    assert!(matches!(back, router::Routed::Gap { start: 5, end: 9 }));
-}

@@ -6,18 +6,21 @@ use vmflow_proto::FlowRecord;
 use crate::flow::TableStats;
 use crate::sink::RecordSink;
 
-#[derive(Default)]
-pub(super) struct Written {
-    pub(super) records: u64,
-    pub(super) flows: u64,
-    pub(super) packets: u64,
-    pub(super) bytes: u64,
-    pub(super) table: TableStats,
+/// What reached the sink: records, distinct flows (records with `final`),
+/// packets and bytes summed over the records, and at the end the tables'
+/// own counts.
+#[derive(Clone, Debug, Default)]
+pub struct Written {
+    pub records: u64,
+    pub flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub table: TableStats,
 }
 
 /// Orders one batch's records by partition (stable, so each partition keeps
 /// its own order), counts them and writes them.
-pub(super) fn write_epoch<S: RecordSink + ?Sized>(
+pub fn write_epoch<S: RecordSink + ?Sized>(
     batch: &mut Vec<(u16, FlowRecord)>,
     plain: &mut Vec<FlowRecord>,
     w: &mut Written,
@@ -36,7 +39,8 @@ pub(super) fn write_epoch<S: RecordSink + ?Sized>(
     res
 }
 
-pub(super) fn sum_stats(it: impl Iterator<Item = TableStats>) -> TableStats {
+/// The counts of several tables as one.
+pub fn sum_stats(it: impl Iterator<Item = TableStats>) -> TableStats {
     it.fold(TableStats::default(), |a, b| TableStats {
         packets: a.packets + b.packets,
         bytes: a.bytes + b.bytes,

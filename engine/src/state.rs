@@ -1,6 +1,6 @@
 //! The engine's state between two packets, for checkpoints.
 
-use super::router::Routed;
+use crate::batch::Routed;
 use crate::flow::{FragSnapshot, TableSnapshot};
 
 /// The engine between two packets: flow tables, fragments, the batch being
@@ -8,20 +8,20 @@ use crate::flow::{FragSnapshot, TableSnapshot};
 /// the original run would have given from that point, in the same order.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct EngineState {
-    pub(super) tables: Vec<TableSnapshot>,
-    pub(super) frag: FragSnapshot,
-    pub(super) pending: Vec<Routed>,
-    pub(super) in_batch: usize,
-    pub(super) now: u64,
-    pub(super) packets: u64,
-    pub(super) flow_packets: u64,
-    pub(super) ip_bytes: u64,
+    pub(crate) tables: Vec<TableSnapshot>,
+    pub(crate) frag: FragSnapshot,
+    pub(crate) pending: Vec<Routed>,
+    pub(crate) in_batch: usize,
+    pub(crate) now: u64,
+    pub(crate) packets: u64,
+    pub(crate) flow_packets: u64,
+    pub(crate) ip_bytes: u64,
     /// Records handed to the sink before this point: the position in the
     /// record stream a resumed run continues from.
     pub records: u64,
-    pub(super) flows: u64,
-    pub(super) record_packets: u64,
-    pub(super) record_bytes: u64,
+    pub(crate) flows: u64,
+    pub(crate) record_packets: u64,
+    pub(crate) record_bytes: u64,
 }
 
 impl EngineState {
