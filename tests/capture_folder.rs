@@ -423,3 +423,69 @@ fn a_netmon_file_is_read_once_its_frame_table_is_written() {
     want.sort();
     assert!(got == want);
 }
+
+/// A folder that is not there yet is an error said once (not once per poll),
+/// then followed like any other once it appears; the recovery is logged.
+#[test]
+fn a_missing_folder_is_said_once_and_its_recovery_logged() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let certs = dir.join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let out = dir.join("out");
+    let (_collector, addr) = collector(&certs, &out, "127.0.0.1:0");
+    let caps = dir.join("later");
+    let source = format!(
+        "[[source.folder]]\nname = \"later\"\npath = {caps:?}\npoll_interval = 0.01\non_stop = \"finish\"\nshutdown_grace = 60\n"
+    );
+    let cfg = agent_config_with(dir, "a", &source, &certs, "agent-1", &addr, "");
+    let mut a = agent(&cfg);
+    a.wait_line("retrying (further failures", Duration::from_secs(60));
+    // Wait for a few more polls to fail (each 10 ms) before the folder
+    // appears: the failures are counted, not logged.
+    let staged = dir.join("staged");
+    std::fs::create_dir_all(&staged).unwrap();
+    let cap = staged.join("packetcapture_00_00_01_000.cap");
+    let st = run(vmflow()
+        .args([
+            "synth",
+            "--packets",
+            "20000",
+            "--concurrent",
+            "300",
+            "--seed",
+            "9",
+        ])
+        .arg("--out")
+        .arg(&cap));
+    assert!(st.status.success());
+    let want = replayed(&cap);
+    std::fs::rename(&staged, &caps).unwrap();
+    let line = a.wait_line("recovered after", Duration::from_secs(60));
+    let n: u64 = line
+        .split("recovered after ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line:?}"));
+    assert!(n >= 1, "{line}");
+    a.wait_line(
+        "later/packetcapture_00_00_01_000.cap: reading",
+        Duration::from_secs(60),
+    );
+    a.sigterm();
+    assert!(a.wait(Duration::from_secs(120)), "{}", a.text());
+    let text = a.text();
+    assert_eq!(
+        text.matches("retrying (further failures").count(),
+        1,
+        "the missing folder is said once: {text}"
+    );
+    let got = as_replayed(collected(&out, "agent-1"));
+    assert!(
+        got == want,
+        "records of the folder that appeared late: {} of {}; {text}",
+        got.len(),
+        want.len()
+    );
+}
