@@ -77,22 +77,18 @@ impl CollectorOptions {
 
 /// Every connection holds a descriptor: stay below the process's limit, with
 /// room for the store's files, the listener and the runtime.
+#[cfg(unix)]
 pub fn default_max_connections() -> usize {
-    #[cfg(unix)]
-    {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes one `rlimit` through a pointer to a live,
-        // properly aligned local of exactly that type, and keeps no pointer.
-        let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
-        if ok {
-            return (lim.rlim_cur.min(1 << 20) as usize)
-                .saturating_sub(64)
-                .clamp(16, 65_536);
-        }
-    }
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    // `None` is RLIM_INFINITY: the cap applies.
+    let cur = lim.current.unwrap_or(u64::MAX);
+    (cur.min(1 << 20) as usize)
+        .saturating_sub(64)
+        .clamp(16, 65_536)
+}
+
+#[cfg(not(unix))]
+pub fn default_max_connections() -> usize {
     1_000
 }
 
