@@ -5,6 +5,7 @@
 mod block;
 mod error;
 mod frame;
+pub mod ipfix;
 mod record;
 pub mod session;
 

@@ -10,7 +10,9 @@ use clap::Args;
 use super::engine_args::{engine_config, EngineArgs};
 use super::summary::finish;
 use crate::error::Error;
-use crate::export::{NdjsonSink, RecordSink};
+use vmflow_proto::ipfix::IpfixMode;
+
+use crate::export::{IpfixFileSink, NdjsonSink, RecordSink};
 
 #[derive(Args)]
 pub(super) struct ReplayArgs {
@@ -19,18 +21,59 @@ pub(super) struct ReplayArgs {
     /// Where to write records; `-` is standard output.
     #[arg(long, default_value = "-")]
     out: String,
+    /// `ndjson` (one JSON object per line) or `ipfix` (IPFIX messages back
+    /// to back, RFC 5655 style; the template the README describes).
+    #[arg(long, value_enum, default_value_t = Format::Ndjson)]
+    format: Format,
+    /// IPFIX: `biflow` (reverse counters as RFC 5103 elements) or `uniflow`
+    /// (two records per flow, for collectors that ignore reverse elements).
+    #[arg(long, value_enum, default_value_t = Mode::Biflow)]
+    ipfix_mode: Mode,
+    /// IPFIX: the observation domain ID.
+    #[arg(long, default_value_t = 0)]
+    observation_domain: u32,
+    /// IPFIX: the largest message in bytes (512..=65535). The default fits
+    /// an Ethernet MTU, so the file can be replayed to a UDP collector.
+    #[arg(long, default_value_t = 1400, value_parser = clap::value_parser!(u16).range(512..))]
+    max_message: u16,
     /// Capture files, read in order as one continuous stream.
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Ndjson,
+    Ipfix,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    Biflow,
+    Uniflow,
+}
+
 pub(super) fn cmd(a: ReplayArgs) -> Result<ExitCode, Error> {
     let cfg = engine_config(&a.engine)?;
-    let sink: Box<dyn RecordSink> = if a.out == "-" {
-        Box::new(NdjsonSink::new(io::stdout()))
+    let out: Box<dyn io::Write + Send> = if a.out == "-" {
+        Box::new(io::stdout())
     } else {
-        let f = File::create(&a.out).map_err(|e| Error::io(&a.out, e))?;
-        Box::new(NdjsonSink::new(f))
+        Box::new(File::create(&a.out).map_err(|e| Error::io(&a.out, e))?)
+    };
+    let sink: Box<dyn RecordSink> = match a.format {
+        Format::Ndjson => Box::new(NdjsonSink::new(out)),
+        Format::Ipfix => {
+            let mode = match a.ipfix_mode {
+                Mode::Biflow => IpfixMode::Biflow,
+                Mode::Uniflow => IpfixMode::Uniflow,
+            };
+            Box::new(IpfixFileSink::new(
+                out,
+                a.observation_domain,
+                mode,
+                usize::from(a.max_message),
+            ))
+        }
     };
     let report = crate::capture::replay(a.files, &cfg, sink);
     finish("replay", report)

@@ -1,10 +1,12 @@
 //! Where finished flow records go.
 
 pub mod batcher;
+mod ipfix;
 mod ndjson;
 pub mod ship;
 pub mod spool;
 
+pub use ipfix::IpfixFileSink;
 pub use ndjson::{encode as encode_ndjson, NdjsonSink};
 
 use vmflow_proto::FlowRecord;
