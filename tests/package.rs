@@ -78,11 +78,18 @@ fn journal_now(c: &Container, unit: &str) -> String {
 }
 
 fn wait_log(c: &Container, unit: &str, needle: &str) {
-    poll(
-        &format!("{needle:?} in the journal of {unit}"),
-        Duration::from_secs(30),
-        || journal_now(c, unit).contains(needle).then_some(()),
-    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !journal_now(c, unit).contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the journal of {unit} after 30 s:\n{}\n{}",
+            c.journal(unit),
+            c.sh("systemctl status --no-pager vmflow vmflow-collect")
+                .stdout
+                .escape_ascii()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Starts the collector unit and waits until it listens.
@@ -92,22 +99,40 @@ fn start_collector(c: &Container) {
     wait_log(c, "vmflow-collect", "listening on");
 }
 
-/// The shipped configuration with live capture on eth0 and settings that
-/// make records come quickly. `extra` is appended to [flow].
+/// Marks the lines `configure` adds, so that the next call replaces them.
+const TEST_LINE: &str = " # set by the test";
+
+/// The installed configuration with live capture on eth0 and settings that
+/// make records come quickly; `extra` lines go under [flow].
 fn configure(c: &Container, idle: u32, extra: &str) {
-    let shipped = String::from_utf8(c.read(CONF).expect("the conffile is installed")).unwrap();
-    let cfg = shipped
-        .replace(
-            "[flow]\n",
-            &format!("[flow]\nidle_timeout = {idle}\n{extra}"),
-        )
-        .replace(
-            "[capture.live]\n",
-            "[capture.live]\ninterfaces = [\"eth0\"]\nshutdown_grace = 5\n",
-        )
-        .replace("# batch_age = 1.0\n", "batch_age = 0.2\n");
-    assert_ne!(cfg, shipped, "the shipped configuration changed shape");
-    c.write(CONF, cfg.as_bytes(), 0o644);
+    let text = String::from_utf8(c.read(CONF).expect("the conffile is installed")).unwrap();
+    let mut out = String::new();
+    for l in text.lines().filter(|l| !l.ends_with(TEST_LINE)) {
+        out.push_str(l);
+        out.push('\n');
+        let add: Vec<String> = match l {
+            "[flow]" => std::iter::once(format!("idle_timeout = {idle}"))
+                .chain(extra.lines().map(str::to_string))
+                .collect(),
+            "[capture.live]" => vec![
+                "interfaces = [\"eth0\"]".into(),
+                "shutdown_grace = 5".into(),
+            ],
+            "[export]" => vec!["batch_age = 0.2".into()],
+            _ => vec![],
+        };
+        for a in add {
+            out.push_str(&a);
+            out.push_str(TEST_LINE);
+            out.push('\n');
+        }
+    }
+    assert_eq!(
+        out.matches(TEST_LINE).count(),
+        4 + extra.lines().count(),
+        "the shipped configuration changed shape:\n{text}"
+    );
+    c.write(CONF, out.as_bytes(), 0o644);
 }
 
 /// Restarts the agent and waits until it captures and is connected.
@@ -159,7 +184,11 @@ impl Dump {
     /// sent before is in the file. Then stops tcpdump and returns what
     /// vmflow's replay makes of the file, per conversation.
     fn finish(mut self, nic: &Veth) -> BTreeMap<String, Counts> {
-        udp(nic, 40999, 9, 1);
+        let py = format!(
+            "import socket\nsocket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'{}',('{INSIDE}',9))\n",
+            String::from_utf8_lossy(MARK)
+        );
+        nic.run_ok(&["python3", "-c", &py]);
         poll(
             "tcpdump to write the marker",
             Duration::from_secs(30),
@@ -190,8 +219,7 @@ const MARK: &[u8] = b"vmflow-package-marker";
 fn udp(nic: &Veth, sport: u16, dport: u16, n: usize) {
     let py = format!(
         "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
-         s.bind(('{PEER}',{sport}))\nfor _ in range({n}): s.sendto(b'{}',('{INSIDE}',{dport}))\n",
-        String::from_utf8_lossy(MARK)
+         s.bind(('{PEER}',{sport}))\nfor _ in range({n}): s.sendto(b'x'*20,('{INSIDE}',{dport}))\n"
     );
     nic.run_ok(&["python3", "-c", &py]);
 }
@@ -422,7 +450,7 @@ fn an_upgrade_keeps_the_edited_conffile_and_the_spool_and_loses_or_doubles_no_re
     let (c, nic) = vm("upgrade");
     dpkg_install(&c, &built_deb());
     start_collector(&c);
-    configure(&c, 1, "# edited by the operator\n");
+    configure(&c, 1, "# edited by the operator");
     restart_agent(&c);
     let old_pid = wait_active(&c, "vmflow");
     let old_run = show(&c, "vmflow", "InvocationID");

@@ -24,6 +24,8 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 pub struct Container {
     machine: String,
+    /// The container's own cgroups (one per hierarchy systemd uses).
+    cgroups: Vec<PathBuf>,
     /// Per-test directory: the overlay's upper, work and merged (root)
     /// directories and the console log.
     dir: PathBuf,
@@ -148,7 +150,25 @@ impl Container {
         // A private network: the container has only its loopback until a
         // test gives it a NIC (`veth`), and its ports never meet the host's
         // or another test's.
-        let nspawn = Command::new("systemd-nspawn")
+        // Each container in a cgroup of its own: with --keep-unit the
+        // container's systemd roots its units at nspawn's cgroup, and two
+        // containers sharing one would share (and kill) each other's units.
+        let cgroups = own_cgroups(&machine);
+        let nspawn = Command::new("sh")
+            .args([
+                "-c",
+                "for g in $VMFLOW_CGROUPS; do echo $$ > \"$g/cgroup.procs\" || exit 97; done; exec \"$@\"",
+                "sh",
+                "systemd-nspawn",
+            ])
+            .env(
+                "VMFLOW_CGROUPS",
+                cgroups
+                    .iter()
+                    .map(|p| p.to_str().unwrap())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
             .args(["-q", "-D"])
             .arg(&merged)
             .args([
@@ -169,6 +189,7 @@ impl Container {
             });
         let mut c = Container {
             machine,
+            cgroups,
             dir,
             merged,
             nspawn,
@@ -424,7 +445,58 @@ impl Drop for Container {
             let _ = host(&["umount", "-l", &merged]);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        for g in &self.cgroups {
+            rmdir_tree(g);
+        }
     }
+}
+
+/// Makes a cgroup for the container under this process's own, in each
+/// hierarchy systemd tracks processes with: `name=systemd` (cgroup v1 or
+/// hybrid hosts) and the unified v2 one.
+fn own_cgroups(machine: &str) -> Vec<PathBuf> {
+    let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let mut dirs = Vec::new();
+    for line in mine.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, ctrl, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+        let mount = match ctrl {
+            "name=systemd" => Path::new("/sys/fs/cgroup/systemd"),
+            "" if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() => {
+                Path::new("/sys/fs/cgroup/unified")
+            }
+            "" => Path::new("/sys/fs/cgroup"),
+            _ => continue,
+        };
+        if !mount.join("cgroup.procs").exists() {
+            continue;
+        }
+        let d = mount
+            .join(path.trim_start_matches('/'))
+            .join(format!("vmflow-{machine}"));
+        rmdir_tree(&d);
+        std::fs::create_dir(&d)
+            .unwrap_or_else(|e| panic!("cannot make the container's cgroup {}: {e}", d.display()));
+        dirs.push(d);
+    }
+    assert!(
+        !dirs.is_empty(),
+        "no cgroup hierarchy for systemd found: {mine}"
+    );
+    dirs
+}
+
+/// Removes a cgroup and the ones the container's systemd made under it
+/// (deepest first: cgroups go with rmdir, and only once empty).
+fn rmdir_tree(p: &Path) {
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                rmdir_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(p);
 }
 
 /// Path of the .deb built by scripts/package-deb.sh for this checkout;
