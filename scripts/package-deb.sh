@@ -13,7 +13,10 @@ if [ "$(cargo deb --version 2>/dev/null | awk '{print $2}')" != "$CARGO_DEB_VERS
     cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION"
 fi
 
-cargo build --release --locked -p vmflow-agent
+# VMFLOW_DEB_FEATURES: cargo features for the build. scripts/test.sh passes
+# the test suite's (system-tests, which only selects test binaries and
+# changes nothing in vmflow) so that the binary is compiled once for both.
+cargo build --release --locked -p vmflow-agent ${VMFLOW_DEB_FEATURES:+--features "$VMFLOW_DEB_FEATURES"}
 # The documentation the package installs is the binary's own --help.
 {
     echo "vmflow $(target/release/vmflow --version 2>/dev/null | awk '{print $2}')"

@@ -41,6 +41,7 @@ fi
 # the package (and a newer version of it, for the upgrade test: the same
 # binary repackaged, no rebuild) for this checkout.
 ./scripts/container-root.sh
+export VMFLOW_DEB_FEATURES=system-tests
 VMFLOW_DEB_VERSION="$(cargo pkgid -p vmflow-agent | sed 's/.*[#@]//')+upgradetest" ./scripts/package-deb.sh >/dev/null
 ./scripts/package-deb.sh >/dev/null
 

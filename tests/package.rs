@@ -84,9 +84,10 @@ fn wait_log(c: &Container, unit: &str, needle: &str) {
             Instant::now() < deadline,
             "no {needle:?} in the journal of {unit} after 30 s:\n{}\n{}",
             c.journal(unit),
-            c.sh("systemctl status --no-pager vmflow vmflow-collect")
-                .stdout
-                .escape_ascii()
+            String::from_utf8_lossy(
+                &c.sh("systemctl status --no-pager vmflow vmflow-collect")
+                    .stdout
+            )
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -223,9 +223,10 @@ impl Container {
                 "running" => break,
                 "degraded" => panic!(
                     "the container booted degraded:\n{}\n{}",
-                    c.sh("systemctl --failed --no-pager; journalctl -b --no-pager -p warning")
-                        .stdout
-                        .escape_ascii(),
+                    String::from_utf8_lossy(
+                        &c.sh("systemctl --failed --no-pager; journalctl -b --no-pager -p warning")
+                            .stdout
+                    ),
                     c.console()
                 ),
                 _ => {}
