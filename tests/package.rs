@@ -7,7 +7,7 @@
 //! the flows tcpdump saw; an upgrade keeps the edited conffile and the spool
 //! and neither loses nor doubles a record; `systemctl reload` and `stop`
 //! do what the README says; `remove` keeps state, `purge` removes it and the
-//! user.
+//! user; the exposure scores the README records are the installed units'.
 
 mod common;
 
@@ -419,6 +419,28 @@ fn install_enables_and_starts_the_agent_as_vmflow_with_only_cap_net_raw() {
         "{}",
         c.journal("vmflow")
     );
+}
+
+#[test]
+fn the_exposure_scores_in_the_readme_are_the_installed_units() {
+    let c = Container::boot("exposure");
+    dpkg_install(&c, &built_deb());
+    let readme = include_str!("../README.md");
+    for unit in ["vmflow.service", "vmflow-collect.service"] {
+        let out = c.sh_ok(&format!(
+            "systemd-analyze security --offline=true --no-pager /lib/systemd/system/{unit}"
+        ));
+        let score = out
+            .lines()
+            .find_map(|l| l.split(&format!("exposure level for {unit}: ")).nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no overall exposure in:\n{out}"));
+        let row = format!("| `{unit}` | {score} ");
+        assert!(
+            readme.contains(&row),
+            "README's exposure table should have {row:?}:\n{out}"
+        );
+    }
 }
 
 #[test]
