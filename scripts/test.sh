@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need (idempotently), then runs
 # formatting, lints and every test. Needs root (or sudo) for the Debian
-# packages and for the network-namespace test.
+# packages, the network-namespace tests and the systemd containers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +35,15 @@ if [ "$(cat "$azurite_dir/.version" 2>/dev/null)" != "$AZURITE_VERSION" ] \
     npm install --silent --no-audit --no-fund --prefix "$azurite_dir" "azurite@$AZURITE_VERSION" >/dev/null
     echo "$AZURITE_VERSION" > "$azurite_dir/.version"
 fi
+
+# The package tests (tests/package.rs) boot a Debian container with systemd
+# and install the .deb in it: the container root is built once per machine,
+# the package (and a newer version of it, for the upgrade test: the same
+# binary repackaged, no rebuild) for this checkout.
+./scripts/container-root.sh
+export VMFLOW_DEB_FEATURES=system-tests
+VMFLOW_DEB_VERSION="$(cargo pkgid -p vmflow-agent | sed 's/.*[#@]//')+upgradetest" ./scripts/package-deb.sh >/dev/null
+./scripts/package-deb.sh >/dev/null
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked --features vmflow-agent/system-tests -- -D warnings
