@@ -997,6 +997,25 @@ mod in_container {
         )
     }
 
+    /// target/azure-extension/vmflow-extension-linux_<version>.zip, no
+    /// older than the .deb it must carry.
+    fn the_zip() -> PathBuf {
+        let zip = target_dir().join(format!(
+            "azure-extension/vmflow-extension-linux_{}.zip",
+            env!("CARGO_PKG_VERSION")
+        ));
+        let deb = built_deb();
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
+        match (modified(&zip), modified(&deb)) {
+            (Ok(z), Ok(d)) if z >= d => zip,
+            _ => panic!(
+                "{} is missing or older than {}: run scripts/package-extension.sh",
+                zip.display(),
+                deb.display()
+            ),
+        }
+    }
+
     fn cmdline(c: &Container, pid: u32) -> String {
         // /proc of the container, not of the overlay's root.
         c.sh_ok(&format!("tr '\\0' ' ' < /proc/{pid}/cmdline"))
@@ -1023,14 +1042,30 @@ mod in_container {
         let certs = tempfile::tempdir().unwrap();
         let cert = make_cert(certs.path(), "waagent-tenant");
         cert.put_into(&m, &ga.lib);
-        // The handler zip carries the release binary package-deb.sh built.
-        let binary = target_dir().join("release/vmflow");
-        assert!(
-            binary.is_file(),
-            "{} missing: run scripts/package-deb.sh",
-            binary.display()
+        // The handler package as scripts/package-extension.sh built it,
+        // unzipped as the guest agent does.
+        let zip = the_zip();
+        let unzipped = tempfile::tempdir().unwrap();
+        let z = Command::new("unzip")
+            .args(["-q", zip.to_str().unwrap(), "-d"])
+            .arg(unzipped.path())
+            .output()
+            .unwrap();
+        assert!(z.status.success(), "unzip: {z:?}");
+        let binary = unzipped.path().join("bin/vmflow");
+        let deb = walk(unzipped.path())
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .expect("the zip carries the .deb");
+        assert_eq!(
+            std::fs::read(&deb).unwrap(),
+            std::fs::read(built_deb()).unwrap()
         );
-        let old = ga.unpack("1.0.0", &binary, &built_deb());
+        assert_eq!(
+            std::fs::read(unzipped.path().join("HandlerManifest.json")).unwrap(),
+            std::fs::read(workspace().join(MANIFEST)).unwrap()
+        );
+        let old = ga.unpack("1.0.0", &binary, &deb);
 
         let r = ga.install(&old, 0, "NOT_RUN");
         assert!(r.ok(), "install: {r:?}\n{}", c.console());

@@ -773,3 +773,32 @@ fn the_sequence_number_is_the_env_or_the_highest_file() {
         0
     );
 }
+
+/// The manifest in the shape WALinuxAgent's `HandlerManifest` reads: a
+/// one-element array, every command the handler binary's, heartbeats on,
+/// update with install, and `resourceLimits` beside (not inside)
+/// `handlerManifest`, naming the unit.
+#[test]
+fn the_manifest_is_what_the_guest_agent_reads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging/azure-extension/linux/HandlerManifest.json");
+    let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    let m = &v[0]["handlerManifest"];
+    for (key, cmd) in [
+        ("installCommand", "install"),
+        ("uninstallCommand", "uninstall"),
+        ("updateCommand", "update"),
+        ("enableCommand", "enable"),
+        ("disableCommand", "disable"),
+    ] {
+        assert_eq!(m[key], format!("bin/vmflow extension {cmd}"), "{key}");
+    }
+    assert_eq!(m["reportHeartbeat"], true);
+    assert_eq!(m["updateMode"], "UpdateWithInstall");
+    assert_eq!(m["supportsMultipleExtensions"], false);
+    assert_eq!(v[0]["version"], 1.0);
+    assert!(m.get("resourceLimits").is_none());
+    assert_eq!(v[0]["resourceLimits"]["services"][0]["name"], UNIT);
+    assert!(environment::parse_manifest(&path, &std::fs::read(&path).unwrap()).unwrap());
+}
