@@ -802,3 +802,29 @@ fn the_manifest_is_what_the_guest_agent_reads() {
     assert_eq!(v[0]["resourceLimits"]["services"][0]["name"], UNIT);
     assert!(environment::parse_manifest(&path, &std::fs::read(&path).unwrap()).unwrap());
 }
+
+/// The README's settings example is accepted as it stands.
+#[test]
+fn the_readme_example_is_valid_settings() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let section = &readme[readme.find("## Deploy as an Azure VM extension").unwrap()..];
+    let start = section.find("```json\n").unwrap() + 8;
+    let end = start + section[start..].find("```").unwrap();
+    let v: Value = serde_json::from_str(&section[start..end]).unwrap();
+    let secrets = settings::parse_protected(&Secret(v["protectedSettings"].to_string())).unwrap();
+    let (text, files, _) = machine::agent_config(
+        &Layout::system(),
+        Path::new("0.settings"),
+        v["settings"].as_object().unwrap(),
+        &secrets,
+    )
+    .unwrap();
+    let cfg = Config::parse(&text).unwrap();
+    assert_eq!(
+        cfg.export.unwrap().key,
+        Layout::system().config_dir().join("export.key")
+    );
+    assert_eq!(files.len(), 3);
+}
