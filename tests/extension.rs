@@ -534,9 +534,17 @@ exit 0
     )
     .unwrap();
     let dpkg = base.join("dpkg");
+    // Locked once when asked to (another package manager at work).
     std::fs::write(
         &dpkg,
-        "#!/bin/sh\necho \"dpkg $*\" >> \"$VMFLOW_TEST_LOG\"\n",
+        r#"#!/bin/sh
+echo "dpkg $*" >> "$VMFLOW_TEST_LOG"
+if [ -f "$VMFLOW_TEST_STATE/dpkg-locked" ]; then
+  rm "$VMFLOW_TEST_STATE/dpkg-locked"
+  echo "dpkg: error: dpkg frontend lock was locked by another process with pid 4242" >&2
+  exit 2
+fi
+"#,
     )
     .unwrap();
     for f in [&systemctl, &dpkg] {
@@ -581,16 +589,19 @@ exit 0
     let binary = Path::new(env!("CARGO_BIN_EXE_vmflow"));
     let old = ga.unpack("1.0.0", binary, &deb);
 
+    // Another package manager holds dpkg's lock: install waits its turn.
+    std::fs::write(state.join("dpkg-locked"), b"").unwrap();
     let r = ga.install(&old, 0, "NOT_RUN");
     assert_ok("install", &r);
+    let dpkg_i = format!(
+        "dpkg --force-confold --force-confdef -i {}/vmflow_0.1.0_amd64.deb\n",
+        old.dir
+    );
     assert_eq!(
         calls(),
-        format!(
-            "dpkg --force-confold --force-confdef -i {}/vmflow_0.1.0_amd64.deb\n\
-             systemctl disable --now vmflow.service\n",
-            old.dir
-        )
+        format!("{dpkg_i}{dpkg_i}systemctl disable --now vmflow.service\n")
     );
+    assert!(r.stderr.contains("dpkg is locked, retrying"), "{r:?}");
 
     let public = json!({
         "flow": { "idle_timeout": 20 },

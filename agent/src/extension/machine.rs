@@ -368,7 +368,9 @@ pub fn plan_disable(_h: &Handler) -> Plan {
 }
 
 /// Install (or upgrade to) the handler's .deb; the unit waits for enable.
-pub fn plan_install(_l: &Layout, deb: &Path) -> Plan {
+/// An update marker still there (the old version's uninstall failed before
+/// it got to it) has served its purpose.
+pub fn plan_install(l: &Layout, deb: &Path) -> Plan {
     let name = deb
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -377,6 +379,7 @@ pub fn plan_install(_l: &Layout, deb: &Path) -> Plan {
         steps: vec![
             Step::Service(Action::InstallPackage(deb.to_path_buf())),
             Step::Service(Action::DisableNow(UNIT)),
+            Step::Remove(l.update_marker()),
         ],
         mrseq: None,
         message: format!("installed {name}; {UNIT} waits for enable"),
@@ -384,11 +387,28 @@ pub fn plan_install(_l: &Layout, deb: &Path) -> Plan {
     }
 }
 
-/// `marker`: the update marker's content, when an update is under way
-/// (then this uninstall is the old version's step of it: everything stays).
-pub fn plan_uninstall(l: &Layout, marker: Option<&[u8]>, heartbeat_timer: bool) -> Plan {
-    if let Some(m) = marker {
-        let from = String::from_utf8_lossy(m).trim().to_string();
+/// How long an update marker stands for the update that wrote it: the guest
+/// agent runs the old version's uninstall right after the new version's
+/// update. An older marker is a leftover and this uninstall is a real one.
+pub const UPDATE_MARKER_TTL: u64 = 3600;
+
+/// The update marker's content: the version updated from and when.
+pub fn update_marker(from: &str, now: u64) -> Vec<u8> {
+    format!("{from}\n{now}\n").into_bytes()
+}
+
+/// `marker`: the update marker's content, if there is one. A fresh one
+/// means an update is under way and this uninstall is the old version's
+/// step of it: everything stays.
+pub fn plan_uninstall(l: &Layout, marker: Option<&[u8]>, heartbeat_timer: bool, now: u64) -> Plan {
+    let fresh = marker.and_then(|m| {
+        let text = String::from_utf8_lossy(m);
+        let mut lines = text.lines();
+        let from = lines.next()?.trim().to_string();
+        let at: u64 = lines.next()?.trim().parse().ok()?;
+        (now.saturating_sub(at) <= UPDATE_MARKER_TTL && at <= now + 60).then_some(from)
+    });
+    if let Some(from) = fresh {
         return Plan {
             steps: vec![Step::Remove(l.update_marker())],
             mrseq: None,
@@ -408,6 +428,7 @@ pub fn plan_uninstall(l: &Layout, marker: Option<&[u8]>, heartbeat_timer: bool) 
         Step::RemoveDirIfEmpty(l.dropin_dir()),
         Step::Remove(l.heartbeat_service()),
         Step::Remove(l.heartbeat_timer()),
+        // The whole directory: configuration, key files, a stale marker.
         Step::RemoveTree(l.config_dir()),
         Step::Service(Action::DaemonReload),
         Step::Service(Action::RemovePackage),
@@ -424,7 +445,7 @@ pub fn plan_uninstall(l: &Layout, marker: Option<&[u8]>, heartbeat_timer: bool) 
 
 /// Run from the new version: the old version's uninstall that follows is
 /// part of this update.
-pub fn plan_update(l: &Layout, from: Option<&str>) -> Plan {
+pub fn plan_update(l: &Layout, from: Option<&str>, now: u64) -> Plan {
     let from = from
         .filter(|f| !f.is_empty() && *f != "NOT_RUN")
         .unwrap_or("an earlier version");
@@ -433,7 +454,7 @@ pub fn plan_update(l: &Layout, from: Option<&str>) -> Plan {
             Step::Dir(l.config_dir(), Access::Service),
             Step::Write(FileWrite {
                 path: l.update_marker(),
-                data: format!("{from}\n").into_bytes(),
+                data: update_marker(from, now),
                 access: Access::Private,
             }),
         ],

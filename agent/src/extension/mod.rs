@@ -241,7 +241,7 @@ pub fn disable(ctx: &mut Ctx) -> Result<String, ExtensionError> {
 pub fn uninstall(ctx: &mut Ctx) -> Result<String, ExtensionError> {
     let marker = read_optional(ctx.fs, &ctx.layout.update_marker())?;
     let heartbeat = exists(ctx.fs, &ctx.layout.heartbeat_timer())?;
-    let plan = machine::plan_uninstall(&ctx.layout, marker.as_deref(), heartbeat);
+    let plan = machine::plan_uninstall(&ctx.layout, marker.as_deref(), heartbeat, ctx.now);
     execute(ctx, &plan)?;
     Ok(plan.message)
 }
@@ -249,7 +249,7 @@ pub fn uninstall(ctx: &mut Ctx) -> Result<String, ExtensionError> {
 /// `update` (run from the new version's directory): mark the uninstall of
 /// the old version that follows as part of this update.
 pub fn update(ctx: &mut Ctx) -> Result<String, ExtensionError> {
-    let plan = machine::plan_update(&ctx.layout, ctx.updating_from.as_deref());
+    let plan = machine::plan_update(&ctx.layout, ctx.updating_from.as_deref(), ctx.now);
     execute(ctx, &plan)?;
     Ok(plan.message)
 }
@@ -347,7 +347,20 @@ fn service_gid(
 /// 0640 to the service group, rename, sync the directory. The file is never
 /// readable by anyone else at any moment.
 pub fn write_atomic(fs: &dyn Fs, path: &Path, data: &[u8], gid: Option<u32>) -> io::Result<()> {
-    let tmp = disk::tmp_path(path);
+    write_atomic_via(fs, path, &disk::tmp_path(path), data, gid)
+}
+
+/// [`write_atomic`] through the temporary file `tmp`: a file two processes
+/// may replace at once (the heartbeat: enable and the timer) needs one per
+/// process, or one could rename the other's half-written file.
+pub fn write_atomic_via(
+    fs: &dyn Fs,
+    path: &Path,
+    tmp: &Path,
+    data: &[u8],
+    gid: Option<u32>,
+) -> io::Result<()> {
+    let tmp = tmp.to_path_buf();
     let staged = fs
         .write_new(&tmp, data)
         .and_then(|_| fs.sync(&tmp))

@@ -6,6 +6,7 @@
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::machine::Action;
 use super::{ExtensionError, PACKAGE};
@@ -24,6 +25,8 @@ pub struct Systemd {
     pub dpkg: PathBuf,
     /// The service user's group, created by the package.
     pub group: String,
+    /// How long to wait for the dpkg lock.
+    pub lock_wait: Duration,
 }
 
 impl Systemd {
@@ -32,6 +35,29 @@ impl Systemd {
             systemctl: "systemctl".into(),
             dpkg: "dpkg".into(),
             group: "vmflow".into(),
+            lock_wait: Duration::from_secs(600),
+        }
+    }
+
+    /// dpkg, waiting while another package manager (unattended-upgrades,
+    /// cloud-init) holds its lock: up to `lock_wait`, well inside the guest
+    /// agent's 900 s for install.
+    fn dpkg(&self, args: &[&str], what: &str) -> Result<(), ExtensionError> {
+        let deadline = Instant::now() + self.lock_wait;
+        let mut pause = Duration::from_millis(500);
+        loop {
+            let mut c = Command::new(&self.dpkg);
+            c.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+            match run(c, what) {
+                Err(ExtensionError::Service { detail, .. })
+                    if detail.contains("lock") && Instant::now() + pause < deadline =>
+                {
+                    eprintln!("vmflow extension: {what}: dpkg is locked, retrying in {pause:?}");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+                r => return r,
+            }
         }
     }
 
@@ -45,19 +71,16 @@ impl Systemd {
 impl ServiceControl for Systemd {
     fn run(&mut self, action: &Action) -> Result<(), ExtensionError> {
         match action {
-            Action::InstallPackage(deb) => {
-                let mut c = Command::new(&self.dpkg);
-                c.env("DEBIAN_FRONTEND", "noninteractive")
-                    .args(["--force-confold", "--force-confdef", "-i"])
-                    .arg(deb);
-                run(c, &format!("dpkg -i {}", deb.display()))
-            }
-            Action::RemovePackage => {
-                let mut c = Command::new(&self.dpkg);
-                c.env("DEBIAN_FRONTEND", "noninteractive")
-                    .args(["-r", PACKAGE]);
-                run(c, &format!("dpkg -r {PACKAGE}"))
-            }
+            Action::InstallPackage(deb) => self.dpkg(
+                &[
+                    "--force-confold",
+                    "--force-confdef",
+                    "-i",
+                    &deb.to_string_lossy(),
+                ],
+                &format!("dpkg -i {}", deb.display()),
+            ),
+            Action::RemovePackage => self.dpkg(&["-r", PACKAGE], &format!("dpkg -r {PACKAGE}")),
             Action::DaemonReload => self.systemctl(&["daemon-reload"]),
             Action::Enable(u) => self.systemctl(&["enable", u]),
             Action::Start(u) => self.systemctl(&["start", u]),

@@ -127,7 +127,11 @@ pub fn write_heartbeat(fs: &dyn Fs, h: &Handler, hb: &Heartbeat) -> Result<(), E
         return Ok(());
     }
     let path = &h.heartbeat_file;
-    disk::replace(fs, path, &hb.to_json()).map_err(ExtensionError::io(path))
+    // The timer's command and enable may write it at the same moment.
+    let mut tmp = disk::tmp_path(path).into_os_string();
+    tmp.push(format!(".{}", std::process::id()));
+    super::write_atomic_via(fs, path, std::path::Path::new(&tmp), &hb.to_json(), None)
+        .map_err(ExtensionError::io(path))
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ`.

@@ -756,6 +756,47 @@ fn disable_update_and_uninstall() {
     assert_eq!(w.read(l.agent_config()).unwrap(), config);
 }
 
+/// A marker older than an update can take is a leftover: the uninstall
+/// after it is a real one. A fresh one keeps everything.
+#[test]
+fn only_a_fresh_update_marker_keeps_vmflow_installed() {
+    let l = Layout::system();
+    let now = 1_700_000_000;
+    let fresh = machine::update_marker("1.0.0", now - 60);
+    let plan = machine::plan_uninstall(&l, Some(&fresh), true, now);
+    assert!(plan.actions().is_empty(), "{plan:?}");
+    let stale = machine::update_marker("1.0.0", now - machine::UPDATE_MARKER_TTL - 1);
+    for marker in [Some(&stale[..]), Some(&b"garbage"[..]), None] {
+        let plan = machine::plan_uninstall(&l, marker, true, now);
+        assert_eq!(
+            plan.actions().last(),
+            Some(&&Action::RemovePackage),
+            "{marker:?}"
+        );
+    }
+    // A leftover marker goes with the configuration directory.
+    let w = world();
+    w.run(super::update, Some(0)).unwrap();
+    assert!(w.read(l.update_marker()).is_some());
+    let mut svc = FakeService {
+        fs: &w.fs,
+        st: w.st.clone(),
+    };
+    let mut ctx = Ctx {
+        fs: &w.fs,
+        svc: &mut svc,
+        decrypt: &FakeCms,
+        layout: l.clone(),
+        handler_dir: hdir(),
+        env_seq: None,
+        updating_from: None,
+        now: 1_700_000_000 + 2 * machine::UPDATE_MARKER_TTL,
+    };
+    super::uninstall(&mut ctx).unwrap();
+    assert!(w.actions().contains(&Action::RemovePackage));
+    assert!(w.read(l.update_marker()).is_none());
+}
+
 #[test]
 fn the_sequence_number_is_the_env_or_the_highest_file() {
     let w = world();
