@@ -161,9 +161,8 @@ pub fn plan_enable(
 /// rewritten and the unit is not restarted, only enabled and started.
 pub fn plan_reenable(input: &EnableInput) -> Result<Plan, ExtensionError> {
     let mut steps = Vec::new();
-    let before = steps.len();
     heartbeat_units(input, &mut steps)?;
-    if steps.len() > before {
+    if !steps.is_empty() {
         steps.push(Step::Service(Action::DaemonReload));
     }
     steps.push(Step::Service(Action::Enable(UNIT)));
@@ -358,7 +357,7 @@ fn unit_path(p: &Path) -> Result<String, ExtensionError> {
 }
 
 /// Stop and disable the unit. Idempotent.
-pub fn plan_disable(_h: &Handler) -> Plan {
+pub fn plan_disable() -> Plan {
     Plan {
         steps: vec![Step::Service(Action::DisableNow(UNIT))],
         mrseq: None,

@@ -221,7 +221,7 @@ fn enable_seq(ctx: &mut Ctx, h: &Handler, seq: u64) -> Result<Plan, ExtensionErr
 pub fn disable(ctx: &mut Ctx) -> Result<String, ExtensionError> {
     let h = Handler::load(ctx.fs, &ctx.handler_dir)?;
     let seq = environment::pick_seq(ctx.fs, &h.config_folder, ctx.env_seq.as_deref())?;
-    let plan = machine::plan_disable(&h);
+    let plan = machine::plan_disable();
     let result = execute(ctx, &plan);
     let st = match &result {
         Ok(()) => Status::new("Disable", State::Success, &plan.message),

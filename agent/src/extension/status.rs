@@ -59,7 +59,7 @@ impl Status {
     pub fn to_json(&self, name: &str, now: u64) -> Vec<u8> {
         let t = utc(now);
         let code = if self.state == State::Error { 1 } else { 0 };
-        let v = json!([{
+        let mut v = json!([{
             "version": 1.0,
             "timestampUTC": t,
             "status": {
@@ -67,10 +67,12 @@ impl Status {
                 "operation": self.operation,
                 "status": self.state.as_str(),
                 "code": code,
-                "configurationAppliedTime": t,
                 "formattedMessage": { "lang": "en-US", "message": self.message },
             }
         }]);
+        if self.state == State::Success {
+            v[0]["status"]["configurationAppliedTime"] = json!(t);
+        }
         v.to_string().into_bytes()
     }
 }
