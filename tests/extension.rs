@@ -1155,22 +1155,29 @@ mod in_container {
         assert_eq!(hb["status"], "ready", "{hb}");
         assert_eq!(hb["Message"], "vmflow.service is active", "{hb}");
 
-        // Bad settings: error status, exit 1, the agent runs on as it was.
+        // Bad settings: error status naming the problem, exit 1, the agent
+        // runs on as it was (same process).
         let mut bad = public.clone();
         bad["flow"]["idle_timeot"] = json!(3);
+        let other = make_cert(certs.path(), "not-on-this-vm");
         ga.put_settings(&old, 1, &settings(&bad, Some((&cert, &protected))));
-        let r = ga.enable(&old, 1);
-        assert_eq!(r.code, Some(1), "{r:?}");
-        let st = ga.status(&old, 1).unwrap();
-        assert_eq!(st["status"], "error");
-        assert!(
-            st["formattedMessage"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("idle_timeot"),
-            "{st}"
-        );
-        assert_eq!(wait_active(&c, "vmflow"), pid);
+        ga.put_settings(&old, 2, &settings(&public, Some((&other, &protected))));
+        for (seq, needle) in [
+            (1, "idle_timeot".to_string()),
+            (
+                2,
+                format!("cannot decrypt with the certificate {}", other.thumbprint),
+            ),
+            (3, "3.settings: missing settings file".to_string()),
+        ] {
+            let r = ga.enable(&old, seq);
+            assert_eq!(r.code, Some(1), "{r:?}");
+            let st = ga.status(&old, seq).unwrap();
+            assert_eq!(st["status"], "error");
+            let msg = st["formattedMessage"]["message"].as_str().unwrap();
+            assert!(msg.contains(&needle), "{msg:?} lacks {needle:?}");
+            assert_eq!(wait_active(&c, "vmflow"), pid);
+        }
 
         // The update, while the collector is away: a flow captured by the
         // old agent waits in the spool across it.
@@ -1180,8 +1187,8 @@ mod in_container {
         // its shutdown on disable(old) spools whatever is still open anyway.
         let new_deb = built_deb_version(&upgrade_version());
         let new = ga.unpack("1.1.0", &binary, &new_deb);
-        ga.put_settings(&new, 2, &settings(&public, Some((&cert, &protected))));
-        for (what, o) in ga.update(&old, &new, 2) {
+        ga.put_settings(&new, 4, &settings(&public, Some((&cert, &protected))));
+        for (what, o) in ga.update(&old, &new, 4) {
             assert!(o.ok(), "{what}: {o:?}\n{}", c.journal("vmflow"));
         }
         c.sh_ok(&format!(
@@ -1190,7 +1197,7 @@ mod in_container {
         ));
         let dpkg_log = c.sh_ok("cat /var/log/dpkg.log");
         assert!(!dpkg_log.contains(" remove vmflow"), "{dpkg_log}");
-        assert_eq!(ga.status(&new, 2).unwrap()["status"], "success");
+        assert_eq!(ga.status(&new, 4).unwrap()["status"], "success");
         let pid2 = wait_active(&c, "vmflow");
         assert_ne!(pid2, pid);
         assert!(cmdline(&c, pid2).contains("/etc/vmflow/extension/vmflow.toml"));
@@ -1210,7 +1217,7 @@ mod in_container {
 
         // Removal: disable, uninstall.
         for cmd in [Cmd::Disable, Cmd::Uninstall] {
-            let o = ga.command(&new, cmd, 2, &[]);
+            let o = ga.command(&new, cmd, 4, &[]);
             assert!(o.ok(), "{cmd:?}: {o:?}");
         }
         c.sh_ok("dpkg-query -W -f='${Status}' vmflow | grep -qx 'deinstall ok config-files'");
