@@ -308,10 +308,19 @@ fn heartbeat_service(l: &Layout, handler_dir: &Path) -> Result<String, Extension
          \n\
          [Service]\n\
          Type=oneshot\n\
-         Environment=AZURE_GUEST_AGENT_EXTENSION_PATH={}\n\
-         ExecStart={} extension heartbeat\n",
-        unit_path(handler_dir)?,
-        unit_path(&l.service_binary)?
+         Environment=AZURE_GUEST_AGENT_EXTENSION_PATH={dir}\n\
+         ExecStart={bin} extension heartbeat\n\
+         # It reads the handler directory, asks systemd whether vmflow.service\n\
+         # is active and writes one file: nothing else.\n\
+         ProtectSystem=strict\n\
+         ReadWritePaths={dir}\n\
+         ProtectHome=yes\n\
+         PrivateTmp=yes\n\
+         PrivateNetwork=yes\n\
+         NoNewPrivileges=yes\n\
+         CapabilityBoundingSet=\n",
+        dir = unit_path(handler_dir)?,
+        bin = unit_path(&l.service_binary)?
     ))
 }
 
