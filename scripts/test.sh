@@ -47,6 +47,9 @@ VMFLOW_DEB_VERSION="$(cargo pkgid -p vmflow-agent | sed 's/.*[#@]//')+upgradetes
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked --features vmflow-agent/system-tests -- -D warnings
+# The Azure VM extension zip (it builds the .deb first), which the container
+# tier of tests/extension.rs unpacks as the guest agent does.
+scripts/package-extension.sh >/dev/null
 # Release mode: the end-to-end tests replay captures of a few hundred thousand packets.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

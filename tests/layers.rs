@@ -28,8 +28,9 @@ const LAYERS: &[&[&str]] = &[
     // Sources followed over time (folders, Blob containers) and their
     // checkpoints.
     &["follow"],
-    // Wiring the jobs together, and the error a job ends with.
-    &["run", "error"],
+    // Wiring the jobs together, the error a job ends with, and the Azure VM
+    // extension handler (which drives the agent through its service unit).
+    &["run", "error", "extension"],
     // The command line and the tools.
     &["cli", "synth"],
 ];

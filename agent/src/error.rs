@@ -13,6 +13,7 @@ use crate::certs::CertsError;
 use crate::collect::ServeError;
 use crate::config::ConfigError;
 use crate::export::spool::SpoolError;
+use crate::extension::ExtensionError;
 use crate::follow::checkpoint::CheckpointError;
 use crate::follow::FollowError;
 use crate::pipeline::PipelineError;
@@ -40,6 +41,8 @@ pub enum Error {
     Azure(#[from] AzureError),
     #[error("live capture: {0}")]
     Live(#[from] LiveError),
+    #[error("extension: {0}")]
+    Extension(#[from] ExtensionError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -16,6 +16,7 @@ pub mod disk;
 pub mod episode;
 pub mod error;
 pub mod export;
+pub mod extension;
 pub mod follow;
 pub mod identity;
 pub mod pipeline;

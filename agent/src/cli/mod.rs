@@ -13,6 +13,7 @@ mod certs;
 mod collect;
 mod demo;
 mod engine_args;
+mod extension;
 mod logging;
 mod replay;
 mod run;
@@ -57,6 +58,9 @@ enum Cmd {
     /// Azure: the Network Watcher packet-capture lifecycle ([azure.captures]).
     #[command(subcommand)]
     Azure(azure::AzureCmd),
+    /// The Azure VM extension handler: the commands HandlerManifest.json names.
+    #[command(subcommand)]
+    Extension(extension::ExtensionCmd),
 }
 
 pub fn main() -> ExitCode {
@@ -72,6 +76,7 @@ pub fn main() -> ExitCode {
         Cmd::Collect(a) => collect::cmd(a),
         Cmd::Azure(c) => azure::cmd(c),
         Cmd::Certs(c) => certs::cmd(c),
+        Cmd::Extension(c) => extension::cmd(c),
     };
     match result {
         Ok(code) => code,

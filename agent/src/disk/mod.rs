@@ -46,6 +46,12 @@ pub trait Fs: Send + Sync {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Restricts an existing file (0600) or directory (0700) to its owner.
     fn restrict(&self, path: &Path) -> io::Result<()>;
+    /// Lets group `gid` read an existing file (0640) or enter a directory
+    /// (0750); the owner alone still writes. For files a service user must
+    /// read but not change, such as the extension's agent configuration.
+    fn share_with_group(&self, path: &Path, gid: u32) -> io::Result<()>;
+    /// Removes an empty directory.
+    fn remove_dir(&self, dir: &Path) -> io::Result<()>;
 }
 
 pub type SharedFs = Arc<dyn Fs>;
@@ -220,6 +226,27 @@ impl Fs for StdFs {
         let _ = path;
         Ok(())
     }
+
+    fn share_with_group(&self, path: &Path, gid: u32) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::os::unix::fs::chown(path, None, Some(gid))?;
+            let mode = if std::fs::metadata(path)?.is_dir() {
+                0o750
+            } else {
+                0o640
+            };
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        }
+        #[cfg(not(unix))]
+        let _ = (path, gid);
+        Ok(())
+    }
+
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::remove_dir(dir)
+    }
 }
 
 #[cfg(all(test, unix))]
@@ -258,5 +285,27 @@ mod tests {
             .unwrap();
         fs.restrict(&d.path().join("w")).unwrap();
         assert_eq!(mode(&d.path().join("w")), 0o600);
+    }
+
+    /// A shared file is 0640 and a shared directory 0750, both in the group
+    /// given (here the process's own, which any user may hand a file to).
+    #[test]
+    fn shared_with_a_group_reads_but_does_not_write() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let fs = StdFs;
+        // SAFETY: getegid has no preconditions and cannot fail.
+        let gid = unsafe { libc::getegid() };
+        let dir = d.path().join("shared");
+        fs.create_dir_all(&dir).unwrap();
+        replace(&fs, &dir.join("f"), b"x").unwrap();
+        fs.share_with_group(&dir, gid).unwrap();
+        fs.share_with_group(&dir.join("f"), gid).unwrap();
+        assert_eq!(mode(&dir), 0o750);
+        assert_eq!(mode(&dir.join("f")), 0o640);
+        assert_eq!(std::fs::metadata(dir.join("f")).unwrap().gid(), gid);
+        fs.remove(&dir.join("f")).unwrap();
+        fs.remove_dir(&dir).unwrap();
+        assert!(!dir.exists());
     }
 }

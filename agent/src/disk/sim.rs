@@ -427,6 +427,31 @@ impl Fs for SimFs {
     fn restrict(&self, _path: &Path) -> io::Result<()> {
         Ok(())
     }
+
+    /// Logged (`share PATH GID`) so tests can check a file was shared
+    /// before it took its final name.
+    fn share_with_group(&self, path: &Path, gid: u32) -> io::Result<()> {
+        let mut st = self.st.lock().unwrap();
+        st.injected("share")?;
+        if st.lookup(path).is_none() && !st.dirs.contains_key(path) {
+            return Err(not_found(path));
+        }
+        st.log.push(format!("share {} {gid}", path.display()));
+        Ok(())
+    }
+
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.st.lock().unwrap();
+        st.injected("remove_dir")?;
+        let d = st.dirs.get(dir).ok_or_else(|| not_found(dir))?;
+        let has_subdir = st.dirs.keys().any(|k| k.parent() == Some(dir));
+        if !d.entries.is_empty() || has_subdir {
+            return Err(io::Error::from_raw_os_error(libc::ENOTEMPTY));
+        }
+        st.dirs.remove(dir);
+        st.log.push(format!("remove_dir {}", dir.display()));
+        Ok(())
+    }
 }
 
 #[cfg(test)]

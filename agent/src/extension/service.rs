@@ -1,0 +1,178 @@
+//! Service control: systemd and dpkg behind a small trait, so the handler's
+//! plans run in-process against a fake in tests and against `systemctl` /
+//! `dpkg` on a VM. Nothing secret ever reaches a command line: the actions
+//! carry unit names and package paths only.
+
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::machine::Action;
+use super::{ExtensionError, PACKAGE};
+
+pub trait ServiceControl {
+    fn run(&mut self, action: &Action) -> Result<(), ExtensionError>;
+    fn is_active(&mut self, unit: &str) -> bool;
+    /// The group the service runs as (files it must read are shared with it).
+    fn service_gid(&mut self) -> Result<u32, ExtensionError>;
+}
+
+/// The real thing. The programs and group are fields so a test can point
+/// them elsewhere.
+pub struct Systemd {
+    pub systemctl: PathBuf,
+    pub dpkg: PathBuf,
+    /// The service user's group, created by the package.
+    pub group: String,
+    /// How long to wait for the dpkg lock.
+    pub lock_wait: Duration,
+}
+
+impl Systemd {
+    pub fn system() -> Systemd {
+        Systemd {
+            systemctl: "systemctl".into(),
+            dpkg: "dpkg".into(),
+            group: "vmflow".into(),
+            lock_wait: Duration::from_secs(600),
+        }
+    }
+
+    /// dpkg, waiting while another package manager (unattended-upgrades,
+    /// cloud-init) holds its lock: up to `lock_wait`, well inside the guest
+    /// agent's 900 s for install.
+    fn dpkg(&self, args: &[&str], what: &str) -> Result<(), ExtensionError> {
+        let deadline = Instant::now() + self.lock_wait;
+        let mut pause = Duration::from_millis(500);
+        loop {
+            let mut c = Command::new(&self.dpkg);
+            c.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+            match run(c, what) {
+                Err(ExtensionError::Service { detail, .. })
+                    if detail.contains("lock") && Instant::now() + pause < deadline =>
+                {
+                    eprintln!("vmflow extension: {what}: dpkg is locked, retrying in {pause:?}");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn systemctl(&self, args: &[&str]) -> Result<(), ExtensionError> {
+        let mut c = Command::new(&self.systemctl);
+        c.args(args);
+        run(c, &format!("systemctl {}", args.join(" ")))
+    }
+}
+
+impl ServiceControl for Systemd {
+    fn run(&mut self, action: &Action) -> Result<(), ExtensionError> {
+        match action {
+            Action::InstallPackage(deb) => self.dpkg(
+                &[
+                    "--force-confold",
+                    "--force-confdef",
+                    "-i",
+                    &deb.to_string_lossy(),
+                ],
+                &format!("dpkg -i {}", deb.display()),
+            ),
+            Action::RemovePackage => self.dpkg(&["-r", PACKAGE], &format!("dpkg -r {PACKAGE}")),
+            Action::DaemonReload => self.systemctl(&["daemon-reload"]),
+            Action::Enable(u) => self.systemctl(&["enable", u]),
+            Action::Start(u) => self.systemctl(&["start", u]),
+            Action::Restart(u) => self.systemctl(&["restart", u]),
+            Action::EnableNow(u) => self.systemctl(&["enable", "--now", u]),
+            Action::DisableNow(u) => match self.systemctl(&["disable", "--now", u]) {
+                // A unit that is gone (package removed) is as disabled as it gets.
+                Err(_) if !self.is_active(u) => Ok(()),
+                r => r,
+            },
+        }
+    }
+
+    fn is_active(&mut self, unit: &str) -> bool {
+        Command::new(&self.systemctl)
+            .args(["is-active", "--quiet", unit])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn service_gid(&mut self) -> Result<u32, ExtensionError> {
+        group_id(&self.group).ok_or_else(|| ExtensionError::Service {
+            command: format!("group lookup {:?}", self.group),
+            detail: "no such group (the vmflow package creates it: is it installed?)".into(),
+        })
+    }
+}
+
+fn run(mut c: Command, what: &str) -> Result<(), ExtensionError> {
+    let out = c
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| ExtensionError::Service {
+            command: what.into(),
+            detail: format!("cannot run: {e}"),
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    Err(ExtensionError::Service {
+        command: what.into(),
+        detail: format!("{}: {}", out.status, last.trim()),
+    })
+}
+
+/// `getgrnam_r`: the id of a group by name.
+pub fn group_id(name: &str) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: `libc::group` is plain data (integers and pointers), for
+        // which all-zero bytes are a valid value.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: `grp` and `result` are valid for writes, `buf` is a live
+        // buffer of `buf.len()` bytes, `cname` a NUL-terminated string; all
+        // outlive the call, and the result is read only on success.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 || result.is_null() {
+            return None;
+        }
+        return Some(grp.gr_gid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn root_group_resolves_and_nonsense_does_not() {
+        assert_eq!(super::group_id("root"), Some(0));
+        assert_eq!(super::group_id("no-such-group-vmflow-x"), None);
+        assert_eq!(super::group_id("nul\0inside"), None);
+    }
+}
