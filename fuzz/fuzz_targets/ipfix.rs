@@ -1,0 +1,153 @@
+//! Any records, any message size, either mode: the IPFIX encoder's messages
+//! must decode (by a decoder written here from RFC 7011, not the encoder's
+//! field list) to exactly the records' fields, each message within its size,
+//! each sequence number the data records before it.
+#![no_main]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use libfuzzer_sys::fuzz_target;
+use vmflow_proto::ipfix::{IpfixEncoder, IpfixMode, MAX_MESSAGE, MIN_MESSAGE};
+use vmflow_proto::{Direction, EndReason, FlowRecord};
+
+fn be(b: &[u8]) -> u64 {
+    b.iter().fold(0, |a, &x| a << 8 | u64::from(x))
+}
+
+/// 64 bytes make a record; every field comes from them.
+fn record(b: &[u8]) -> FlowRecord {
+    let n = |i: usize| be(&b[i..i + 8]);
+    let v6 = b[0] & 1 != 0;
+    let (src, dst) = if v6 {
+        (
+            IpAddr::V6(Ipv6Addr::from(u128::from(n(8)) << 64 | u128::from(n(16)))),
+            IpAddr::V6(Ipv6Addr::from(u128::from(n(24)))),
+        )
+    } else {
+        (
+            IpAddr::V4(Ipv4Addr::from(n(8) as u32)),
+            IpAddr::V4(Ipv4Addr::from(n(16) as u32)),
+        )
+    };
+    let icmp = b[0] & 2 != 0;
+    FlowRecord {
+        flow_id: n(32),
+        segment: 0,
+        is_final: true,
+        ip_version: if v6 { 6 } else { 4 },
+        proto: b[1],
+        vlan: (b[0] & 4 != 0).then_some(u16::from(b[2])),
+        src_addr: src,
+        src_port: be(&b[3..5]) as u16,
+        dst_addr: dst,
+        dst_port: be(&b[5..7]) as u16,
+        direction: Direction::Outbound,
+        first_ns: n(40),
+        last_ns: n(40).saturating_add(n(48) >> 20),
+        fwd_packets: n(56) >> 40,
+        fwd_bytes: n(56),
+        rev_packets: u64::from(b[7] >> 1),
+        rev_bytes: n(32) >> 3,
+        fwd_tcp_flags: b[2],
+        rev_tcp_flags: b[7],
+        icmp_type: icmp.then_some(b[1]),
+        icmp_code: icmp.then_some(b[3]),
+        end_reason: EndReason::ALL[usize::from(b[4]) % EndReason::ALL.len()],
+        gap: false,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 3 {
+        return;
+    }
+    let mode = if data[0] & 1 == 0 { IpfixMode::Biflow } else { IpfixMode::Uniflow };
+    let max = (be(&data[1..3]) as usize).clamp(MIN_MESSAGE, MAX_MESSAGE);
+    let records: Vec<FlowRecord> = data[3..].chunks_exact(64).map(record).collect();
+    let mut enc = IpfixEncoder::new(3, mode, max);
+    let mut out = Vec::new();
+    let half = records.len() / 2;
+    enc.encode(&records[..half], 1, true, &mut out);
+    enc.encode(&records[half..], 2, data[0] & 2 != 0, &mut out);
+
+    let mut templates: HashMap<u16, Vec<(u16, bool, usize)>> = HashMap::new();
+    let mut decoded: Vec<HashMap<(u16, bool), u64>> = Vec::new();
+    let mut before = 0u32;
+    for m in &out {
+        assert!(m.len() <= max && m.len() >= 16);
+        assert_eq!(be(&m[0..2]), 10);
+        assert_eq!(be(&m[2..4]) as usize, m.len());
+        assert_eq!(be(&m[8..12]) as u32, before);
+        let mut at = 16;
+        while at < m.len() {
+            let id = be(&m[at..at + 2]) as u16;
+            let len = be(&m[at + 2..at + 4]) as usize;
+            assert!(len >= 4 && at + len <= m.len());
+            let body = &m[at + 4..at + len];
+            if id == 2 {
+                let mut p = 0;
+                while p < body.len() {
+                    let tid = be(&body[p..p + 2]) as u16;
+                    let count = be(&body[p + 2..p + 4]) as usize;
+                    p += 4;
+                    let mut f = Vec::new();
+                    for _ in 0..count {
+                        let raw = be(&body[p..p + 2]) as u16;
+                        let flen = be(&body[p + 2..p + 4]) as usize;
+                        p += 4;
+                        if raw & 0x8000 != 0 {
+                            assert_eq!(be(&body[p..p + 4]), 29305);
+                            p += 4;
+                        }
+                        f.push((raw & 0x7fff, raw & 0x8000 != 0, flen));
+                    }
+                    templates.insert(tid, f);
+                }
+            } else {
+                let t = &templates[&id];
+                let size: usize = t.iter().map(|f| f.2).sum();
+                assert_eq!(body.len() % size, 0);
+                for r in body.chunks(size) {
+                    let mut d = HashMap::new();
+                    let mut p = 0;
+                    for &(e, rev, l) in t {
+                        d.insert((e, rev), be(&r[p..p + l]));
+                        p += l;
+                    }
+                    decoded.push(d);
+                    before = before.wrapping_add(1);
+                }
+            }
+            at += len;
+        }
+    }
+    let mut want = Vec::new();
+    for r in &records {
+        want.push((r, false));
+        if mode == IpfixMode::Uniflow && r.rev_packets > 0 {
+            want.push((r, true));
+        }
+    }
+    assert_eq!(decoded.len(), want.len());
+    for (d, (r, rev)) in decoded.iter().zip(want) {
+        let (bytes, packets, flags, sp) = if rev {
+            (r.rev_bytes, r.rev_packets, r.rev_tcp_flags, r.dst_port)
+        } else {
+            (r.fwd_bytes, r.fwd_packets, r.fwd_tcp_flags, r.src_port)
+        };
+        assert_eq!(d[&(1, false)], bytes);
+        assert_eq!(d[&(2, false)], packets);
+        assert_eq!(d[&(6, false)], u64::from(flags));
+        assert_eq!(d[&(7, false)], u64::from(sp));
+        assert_eq!(d[&(4, false)], u64::from(r.proto));
+        assert_eq!(d[&(152, false)], r.first_ns / 1_000_000);
+        assert_eq!(d[&(153, false)], r.last_ns / 1_000_000);
+        assert_eq!(d[&(58, false)], u64::from(r.vlan.unwrap_or(0)));
+        if mode == IpfixMode::Biflow {
+            assert_eq!(d[&(1, true)], r.rev_bytes);
+            assert_eq!(d[&(2, true)], r.rev_packets);
+        }
+    }
+    assert_eq!(enc.sequence(), before);
+});
