@@ -22,7 +22,7 @@ cargo build --release --locked -p vmflow-agent ${VMFLOW_DEB_FEATURES:+--features
     echo "vmflow $(target/release/vmflow --version 2>/dev/null | awk '{print $2}')"
     echo
     target/release/vmflow --help
-    for cmd in run collect certs capture replay synth bench demo azure; do
+    for cmd in run collect certs capture replay synth bench demo azure extension; do
         printf '\n\n==== vmflow %s --help ====\n\n' "$cmd"
         target/release/vmflow "$cmd" --help
     done
@@ -40,7 +40,9 @@ if [ -n "${VMFLOW_DEB_VERSION:-}" ]; then
     mkdir -p target/debian
     keep=$(mktemp -d target/.deb-keep.XXXXXX)
     find target/debian -maxdepth 1 -name 'vmflow_*.deb' -exec mv {} "$keep"/ \;
-    trap 'mv "$keep"/*.deb target/debian/ 2>/dev/null; rmdir "$keep"' EXIT
+    # On a fresh checkout there is nothing to put back: the failed glob must
+    # not become the script's exit status.
+    trap 'mv "$keep"/*.deb target/debian/ 2>/dev/null || true; rmdir "$keep"' EXIT
 fi
 out=$dir/vmflow_${version}_amd64.deb
 mkdir -p "$dir"

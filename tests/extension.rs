@@ -935,42 +935,6 @@ mod in_container {
         }
     }
 
-    fn show(c: &Container, unit: &str, prop: &str) -> String {
-        c.sh_ok(&format!("systemctl show -p {prop} --value {unit}"))
-            .trim()
-            .to_string()
-    }
-
-    fn wait_active(c: &Container, unit: &str) -> u32 {
-        poll(&format!("{unit} active"), Duration::from_secs(30), || {
-            let pid: u32 = show(c, unit, "MainPID").parse().unwrap();
-            (show(c, unit, "ActiveState") == "active" && pid != 0).then_some(pid)
-        })
-    }
-
-    fn journal_now(c: &Container, unit: &str) -> String {
-        let id = show(c, unit, "InvocationID");
-        String::from_utf8_lossy(
-            &c.exec(&[
-                "journalctl",
-                "--no-pager",
-                "-o",
-                "cat",
-                &format!("_SYSTEMD_INVOCATION_ID={id}"),
-            ])
-            .stdout,
-        )
-        .into_owned()
-    }
-
-    fn wait_log(c: &Container, unit: &str, needle: &str) {
-        poll(
-            &format!("{needle:?} in the journal of {unit}"),
-            Duration::from_secs(30),
-            || journal_now(c, unit).contains(needle).then_some(()),
-        );
-    }
-
     /// `n` datagrams from PEER:sport to INSIDE:dport: one flow.
     fn udp(nic: &Veth, sport: u16, dport: u16, n: usize) {
         let py = format!(
@@ -1082,7 +1046,7 @@ mod in_container {
         assert!(r.ok(), "install: {r:?}\n{}", c.console());
         c.sh_ok("dpkg-query -W -f='${Status}' vmflow | grep -qx 'install ok installed'");
         assert_ne!(
-            show(&c, "vmflow", "ActiveState"),
+            c.show("vmflow", "ActiveState"),
             "active",
             "the unit waits for enable"
         );
@@ -1090,8 +1054,8 @@ mod in_container {
         // The collector side, with the package's certificates; the agent's
         // identity comes to the extension in protected settings.
         c.sh_ok("systemctl start vmflow-collect");
-        wait_active(&c, "vmflow-collect");
-        wait_log(&c, "vmflow-collect", "listening on");
+        c.wait_active("vmflow-collect");
+        c.wait_log("vmflow-collect", "listening on");
         let pem = |f: &str| {
             String::from_utf8(c.read(&format!("/etc/vmflow/certs/{f}")).unwrap()).unwrap()
         };
@@ -1112,14 +1076,14 @@ mod in_container {
         assert!(r.took < Duration::from_secs(30), "enable took {:?}", r.took);
         eprintln!("enable (config, drop-in, unit restart) took {:?}", r.took);
         assert_eq!(ga.status(&old, 0).unwrap()["status"], "success");
-        let pid = wait_active(&c, "vmflow");
+        let pid = c.wait_active("vmflow");
         assert!(
             cmdline(&c, pid).contains("run --config /etc/vmflow/extension/vmflow.toml"),
             "{}",
             cmdline(&c, pid)
         );
         assert_eq!(
-            show(&c, "vmflow", "ControlGroup"),
+            c.show("vmflow", "ControlGroup"),
             "/system.slice/vmflow.service"
         );
         assert_eq!(c.sh_ok(&format!("stat -c %U /proc/{pid}")).trim(), "vmflow");
@@ -1135,14 +1099,14 @@ mod in_container {
             !String::from_utf8_lossy(&slice.stdout).contains("vmflow run"),
             "{slice:?}"
         );
-        wait_log(&c, "vmflow", "capturing on eth1");
-        wait_log(&c, "vmflow", "connected to collector");
+        c.wait_log("vmflow", "capturing on eth1");
+        c.wait_log("vmflow", "connected to collector");
         udp(&nic, 4001, 5301, 3);
         let first = wait_for_flow(&c, 5301, 3);
         // The heartbeat: the timer is on, and its service (run now rather
         // than in a minute) writes the file from the unit's state.
         assert_eq!(
-            show(&c, "vmflow-extension-heartbeat.timer", "ActiveState"),
+            c.show("vmflow-extension-heartbeat.timer", "ActiveState"),
             "active"
         );
         c.sh_ok(&format!(
@@ -1176,7 +1140,7 @@ mod in_container {
             assert_eq!(st["status"], "error");
             let msg = st["formattedMessage"]["message"].as_str().unwrap();
             assert!(msg.contains(&needle), "{msg:?} lacks {needle:?}");
-            assert_eq!(wait_active(&c, "vmflow"), pid);
+            assert_eq!(c.wait_active("vmflow"), pid);
         }
 
         // The update, while the collector is away: a flow captured by the
@@ -1198,11 +1162,11 @@ mod in_container {
         let dpkg_log = c.sh_ok("cat /var/log/dpkg.log");
         assert!(!dpkg_log.contains(" remove vmflow"), "{dpkg_log}");
         assert_eq!(ga.status(&new, 4).unwrap()["status"], "success");
-        let pid2 = wait_active(&c, "vmflow");
+        let pid2 = c.wait_active("vmflow");
         assert_ne!(pid2, pid);
         assert!(cmdline(&c, pid2).contains("/etc/vmflow/extension/vmflow.toml"));
         c.sh_ok("systemctl start vmflow-collect");
-        wait_log(&c, "vmflow-collect", "listening on");
+        c.wait_log("vmflow-collect", "listening on");
         let spooled = wait_for_flow(&c, 5302, 4);
         let sum: u64 = spooled
             .iter()
@@ -1227,7 +1191,7 @@ mod in_container {
              && ! test -e /etc/systemd/system/vmflow-extension-heartbeat.timer \
              && test -d /var/lib/vmflow/spool",
         );
-        assert_ne!(show(&c, "vmflow", "ActiveState"), "active");
+        assert_ne!(c.show("vmflow", "ActiveState"), "active");
         assert!(!ga.transcript.borrow().contains("BEGIN PRIVATE KEY"));
         assert!(!ga.transcript.borrow().contains(key.lines().nth(1).unwrap()));
     }

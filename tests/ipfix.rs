@@ -135,19 +135,6 @@ fn parse_raw(text: &str) -> Vec<HashMap<String, String>> {
     flows
 }
 
-/// Messages back to back, split by their length field.
-fn messages(file: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < file.len() {
-        let len = usize::from(u16::from_be_bytes([file[at + 2], file[at + 3]]));
-        assert!(len >= 16, "message length {len}");
-        out.push(&file[at..at + len]);
-        at += len;
-    }
-    out
-}
-
 fn end_code(r: &Value) -> u64 {
     match r["end_reason"].as_str().unwrap() {
         "idle" => 1,
@@ -286,7 +273,7 @@ fn round_trip(mode: &str) {
     );
     let bytes = std::fs::read(&file).unwrap();
     let nf = Nfcapd::start(d.path());
-    nf.send_all(&messages(&bytes));
+    nf.send_all(&vmflow_proto::ipfix::messages(&bytes).expect("whole messages"));
     let flows = nf.stop_and_read();
 
     let biflow = mode == "biflow";

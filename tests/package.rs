@@ -47,57 +47,11 @@ fn dpkg_install(c: &Container, deb: &Path) {
     c.sh_ok(&format!("dpkg -i /root/{name}"));
 }
 
-fn show(c: &Container, unit: &str, prop: &str) -> String {
-    c.sh_ok(&format!("systemctl show -p {prop} --value {unit}"))
-        .trim()
-        .to_string()
-}
-
-fn wait_active(c: &Container, unit: &str) -> u32 {
-    poll(&format!("{unit} active"), Duration::from_secs(30), || {
-        let state = show(c, unit, "ActiveState");
-        let pid: u32 = show(c, unit, "MainPID").parse().unwrap();
-        (state == "active" && pid != 0).then_some(pid)
-    })
-}
-
-/// The journal of the unit's current run (not of the runs before it).
-fn journal_now(c: &Container, unit: &str) -> String {
-    let id = show(c, unit, "InvocationID");
-    String::from_utf8_lossy(
-        &c.exec(&[
-            "journalctl",
-            "--no-pager",
-            "-o",
-            "cat",
-            &format!("_SYSTEMD_INVOCATION_ID={id}"),
-        ])
-        .stdout,
-    )
-    .into_owned()
-}
-
-fn wait_log(c: &Container, unit: &str, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !journal_now(c, unit).contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in the journal of {unit} after 30 s:\n{}\n{}",
-            c.journal(unit),
-            String::from_utf8_lossy(
-                &c.sh("systemctl status --no-pager vmflow vmflow-collect")
-                    .stdout
-            )
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Starts the collector unit and waits until it listens.
 fn start_collector(c: &Container) {
     c.sh_ok("systemctl start vmflow-collect");
-    wait_active(c, "vmflow-collect");
-    wait_log(c, "vmflow-collect", "listening on");
+    c.wait_active("vmflow-collect");
+    c.wait_log("vmflow-collect", "listening on");
 }
 
 /// Marks the lines `configure` adds, so that the next call replaces them.
@@ -139,9 +93,9 @@ fn configure(c: &Container, idle: u32, extra: &str) {
 /// Restarts the agent and waits until it captures and is connected.
 fn restart_agent(c: &Container) {
     c.sh_ok("systemctl restart vmflow");
-    wait_active(c, "vmflow");
-    wait_log(c, "vmflow", "capturing on eth0");
-    wait_log(c, "vmflow", "connected to collector");
+    c.wait_active("vmflow");
+    c.wait_log("vmflow", "capturing on eth0");
+    c.wait_log("vmflow", "connected to collector");
 }
 
 // ---- traffic and what it should become ----------------------------------------
@@ -351,15 +305,15 @@ fn install_enables_and_starts_the_agent_as_vmflow_with_only_cap_net_raw() {
     let (c, _nic) = vm("install");
     dpkg_install(&c, &built_deb());
 
-    assert_eq!(show(&c, "vmflow", "UnitFileState"), "enabled");
+    assert_eq!(c.show("vmflow", "UnitFileState"), "enabled");
     assert_eq!(
-        show(&c, "vmflow-collect", "UnitFileState"),
+        c.show("vmflow-collect", "UnitFileState"),
         "disabled",
         "the collector side is opt-in"
     );
-    let pid = wait_active(&c, "vmflow");
+    let pid = c.wait_active("vmflow");
     // The shipped configuration is complete: the agent captures the NIC.
-    wait_log(&c, "vmflow", "capturing on eth0");
+    c.wait_log("vmflow", "capturing on eth0");
     let status = c.sh("systemctl status vmflow");
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(
@@ -404,9 +358,9 @@ fn install_enables_and_starts_the_agent_as_vmflow_with_only_cap_net_raw() {
          && cp /usr/share/doc/vmflow/examples/promiscuous.conf /etc/systemd/system/vmflow.service.d/ \
          && systemctl daemon-reload && systemctl restart vmflow",
     );
-    let pid2 = wait_active(&c, "vmflow");
+    let pid2 = c.wait_active("vmflow");
     assert_ne!(pid, pid2);
-    wait_log(&c, "vmflow", "capturing on eth0");
+    c.wait_log("vmflow", "capturing on eth0");
     let (_, eff, _) = status_caps(&c, pid2);
     assert_eq!(
         eff,
@@ -414,7 +368,7 @@ fn install_enables_and_starts_the_agent_as_vmflow_with_only_cap_net_raw() {
         "CapEff {eff:#x} with the drop-in"
     );
     assert_eq!(
-        show(&c, "vmflow", "NRestarts"),
+        c.show("vmflow", "NRestarts"),
         "0",
         "{}",
         c.journal("vmflow")
@@ -475,8 +429,8 @@ fn an_upgrade_keeps_the_edited_conffile_and_the_spool_and_loses_or_doubles_no_re
     start_collector(&c);
     configure(&c, 1, "# edited by the operator");
     restart_agent(&c);
-    let old_pid = wait_active(&c, "vmflow");
-    let old_run = show(&c, "vmflow", "InvocationID");
+    let old_pid = c.wait_active("vmflow");
+    let old_run = c.show("vmflow", "InvocationID");
 
     // The collector is away across the upgrade: what the old agent captured
     // can only reach it through the spool the new one inherits.
@@ -498,9 +452,9 @@ fn an_upgrade_keeps_the_edited_conffile_and_the_spool_and_loses_or_doubles_no_re
         conf.contains("# edited by the operator") && conf.contains("interfaces = [\"eth0\"]"),
         "the edited conffile was replaced:\n{conf}"
     );
-    let new_pid = wait_active(&c, "vmflow");
+    let new_pid = c.wait_active("vmflow");
     assert_ne!(
-        show(&c, "vmflow", "InvocationID"),
+        c.show("vmflow", "InvocationID"),
         old_run,
         "the agent was not restarted"
     );
@@ -523,7 +477,7 @@ fn an_upgrade_keeps_the_edited_conffile_and_the_spool_and_loses_or_doubles_no_re
         summary("spooled_records").unwrap_or(0) > 0 && summary("batches_acked") == Some(0),
         "the old agent spooled and could not deliver:\n{old}"
     );
-    wait_log(&c, "vmflow", "capturing on eth0");
+    c.wait_log("vmflow", "capturing on eth0");
 
     // More traffic for the new agent, then the collector comes back.
     ping(&nic, 2);
@@ -540,7 +494,7 @@ fn reload_applies_a_new_idle_timeout_and_stop_ends_flows_shutdown_and_ships_them
     start_collector(&c);
     configure(&c, 60, "");
     restart_agent(&c);
-    let pid = wait_active(&c, "vmflow");
+    let pid = c.wait_active("vmflow");
     let udp_to = |port: u16| move |r: &Value| r["proto"] == 17 && r["dst_port"] == port;
 
     // One flow open across the reload: its first datagram under a 60 s idle
@@ -548,7 +502,7 @@ fn reload_applies_a_new_idle_timeout_and_stop_ends_flows_shutdown_and_ships_them
     udp(&nic, 40300, 5320, 1);
     configure(&c, 5, "");
     c.sh_ok("systemctl reload vmflow");
-    wait_log(&c, "vmflow", "configuration reloaded");
+    c.wait_log("vmflow", "configuration reloaded");
     udp(&nic, 40300, 5320, 1);
     let sent = Instant::now();
     let rec = poll(
@@ -566,13 +520,13 @@ fn reload_applies_a_new_idle_timeout_and_stop_ends_flows_shutdown_and_ships_them
         waited >= Duration::from_secs(4) && waited < Duration::from_secs(40),
         "ended {waited:?} after its last packet: not the new 5 s idle timeout"
     );
-    assert_eq!(wait_active(&c, "vmflow"), pid, "reload is not a restart");
+    assert_eq!(c.wait_active("vmflow"), pid, "reload is not a restart");
 
     // Back to 60 s, so the next flow is surely open when the agent stops.
     configure(&c, 60, "");
     c.sh_ok("systemctl reload vmflow");
     poll("the second reload", Duration::from_secs(30), || {
-        (journal_now(&c, "vmflow")
+        (c.journal_now("vmflow")
             .matches("configuration reloaded")
             .count()
             >= 2)
@@ -583,12 +537,12 @@ fn reload_applies_a_new_idle_timeout_and_stop_ends_flows_shutdown_and_ships_them
     udp(&nic, 40301, 5321, 2);
     c.sh_ok("systemctl stop vmflow");
     assert_eq!(
-        show(&c, "vmflow", "Result"),
+        c.show("vmflow", "Result"),
         "success",
         "{}",
         c.journal("vmflow")
     );
-    assert_eq!(show(&c, "vmflow", "ExecMainStatus"), "0");
+    assert_eq!(c.show("vmflow", "ExecMainStatus"), "0");
     let rec = poll(
         "the flow ended by the stop at the collector",
         Duration::from_secs(30),
@@ -602,7 +556,7 @@ fn reload_applies_a_new_idle_timeout_and_stop_ends_flows_shutdown_and_ships_them
 fn remove_keeps_state_and_conffile_and_purge_removes_them_and_the_user() {
     let (c, _nic) = vm("purge");
     dpkg_install(&c, &built_deb());
-    wait_active(&c, "vmflow");
+    c.wait_active("vmflow");
     start_collector(&c);
     c.sh_ok(&format!("echo '# kept on remove' >> {CONF}"));
 
@@ -612,7 +566,7 @@ fn remove_keeps_state_and_conffile_and_purge_removes_them_and_the_user() {
         "deinstall ok config-files"
     );
     for unit in ["vmflow", "vmflow-collect"] {
-        assert_ne!(show(&c, unit, "ActiveState"), "active", "{unit} still runs");
+        assert_ne!(c.show(unit, "ActiveState"), "active", "{unit} still runs");
     }
     assert!(
         !c.sh("pgrep -u vmflow").status.success(),

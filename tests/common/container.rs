@@ -330,6 +330,58 @@ impl Container {
         std::fs::read(self.merged.join(inside.trim_start_matches('/'))).ok()
     }
 
+    /// A property of a unit (`systemctl show -p PROP --value`).
+    pub fn show(&self, unit: &str, prop: &str) -> String {
+        self.sh_ok(&format!("systemctl show -p {prop} --value {unit}"))
+            .trim()
+            .to_string()
+    }
+
+    /// Waits until the unit is active with a main process; returns its PID.
+    pub fn wait_active(&self, unit: &str) -> u32 {
+        poll(&format!("{unit} active"), Duration::from_secs(30), || {
+            let state = self.show(unit, "ActiveState");
+            let pid: u32 = self.show(unit, "MainPID").parse().unwrap();
+            (state == "active" && pid != 0).then_some(pid)
+        })
+    }
+
+    /// The journal of the unit's current run (not of the runs before it).
+    pub fn journal_now(&self, unit: &str) -> String {
+        let id = self.show(unit, "InvocationID");
+        String::from_utf8_lossy(
+            &self
+                .exec(&[
+                    "journalctl",
+                    "--no-pager",
+                    "-o",
+                    "cat",
+                    &format!("_SYSTEMD_INVOCATION_ID={id}"),
+                ])
+                .stdout,
+        )
+        .into_owned()
+    }
+
+    /// Waits up to 30 s for `needle` in the journal of the unit's current
+    /// run; the failure shows the unit's whole journal and status.
+    pub fn wait_log(&self, unit: &str, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.journal_now(unit).contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the journal of {unit} after 30 s:\n{}\n{}",
+                self.journal(unit),
+                String::from_utf8_lossy(
+                    &self
+                        .exec(&["systemctl", "status", "--no-pager", unit])
+                        .stdout
+                )
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// A unit's journal.
     pub fn journal(&self, unit: &str) -> String {
         String::from_utf8_lossy(

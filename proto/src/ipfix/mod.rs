@@ -4,7 +4,11 @@
 //! table). Sans-IO: records and the export time in, whole messages out; the
 //! exporter decides when templates go along and where messages go.
 
+mod decode;
+
 use std::net::IpAddr;
+
+pub use decode::{messages, DataRecord, FieldSpec, IpfixDecoder, IpfixMessage};
 
 use crate::record::{EndReason, FlowRecord};
 
@@ -351,5 +355,4 @@ fn put64(b: &mut Vec<u8>, v: u64) {
 }
 
 #[cfg(test)]
-#[path = "ipfix_tests.rs"]
 mod tests;
