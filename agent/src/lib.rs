@@ -19,6 +19,7 @@ pub mod export;
 pub mod follow;
 pub mod identity;
 pub mod pipeline;
+pub mod platform;
 pub mod run;
 pub mod synth;
 #[cfg(test)]

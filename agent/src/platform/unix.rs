@@ -1,0 +1,82 @@
+//! Unix: signals through signal-hook (flags: async-signal-safe by
+//! construction), modes 0600/0700, fsync of directories.
+
+use std::fs::{DirBuilder, File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// What stops the process, for messages ("SIGTERM or SIGINT stops").
+pub const STOP_SIGNALS: &str = "SIGTERM or SIGINT";
+
+/// Sets `flag` when SIGTERM or SIGINT arrives, instead of dying.
+pub fn on_stop(flag: Arc<AtomicBool>) -> io::Result<()> {
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, flag.clone())?;
+    }
+    Ok(())
+}
+
+/// Sets `flag` when SIGHUP arrives.
+pub fn on_reload(flag: Arc<AtomicBool>) -> io::Result<()> {
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, flag).map(|_| ())
+}
+
+/// Returns when SIGTERM or SIGINT arrives (async loops).
+pub async fn stop_requested() {
+    use tokio::signal::unix::{signal, SignalKind};
+    if let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        return;
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// New files readable and writable by the owner only (0600), whatever the umask.
+pub fn owner_only_file(o: &mut OpenOptions) -> &mut OpenOptions {
+    o.mode(0o600)
+}
+
+/// New directories (0700) for the owner only.
+pub fn owner_only_dir(b: &mut DirBuilder) -> &mut DirBuilder {
+    b.mode(0o700)
+}
+
+/// Restricts an existing file (0600) or directory (0700) to its owner.
+pub fn restrict(path: &Path) -> io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    let mode = if meta.is_dir() { 0o700 } else { 0o600 };
+    if meta.permissions().mode() & 0o777 != mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Lets everyone read `f` (0644: a certificate) or only its owner (0600: a key).
+pub fn set_public(f: &File, public: bool) -> io::Result<()> {
+    let mode = if public { 0o644 } else { 0o600 };
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+}
+
+/// Makes the directory's entries (creations, renames, removals) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Tells a file from another that took its name: the inode number.
+pub fn file_key(meta: &Metadata) -> u64 {
+    meta.ino()
+}
+
+/// How many descriptors the process may hold (`None`: no limit).
+pub fn max_open_files() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
