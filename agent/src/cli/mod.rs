@@ -16,6 +16,7 @@ mod engine_args;
 mod logging;
 mod replay;
 mod run;
+mod service;
 mod summary;
 mod synth;
 
@@ -57,11 +58,17 @@ enum Cmd {
     /// Azure: the Network Watcher packet-capture lifecycle ([azure.captures]).
     #[command(subcommand)]
     Azure(azure::AzureCmd),
+    /// Windows: install, remove, start or stop the vmflow service.
+    #[command(subcommand)]
+    Service(service::ServiceCmd),
 }
 
 pub fn main() -> ExitCode {
-    logging::init();
     let cli = Cli::parse();
+    match &cli.cmd {
+        Cmd::Service(c) if service::is_entry_point(c) => logging::init_file(&service::log_file()),
+        _ => logging::init(),
+    }
     let result = match cli.cmd {
         Cmd::Replay(a) => replay::cmd(a),
         Cmd::Synth(a) => synth::cmd(a),
@@ -72,6 +79,7 @@ pub fn main() -> ExitCode {
         Cmd::Collect(a) => collect::cmd(a),
         Cmd::Azure(c) => azure::cmd(c),
         Cmd::Certs(c) => certs::cmd(c),
+        Cmd::Service(c) => service::cmd(c),
     };
     match result {
         Ok(code) => code,

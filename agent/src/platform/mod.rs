@@ -13,6 +13,7 @@
 //! | new files / dirs | 0600 / 0700 whatever the umask | default ACLs of the parent (ProgramData: Administrators and SYSTEM) |
 //! | directory sync | fsync of the directory | nothing (see [`sync_dir`]) |
 //! | file identity | inode number | creation time |
+//! | service | none: `service` refuses (systemd runs `vmflow run`) | `service`: the Service Control Manager |
 
 #[cfg(unix)]
 mod unix;

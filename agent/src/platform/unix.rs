@@ -80,3 +80,45 @@ pub fn file_key(meta: &Metadata) -> u64 {
 pub fn max_open_files() -> Option<u64> {
     rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
+
+/// There is no Windows service here: the same items as on Windows, each
+/// refusing (systemd runs `vmflow run` on Linux).
+pub mod service {
+    use std::ffi::OsString;
+    use std::io;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    pub const NAME: &str = "vmflow";
+
+    fn unsupported() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "Windows services exist only on Windows; run `vmflow run` under systemd here",
+        )
+    }
+
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("/etc/vmflow")
+    }
+
+    pub fn install(_exe: &Path, _args: Vec<OsString>) -> io::Result<()> {
+        Err(unsupported())
+    }
+
+    pub fn uninstall(_limit: Duration) -> io::Result<bool> {
+        Err(unsupported())
+    }
+
+    pub fn start(_limit: Duration) -> io::Result<()> {
+        Err(unsupported())
+    }
+
+    pub fn stop(_limit: Duration) -> io::Result<()> {
+        Err(unsupported())
+    }
+
+    pub fn dispatch(_job: fn() -> u32) -> io::Result<()> {
+        Err(unsupported())
+    }
+}

@@ -164,3 +164,5 @@ pub fn file_key(meta: &Metadata) -> u64 {
 pub fn max_open_files() -> Option<u64> {
     Some(1_064)
 }
+
+pub mod service;
