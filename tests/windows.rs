@@ -397,6 +397,9 @@ fn run_under_wine_follows_a_folder_over_mtls_and_survives_a_hard_kill() {
     );
 }
 
+/// The tests that register the `vmflow` service in the one prefix, one at a time.
+static SERVICE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Stops and removes the test's service however the test ends.
 struct Installed;
 
@@ -415,6 +418,7 @@ impl Drop for Installed {
 /// and goes on; Windows' event log is not written.
 #[test]
 fn service_under_wine_installs_starts_ships_stops_and_uninstalls() {
+    let _one = SERVICE.lock().unwrap_or_else(|e| e.into_inner());
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     let certs = dir.join("certs");
@@ -492,5 +496,94 @@ fn service_under_wine_installs_starts_ships_stops_and_uninstalls() {
         !query().contains("RUNNING") && !query().contains("STOPPED"),
         "after uninstall: {}",
         query()
+    );
+}
+
+/// The .msi from `scripts/package-windows.sh`: the tables Windows Installer
+/// acts on, checked with msiinfo, then installed and removed with Wine's
+/// msiexec. (Wine's msiexec registers the service; that it starts it at
+/// boot and that a major upgrade replaces an older version stay
+/// unverified here.)
+#[test]
+fn msi_has_the_service_and_upgrade_tables_and_installs_under_wine() {
+    let _one = SERVICE.lock().unwrap_or_else(|e| e.into_inner());
+    let w = wine();
+    let msi = target_dir().join("x86_64-pc-windows-gnu/release/vmflow.msi");
+    assert!(
+        msi.is_file()
+            && !newer(
+                &target_dir().join("x86_64-pc-windows-gnu/release/vmflow.exe"),
+                &msi
+            ),
+        "{} missing or older than vmflow.exe: run scripts/package-windows.sh",
+        msi.display()
+    );
+    let msiinfo = |args: &[&str]| {
+        let o = run(Command::new("msiinfo").args(args).arg(&msi));
+        ok(&o, &format!("msiinfo {args:?}"));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    // `msiinfo export <msi> <table>`: the table name goes last.
+    let table = |t: &str| {
+        let o = run(Command::new("msiinfo").arg("export").arg(&msi).arg(t));
+        ok(&o, &format!("msiinfo export {t}"));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let tables = msiinfo(&["tables"]);
+    for t in [
+        "File",
+        "Component",
+        "ServiceInstall",
+        "ServiceControl",
+        "Upgrade",
+    ] {
+        assert!(
+            tables.lines().any(|l| l.trim() == t),
+            "no {t} table in:\n{tables}"
+        );
+    }
+    let files = table("File");
+    assert!(files.contains("vmflow.exe"), "File:\n{files}");
+    let svc = table("ServiceInstall");
+    assert!(
+        svc.contains("service run --config") && svc.contains("[CommonAppDataFolder]vmflow"),
+        "ServiceInstall:\n{svc}"
+    );
+    // Auto start (2), own process (16).
+    let row = svc.lines().last().unwrap_or_default();
+    let cols: Vec<&str> = row.split('\t').collect();
+    assert_eq!(cols.get(3), Some(&"16"), "ServiceType in {row:?}");
+    assert_eq!(cols.get(4), Some(&"2"), "StartType in {row:?}");
+    let ctl = table("ServiceControl");
+    assert!(ctl.contains("vmflow"), "ServiceControl:\n{ctl}");
+    let upgrade = table("Upgrade");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        upgrade.contains("{6D3B1F0E-8F6A-4C1E-9A57-2B8C4E1D7A90}") && upgrade.contains(version),
+        "Upgrade (stable UpgradeCode, this version {version}):\n{upgrade}"
+    );
+    // Install and remove with Wine's msiexec.
+    let installed = w.prefix.join("drive_c/Program Files/vmflow/vmflow.exe");
+    let msiexec = |op: &str| {
+        let o = run(wine_env(&mut Command::new("wine"), &w.prefix)
+            .args(["msiexec", op])
+            .arg(win(&msi))
+            .arg("/qn"));
+        ok(&o, &format!("msiexec {op}"));
+    };
+    let _ = run(vmflow_exe().args(["service", "uninstall"]));
+    msiexec("/i");
+    assert!(installed.is_file(), "{} not installed", installed.display());
+    let q = run(wine_env(&mut Command::new("wine"), &w.prefix).args(["sc", "query", "vmflow"]));
+    assert!(
+        String::from_utf8_lossy(&q.stdout).contains("SERVICE_NAME: vmflow"),
+        "the msi registered no service: {}",
+        String::from_utf8_lossy(&q.stdout)
+    );
+    msiexec("/x");
+    assert!(
+        !installed.exists(),
+        "{} left after uninstall",
+        installed.display()
     );
 }
