@@ -11,7 +11,7 @@ as_root() {
 
 # tool:package pairs the tests call.
 missing=()
-for pair in tshark:tshark tcpdump:tcpdump ping:iputils-ping curl:curl ip:iproute2 python3:python3 iperf3:iperf3 setpriv:util-linux node:nodejs npm:npm nfcapd:nfdump; do
+for pair in tshark:tshark tcpdump:tcpdump ping:iputils-ping curl:curl ip:iproute2 python3:python3 iperf3:iperf3 setpriv:util-linux node:nodejs npm:npm nfcapd:nfdump wine:wine64; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -50,6 +50,10 @@ cargo clippy --all-targets --locked --features vmflow-agent/system-tests -- -D w
 # The Azure VM extension zip (it builds the .deb first), which the container
 # tier of tests/extension.rs unpacks as the guest agent does.
 scripts/package-extension.sh >/dev/null
+# The Windows build: linted, and built for tests/windows.rs (vmflow.exe
+# under Wine). The script adds the Rust target and MinGW if missing.
+./scripts/package-windows.sh
+cargo clippy --locked -p vmflow-agent --target x86_64-pc-windows-gnu -- -D warnings
 # Release mode: the end-to-end tests replay captures of a few hundred thousand packets.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

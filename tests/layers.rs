@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Lowest first. A module may import from its layer and the ones before.
 const LAYERS: &[&[&str]] = &[
     // Plain helpers with no knowledge of flows.
-    &["calendar", "net", "episode", "disk", "rng"],
+    &["calendar", "net", "episode", "platform", "disk", "rng"],
     // The engine crate (re-exported under these names): what a packet is,
     // decoding, the flow tables. `engine_imports_go_one_way` checks inside it.
     &["packet"],

@@ -157,22 +157,13 @@ pub fn init(dir: &Path, opts: &CertOptions) -> Result<(), CertsError> {
     Ok(())
 }
 
-#[cfg(unix)]
 fn create_dir(dir: &Path) -> Result<(), CertsError> {
-    use std::os::unix::fs::DirBuilderExt;
     // The keys' directory: nobody else needs to list it. An existing
     // directory keeps its mode (the operator chose it); the keys in it are
-    // 0600 anyway.
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
+    // 0600 anyway (on Windows: the folder's inherited ACL, see `platform`).
+    crate::platform::owner_only_dir(fs::DirBuilder::new().recursive(true))
         .create(dir)
         .map_err(io_err(dir))
-}
-
-#[cfg(not(unix))]
-fn create_dir(dir: &Path) -> Result<(), CertsError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))
 }
 
 /// Replaces `dir/name` with `text`. The content goes to a new temporary file
@@ -180,10 +171,8 @@ fn create_dir(dir: &Path) -> Result<(), CertsError> {
 /// existing file would keep its old mode), then is renamed over the old
 /// file: a key is never readable by others, not even for a moment, and a
 /// symlink planted at either name is replaced, not followed.
-#[cfg(unix)]
 fn write(dir: &Path, name: &str, text: &str, secret: bool) -> Result<(), CertsError> {
     use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
     // A leftover from an interrupted run; create_new below refuses anything
@@ -192,22 +181,16 @@ fn write(dir: &Path, name: &str, text: &str, secret: bool) -> Result<(), CertsEr
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&tmp)(e)),
         _ => {}
     }
-    let mode = if secret { 0o600 } else { 0o644 };
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
+    let mut o = fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    let mut f = crate::platform::owner_only_file(&mut o)
         .open(&tmp)
         .map_err(io_err(&tmp))?;
-    f.set_permissions(fs::Permissions::from_mode(mode))
+    crate::platform::set_public(&f, !secret)
         .and_then(|_| f.write_all(text.as_bytes()))
         .and_then(|_| f.sync_all())
         .map_err(io_err(&tmp))?;
+    // Closed before the rename: Windows renames no open file.
+    drop(f);
     fs::rename(&tmp, &path).map_err(io_err(&path))
-}
-
-#[cfg(not(unix))]
-fn write(dir: &Path, name: &str, text: &str, _secret: bool) -> Result<(), CertsError> {
-    let path = dir.join(name);
-    fs::write(&path, text).map_err(io_err(&path))
 }

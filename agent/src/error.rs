@@ -53,6 +53,9 @@ pub enum Error {
     /// cannot do (the message names the option or section).
     #[error("config: {0}")]
     Usage(&'static str),
+    /// The Windows service could not be installed, started, stopped or run.
+    #[error("service: {0}")]
+    Service(String),
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error("collector: bind {addr}: {source}")]

@@ -20,6 +20,7 @@ pub mod extension;
 pub mod follow;
 pub mod identity;
 pub mod pipeline;
+pub mod platform;
 pub mod run;
 pub mod synth;
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Where packets come from: capture files read once (libpcap, pcapng, NetMon
-//! 2.x) and the live AF_PACKET ring. The format is detected from the first
+//! 2.x) and the live AF_PACKET ring (Linux only). The format is detected from the first
 //! bytes, never from the file name: Network Watcher writes `.cap` files whose
 //! format is not documented, so all three have to work. Sources that are
 //! followed over time (folders, Blob containers) are in `follow/`, above.
@@ -9,7 +9,14 @@ mod error;
 mod files;
 #[cfg(test)]
 pub(crate) mod fuzz;
+// The platform seam for live capture: the AF_PACKET ring on Linux, a
+// stand-in with the same items that refuses elsewhere.
+#[cfg(target_os = "linux")]
 pub mod live;
+#[cfg(not(target_os = "linux"))]
+#[path = "live_unsupported.rs"]
+pub mod live;
+mod live_common;
 pub mod live_loop;
 mod netmon;
 mod pcap;

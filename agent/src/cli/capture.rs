@@ -36,6 +36,7 @@ pub(super) struct CaptureArgs {
 }
 
 pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
+    crate::capture::live::available()?;
     let cfg = engine_config(&a.engine)?;
     let ifaces = if a.interfaces.is_empty() {
         crate::capture::live::default_interfaces()
@@ -64,9 +65,10 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         Box::new(NdjsonSink::new(f))
     };
     eprintln!(
-        "capture: capturing on {} (snap length {}); SIGTERM or SIGINT stops",
+        "capture: capturing on {} (snap length {}); {} stops",
         ifaces.join(", "),
-        a.snaplen
+        a.snaplen,
+        crate::platform::STOP_SIGNALS
     );
     let tick = std::time::Duration::from_millis(200);
     // SIGHUP re-reads the file; command-line overrides keep applying.

@@ -16,6 +16,42 @@ pub(super) fn init() {
         .init();
 }
 
+/// Log lines appended to `path` instead (the Windows service: no console).
+/// The previous log is kept as `<path>.1` once it passes 10 MiB; a file that
+/// cannot be opened leaves logging on stderr, saying why.
+pub(super) fn init_file(path: &std::path::Path) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > 10 << 20) {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".1");
+        let _ = std::fs::rename(path, old);
+    }
+    let file = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            init();
+            tracing::error!("{}: {e}; logging to stderr", path.display());
+            return;
+        }
+    };
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_target(false)
+        .with_ansi(false);
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(log_filter()).with_filter(quiet_http()))
+        .init();
+}
+
 /// `RUST_LOG` (default `info`). The HTTP client's own directives are capped
 /// at warnings here, but a more specific directive in `RUST_LOG`
 /// (`ureq::run=trace`) wins over them: [`quiet_http`] is what holds.

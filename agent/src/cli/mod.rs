@@ -17,6 +17,7 @@ mod extension;
 mod logging;
 mod replay;
 mod run;
+mod service;
 mod summary;
 mod synth;
 
@@ -61,11 +62,17 @@ enum Cmd {
     /// The Azure VM extension handler: the commands HandlerManifest.json names.
     #[command(subcommand)]
     Extension(extension::ExtensionCmd),
+    /// Windows: install, remove, start or stop the vmflow service.
+    #[command(subcommand)]
+    Service(service::ServiceCmd),
 }
 
 pub fn main() -> ExitCode {
-    logging::init();
     let cli = Cli::parse();
+    match &cli.cmd {
+        Cmd::Service(c) if service::is_entry_point(c) => logging::init_file(&service::log_file()),
+        _ => logging::init(),
+    }
     let result = match cli.cmd {
         Cmd::Replay(a) => replay::cmd(a),
         Cmd::Synth(a) => synth::cmd(a),
@@ -77,6 +84,7 @@ pub fn main() -> ExitCode {
         Cmd::Azure(c) => azure::cmd(c),
         Cmd::Certs(c) => certs::cmd(c),
         Cmd::Extension(c) => extension::cmd(c),
+        Cmd::Service(c) => service::cmd(c),
     };
     match result {
         Ok(code) => code,

@@ -22,8 +22,13 @@ pub(super) struct RunArgs {
 pub const EXIT_LOSSY: u8 = 3;
 
 pub(super) fn cmd(a: RunArgs) -> Result<ExitCode, Error> {
-    let cfg = Config::load(&a.config)?;
-    let r = crate::run::run_agent(&cfg, Some(a.config.clone()))?;
+    run_config(&a.config).map(ExitCode::from)
+}
+
+/// `vmflow run --config path`, its exit code (also the Windows service's job).
+pub(super) fn run_config(path: &std::path::Path) -> Result<u8, Error> {
+    let cfg = Config::load(path)?;
+    let r = crate::run::run_agent(&cfg, Some(path.to_path_buf()))?;
     print_run("run", &r);
     for (name, s) in &r.streams {
         print_run(&format!("run[{name}]"), s);
@@ -34,7 +39,7 @@ pub(super) fn cmd(a: RunArgs) -> Result<ExitCode, Error> {
     let lost = r.spool.lost_records();
     if lost > 0 {
         eprintln!("run: {lost} records were lost (lost_records); exit code {EXIT_LOSSY}");
-        return Ok(ExitCode::from(EXIT_LOSSY));
+        return Ok(EXIT_LOSSY);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }

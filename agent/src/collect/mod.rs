@@ -77,19 +77,12 @@ impl CollectorOptions {
 
 /// Every connection holds a descriptor: stay below the process's limit, with
 /// room for the store's files, the listener and the runtime.
-#[cfg(unix)]
 pub fn default_max_connections() -> usize {
-    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    // `None` is RLIM_INFINITY: the cap applies.
-    let cur = lim.current.unwrap_or(u64::MAX);
+    // `None` is no limit (RLIM_INFINITY): the cap applies.
+    let cur = crate::platform::max_open_files().unwrap_or(u64::MAX);
     (cur.min(1 << 20) as usize)
         .saturating_sub(64)
         .clamp(16, 65_536)
-}
-
-#[cfg(not(unix))]
-pub fn default_max_connections() -> usize {
-    1_000
 }
 
 /// Frames up to this size need no share of the budget (one read's worth).

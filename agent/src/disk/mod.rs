@@ -7,11 +7,20 @@
 //! the way Vector's disk buffer is tested. [`StdFs`] is the real thing.
 //!
 //! Files are created 0600 and directories 0700 whatever the umask: they hold
-//! flow records and sequence state, which are nobody else's business.
+//! flow records and sequence state, which are nobody else's business (on
+//! Windows: the ACL inherited from the folder, see `platform`).
+//!
+//! Windows file semantics hold by construction: [`StdFs`] holds no handle
+//! between calls, so nothing renames or removes a file that is still open;
+//! `rename` over an existing file is std's MoveFileExW with
+//! MOVEFILE_REPLACE_EXISTING; `sync` is FlushFileBuffers; `sync_dir` is a
+//! no-op there (`platform::sync_dir` says why).
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use crate::platform;
 
 #[cfg(test)]
 pub mod sim;
@@ -96,26 +105,17 @@ pub fn parent(path: &Path) -> &Path {
 
 pub struct StdFs;
 
-#[cfg(unix)]
 fn options() -> std::fs::OpenOptions {
-    use std::os::unix::fs::OpenOptionsExt;
     let mut o = std::fs::OpenOptions::new();
-    o.mode(0o600);
+    platform::owner_only_file(&mut o);
     o
-}
-
-#[cfg(not(unix))]
-fn options() -> std::fs::OpenOptions {
-    std::fs::OpenOptions::new()
 }
 
 impl Fs for StdFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut b = std::fs::DirBuilder::new();
         b.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-        b.create(dir)
+        platform::owner_only_dir(&mut b).create(dir)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -185,23 +185,16 @@ impl Fs for StdFs {
     }
 
     fn sync(&self, path: &Path) -> io::Result<()> {
+        // Opened for writing: Windows' FlushFileBuffers refuses a read-only
+        // handle (Access denied).
         std::fs::OpenOptions::new()
-            .read(true)
+            .write(true)
             .open(path)?
             .sync_data()
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        #[cfg(unix)]
-        {
-            std::fs::File::open(dir)?.sync_all()
-        }
-        // Windows cannot open a directory to flush it; NTFS journals renames.
-        #[cfg(not(unix))]
-        {
-            let _ = dir;
-            Ok(())
-        }
+        platform::sync_dir(dir)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -213,35 +206,11 @@ impl Fs for StdFs {
     }
 
     fn restrict(&self, path: &Path) -> io::Result<()> {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let meta = std::fs::metadata(path)?;
-            let mode = if meta.is_dir() { 0o700 } else { 0o600 };
-            if meta.permissions().mode() & 0o777 != mode {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = path;
-        Ok(())
+        platform::restrict(path)
     }
 
     fn share_with_group(&self, path: &Path, gid: u32) -> io::Result<()> {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::os::unix::fs::chown(path, None, Some(gid))?;
-            let mode = if std::fs::metadata(path)?.is_dir() {
-                0o750
-            } else {
-                0o640
-            };
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-        }
-        #[cfg(not(unix))]
-        let _ = (path, gid);
-        Ok(())
+        crate::platform::share_with_group(path, gid)
     }
 
     fn remove_dir(&self, dir: &Path) -> io::Result<()> {

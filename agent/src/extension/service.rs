@@ -3,7 +3,6 @@
 //! `dpkg` on a VM. Nothing secret ever reaches a command line: the actions
 //! carry unit names and package paths only.
 
-use std::ffi::CString;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -135,36 +134,9 @@ fn run(mut c: Command, what: &str) -> Result<(), ExtensionError> {
     })
 }
 
-/// `getgrnam_r`: the id of a group by name.
+/// The id of a group by name (the platform seam asks the name service).
 pub fn group_id(name: &str) -> Option<u32> {
-    let cname = CString::new(name).ok()?;
-    let mut buf = vec![0u8; 4096];
-    loop {
-        // SAFETY: `libc::group` is plain data (integers and pointers), for
-        // which all-zero bytes are a valid value.
-        let mut grp: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: `grp` and `result` are valid for writes, `buf` is a live
-        // buffer of `buf.len()` bytes, `cname` a NUL-terminated string; all
-        // outlive the call, and the result is read only on success.
-        let rc = unsafe {
-            libc::getgrnam_r(
-                cname.as_ptr(),
-                &mut grp,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 || result.is_null() {
-            return None;
-        }
-        return Some(grp.gr_gid);
-    }
+    crate::platform::group_id(name)
 }
 
 #[cfg(test)]

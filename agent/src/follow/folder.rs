@@ -51,7 +51,8 @@ pub struct FolderSource {
     cfg: FolderConfig,
     pub pos: FolderPosition,
     follower: Option<GrowingFile>,
-    /// First packet of each file, by path and inode (files are opened once).
+    /// First packet of each file, by path and file key (`platform::file_key`:
+    /// the inode on Unix), so files are opened once.
     ids: HashMap<PathBuf, (u64, u64, FileId)>,
     /// Since when the current file has been cut at its end with a newer file waiting.
     stuck_since: Option<Instant>,
@@ -75,7 +76,7 @@ impl FolderSource {
 
     /// Capture files in the folder with their identity, in capture order.
     fn scan(&mut self) -> Result<Vec<(FileId, PathBuf)>, SourceError> {
-        use std::os::unix::fs::MetadataExt;
+        use crate::platform::file_key;
         let dir = &self.cfg.path;
         let entries = std::fs::read_dir(dir).map_err(|e| SourceError::io(dir, e))?;
         let mut found = Vec::new();
@@ -98,13 +99,13 @@ impl FolderSource {
             let cached = self
                 .ids
                 .get(&path)
-                .filter(|(ino, len, _)| *ino == meta.ino() && *len <= meta.len());
+                .filter(|(ino, len, _)| *ino == file_key(&meta) && *len <= meta.len());
             let id = match cached {
                 Some((_, _, id)) => id.clone(),
                 None => match identify(&path, &name) {
                     Ok(Some(id)) => {
                         self.ids
-                            .insert(path.clone(), (meta.ino(), meta.len(), id.clone()));
+                            .insert(path.clone(), (file_key(&meta), meta.len(), id.clone()));
                         self.warned.remove(&path);
                         id
                     }

@@ -125,6 +125,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
 }
 
 fn open_rings(l: &LiveConfig) -> Result<(Vec<Ring>, RingOptions), Error> {
+    live::available()?;
     let o = RingOptions {
         snaplen: l.snaplen,
         promiscuous: l.promiscuous,

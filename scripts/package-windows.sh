@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Cross-compiles the Windows agent from Linux and packages it:
+# target/x86_64-pc-windows-gnu/release/vmflow.exe and vmflow.msi (wixl, from
+# packaging/msi/vmflow.wxs, version from Cargo.toml). Installs what it needs
+# (idempotently): the Rust target, Debian's MinGW-w64 linker and wixl (needs
+# root or sudo for apt-get).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+TARGET=x86_64-pc-windows-gnu
+if ! rustup target list --installed | grep -qx "$TARGET"; then
+    echo "package-windows.sh: adding the $TARGET target"
+    rustup target add "$TARGET"
+fi
+missing=()
+for pair in x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64 wixl:wixl msiinfo:msitools; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "package-windows.sh: installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cargo build --release --locked -p vmflow-agent --bin vmflow --target "$TARGET"
+out=target/$TARGET/release
+version=$(cargo metadata --no-deps --format-version 1 --locked \
+    | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "vmflow-agent"))')
+wixl -a x64 -D "Version=$version" -D "Exe=$out/vmflow.exe" -o "$out/vmflow.msi" packaging/msi/vmflow.wxs
+echo "package-windows.sh: $out/vmflow.exe and $out/vmflow.msi (version $version)"
