@@ -6,63 +6,18 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::agents::*;
+use common::capture_files::*;
 use common::*;
 use vmflow::config::{Config, FolderConfig, OnStop};
 use vmflow::export::VecSink;
 use vmflow::follow::folder::{FolderPosition, FolderSource};
 use vmflow::follow::runner::{self, RunnerOptions};
 use vmflow_proto::FlowRecord;
-
-/// A libpcap file's header and its records, each as its own byte string.
-fn split_records(pcap: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
-    let header = pcap[..24].to_vec();
-    let mut recs = Vec::new();
-    let mut at = 24;
-    while at < pcap.len() {
-        let incl = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
-        recs.push(pcap[at..at + 16 + incl].to_vec());
-        at += 16 + incl;
-    }
-    (header, recs)
-}
-
-fn file_of(header: &[u8], recs: &[Vec<u8>]) -> Vec<u8> {
-    let mut v = header.to_vec();
-    for r in recs {
-        v.extend_from_slice(r);
-    }
-    v
-}
-
-/// Writes `bytes` to `path` in pieces of 1..=max bytes (records and headers
-/// end up split across writes), pausing `pause` between pieces.
-fn write_in_pieces(path: &Path, bytes: &[u8], seed: u64, max: usize, pause: Duration) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    let mut x = seed | 1;
-    let mut at = 0;
-    while at < bytes.len() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let n = (1 + (x as usize) % max).min(bytes.len() - at);
-        f.write_all(&bytes[at..at + n]).unwrap();
-        f.flush().unwrap();
-        at += n;
-        if !pause.is_zero() {
-            std::thread::sleep(pause);
-        }
-    }
-}
 
 #[test]
 fn a_followed_rotated_folder_survives_a_hard_kill_mid_file() {

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::capture_files::*;
 use common::*;
 
 /// FNV-1a 64: stable, and plenty to tell outputs apart.
@@ -36,22 +37,6 @@ fn synth(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     p
-}
-
-/// The frames of a capture, read back with the library's reader.
-fn frames_of(path: &Path) -> Vec<Frame> {
-    let f = std::fs::File::open(path).unwrap();
-    let mut r = vmflow::capture::CaptureReader::open(std::io::BufReader::new(f)).unwrap();
-    let mut v = Vec::new();
-    while let Some(p) = r.next_packet().unwrap() {
-        v.push(Frame {
-            ts_ns: p.ts_ns,
-            data: p.data.to_vec(),
-            orig_len: p.orig_len,
-            linktype: p.linktype,
-        });
-    }
-    v
 }
 
 /// Every input: its name and file.

@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::agents::*;
+use common::capture_files::*;
 use common::*;
 
 struct Wine {
@@ -150,22 +151,6 @@ fn ok(out: &Output, what: &str) {
     );
 }
 
-/// The frames of a capture, read back with the library's reader.
-fn frames_of(path: &Path) -> Vec<Frame> {
-    let f = std::fs::File::open(path).unwrap();
-    let mut r = vmflow::capture::CaptureReader::open(std::io::BufReader::new(f)).unwrap();
-    let mut v = Vec::new();
-    while let Some(p) = r.next_packet().unwrap() {
-        v.push(Frame {
-            ts_ns: p.ts_ns,
-            data: p.data.to_vec(),
-            orig_len: p.orig_len,
-            linktype: p.linktype,
-        });
-    }
-    v
-}
-
 #[test]
 fn replay_under_wine_is_byte_identical_to_linux() {
     let d = tempfile::tempdir().unwrap();
@@ -226,44 +211,6 @@ fn first_diff(a: &[u8], b: &[u8]) -> (String, String) {
         .find(|(x, y)| x != y)
         .map(|(x, y)| (x.to_string(), y.to_string()))
         .unwrap_or_else(|| ("(one is a prefix of the other)".into(), String::new()))
-}
-
-/// A libpcap file's header and its records, each as its own byte string.
-fn split_records(pcap: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
-    let header = pcap[..24].to_vec();
-    let mut recs = Vec::new();
-    let mut at = 24;
-    while at < pcap.len() {
-        let incl = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
-        recs.push(pcap[at..at + 16 + incl].to_vec());
-        at += 16 + incl;
-    }
-    (header, recs)
-}
-
-/// Writes `bytes` to `path` in pieces of 1..=max bytes, pausing `pause`
-/// between pieces; the file stays open (shared) while the agent reads it.
-fn write_in_pieces(path: &Path, bytes: &[u8], seed: u64, max: usize, pause: Duration) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    let mut x = seed | 1;
-    let mut at = 0;
-    while at < bytes.len() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let n = (1 + (x as usize) % max).min(bytes.len() - at);
-        f.write_all(&bytes[at..at + n]).unwrap();
-        f.flush().unwrap();
-        at += n;
-        if !pause.is_zero() {
-            std::thread::sleep(pause);
-        }
-    }
 }
 
 /// Polls `cond` every 10 ms until it holds, failing with `what` after `limit`.

@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod arm_standin;
 pub mod azurite;
+pub mod capture_files;
 pub mod container;
 pub mod http_stub;
 pub mod netns;
