@@ -254,16 +254,11 @@ fn follow_lane(
         t.report.summary.records,
         t.checkpoints
     );
-    let (ship, spool) = lane.finish_within(fw.grace);
+    let done = lane.finish_within(fw.grace);
     Ok(RunReport {
-        summary: t.report.summary,
-        ship,
-        spool,
-        resumed_after,
-        error: t.report.error.map(Error::from),
         coverage,
         blob: blob_stats,
         covered,
-        ..RunReport::default()
+        ..RunReport::lane(t.report, done, resumed_after)
     })
 }

@@ -197,15 +197,10 @@ fn run_live(
         "capture stopped: {} records; flushing",
         report.summary.records
     );
-    let (ship, spool) = lane.finish_within(l.shutdown_grace.duration());
+    let done = lane.finish_within(l.shutdown_grace.duration());
     Ok(RunReport {
-        summary: report.summary,
-        ship,
-        spool,
-        resumed_after,
-        error: report.error.map(Error::from),
         ifaces,
-        ..RunReport::default()
+        ..RunReport::lane(report, done, resumed_after)
     })
 }
 
@@ -233,13 +228,6 @@ fn run_files(
         report.summary.records,
         report.summary.records.saturating_sub(sink.skipped)
     );
-    let (ship, spool) = lane.finish_when_delivered(signalled);
-    Ok(RunReport {
-        summary: report.summary,
-        ship,
-        spool,
-        resumed_after,
-        error: report.error.map(Error::from),
-        ..RunReport::default()
-    })
+    let done = lane.finish_when_delivered(signalled);
+    Ok(RunReport::lane(report, done, resumed_after))
 }

@@ -6,7 +6,7 @@ use crate::export::ship::ShipStats;
 use crate::export::spool::SpoolStats;
 use crate::follow::blob::BlobStats;
 use crate::follow::sequence::{Gap, SequenceStats};
-use crate::pipeline::Summary;
+use crate::pipeline::{Report, Summary};
 
 /// A run that could not start is an `Err` from `run_agent`; a run that
 /// started reports here, and `error` says why it ended early (every record
@@ -31,6 +31,24 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// What one lane did: the engine's report (its error, whatever the
+    /// source's type, becoming the run's) and its spool's and shipper's
+    /// counts; the caller adds what its kind of source has besides.
+    pub fn lane<E: Into<Error>>(
+        report: Report<E>,
+        (ship, spool): (ShipStats, SpoolStats),
+        resumed_after: u64,
+    ) -> RunReport {
+        RunReport {
+            summary: report.summary,
+            ship,
+            spool,
+            resumed_after,
+            error: report.error.map(Into::into),
+            ..RunReport::default()
+        }
+    }
+
     /// Adds one stream's counters to a total over several streams.
     pub fn absorb(&mut self, r: &RunReport) {
         let s = &mut self.summary;
