@@ -309,7 +309,8 @@ fn run_under_wine_follows_a_folder_over_mtls_and_survives_a_hard_kill() {
         Duration::from_secs(60),
         || collector_seq(&out, "win-1") > seq,
     );
-    a.kill(); // SIGKILL to the Wine process running vmflow.exe
+    // SIGKILL to the Wine process running vmflow.exe.
+    a.kill_past_checkpoint(&spool, &ckpt, Duration::from_secs(1));
     let killed_during_file_2 = !writer.is_finished();
     let mut b = start();
     writer.join().unwrap();

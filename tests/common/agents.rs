@@ -80,6 +80,48 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// SIGKILL at a moment the restart must skip spooled records: a spool
+    /// segment was written after the newest checkpoint, and that checkpoint
+    /// is younger than half of `interval`, so the next one (never sooner
+    /// than `interval`) cannot land between this look and the kill. Killing
+    /// at a random moment leaves nothing past the checkpoint a few times in
+    /// a hundred, and then the resume path under test is not taken.
+    pub fn kill_past_checkpoint(&mut self, spool: &Path, checkpoint: &Path, interval: Duration) {
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let newest_segment = || {
+            std::fs::read_dir(spool)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".spool"))
+                .filter_map(|e| mtime(&e.path()))
+                .max()
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no records spooled early enough after a checkpoint in {}",
+                spool.display()
+            );
+            let (Some(c), Some(s)) = (mtime(checkpoint), newest_segment()) else {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            };
+            let young = c.elapsed().map_or(true, |age| age < interval / 2);
+            if s > c && young {
+                self.kill();
+                assert_eq!(
+                    mtime(checkpoint),
+                    Some(c),
+                    "a checkpoint came sooner than checkpoint_interval"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Waits for exit (bounded) and returns success.
     pub fn wait(&mut self, limit: Duration) -> bool {
         self.wait_code(limit) == Some(0)
