@@ -12,6 +12,7 @@ use crate::capture::SourceError;
 use crate::certs::CertsError;
 use crate::collect::ServeError;
 use crate::config::ConfigError;
+use crate::export::ipfix_sender::IpfixError;
 use crate::export::spool::SpoolError;
 use crate::extension::ExtensionError;
 use crate::follow::checkpoint::CheckpointError;
@@ -37,6 +38,8 @@ pub enum Error {
     Certs(#[from] CertsError),
     #[error("spool: {0}")]
     Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Ipfix(#[from] IpfixError),
     #[error("azure: {0}")]
     Azure(#[from] AzureError),
     #[error("live capture: {0}")]

@@ -96,4 +96,18 @@ pub(super) fn print_run(what: &str, r: &crate::run::RunReport) {
     for (start, end) in &r.covered {
         eprintln!("{what}: covered start_ns={start} end_ns={end}");
     }
+    for (i, x) in r.ipfix.iter().enumerate() {
+        eprintln!(
+            "{what}: ipfix.{i}.collector={} ipfix.{i}.messages={} ipfix.{i}.records={} \
+             ipfix.{i}.template_sends={} ipfix.{i}.send_errors={} ipfix.{i}.dropped_records={} \
+             ipfix.{i}.connections={}",
+            x.collector,
+            x.messages,
+            x.records,
+            x.template_sends,
+            x.send_errors,
+            x.dropped_records,
+            x.connections
+        );
+    }
 }

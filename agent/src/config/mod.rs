@@ -9,6 +9,7 @@ mod capture;
 mod export;
 mod flow;
 mod folder;
+mod ipfix;
 mod pipeline;
 mod seconds;
 mod secret;
@@ -28,6 +29,7 @@ pub use capture::{CaptureConfig, LiveConfig, DEFAULT_RING_BLOCKS, DEFAULT_RING_B
 pub use export::ExportConfig;
 pub use flow::FlowConfig;
 pub use folder::FolderConfig;
+pub use ipfix::{IpfixExportConfig, IpfixModeConfig, IpfixTransport};
 pub use pipeline::PipelineConfig;
 pub use seconds::Seconds;
 pub use secret::Secret;
@@ -48,7 +50,7 @@ pub enum ConfigError {
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "RawConfig")]
 pub struct Config {
     /// CIDRs that count as local for `direction`; defaults to private space.
     pub local_nets: Option<Vec<String>>,
@@ -56,10 +58,62 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub source: SourceConfig,
     pub capture: CaptureConfig,
-    /// Where `vmflow run` ships records; required by `run`.
+    /// Where `vmflow run` ships records over mTLS (`[export]`).
     pub export: Option<ExportConfig>,
+    /// IPFIX collectors `vmflow run` sends records to (`[[export.ipfix]]`),
+    /// beside or instead of `[export]`.
+    pub ipfix: Vec<IpfixExportConfig>,
     /// Azure identity (and, later, the capture lifecycle).
     pub azure: AzureConfig,
+}
+
+/// The file as written: `[export]` holds both the mTLS export's keys and
+/// the `[[export.ipfix]]` array, either of which may be alone.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    local_nets: Option<Vec<String>>,
+    flow: FlowConfig,
+    pipeline: PipelineConfig,
+    source: SourceConfig,
+    capture: CaptureConfig,
+    export: Option<RawExport>,
+    azure: AzureConfig,
+}
+
+#[derive(Default, Deserialize)]
+struct RawExport {
+    #[serde(default)]
+    ipfix: Vec<IpfixExportConfig>,
+    #[serde(flatten)]
+    mtls: toml::Table,
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = String;
+
+    fn try_from(r: RawConfig) -> Result<Config, String> {
+        let (export, ipfix) = match r.export {
+            None => (None, Vec::new()),
+            Some(x) if x.mtls.is_empty() => (None, x.ipfix),
+            Some(x) => {
+                let mtls = toml::Value::Table(x.mtls)
+                    .try_into::<ExportConfig>()
+                    .map_err(|e| format!("[export]: {}", e.message()))?;
+                (Some(mtls), x.ipfix)
+            }
+        };
+        Ok(Config {
+            local_nets: r.local_nets,
+            flow: r.flow,
+            pipeline: r.pipeline,
+            source: r.source,
+            capture: r.capture,
+            export,
+            ipfix,
+            azure: r.azure,
+        })
+    }
 }
 
 impl Config {
@@ -106,6 +160,11 @@ impl Config {
                 rel(p);
             }
         }
+        for x in cfg.ipfix.iter_mut() {
+            for p in [&mut x.ca, &mut x.cert, &mut x.key].into_iter().flatten() {
+                rel(p);
+            }
+        }
         Ok(cfg)
     }
 
@@ -135,6 +194,9 @@ impl Config {
         self.source.validate_names()?;
         if let Some(x) = &self.export {
             x.validate()?;
+        }
+        for (i, x) in self.ipfix.iter().enumerate() {
+            x.validate(i)?;
         }
         Ok(())
     }
@@ -254,6 +316,62 @@ mod tests {
                 .to_string();
             assert!(e.contains("source.blob.reorder_window"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn ipfix_exports_beside_or_instead_of_the_mtls_export() {
+        let c = Config::parse("[[export.ipfix]]\ncollector = \"127.0.0.1:4739\"\n").unwrap();
+        assert!(c.export.is_none());
+        assert_eq!(c.ipfix.len(), 1);
+        let i = &c.ipfix[0];
+        assert_eq!(
+            (i.transport, i.mode, i.max_message(), i.template_refresh),
+            (
+                IpfixTransport::Udp,
+                IpfixModeConfig::Biflow,
+                1400,
+                Seconds(60.0)
+            )
+        );
+        let mtls = "[export]\ncollector = \"c:1\"\nca = \"ca\"\ncert = \"c\"\nkey = \"k\"\nspool_dir = \"s\"\n";
+        let two =
+            "[[export.ipfix]]\ncollector = \"a:1\"\ntransport = \"tcp\"\nmode = \"uniflow\"\n\
+                   [[export.ipfix]]\ncollector = \"b:2\"\nobservation_domain = 9\n";
+        let c = Config::parse(&format!("{mtls}{two}")).unwrap();
+        assert_eq!(c.export.unwrap().collector, "c:1");
+        assert_eq!(c.ipfix.len(), 2);
+        assert_eq!(c.ipfix[0].max_message(), 65535);
+        assert_eq!(c.ipfix[0].mode, IpfixModeConfig::Uniflow);
+        assert_eq!(c.ipfix[1].observation_domain, 9);
+    }
+
+    #[test]
+    fn ipfix_mistakes_are_named() {
+        let ipfix = "[[export.ipfix]]\ncollector = \"127.0.0.1:4739\"\n";
+        for (extra, want) in [
+            ("template_refresh = 0\n", "export.ipfix[0].template_refresh"),
+            ("max_message = 100\n", "export.ipfix[0].max_message"),
+            ("tls = true\n", "export.ipfix[0].tls"),
+            ("transport = \"tcp\"\ntls = true\n", "export.ipfix[0].ca"),
+            ("ca = \"x\"\n", "export.ipfix[0].tls"),
+            ("queue_batches = 0\n", "export.ipfix[0].queue_batches"),
+            ("transport = \"sctp\"\n", "sctp"),
+            ("colector = 1\n", "colector"),
+        ] {
+            let e = Config::parse(&format!("{ipfix}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{extra}: {e}");
+        }
+        let e = Config::parse("[[export.ipfix]]\ncollector = \"nohost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("export.ipfix[0].collector"), "{e}");
+        // The mTLS export's own mistakes still name their key.
+        let e = Config::parse(&format!("[export]\ncollector = \"c:1\"\n{ipfix}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[export]") && e.contains("ca"), "{e}");
     }
 
     #[test]

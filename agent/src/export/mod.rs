@@ -2,6 +2,8 @@
 
 pub mod batcher;
 mod ipfix;
+pub mod ipfix_exporter;
+pub mod ipfix_sender;
 mod ndjson;
 pub mod ship;
 pub mod spool;

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::lane::Lane;
+use super::outputs::Outputs;
 use super::runtime;
 use super::signals::stop_flag;
 use super::RunReport;
 use crate::config::{BlobConfig, Config, ExportConfig, FolderConfig};
 use crate::error::Error;
+use crate::export::ipfix_sender::IpfixSender;
 use crate::export::spool::Spool;
 use crate::follow::blob::{BlobPosition, BlobSource};
 use crate::follow::folder::{FolderPosition, FolderSource};
@@ -83,6 +85,7 @@ pub(super) fn run_followed(
     cfg: &Config,
     x: &ExportConfig,
     tls: Arc<rustls::ClientConfig>,
+    ipfix: &[IpfixSender],
 ) -> Result<RunReport, Error> {
     let signalled = stop_flag()?;
     let names = cfg.source.stream_names();
@@ -112,8 +115,9 @@ pub(super) fn run_followed(
             .map(|(name, dir, kind)| {
                 let (tls, handle, signalled) = (tls.clone(), handle.clone(), signalled.clone());
                 let n = name.clone();
-                let h = scope
-                    .spawn(move || follow_lane(cfg, x, tls, &n, &dir, kind, &handle, &signalled));
+                let h = scope.spawn(move || {
+                    follow_lane(cfg, x, tls, &n, &dir, kind, &handle, &signalled, ipfix)
+                });
                 (name, h)
             })
             .collect();
@@ -169,6 +173,7 @@ fn follow_lane(
     kind: FollowKind,
     rt: &tokio::runtime::Handle,
     signalled: &std::sync::atomic::AtomicBool,
+    ipfix: &[IpfixSender],
 ) -> Result<RunReport, Error> {
     let fw = match kind {
         FollowKind::Folder(f) => Followed::folder(&f, spool_dir),
@@ -206,7 +211,7 @@ fn follow_lane(
         engine.is_none(),
     )?;
     let lane = Lane::start(rt, x, tls, stream, spool, resumed_after);
-    let mut sink = lane.sink();
+    let mut sink = Outputs::new(Some(lane.sink()), ipfix);
     if engine.is_some() {
         tracing::info!(
             "resuming from {} ({resumed_after} records spooled after it)",

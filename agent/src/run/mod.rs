@@ -6,6 +6,7 @@
 mod collector;
 mod followed;
 mod lane;
+mod outputs;
 mod report;
 mod signals;
 
@@ -17,12 +18,14 @@ use std::time::Duration;
 pub use crate::capture::live_loop::{capture, IfaceWatch};
 pub use collector::{run_collector, spawn_collector, CollectArgs};
 pub use lane::Lane;
+pub use outputs::Outputs;
 pub use report::RunReport;
 pub use signals::{reloader, stop_flag};
 
 use crate::capture::live::{self, Ring, RingOptions};
 use crate::config::{Config, ExportConfig, LiveConfig};
 use crate::error::Error;
+use crate::export::ipfix_sender::IpfixSender;
 use crate::export::spool::Spool;
 use crate::identity;
 
@@ -51,11 +54,16 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 /// acknowledge the last records (the rest stays in the spool). Otherwise:
 /// replays `source.files` and returns once the collector has acknowledged
 /// every record (or on SIGTERM/SIGINT, leaving the rest in the spool).
+/// Records go to `[export]` (mTLS, spooled, exactly once) and to every
+/// `[[export.ipfix]]` collector (best effort), either alone or both.
 pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport, Error> {
-    let x = cfg
-        .export
-        .as_ref()
-        .ok_or(Error::Usage("`run` needs an [export] section"))?;
+    let x = cfg.export.as_ref();
+    if x.is_none() && cfg.ipfix.is_empty() {
+        return Err(Error::Usage(
+            "`run` needs somewhere to send records: [export] (mTLS to vmflow collect) \
+             and/or [[export.ipfix]]",
+        ));
+    }
     let live = cfg.capture.live.clone();
     let followed_n = cfg.source.folder.len() + cfg.source.blob.len();
     let kinds = usize::from(live.is_some())
@@ -72,7 +80,12 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
              (any number of them) run together",
         ));
     }
-    let tls = crate::tls::client_config(&x.ca, &x.cert, &x.key)?;
+    if followed_n > 0 && x.is_none() {
+        return Err(FOLLOW_NEEDS_SPOOL);
+    }
+    let tls = x
+        .map(|x| crate::tls::client_config(&x.ca, &x.cert, &x.key))
+        .transpose()?;
     // Open capture rings before anything else: a missing capability is the
     // first thing an operator should hear about.
     let rings = match &live {
@@ -93,34 +106,84 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         None => None,
     };
     let _stop_lifecycle = StopOnDrop(lifecycle_stop.clone(), lifecycle);
-    if followed_n > 0 {
-        return followed::run_followed(cfg, x, tls);
-    }
-    let mut spool = Spool::open(crate::disk::real(), &x.spool_dir, x.spool_max_mib << 20)?;
-    match (live, rings) {
-        (Some(l), Some((rings, ring_opts))) => {
-            // Live capture is new data every time: it never skips.
-            let resumed_after = identity::settle(&mut spool, &identity::live(), 0, false)?;
-            run_live(
-                cfg,
-                x,
-                tls,
-                spool,
-                resumed_after,
-                &l,
-                rings,
-                ring_opts,
-                config_path,
-            )
+    let ipfix = cfg
+        .ipfix
+        .iter()
+        .map(|c| {
+            let tls = c
+                .tls_files()
+                .map(|(ca, cert, key)| crate::tls::client_config(ca, cert, key))
+                .transpose()?;
+            Ok(IpfixSender::start(c, tls)?)
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let mtls = x.zip(tls);
+    let mut report = if followed_n > 0 {
+        let (x, tls) = mtls.ok_or(FOLLOW_NEEDS_SPOOL)?;
+        followed::run_followed(cfg, x, tls, &ipfix)?
+    } else {
+        match (live, rings) {
+            (Some(l), Some((rings, ring_opts))) => {
+                // Live capture is new data every time: it never skips.
+                let mtls = mtls
+                    .map(|(x, tls)| {
+                        let mut spool =
+                            Spool::open(crate::disk::real(), &x.spool_dir, x.spool_max_mib << 20)?;
+                        let resumed_after =
+                            identity::settle(&mut spool, &identity::live(), 0, false)?;
+                        Ok::<_, Error>(Mtls {
+                            x,
+                            tls,
+                            spool,
+                            resumed_after,
+                        })
+                    })
+                    .transpose()?;
+                run_live(cfg, mtls, &ipfix, &l, rings, ring_opts, config_path)?
+            }
+            _ => {
+                // A file source is deterministic: a rerun skips what the
+                // spool already took.
+                let mtls = mtls
+                    .map(|(x, tls)| {
+                        let mut spool =
+                            Spool::open(crate::disk::real(), &x.spool_dir, x.spool_max_mib << 20)?;
+                        let want = identity::files(cfg, &cfg.source.files)?;
+                        let skip = spool.end_record();
+                        let resumed_after = identity::settle(&mut spool, &want, skip, true)?;
+                        Ok::<_, Error>(Mtls {
+                            x,
+                            tls,
+                            spool,
+                            resumed_after,
+                        })
+                    })
+                    .transpose()?;
+                run_files(cfg, mtls, &ipfix)?
+            }
         }
-        _ => {
-            // A file source is deterministic: a rerun skips what the spool
-            // already took.
-            let want = identity::files(cfg, &cfg.source.files)?;
-            let skip = spool.end_record();
-            let resumed_after = identity::settle(&mut spool, &want, skip, true)?;
-            run_files(cfg, x, tls, spool, resumed_after)
-        }
+    };
+    report.ipfix = ipfix.into_iter().map(IpfixSender::finish).collect();
+    Ok(report)
+}
+
+const FOLLOW_NEEDS_SPOOL: Error = Error::Usage(
+    "followed folders and Blob containers keep their checkpoints beside the spool: \
+     they need [export] (IPFIX collectors can be added beside it)",
+);
+
+/// The mTLS export of a capture-file or live run: its settings, client TLS
+/// and spool, settled on this run's stream.
+struct Mtls<'a> {
+    x: &'a ExportConfig,
+    tls: Arc<rustls::ClientConfig>,
+    spool: Spool,
+    resumed_after: u64,
+}
+
+impl Mtls<'_> {
+    fn start(self, rt: &tokio::runtime::Handle) -> Lane {
+        Lane::start(rt, self.x, self.tls, "", self.spool, self.resumed_after)
     }
 }
 
@@ -153,13 +216,10 @@ fn open_rings(l: &LiveConfig) -> Result<(Vec<Ring>, RingOptions), Error> {
 }
 
 /// Live capture through one lane until SIGTERM/SIGINT.
-#[allow(clippy::too_many_arguments)]
 fn run_live(
     cfg: &Config,
-    x: &ExportConfig,
-    tls: Arc<rustls::ClientConfig>,
-    spool: Spool,
-    resumed_after: u64,
+    mtls: Option<Mtls>,
+    ipfix: &[IpfixSender],
     l: &LiveConfig,
     mut rings: Vec<Ring>,
     ring_opts: RingOptions,
@@ -167,14 +227,20 @@ fn run_live(
 ) -> Result<RunReport, Error> {
     let signalled = stop_flag()?;
     let rt = runtime()?;
-    let lane = Lane::start(rt.handle(), x, tls, "", spool, resumed_after);
+    // Never count our own export connection as a flow: the mTLS collector,
+    // or without one the first IPFIX collector.
+    let exclude = mtls
+        .as_ref()
+        .map(|m| m.x.collector.as_str())
+        .or(cfg.ipfix.first().map(|i| i.collector.as_str()))
+        .and_then(|c| std::net::ToSocketAddrs::to_socket_addrs(c).ok())
+        .and_then(|mut a| a.next());
+    let lane = mtls.map(|m| m.start(rt.handle()));
+    let resumed_after = lane.as_ref().map_or(0, |l| l.resumed_after);
     // Kernel drops so far, stamped on every batch.
     let drops = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut sink = lane.sink().with_drops(drops.clone());
-    // Never count our own export connection as a flow.
-    let exclude = std::net::ToSocketAddrs::to_socket_addrs(&x.collector)
-        .ok()
-        .and_then(|mut a| a.next());
+    let spool = lane.as_ref().map(|l| l.sink().with_drops(drops.clone()));
+    let mut sink = Outputs::new(spool, ipfix);
     let mut reload = reloader(config_path);
     let watch = IfaceWatch {
         configured: l.interfaces.clone(),
@@ -197,7 +263,9 @@ fn run_live(
         "capture stopped: {} records; flushing",
         report.summary.records
     );
-    let done = lane.finish_within(l.shutdown_grace.duration());
+    let done = lane
+        .map(|lane| lane.finish_within(l.shutdown_grace.duration()))
+        .unwrap_or_default();
     Ok(RunReport {
         ifaces,
         ..RunReport::lane(report, done, resumed_after)
@@ -206,28 +274,32 @@ fn run_live(
 
 /// Capture files through one lane, then ship until the collector holds
 /// every record (or SIGTERM/SIGINT).
-fn run_files(
-    cfg: &Config,
-    x: &ExportConfig,
-    tls: Arc<rustls::ClientConfig>,
-    spool: Spool,
-    resumed_after: u64,
-) -> Result<RunReport, Error> {
+fn run_files(cfg: &Config, mtls: Option<Mtls>, ipfix: &[IpfixSender]) -> Result<RunReport, Error> {
     let signalled = stop_flag()?;
     let rt = runtime()?;
-    let lane = Lane::start(rt.handle(), x, tls, "", spool, resumed_after);
-    let mut sink = lane.sink();
+    let lane = mtls.map(|m| m.start(rt.handle()));
+    let resumed_after = lane.as_ref().map_or(0, |l| l.resumed_after);
+    let mut sink = Outputs::new(lane.as_ref().map(Lane::sink), ipfix);
     if resumed_after > 0 {
         tracing::info!(
             "resuming: the first {resumed_after} records were spooled by an earlier run"
         );
     }
     let report = crate::capture::replay(cfg.source.files.clone(), cfg, &mut sink);
-    tracing::info!(
-        "source finished: {} records, {} of them new to the spool; shipping the rest",
-        report.summary.records,
-        report.summary.records.saturating_sub(sink.skipped)
-    );
-    let done = lane.finish_when_delivered(signalled);
+    let skipped = sink.spool.as_ref().map_or(0, |s| s.skipped);
+    let done = match lane {
+        Some(lane) => {
+            tracing::info!(
+                "source finished: {} records, {} of them new to the spool; shipping the rest",
+                report.summary.records,
+                report.summary.records.saturating_sub(skipped)
+            );
+            lane.finish_when_delivered(signalled)
+        }
+        None => {
+            tracing::info!("source finished: {} records", report.summary.records);
+            Default::default()
+        }
+    };
     Ok(RunReport::lane(report, done, resumed_after))
 }

@@ -2,6 +2,7 @@
 
 use crate::capture::live::IfaceStats;
 use crate::error::Error;
+use crate::export::ipfix_sender::IpfixStats;
 use crate::export::ship::ShipStats;
 use crate::export::spool::SpoolStats;
 use crate::follow::blob::BlobStats;
@@ -28,6 +29,8 @@ pub struct RunReport {
     pub streams: Vec<(String, RunReport)>,
     /// Followed sources: packet time covered by capture files (merged spans).
     pub covered: Vec<(u64, u64)>,
+    /// Each `[[export.ipfix]]` collector's counts, in configuration order.
+    pub ipfix: Vec<IpfixStats>,
 }
 
 impl RunReport {

@@ -261,6 +261,18 @@ impl IpfixEncoder {
             // cannot be expressed in either template.
             _ => return None,
         };
+        let icmp = match (r.icmp_type, r.icmp_code) {
+            (Some(t), c) => Some(u16::from(t) << 8 | u16::from(c.unwrap_or(0))),
+            (None, _) => None,
+        };
+        // ICMP has no ports (the record's hold the echo identifier): the
+        // type and code go where NetFlow put them, in the destination port,
+        // which is also where nfdump keeps icmpTypeCode and where it falls
+        // back to when icmpTypeCode is 0 (an echo reply).
+        let (sport, dport) = match icmp {
+            Some(tc) => (0, tc),
+            None => (sport, dport),
+        };
         put16(out, sport);
         put16(out, dport);
         out.push(r.proto);
@@ -278,11 +290,7 @@ impl IpfixEncoder {
         }
         out.push(end_reason_code(r.end_reason));
         put16(out, r.vlan.unwrap_or(0));
-        let icmp = match (r.icmp_type, r.icmp_code) {
-            (Some(t), c) => u16::from(t) << 8 | u16::from(c.unwrap_or(0)),
-            (None, _) => 0,
-        };
-        put16(out, icmp);
+        put16(out, icmp.unwrap_or(0));
         Some(template)
     }
 }

@@ -125,10 +125,10 @@ fn check(d: &Decoded, r: &FlowRecord, reverse: bool, mode: IpfixMode) {
     };
     assert_eq!(addr(get(d, v6, 8, 27)), src);
     assert_eq!(addr(get(d, v6, 12, 28)), dst);
-    let (sp, dp) = if reverse {
-        (r.dst_port, r.src_port)
-    } else {
-        (r.src_port, r.dst_port)
+    let (sp, dp) = match (r.icmp_type, reverse) {
+        (Some(t), _) => (0, u16::from(t) << 8 | u16::from(r.icmp_code.unwrap_or(0))),
+        (None, true) => (r.dst_port, r.src_port),
+        (None, false) => (r.src_port, r.dst_port),
     };
     assert_eq!(be(&d[&(7, false)]), u64::from(sp));
     assert_eq!(be(&d[&(11, false)]), u64::from(dp));

@@ -1,0 +1,51 @@
+//! Where a lane's records go: the spool in front of the mTLS shipper (when
+//! `[export]` is configured) and every `[[export.ipfix]]` collector, each
+//! given the same records in the same order.
+
+use vmflow_proto::FlowRecord;
+
+use crate::export::ipfix_sender::{IpfixSender, IpfixSink};
+use crate::export::RecordSink;
+
+pub struct Outputs<S> {
+    pub spool: Option<S>,
+    ipfix: Vec<IpfixSink>,
+}
+
+impl<S: RecordSink> Outputs<S> {
+    pub fn new(spool: Option<S>, ipfix: &[IpfixSender]) -> Outputs<S> {
+        Outputs {
+            spool,
+            ipfix: ipfix.iter().map(IpfixSender::sink).collect(),
+        }
+    }
+}
+
+impl<S: RecordSink> RecordSink for Outputs<S> {
+    fn write(&mut self, records: &[FlowRecord]) -> std::io::Result<()> {
+        for x in &mut self.ipfix {
+            x.write(records)?;
+        }
+        match &mut self.spool {
+            Some(s) => s.write(records),
+            None => Ok(()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.spool {
+            Some(s) => s.flush(),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        for x in &mut self.ipfix {
+            x.finish()?;
+        }
+        match &mut self.spool {
+            Some(s) => s.finish(),
+            None => Ok(()),
+        }
+    }
+}
