@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::netns::*;
+use common::nfcapd::Nfcapd;
 use common::*;
 use serde_json::Value;
 
@@ -414,6 +415,86 @@ fn the_agent_ships_live_flows_but_not_its_own_export_traffic() {
     let got = collected(&out);
     let http = got.iter().filter(|r| r["dst_port"] == 8080).count();
     assert_eq!(http, 5, "{got:?}");
+}
+
+#[test]
+fn live_capture_exports_to_nfcapd_alone_and_leaves_its_own_export_out() {
+    require_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let ns = Netns::new();
+    // nfcapd across the veth: the export datagrams cross the captured
+    // interface, as on a VM whose collector is elsewhere.
+    let nf = Nfcapd::start_in(&dir.path().join("nfcapd"), &ns.client, [10, 77, 0, 1], 4739);
+    let cfg = write(
+        dir.path(),
+        "agent.toml",
+        format!(
+            "[flow]\ntcp_linger = 0.05\n[capture.live]\ninterfaces = [{:?}]\nshutdown_grace = 10\n\
+             [[export.ipfix]]\ncollector = \"10.77.0.1:4739\"\n",
+            ns.server_if
+        )
+        .as_bytes(),
+    );
+    let mut agent = Logged::spawn(
+        ns.exec(&ns.server)
+            .env("RUST_LOG", "info,vmflow::export::ipfix_sender=debug")
+            .arg(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["run", "--config"])
+            .arg(&cfg),
+    );
+    agent.wait_log("capturing on");
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("f"), vec![b'z'; 50_000]).unwrap();
+    let _http = http_server(&ns, &www);
+    for _ in 0..3 {
+        run_in(
+            &ns,
+            &ns.client,
+            &["curl", "-sf", "-o", "/dev/null", "http://10.77.0.2:8080/f"],
+        );
+    }
+    // Flows ended while capturing went out across the veth; one more
+    // exchange after that, so the capture has passed the export datagram.
+    agent.wait_log("IPFIX templates sent");
+    run_in(
+        &ns,
+        &ns.client,
+        &["curl", "-sf", "-o", "/dev/null", "http://10.77.0.2:8080/f"],
+    );
+    sh(&format!("kill -TERM {}", agent.child.0.id()));
+    let ok = agent.child.0.wait().unwrap().success();
+    let text = agent.text();
+    assert!(ok, "{text}");
+    assert_eq!(summary(&text, "ipfix.0.dropped_records"), Some(0), "{text}");
+    let own = text
+        .lines()
+        .find_map(|l| l.strip_prefix("run: skipped.own_export="))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        own > Some(0),
+        "the export crossed the captured veth: {text}"
+    );
+    let sent = summary(&text, "ipfix.0.records").unwrap();
+    nf.wait_until(|| nf.rx_queue() == Some(0), "nfcapd to read");
+    let flows = nf.stop_and_read();
+    assert_eq!(flows.len() as u64, sent, "{flows:?}\n{text}");
+    let http: Vec<_> = flows
+        .iter()
+        .filter(|f| f.get("dst port").map(String::as_str) == Some("8080"))
+        .collect();
+    assert_eq!(http.len(), 4, "{flows:?}");
+    for f in http {
+        assert_eq!(f["src addr"], "10.77.0.1");
+        assert!(f["out bytes"].parse::<u64>().unwrap() > 50_000, "{f:?}");
+    }
+    assert!(
+        flows
+            .iter()
+            .all(|f| f.get("dst port").map(String::as_str) != Some("4739")
+                && f.get("src port").map(String::as_str) != Some("4739")),
+        "own export traffic became a flow: {flows:?}"
+    );
 }
 
 /// A collector in the client namespace and `vmflow run` in the server
