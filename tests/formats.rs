@@ -219,10 +219,28 @@ fn a_file_cut_mid_record_yields_every_complete_record_and_warns() {
         );
         assert!(err.contains(&cut.display().to_string()), "{name}: {err}");
     }
-    // A file too short for a header: a warning, not an error.
+    // A whole file too short for a header is not a capture: an error that
+    // names it, before any run (no summary), as for a missing file and an
+    // empty one.
     let tiny = write(dir.path(), "tiny.cap", &[0xd4, 0xc3, 0xb2, 0xa1, 2, 0]);
-    let (got, err) = replay_ok(&[tiny], &[]);
-    assert!(got.is_empty() && err.contains("pcap header cut"), "{err}");
+    let empty = write(dir.path(), "empty.cap", &[]);
+    let missing = dir.path().join("missing.cap");
+    for (f, why) in [
+        (&tiny, "not a capture: pcap header cut"),
+        (&empty, "not a capture"),
+        (&missing, "No such file"),
+    ] {
+        let (got, err, ok) = replay(std::slice::from_ref(f), &[]);
+        assert!(!ok && got.is_empty(), "{err}");
+        assert!(
+            err.contains(&f.display().to_string()) && err.contains(why),
+            "{err}"
+        );
+        assert!(
+            !err.contains("packets="),
+            "no summary of a run that never started: {err}"
+        );
+    }
 }
 
 #[test]

@@ -190,13 +190,27 @@ fn configuration_errors_name_the_key() {
     let out = run(vmflow().args(["replay", "/nonexistent/file.pcap"]));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/file.pcap"));
+    // Not a capture at all: refused before the run, the good file unread.
+    let junk = write(dir.path(), "junk.bin", &[0x42; 64]);
+    let out = run(vmflow().arg("replay").arg(&cap).arg(&junk));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("junk.bin") && err.contains("not a capture file"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty() && !err.contains("packets="), "{err}");
 }
 
 #[test]
 fn a_corrupt_second_file_keeps_what_came_before() {
     let dir = tempfile::tempdir().unwrap();
     let (cap, _) = synth(dir.path(), 20_000, 100, 5, None);
-    let junk = write(dir.path(), "junk.pcap", &[0x42; 64]);
+    // A capture header, then garbage: found corrupt once reading reaches
+    // it (a file that is no capture at all is refused before the run).
+    let mut bad = std::fs::read(&cap).unwrap()[..24].to_vec();
+    bad.extend_from_slice(&[0x42; 64]);
+    let junk = write(dir.path(), "junk.pcap", &bad);
     let out = run(vmflow().arg("replay").arg(&cap).arg(&junk));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

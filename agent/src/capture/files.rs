@@ -17,6 +17,26 @@ pub fn replay<S: RecordSink>(paths: Vec<PathBuf>, cfg: &Config, sink: S) -> Repo
     report
 }
 
+/// Every file opens and starts like a capture: checked before a run starts,
+/// so a wrong path or a file that is no capture is an error on its own
+/// rather than after an empty run's summary.
+pub fn check_readable(paths: &[PathBuf]) -> Result<(), SourceError> {
+    for p in paths {
+        if p.is_dir() {
+            return Err(SourceError::io(
+                p,
+                std::io::Error::other("is a directory, not a capture file"),
+            ));
+        }
+        let file = File::open(p).map_err(|e| SourceError::io(p, e))?;
+        let cap = SourceError::capture(p);
+        if let CaptureReader::Empty(t) = CaptureReader::open(file).map_err(&cap)? {
+            return Err(cap(super::CaptureError::TooShort(t.what)));
+        }
+    }
+    Ok(())
+}
+
 pub struct CaptureFiles {
     paths: Vec<PathBuf>,
     pub warnings: Vec<FileWarning>,
@@ -48,6 +68,9 @@ impl CaptureFiles {
         let file = File::open(path).map_err(|e| SourceError::io(path, e))?;
         let cap = SourceError::capture(path);
         let mut reader = CaptureReader::open(file).map_err(&cap)?;
+        if let CaptureReader::Empty(t) = &reader {
+            return Err(cap(super::CaptureError::TooShort(t.what.clone())));
+        }
         tracing::debug!("{}: {} capture", path.display(), reader.format());
         while let Some(p) = reader.next_packet().map_err(&cap)? {
             f(p);

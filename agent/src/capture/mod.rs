@@ -24,7 +24,7 @@ mod pcapng;
 
 pub use crate::pipeline::FileWarning;
 pub use error::SourceError;
-pub use files::{replay, CaptureFiles};
+pub use files::{check_readable, replay, CaptureFiles};
 
 use std::io::{self, Read, Seek};
 
@@ -46,6 +46,10 @@ pub enum CaptureError {
     UnknownFormat { magic: String },
     #[error("unsupported {format} file: {what}")]
     Unsupported { format: &'static str, what: String },
+    /// A whole file too short to hold a capture header (a file being written
+    /// may be; a followed source waits for it instead).
+    #[error("not a capture: {0}")]
+    TooShort(String),
 }
 
 /// The input stopped in the middle of a record: everything before it was read.

@@ -55,6 +55,7 @@ enum Mode {
 
 pub(super) fn cmd(a: ReplayArgs) -> Result<ExitCode, Error> {
     let cfg = engine_config(&a.engine)?;
+    crate::capture::check_readable(&a.files)?;
     let out: Box<dyn io::Write + Send> = if a.out == "-" {
         Box::new(io::stdout())
     } else {

@@ -55,6 +55,7 @@ impl ExportConfig {
     /// Batch size and age, window and spool size in their ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let x = self;
+        super::address::host_port("export.collector", &x.collector)?;
         if x.batch_records == 0 || x.batch_records > 1 << 20 {
             return Err(ConfigError::Invalid(format!(
                 "export.batch_records = {}: must be in 1..=1048576",

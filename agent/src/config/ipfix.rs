@@ -107,12 +107,7 @@ impl IpfixExportConfig {
     pub fn validate(&self, i: usize) -> Result<(), ConfigError> {
         let key = |k: &str| format!("export.ipfix[{i}].{k}");
         let bad = |k: &str, why: String| Err(ConfigError::Invalid(format!("{} {why}", key(k))));
-        if !self.collector.contains(':') {
-            return bad(
-                "collector",
-                format!("= {:?}: must be host:port", self.collector),
-            );
-        }
+        super::address::host_port(&key("collector"), &self.collector)?;
         let r = self.template_refresh.get();
         if !(r.is_finite() && (0.1..=3600.0).contains(&r)) {
             return bad(

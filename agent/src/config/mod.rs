@@ -3,6 +3,7 @@
 //! seconds (fractions allowed), read as [`Seconds`] and turned into time in
 //! one place.
 
+mod address;
 mod azure;
 mod blob;
 mod capture;

@@ -83,6 +83,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
     if followed_n > 0 && x.is_none() {
         return Err(FOLLOW_NEEDS_SPOOL);
     }
+    crate::capture::check_readable(&cfg.source.files)?;
     let tls = x
         .map(|x| crate::tls::client_config(&x.ca, &x.cert, &x.key))
         .transpose()?;
