@@ -222,6 +222,41 @@ fn a_corrupt_second_file_keeps_what_came_before() {
 }
 
 #[test]
+fn version_names_the_commit_it_was_built_from() {
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8(head.stdout).unwrap();
+    let out = run(vmflow().arg("--version"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.starts_with(&format!(
+            "vmflow {} (commit {}",
+            env!("CARGO_PKG_VERSION"),
+            head.trim()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn demo_without_a_dir_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(vmflow()
+        .env("TMPDIR", tmp.path())
+        .args(["demo", "--packets", "3000"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("removed at the end"), "{text}");
+    assert!(text.contains("ground truth: yes"), "{text}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
 fn demo_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(vmflow()

@@ -15,17 +15,38 @@ use crate::synth::{self, SynthParams};
 
 #[derive(Args)]
 pub(super) struct DemoArgs {
-    /// Keep the synthetic capture and the records in this directory.
+    /// Keep the synthetic capture, certificates and records in this
+    /// directory (without it they go to a temporary one, removed at the end).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Packets in the synthetic capture.
     #[arg(long, default_value_t = 200_000)]
     packets: u64,
 }
 
+/// A temporary directory removed when the demo ends, however it ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 pub(super) fn cmd(a: DemoArgs) -> Result<ExitCode, Error> {
-    let dir = match a.dir {
-        Some(d) => d,
-        None => std::env::temp_dir().join(format!("vmflow-demo-{}", std::process::id())),
+    let (dir, _scratch) = match a.dir {
+        Some(d) => {
+            println!("demo: working in {} (kept)", d.display());
+            (d, None)
+        }
+        None => {
+            let d = std::env::temp_dir().join(format!("vmflow-demo-{}", std::process::id()));
+            println!(
+                "demo: working in {} (removed at the end; --dir DIR keeps it)",
+                d.display()
+            );
+            (d.clone(), Some(Scratch(d)))
+        }
     };
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let cap = dir.join("demo.pcap");
@@ -107,6 +128,15 @@ pub(super) fn cmd(a: DemoArgs) -> Result<ExitCode, Error> {
         files.len(),
         if exact { "yes" } else { "NO" }
     );
+    if got.len() as u64 != synth.flows {
+        println!(
+            "demo: {} flows became {} records: a flow that lasts longer than the active timeout \
+             ({} s) is exported in segments (segment 0, 1, …; the last one says final)",
+            synth.flows,
+            got.len(),
+            Config::default().flow.active_timeout
+        );
+    }
     println!("demo: a few of them:");
     for r in got.iter().take(3) {
         println!("  {}", serde_json::to_string(r).unwrap_or_default());

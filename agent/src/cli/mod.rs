@@ -26,10 +26,20 @@ pub use demo::read_ndjson;
 pub use run::EXIT_LOSSY;
 pub use summary::print_summary;
 
+/// `vmflow --version`: the release, the commit and its date (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("VMFLOW_COMMIT"),
+    ", ",
+    env!("VMFLOW_COMMIT_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "vmflow",
-    version,
+    version = VERSION,
     about = "Flow agent: packets to bidirectional flow records"
 )]
 struct Cli {
