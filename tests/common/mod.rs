@@ -9,6 +9,7 @@ pub mod capture_files;
 pub mod container;
 pub mod http_stub;
 pub mod netns;
+pub mod test_cert;
 pub mod tmpfs;
 pub mod wire;
 
