@@ -546,25 +546,31 @@ struct WinHandler {
 }
 
 impl WinHandler {
+    /// Unpacks the zip `scripts/package-windows.sh` built, as the guest
+    /// agent does.
     fn unpack(root: &Path) -> WinHandler {
         let dir = root.join("Packages/Plugins/Vmflow.Agent/1.0.0");
         let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let zip = target_dir().join(format!(
+            "azure-extension/vmflow-extension-windows_{}.zip",
+            env!("CARGO_PKG_VERSION")
+        ));
+        let built = target_dir().join("x86_64-pc-windows-gnu/release/vmflow.exe");
+        assert!(
+            zip.is_file() && !newer(&built, &zip),
+            "{} missing or older than vmflow.exe: run scripts/package-windows.sh",
+            zip.display()
+        );
+        let o = run(Command::new("unzip")
+            .arg("-q")
+            .arg(&zip)
+            .arg("-d")
+            .arg(&dir));
+        ok(&o, "unzip");
         let bin = dir.join("bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        let pkg =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/azure-extension/windows");
-        std::fs::copy(
-            pkg.join("HandlerManifest.json"),
-            dir.join("HandlerManifest.json"),
-        )
-        .unwrap();
-        std::fs::copy(
-            pkg.join("vmflow-handler.cmd"),
-            bin.join("vmflow-handler.cmd"),
-        )
-        .unwrap();
+        assert!(bin.join("vmflow-handler.cmd").is_file() && bin.join("vmflow.exe").is_file());
         let w = wine();
-        std::fs::copy(&w.exe, bin.join("vmflow.exe")).unwrap();
         std::fs::copy(
             w.exe.with_file_name("bcryptprimitives.dll"),
             bin.join("bcryptprimitives.dll"),
@@ -637,25 +643,30 @@ fn settings_json(
 }
 
 /// The Windows VM extension handler under Wine, driven as the guest agent
-/// drives it: the manifest's commands (`bin\vmflow-handler.cmd …`) through
-/// cmd.exe from `C:\Packages\Plugins\Vmflow.Agent\1.0.0`, settings in
-/// `RuntimeSettings\N.settings` with protected settings encrypted (openssl
-/// cms, AES-256, RSA) to a test certificate. install copies the exe to
-/// Program Files; enable writes the configuration to
-/// `ProgramData\vmflow\extension`, registers and starts the service, which
-/// ships a folder to a Linux collector (records equal the Linux replay);
-/// settings encrypted to a certificate this machine lacks give an error
-/// status naming it and leave the service running; disable stops it;
-/// uninstall removes the service, configuration and exe, and keeps the
-/// spool.
+/// drives it: the zip from `scripts/package-windows.sh` unpacked to
+/// `C:\Packages\Plugins\Vmflow.Agent\1.0.0`, the manifest's commands
+/// (`bin\vmflow-handler.cmd …`) through cmd.exe from there, settings in
+/// `RuntimeSettings\N.settings` with protected settings encrypted to a test
+/// certificate (openssl). install copies the exe to Program Files; enable
+/// writes the configuration to `ProgramData\vmflow\extension`, registers and
+/// starts the service, which connects to a Linux collector; settings
+/// encrypted to a certificate this machine lacks give an error status
+/// naming it and leave the service running; disable stops it, and the
+/// collector then holds exactly the Linux replay's records; a failing
+/// service puts its error in its log file and the event log call does not
+/// fail; uninstall removes the service, configuration and exe, and keeps
+/// the spool.
 ///
 /// Which key path this exercises: Wine's `LocalMachine\My` store is empty
 /// (nothing here can put a machine certificate with its key there), so the
 /// handler's store lookup fails and it decrypts with the PKCS#12 stand-in
-/// `RuntimeSettings\<THUMBPRINT>.pfx` — with the same CryptDecryptMessage —
-/// and says so; the test checks that it says so. Unverified here: the
-/// lookup in a real store, the ACL on the configuration folder (Wine does
-/// not enforce ACLs), the event log.
+/// `RuntimeSettings\<THUMBPRINT>.pfx` — with the same CryptoAPI calls —
+/// and says so; the test checks that it says so. The message is 3DES with
+/// a zero IV (`encrypt_for_wine`: Wine's crypt32 has no AES and ignores the
+/// IV). Unverified here: the lookup in a real store, AES and real IVs, the
+/// ACL on the configuration folder (Wine does not enforce ACLs), what the
+/// Application log shows (Wine's ReportEventW only prints to its debug
+/// channel).
 #[test]
 fn extension_handler_under_wine_enables_ships_disables_and_uninstalls() {
     let _one = SERVICE.lock().unwrap_or_else(|e| e.into_inner());

@@ -226,7 +226,7 @@ impl Decrypt for OpensslCms {
     }
 }
 
-/// Windows: CryptDecryptMessage with the certificate in `LocalMachine\My`
+/// Windows: CryptoAPI (CryptMsg*) with the certificate in `LocalMachine\My`
 /// (the platform seam's `cms`). Only when the store does not have it, a
 /// PKCS#12 file `<THUMBPRINT>.pfx` (no password) beside the settings
 /// (`configFolder`) stands in, and the handler says so on stderr, which the

@@ -14,7 +14,7 @@
 //! | directory sync | fsync of the directory | nothing (see [`sync_dir`]) |
 //! | file identity | inode number | creation time |
 //! | service | none: `service` refuses (systemd runs `vmflow run`) | `service`: the Service Control Manager |
-//! | extension's protected settings | `openssl cms` in `extension` (the guest agent's `.crt`/`.prv`) | `cms`: CryptDecryptMessage, `LocalMachine\My` (a PKCS#12 file only if the store lacks it) |
+//! | extension's protected settings | `openssl cms` in `extension` (the guest agent's `.crt`/`.prv`) | `cms`: CryptoAPI (CryptMsg*), `LocalMachine\My` (a PKCS#12 file only if the store lacks it) |
 //! | extension's key files | 0640 to the service's group | `share_with_group`: protected ACL, SYSTEM and Administrators |
 //! | errors of the service | the journal (stderr) | `event_log`: the Application log, and the log file |
 
