@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Cross-compiles the Windows agent from Linux and packages it:
 # target/x86_64-pc-windows-gnu/release/vmflow.exe and vmflow.msi (wixl, from
-# packaging/msi/vmflow.wxs, version from Cargo.toml). Installs what it needs
-# (idempotently): the Rust target, Debian's MinGW-w64 linker and wixl (needs
-# root or sudo for apt-get).
+# packaging/msi/vmflow.wxs, version from Cargo.toml), and the Azure VM
+# extension's Windows handler package
+# target/azure-extension/vmflow-extension-windows_<version>.zip:
+#   HandlerManifest.json      packaging/azure-extension/windows/HandlerManifest.json
+#   bin/vmflow-handler.cmd    what the manifest's commands run
+#   bin/vmflow.exe            the handler, and what `install` copies to Program Files
+# Installs what it needs (idempotently): the Rust target, Debian's MinGW-w64
+# linker, wixl and zip (needs root or sudo for apt-get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +22,7 @@ if ! rustup target list --installed | grep -qx "$TARGET"; then
     rustup target add "$TARGET"
 fi
 missing=()
-for pair in x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64 wixl:wixl msiinfo:msitools; do
+for pair in x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64 wixl:wixl msiinfo:msitools zip:zip; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -31,4 +36,16 @@ out=target/$TARGET/release
 version=$(cargo metadata --no-deps --format-version 1 --locked \
     | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "vmflow-agent"))')
 wixl -a x64 -D "Version=$version" -D "Exe=$out/vmflow.exe" -o "$out/vmflow.msi" packaging/msi/vmflow.wxs
-echo "package-windows.sh: $out/vmflow.exe and $out/vmflow.msi (version $version)"
+
+stage=$(mktemp -d target/.extension-windows-stage.XXXXXX)
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/bin" target/azure-extension
+cp packaging/azure-extension/windows/HandlerManifest.json "$stage/"
+cp packaging/azure-extension/windows/vmflow-handler.cmd "$stage/bin/"
+# Stripped: the line tables the release profile keeps are most of the exe.
+x86_64-w64-mingw32-strip -o "$stage/bin/vmflow.exe" "$out/vmflow.exe"
+zipped=$PWD/target/azure-extension/vmflow-extension-windows_${version}.zip
+rm -f "$zipped"
+# -X: no extra attributes, so the same inputs make the same zip.
+(cd "$stage" && zip -q -X -r "$zipped" HandlerManifest.json bin)
+echo "package-windows.sh: $out/vmflow.exe, $out/vmflow.msi and $zipped (version $version)"

@@ -51,7 +51,8 @@ cargo clippy --all-targets --locked --features vmflow-agent/system-tests -- -D w
 # tier of tests/extension.rs unpacks as the guest agent does.
 scripts/package-extension.sh >/dev/null
 # The Windows build: linted, and built for tests/windows.rs (vmflow.exe
-# under Wine). The script adds the Rust target and MinGW if missing.
+# under Wine, the .msi and the Windows extension zip). The script adds the
+# Rust target and MinGW if missing.
 ./scripts/package-windows.sh
 cargo clippy --locked -p vmflow-agent --target x86_64-pc-windows-gnu -- -D warnings
 # Release mode: the end-to-end tests replay captures of a few hundred thousand packets.

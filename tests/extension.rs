@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::{json, Value};
 
 const PUBLISHER_TYPE: &str = "Vmflow.Agent";
@@ -373,105 +372,21 @@ impl GuestAgent<'_> {
     }
 }
 
-/// A certificate and key as the guest agent keeps them
-/// (`<lib>/<THUMBPRINT>.crt`, `.prv`), made with openssl.
-struct TestCert {
-    thumbprint: String,
-    crt: PathBuf,
-}
-
-fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut c = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("openssl runs");
-    c.stdin.take().unwrap().write_all(stdin).unwrap();
-    let o = c.wait_with_output().unwrap();
-    assert!(
-        o.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
-}
-
-fn make_cert(dir: &Path, cn: &str) -> TestCert {
-    let crt = dir.join(format!("{cn}.crt"));
-    let prv = dir.join(format!("{cn}.prv"));
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={cn}"),
-            "-keyout",
-            prv.to_str().unwrap(),
-            "-out",
-            crt.to_str().unwrap(),
-        ],
-        b"",
-    );
-    let fp = String::from_utf8(openssl(
-        &[
-            "x509",
-            "-in",
-            crt.to_str().unwrap(),
-            "-noout",
-            "-fingerprint",
-            "-sha1",
-        ],
-        b"",
-    ))
-    .unwrap();
-    let thumbprint: String = fp
-        .trim()
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .chars()
-        .filter(|c| *c != ':')
-        .collect();
-    assert_eq!(thumbprint.len(), 40, "{fp}");
-    let named_crt = dir.join(format!("{thumbprint}.crt"));
-    std::fs::rename(&crt, &named_crt).unwrap();
-    std::fs::rename(&prv, dir.join(format!("{thumbprint}.prv"))).unwrap();
-    TestCert {
-        thumbprint,
-        crt: named_crt,
-    }
-}
+// In `common` when that is compiled (system-tests); on its own otherwise.
+#[cfg(feature = "system-tests")]
+use common::test_cert;
+// `pfx` and the Wine variant are the Windows handler test's.
+#[cfg(not(feature = "system-tests"))]
+#[allow(dead_code)]
+#[path = "common/test_cert.rs"]
+mod test_cert;
+use test_cert::{make_cert, TestCert};
 
 impl TestCert {
     fn put_into(&self, m: &dyn Machine, lib: &str) {
         let prv = self.crt.with_extension("prv");
         m.install(&self.crt, &format!("{lib}/{}.crt", self.thumbprint));
         m.install(&prv, &format!("{lib}/{}.prv", self.thumbprint));
-    }
-
-    /// The `protectedSettings` value: base64 DER CMS enveloped data.
-    fn encrypt(&self, plain: &Value) -> String {
-        let der = openssl(
-            &[
-                "cms",
-                "-encrypt",
-                "-binary",
-                "-outform",
-                "DER",
-                "-aes256",
-                self.crt.to_str().unwrap(),
-            ],
-            plain.to_string().as_bytes(),
-        );
-        base64::engine::general_purpose::STANDARD.encode(der)
     }
 }
 

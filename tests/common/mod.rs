@@ -10,6 +10,7 @@ pub mod container;
 pub mod http_stub;
 pub mod netns;
 pub mod nfcapd;
+pub mod test_cert;
 pub mod tmpfs;
 pub mod wire;
 

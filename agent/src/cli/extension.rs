@@ -4,6 +4,9 @@
 //! from the environment (`AZURE_GUEST_AGENT_EXTENSION_PATH`,
 //! `ConfigSequenceNumber`, `AZURE_GUEST_AGENT_UPDATING_FROM_VERSION`).
 //!
+//! On Windows the same commands drive the Windows service and decrypt with
+//! the certificate store (see `crate::extension`).
+//!
 //! `VMFLOW_EXTENSION_ROOT`, `VMFLOW_EXTENSION_SYSTEMCTL`, `…_DPKG`,
 //! `…_OPENSSL`, `…_GROUP` and `…_BINARY` move the system paths, the programs
 //! and the service group elsewhere: for tests without root or systemd, never
@@ -16,7 +19,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::Subcommand;
 
 use crate::error::Error;
-use crate::extension::{self, Ctx, Layout, OpensslCms, Systemd};
+use crate::extension::{
+    self, CertStore, Ctx, Decrypt, Layout, OpensslCms, Scm, ServiceControl, ServiceManager, Systemd,
+};
 
 #[derive(Subcommand)]
 pub(super) enum ExtensionCmd {
@@ -51,24 +56,37 @@ pub(super) fn cmd(c: ExtensionCmd) -> Result<ExitCode, Error> {
     if let Some(b) = var("VMFLOW_EXTENSION_BINARY") {
         layout.service_binary = b.into();
     }
-    let mut svc = Systemd::system();
-    if let Some(p) = var("VMFLOW_EXTENSION_SYSTEMCTL") {
-        svc.systemctl = p.into();
-    }
-    if let Some(p) = var("VMFLOW_EXTENSION_DPKG") {
-        svc.dpkg = p.into();
-    }
-    if let Some(g) = var("VMFLOW_EXTENSION_GROUP") {
-        svc.group = g;
-    }
-    let decrypt = OpensslCms {
-        program: var("VMFLOW_EXTENSION_OPENSSL").map_or("openssl".into(), PathBuf::from),
+    let (mut svc, decrypt): (Box<dyn ServiceControl>, Box<dyn Decrypt>) = match layout.host {
+        ServiceManager::Systemd => {
+            let mut svc = Systemd::system();
+            if let Some(p) = var("VMFLOW_EXTENSION_SYSTEMCTL") {
+                svc.systemctl = p.into();
+            }
+            if let Some(p) = var("VMFLOW_EXTENSION_DPKG") {
+                svc.dpkg = p.into();
+            }
+            if let Some(g) = var("VMFLOW_EXTENSION_GROUP") {
+                svc.group = g;
+            }
+            let decrypt = OpensslCms {
+                program: var("VMFLOW_EXTENSION_OPENSSL").map_or("openssl".into(), PathBuf::from),
+            };
+            (Box::new(svc), Box::new(decrypt))
+        }
+        ServiceManager::Scm => {
+            let svc = Scm {
+                binary: layout.service_binary.clone(),
+                config: layout.agent_config(),
+                wait: std::time::Duration::from_secs(120),
+            };
+            (Box::new(svc), Box::new(CertStore))
+        }
     };
     let fs = crate::disk::StdFs;
     let mut ctx = Ctx {
         fs: &fs,
-        svc: &mut svc,
-        decrypt: &decrypt,
+        svc: svc.as_mut(),
+        decrypt: decrypt.as_ref(),
         layout,
         handler_dir,
         env_seq: var("ConfigSequenceNumber"),

@@ -1,7 +1,72 @@
 //! Log lines on stderr, filtered by `RUST_LOG`, with the HTTP client kept
-//! quiet whatever it says.
+//! quiet whatever it says. The Windows service has no console: its log
+//! lines and the run's summary lines go to its log file, and its errors
+//! also to the event log.
 
-use std::io;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// The service's log file, once [`init_file`] opened it.
+static LOG_FILE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Where the summary lines a command ends with go: stderr, or the service's
+/// log file (appended, like the log lines; stderr if it cannot be opened).
+pub(super) fn summary_out() -> Box<dyn Write> {
+    LOG_FILE
+        .get()
+        .and_then(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .ok()
+        })
+        .map_or_else(|| Box::new(io::stderr()) as Box<dyn Write>, |f| Box::new(f))
+}
+
+/// Sends every error event to the platform's event log (Windows: the
+/// Application log, source `vmflow`). When the event log refuses, the log
+/// file says so once; the error itself is in the file either way.
+struct EventLog {
+    file: Mutex<std::fs::File>,
+    refused: AtomicBool,
+}
+
+/// The `message` field of an event, and its other fields as `key=value`.
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for EventLog {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() != tracing::Level::ERROR {
+            return;
+        }
+        let mut m = Message(String::new());
+        event.record(&mut m);
+        if let Err(e) = crate::platform::event_log::report_error("vmflow", &m.0) {
+            if !self.refused.swap(true, Ordering::SeqCst) {
+                if let Ok(mut f) = self.file.lock() {
+                    let _ = writeln!(
+                        f,
+                        "event log: cannot report errors there ({e}); they are in this file only"
+                    );
+                }
+            }
+        }
+    }
+}
 
 pub(super) fn init() {
     use tracing_subscriber::layer::SubscriberExt;
@@ -19,7 +84,7 @@ pub(super) fn init() {
 /// Log lines appended to `path` instead (the Windows service: no console).
 /// The previous log is kept as `<path>.1` once it passes 10 MiB; a file that
 /// cannot be opened leaves logging on stderr, saying why.
-pub(super) fn init_file(path: &std::path::Path) {
+pub(super) fn init_file(path: &Path) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
@@ -43,12 +108,18 @@ pub(super) fn init_file(path: &std::path::Path) {
             return;
         }
     };
+    let events = file.try_clone().map(|f| EventLog {
+        file: Mutex::new(f),
+        refused: AtomicBool::new(false),
+    });
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::sync::Mutex::new(file))
+        .with_writer(Mutex::new(file))
         .with_target(false)
         .with_ansi(false);
+    let _ = LOG_FILE.set(path.to_path_buf());
     tracing_subscriber::registry()
         .with(fmt.with_filter(log_filter()).with_filter(quiet_http()))
+        .with(events.ok().map(|e| e.with_filter(quiet_http())))
         .init();
 }
 

@@ -1,6 +1,7 @@
 //! `vmflow run`: the agent, and the exit code that tells a lossy run from a
 //! clean one.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,7 +39,10 @@ pub(super) fn run_config(path: &std::path::Path) -> Result<u8, Error> {
     }
     let lost = r.spool.lost_records();
     if lost > 0 {
-        eprintln!("run: {lost} records were lost (lost_records); exit code {EXIT_LOSSY}");
+        let _ = writeln!(
+            super::logging::summary_out(),
+            "run: {lost} records were lost (lost_records); exit code {EXIT_LOSSY}"
+        );
         return Ok(EXIT_LOSSY);
     }
     Ok(0)

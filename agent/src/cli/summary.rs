@@ -1,7 +1,9 @@
 //! The summary lines a command ends with, on stderr so they never mix with
-//! records on stdout.
+//! records on stdout (the Windows service: its log file, see
+//! `logging::summary_out`).
 
-use std::io::{self, Write};
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use crate::error::Error;
@@ -19,7 +21,18 @@ pub(super) fn finish<E: Into<Error>>(what: &str, report: Report<E>) -> Result<Ex
 
 /// One `key=value` line, then one line per skip reason: easy for people and scripts.
 pub fn print_summary(what: &str, s: &Summary) {
-    let mut err = io::stderr().lock();
+    let mut text = String::new();
+    summary_lines(&mut text, what, s);
+    emit(&text);
+}
+
+/// Writes `text` whole, in one write: a service's log file is shared with
+/// the log lines.
+fn emit(text: &str) {
+    let _ = super::logging::summary_out().write_all(text.as_bytes());
+}
+
+fn summary_lines(err: &mut String, what: &str, s: &Summary) {
     let _ = writeln!(
         err,
         "{what}: packets={} flow_packets={} ip_bytes={} skipped={} flows={} records={} \
@@ -50,8 +63,15 @@ pub fn print_summary(what: &str, s: &Summary) {
 }
 
 pub(super) fn print_run(what: &str, r: &crate::run::RunReport) {
-    print_summary(what, &r.summary);
-    eprintln!(
+    let mut text = String::new();
+    run_lines(&mut text, what, r);
+    emit(&text);
+}
+
+fn run_lines(err: &mut String, what: &str, r: &crate::run::RunReport) {
+    summary_lines(err, what, &r.summary);
+    let _ = writeln!(
+        err,
         "{what}: resumed_after={} spooled_batches={} spooled_records={} batches_sent={} batches_acked={} \
          connections={} connect_failures={} dropped_batches={} dropped_records={} append_errors={} \
          corrupt_batches={} corrupt_records={} lost_records={}",
@@ -70,34 +90,39 @@ pub(super) fn print_run(what: &str, r: &crate::run::RunReport) {
         r.spool.lost_records(),
     );
     for s in &r.ifaces {
-        eprintln!(
+        let _ = writeln!(
+            err,
             "{what}: iface.{}.packets={} iface.{}.kernel_drops={}",
             s.iface, s.packets, s.iface, s.kernel_drops
         );
     }
     if let Some(b) = &r.blob {
-        eprintln!(
+        let _ = writeln!(
+            err,
             "{what}: blob.listings={} blob.downloaded={} blob.bytes={} blob.deleted={} blob.vanished={} blob.errors={} blob.late={} blob.late_packets={}",
             b.listings, b.downloaded, b.bytes, b.deleted, b.vanished, b.errors, b.late, b.late_packets
         );
     }
     if let Some((c, gaps)) = &r.coverage {
-        eprintln!(
+        let _ = writeln!(
+            err,
             "{what}: coverage.files={} coverage.packets={} coverage.duplicates={} coverage.gaps={} coverage.gap_ns={}",
             c.files, c.packets, c.duplicates, c.gaps, c.gap_ns
         );
         for g in gaps {
-            eprintln!(
+            let _ = writeln!(
+                err,
                 "{what}: gap start_ns={} end_ns={} reason={:?}",
                 g.start_ns, g.end_ns, g.reason
             );
         }
     }
     for (start, end) in &r.covered {
-        eprintln!("{what}: covered start_ns={start} end_ns={end}");
+        let _ = writeln!(err, "{what}: covered start_ns={start} end_ns={end}");
     }
     for (i, x) in r.ipfix.iter().enumerate() {
-        eprintln!(
+        let _ = writeln!(
+            err,
             "{what}: ipfix.{i}.collector={} ipfix.{i}.messages={} ipfix.{i}.records={} \
              ipfix.{i}.template_sends={} ipfix.{i}.send_errors={} ipfix.{i}.dropped_records={} \
              ipfix.{i}.connections={}",

@@ -200,3 +200,17 @@ pub fn find_deb(fs: &dyn Fs, handler_dir: &Path) -> Result<PathBuf, ExtensionErr
         }),
     }
 }
+
+/// The exe the Windows handler zip carries (`bin\vmflow.exe`), which
+/// `install` copies to where the service runs it from.
+pub fn find_exe(fs: &dyn Fs, handler_dir: &Path) -> Result<PathBuf, ExtensionError> {
+    let exe = handler_dir.join("bin").join("vmflow.exe");
+    match fs.len(&exe) {
+        Ok(Some(_)) => Ok(exe),
+        Ok(None) => Err(ExtensionError::Malformed {
+            path: handler_dir.to_path_buf(),
+            reason: "no bin\\vmflow.exe in the handler directory".into(),
+        }),
+        Err(e) => Err(ExtensionError::io(exe)(e)),
+    }
+}

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::environment::Handler;
 use super::settings::{self, Secrets, SECRET_FILES};
 use super::status::Heartbeat;
-use super::{ExtensionError, Layout, HEARTBEAT_TIMER, UNIT};
+use super::{ExtensionError, Layout, ServiceManager, HEARTBEAT_TIMER, UNIT};
 use crate::config::Config;
 
 /// Who may read a file the plan writes.
@@ -71,7 +71,13 @@ pub enum Action {
     /// `enable --now`.
     EnableNow(&'static str),
     /// `disable --now`; a unit that is already inactive (or gone) is done.
+    /// (Windows: stop, and start on demand only.)
     DisableNow(&'static str),
+    /// Windows: register the service (`service run --config` the agent
+    /// configuration, started at boot), or set that on the registered one.
+    Register,
+    /// Windows: stop and delete the service; one that is gone is done.
+    Unregister,
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +135,24 @@ pub fn plan_enable(
         access: Access::Service,
     }));
     steps.extend(stale.into_iter().map(Step::Remove));
+    if l.host == ServiceManager::Scm {
+        let unit = l.unit();
+        steps.push(Step::Service(Action::Register));
+        steps.push(Step::Service(Action::Restart(unit)));
+        return Ok(Plan {
+            steps,
+            mrseq: Some(input.seq),
+            message: format!(
+                "service {unit} restarted with the configuration from {}.settings ({})",
+                input.seq,
+                l.agent_config().display()
+            ),
+            heartbeat: Some(Heartbeat::ready(&format!(
+                "service {unit} started with settings {}",
+                input.seq
+            ))),
+        });
+    }
     steps.push(Step::Dir(l.dropin_dir(), Access::Private));
     steps.push(Step::Write(FileWrite {
         path: l.dropin(),
@@ -160,6 +184,24 @@ pub fn plan_enable(
 /// Settings `seq` are in place already: no file of the configuration is
 /// rewritten and the unit is not restarted, only enabled and started.
 pub fn plan_reenable(input: &EnableInput) -> Result<Plan, ExtensionError> {
+    if input.layout.host == ServiceManager::Scm {
+        let unit = input.layout.unit();
+        return Ok(Plan {
+            steps: vec![
+                Step::Service(Action::Register),
+                Step::Service(Action::Start(unit)),
+            ],
+            mrseq: None,
+            message: format!(
+                "settings {} already applied; service {unit} registered and running",
+                input.seq
+            ),
+            heartbeat: Some(Heartbeat::ready(&format!(
+                "service {unit} started with settings {}",
+                input.seq
+            ))),
+        });
+    }
     let mut steps = Vec::new();
     heartbeat_units(input, &mut steps)?;
     if !steps.is_empty() {
@@ -366,23 +408,44 @@ fn unit_path(p: &Path) -> Result<String, ExtensionError> {
 }
 
 /// Stop and disable the unit. Idempotent.
-pub fn plan_disable() -> Plan {
+pub fn plan_disable(l: &Layout) -> Plan {
+    let unit = l.unit();
     Plan {
-        steps: vec![Step::Service(Action::DisableNow(UNIT))],
+        steps: vec![Step::Service(Action::DisableNow(unit))],
         mrseq: None,
-        message: format!("{UNIT} stopped and disabled"),
-        heartbeat: Some(Heartbeat::not_ready(&format!("{UNIT} disabled"))),
+        message: format!("{unit} stopped and disabled"),
+        heartbeat: Some(Heartbeat::not_ready(&format!("{unit} disabled"))),
     }
 }
 
 /// Install (or upgrade to) the handler's .deb; the unit waits for enable.
 /// An update marker still there (the old version's uninstall failed before
 /// it got to it) has served its purpose.
+///
+/// Windows: the exe is copied where the service runs it from; a service
+/// still running from there (an update) is stopped first, as Windows
+/// refuses to replace a running exe.
 pub fn plan_install(l: &Layout, deb: &Path) -> Plan {
     let name = deb
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if l.host == ServiceManager::Scm {
+        let unit = l.unit();
+        return Plan {
+            steps: vec![
+                Step::Service(Action::DisableNow(unit)),
+                Step::Service(Action::InstallPackage(deb.to_path_buf())),
+                Step::Remove(l.update_marker()),
+            ],
+            mrseq: None,
+            message: format!(
+                "installed {name} as {}; service {unit} waits for enable",
+                l.service_binary.display()
+            ),
+            heartbeat: None,
+        };
+    }
     Plan {
         steps: vec![
             Step::Service(Action::InstallPackage(deb.to_path_buf())),
@@ -422,6 +485,24 @@ pub fn plan_uninstall(l: &Layout, marker: Option<&[u8]>, heartbeat_timer: bool, 
             mrseq: None,
             message: format!(
                 "uninstall of {from} during an update: vmflow stays installed and configured, its spool kept"
+            ),
+            heartbeat: None,
+        };
+    }
+    if l.host == ServiceManager::Scm {
+        return Plan {
+            steps: vec![
+                Step::Service(Action::Unregister),
+                // The whole directory: configuration, key files, a stale marker.
+                Step::RemoveTree(l.config_dir()),
+                Step::Service(Action::RemovePackage),
+            ],
+            mrseq: None,
+            message: format!(
+                "removed the service {}, the extension configuration and {}; {} kept",
+                l.unit(),
+                l.service_binary.display(),
+                l.default_spool_dir().display()
             ),
             heartbeat: None,
         };

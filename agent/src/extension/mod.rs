@@ -1,6 +1,7 @@
-//! The Azure VM extension handler (Linux): what `vmflow extension
+//! The Azure VM extension handler: what `vmflow extension
 //! install|enable|disable|uninstall|update` does when the guest agent
-//! (WALinuxAgent) runs it from the handler directory.
+//! (WALinuxAgent, or the Windows guest agent) runs it from the handler
+//! directory.
 //!
 //! The handler does not run the agent. `install` installs the .deb shipped
 //! in the handler zip; `enable` turns the settings the guest agent wrote into
@@ -11,6 +12,18 @@
 //! `uninstall` removes the drop-in, the configuration and the package (state
 //! in `/var/lib/vmflow` stays), `update` marks the uninstall that follows as
 //! part of an update so the package, configuration and spool stay.
+//!
+//! On Windows ([`Layout::host`] is the Service Control Manager) the same
+//! commands, the same files from the guest agent, the same status files:
+//! `install` copies the handler's `bin\vmflow.exe` to
+//! `%ProgramFiles%\vmflow\`, `enable` writes the configuration and key
+//! files to `%ProgramData%\vmflow\extension\` (an ACL of SYSTEM and
+//! Administrators only), registers the service `vmflow` with
+//! `service run --config` that file and (re)starts it; `disable` stops it
+//! (start on demand only), `uninstall` deletes the service, the
+//! configuration and the exe (`%ProgramData%\vmflow\spool` stays).
+//! Protected settings are decrypted with the certificate in
+//! `LocalMachine\My` ([`CertStore`], behind the platform seam).
 //!
 //! One concern per file: [`environment`] (HandlerEnvironment.json, the
 //! manifest, which settings file), [`settings`] (public and protected
@@ -30,10 +43,11 @@ use std::path::{Path, PathBuf};
 
 use crate::disk::{self, Fs};
 
+pub use crate::platform::ServiceManager;
 pub use environment::Handler;
 pub use machine::{Access, Action, FileWrite, Plan, Step};
-pub use service::{ServiceControl, Systemd};
-pub use settings::{Decrypt, OpensslCms};
+pub use service::{Scm, ServiceControl, Systemd};
+pub use settings::{CertStore, Decrypt, OpensslCms};
 pub use status::{Heartbeat, State, Status};
 
 /// What went wrong in a handler command. Every message names the file (or
@@ -73,12 +87,16 @@ impl ExtensionError {
     }
 }
 
-/// The system paths the handler manages. `root` is `/` on a VM; tests put
-/// the whole tree under a scratch directory.
+/// The system paths the handler manages. `root` is `/` on a Linux VM and
+/// `%ProgramData%\vmflow` on Windows; tests put the whole tree under a
+/// scratch directory.
 #[derive(Clone, Debug)]
 pub struct Layout {
+    /// What runs the agent: which plans the handler makes.
+    pub host: ServiceManager,
     pub root: PathBuf,
-    /// The agent binary the unit runs (installed by the .deb).
+    /// The agent binary the service runs (installed by the .deb; on
+    /// Windows copied there by `install`).
     pub service_binary: PathBuf,
 }
 
@@ -90,16 +108,41 @@ pub const HEARTBEAT_TIMER: &str = "vmflow-extension-heartbeat.timer";
 pub const PACKAGE: &str = "vmflow";
 
 impl Layout {
+    /// This system's layout.
     pub fn system() -> Layout {
-        Layout {
-            root: PathBuf::from("/"),
-            service_binary: PathBuf::from("/usr/bin/vmflow"),
+        Layout::of(crate::platform::SERVICE_MANAGER)
+    }
+
+    /// The layout of a Linux or Windows VM (tests plan for either anywhere).
+    pub fn of(host: ServiceManager) -> Layout {
+        match host {
+            ServiceManager::Systemd => Layout {
+                host,
+                root: PathBuf::from("/"),
+                service_binary: PathBuf::from("/usr/bin/vmflow"),
+            },
+            ServiceManager::Scm => Layout {
+                host,
+                root: crate::platform::service::data_dir(),
+                service_binary: crate::platform::service::program_dir().join("vmflow.exe"),
+            },
+        }
+    }
+
+    /// The service's name as the service manager knows it.
+    pub fn unit(&self) -> &'static str {
+        match self.host {
+            ServiceManager::Systemd => UNIT,
+            ServiceManager::Scm => crate::platform::service::NAME,
         }
     }
 
     /// The extension's own configuration: the agent config and key material.
     pub fn config_dir(&self) -> PathBuf {
-        self.root.join("etc/vmflow/extension")
+        match self.host {
+            ServiceManager::Systemd => self.root.join("etc/vmflow/extension"),
+            ServiceManager::Scm => self.root.join("extension"),
+        }
     }
     pub fn agent_config(&self) -> PathBuf {
         self.config_dir().join("vmflow.toml")
@@ -124,7 +167,18 @@ impl Layout {
     /// The spool when public settings name none: in the unit's
     /// StateDirectory, which package upgrades and removal keep.
     pub fn default_spool_dir(&self) -> PathBuf {
-        self.root.join("var/lib/vmflow/spool")
+        match self.host {
+            ServiceManager::Systemd => self.root.join("var/lib/vmflow/spool"),
+            ServiceManager::Scm => self.root.join("spool"),
+        }
+    }
+
+    /// The files whose presence says an enable's settings are in place.
+    fn applied_files(&self) -> Vec<PathBuf> {
+        match self.host {
+            ServiceManager::Systemd => vec![self.agent_config(), self.dropin()],
+            ServiceManager::Scm => vec![self.agent_config()],
+        }
     }
 }
 
@@ -144,10 +198,13 @@ pub struct Ctx<'a> {
     pub now: u64,
 }
 
-/// `install`: install the .deb from the handler directory, leave the unit
-/// stopped until `enable`.
+/// `install`: install the .deb (Windows: the exe) from the handler
+/// directory, leave the service stopped until `enable`.
 pub fn install(ctx: &mut Ctx) -> Result<String, ExtensionError> {
-    let deb = environment::find_deb(ctx.fs, &ctx.handler_dir)?;
+    let deb = match ctx.layout.host {
+        ServiceManager::Systemd => environment::find_deb(ctx.fs, &ctx.handler_dir)?,
+        ServiceManager::Scm => environment::find_exe(ctx.fs, &ctx.handler_dir)?,
+    };
     let plan = machine::plan_install(&ctx.layout, &deb);
     execute(ctx, &plan)?;
     Ok(plan.message)
@@ -182,9 +239,14 @@ pub fn enable(ctx: &mut Ctx) -> Result<String, ExtensionError> {
 
 fn enable_seq(ctx: &mut Ctx, h: &Handler, seq: u64) -> Result<Plan, ExtensionError> {
     let mrseq = environment::read_mrseq(ctx.fs, &h.dir);
-    let applied =
-        exists(ctx.fs, &ctx.layout.agent_config())? && exists(ctx.fs, &ctx.layout.dropin())?;
-    let heartbeat_unit = read_optional(ctx.fs, &ctx.layout.heartbeat_service())?;
+    let mut applied = true;
+    for f in ctx.layout.applied_files() {
+        applied &= exists(ctx.fs, &f)?;
+    }
+    let heartbeat_unit = match ctx.layout.host {
+        ServiceManager::Systemd => read_optional(ctx.fs, &ctx.layout.heartbeat_service())?,
+        ServiceManager::Scm => None,
+    };
     let input = machine::EnableInput {
         layout: &ctx.layout,
         handler: h,
@@ -205,7 +267,7 @@ fn enable_seq(ctx: &mut Ctx, h: &Handler, seq: u64) -> Result<Plan, ExtensionErr
         let s = settings::parse_settings(&path, &bytes)?;
         let secrets = match &s.protected {
             None => settings::Secrets::default(),
-            Some(p) => settings::decrypt_protected(&path, p, &h.cert_dir(), ctx.decrypt)?,
+            Some(p) => settings::decrypt_protected(&path, p, h, ctx.decrypt)?,
         };
         machine::plan_enable(&input, &path, &s.public, &secrets)?
     };
@@ -221,7 +283,7 @@ fn enable_seq(ctx: &mut Ctx, h: &Handler, seq: u64) -> Result<Plan, ExtensionErr
 pub fn disable(ctx: &mut Ctx) -> Result<String, ExtensionError> {
     let h = Handler::load(ctx.fs, &ctx.handler_dir)?;
     let seq = environment::pick_seq(ctx.fs, &h.config_folder, ctx.env_seq.as_deref())?;
-    let plan = machine::plan_disable();
+    let plan = machine::plan_disable(&ctx.layout);
     let result = execute(ctx, &plan);
     let st = match &result {
         Ok(()) => Status::new("Disable", State::Success, &plan.message),
@@ -260,10 +322,11 @@ pub fn heartbeat(ctx: &mut Ctx) -> Result<String, ExtensionError> {
     if !h.report_heartbeat {
         return Ok("reportHeartbeat is off: no heartbeat written".into());
     }
-    let hb = if ctx.svc.is_active(UNIT) {
-        Heartbeat::ready(&format!("{UNIT} is active"))
+    let unit = ctx.layout.unit();
+    let hb = if ctx.svc.is_active(unit) {
+        Heartbeat::ready(&format!("{unit} is active"))
     } else {
-        Heartbeat::not_ready(&format!("{UNIT} is not active"))
+        Heartbeat::not_ready(&format!("{unit} is not active"))
     };
     status::write_heartbeat(ctx.fs, &h, &hb)?;
     Ok(hb.message)

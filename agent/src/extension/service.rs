@@ -1,8 +1,10 @@
-//! Service control: systemd and dpkg behind a small trait, so the handler's
-//! plans run in-process against a fake in tests and against `systemctl` /
-//! `dpkg` on a VM. Nothing secret ever reaches a command line: the actions
-//! carry unit names and package paths only.
+//! Service control: systemd and dpkg (Linux), the Service Control Manager
+//! (Windows) behind a small trait, so the handler's plans run in-process
+//! against a fake in tests and against the real thing on a VM. Nothing
+//! secret ever reaches a command line: the actions carry unit names and
+//! package paths only.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -90,6 +92,10 @@ impl ServiceControl for Systemd {
                 Err(_) if !self.is_active(u) => Ok(()),
                 r => r,
             },
+            Action::Register | Action::Unregister => Err(ExtensionError::Service {
+                command: format!("{action:?}"),
+                detail: "a Windows service action; systemd has units".into(),
+            }),
         }
     }
 
@@ -108,6 +114,109 @@ impl ServiceControl for Systemd {
             command: format!("group lookup {:?}", self.group),
             detail: "no such group (the vmflow package creates it: is it installed?)".into(),
         })
+    }
+}
+
+/// The Windows service through the Service Control Manager (the platform
+/// seam's `service`), and the exe it runs.
+pub struct Scm {
+    /// Where the service's exe is installed (`Layout::service_binary`).
+    pub binary: PathBuf,
+    /// The agent configuration the service runs with.
+    pub config: PathBuf,
+    /// How long to wait for the service to start or stop: a stop lets the
+    /// agent ship what it holds (up to its shutdown_grace), and enable has
+    /// 300 s in all.
+    pub wait: Duration,
+}
+
+impl Scm {
+    fn args(&self) -> Vec<OsString> {
+        vec![
+            "service".into(),
+            "run".into(),
+            "--config".into(),
+            self.config.clone().into_os_string(),
+        ]
+    }
+
+    /// Copies the handler's exe to `binary` through a temporary file and a
+    /// rename, so the service never finds half an exe.
+    fn install_exe(&self, from: &std::path::Path) -> std::io::Result<()> {
+        if let Some(dir) = self.binary.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = crate::disk::tmp_path(&self.binary);
+        std::fs::copy(from, &tmp)?;
+        std::fs::rename(&tmp, &self.binary).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+}
+
+impl ServiceControl for Scm {
+    fn run(&mut self, action: &Action) -> Result<(), ExtensionError> {
+        use crate::platform::service;
+        let failed = |what: String| {
+            move |e: std::io::Error| ExtensionError::Service {
+                command: what,
+                detail: e.to_string(),
+            }
+        };
+        match action {
+            Action::InstallPackage(exe) => self.install_exe(exe).map_err(failed(format!(
+                "copy {} to {}",
+                exe.display(),
+                self.binary.display()
+            ))),
+            Action::RemovePackage => match std::fs::remove_file(&self.binary) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(failed(format!("remove {}", self.binary.display()))(e))
+                }
+                _ => Ok(()),
+            },
+            Action::Register => service::register(&self.binary, self.args(), true)
+                .map_err(failed(format!("register service {}", service::NAME))),
+            Action::Unregister => {
+                let installed = service::is_installed()
+                    .map_err(failed(format!("query service {}", service::NAME)))?;
+                if installed {
+                    service::uninstall(self.wait)
+                        .map_err(failed(format!("delete service {}", service::NAME)))?;
+                }
+                Ok(())
+            }
+            Action::Start(u) => service::start(self.wait).map_err(failed(format!("start {u}"))),
+            Action::Restart(u) => service::stop_if_running(self.wait)
+                .and_then(|_| service::start(self.wait))
+                .map_err(failed(format!("restart {u}"))),
+            Action::DisableNow(u) => {
+                let installed =
+                    service::stop_if_running(self.wait).map_err(failed(format!("stop {u}")))?;
+                if installed {
+                    service::register(&self.binary, self.args(), false)
+                        .map_err(failed(format!("set {u} to start on demand")))?;
+                }
+                Ok(())
+            }
+            Action::Enable(_) | Action::EnableNow(_) | Action::DaemonReload => {
+                Err(ExtensionError::Service {
+                    command: format!("{action:?}"),
+                    detail: "a systemd action; the Windows service is registered instead".into(),
+                })
+            }
+        }
+    }
+
+    fn is_active(&mut self, _unit: &str) -> bool {
+        crate::platform::service::is_running()
+    }
+
+    /// No Unix groups on Windows: the platform's `share_with_group` gives
+    /// the files SYSTEM (the service's account) and Administrators only,
+    /// whatever the id.
+    fn service_gid(&mut self) -> Result<u32, ExtensionError> {
+        Ok(0)
     }
 }
 

@@ -1,6 +1,8 @@
 //! `<N>.settings`: public settings (the agent configuration, the same keys
 //! as the TOML file, as JSON) and protected settings (key material and
-//! secrets), decrypted with the guest agent's `<thumbprint>.crt` / `.prv`.
+//! secrets), decrypted with the guest agent's `<thumbprint>.crt` / `.prv`
+//! on Linux ([`OpensslCms`]) and with the certificate in `LocalMachine\My`
+//! on Windows ([`CertStore`]).
 //!
 //! Protected settings are base64 DER CMS (PKCS#7) EnvelopedData encrypted
 //! to the certificate `protectedSettingsCertThumbprint` names. They are
@@ -16,6 +18,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Map, Value};
 
+use super::environment::Handler;
 use super::ExtensionError;
 use crate::config::Secret;
 
@@ -157,10 +160,11 @@ fn check_thumbprint(t: &str) -> Result<String, String> {
     }
 }
 
-/// What decrypts CMS EnvelopedData (DER) with a certificate and its key.
-/// The error is a short reason without any of the input.
+/// What decrypts CMS EnvelopedData (DER) with the certificate `thumbprint`
+/// names (and its key), found where the guest agent of `handler`'s system
+/// keeps it. The error is a short reason without any of the input.
 pub trait Decrypt {
-    fn decrypt(&self, der: &[u8], cert: &Path, key: &Path) -> Result<Secret, String>;
+    fn decrypt(&self, der: &[u8], thumbprint: &str, handler: &Handler) -> Result<Secret, String>;
 }
 
 /// `openssl cms -decrypt`, the platform's own tool: OpenSSL is on every
@@ -171,7 +175,9 @@ pub struct OpensslCms {
 }
 
 impl Decrypt for OpensslCms {
-    fn decrypt(&self, der: &[u8], cert: &Path, key: &Path) -> Result<Secret, String> {
+    fn decrypt(&self, der: &[u8], thumbprint: &str, handler: &Handler) -> Result<Secret, String> {
+        let cert = &handler.cert_dir().join(format!("{thumbprint}.crt"));
+        let key = &handler.cert_dir().join(format!("{thumbprint}.prv"));
         for f in [cert, key] {
             if !f.is_file() {
                 return Err(format!("{} not found", f.display()));
@@ -220,12 +226,45 @@ impl Decrypt for OpensslCms {
     }
 }
 
-/// Decrypts and reads protected settings with `<thumbprint>.crt` / `.prv`
-/// from `cert_dir`.
+/// Windows: CryptoAPI (CryptMsg*) with the certificate in `LocalMachine\My`
+/// (the platform seam's `cms`). Only when the store does not have it, a
+/// PKCS#12 file `<THUMBPRINT>.pfx` (no password) beside the settings
+/// (`configFolder`) stands in, and the handler says so on stderr, which the
+/// guest agent logs: Wine, where the tests run, cannot be given a machine
+/// certificate. The guest agent never writes such a file.
+pub struct CertStore;
+
+impl CertStore {
+    /// Where the stand-in key file is looked for.
+    pub fn fallback(handler: &Handler, thumbprint: &str) -> PathBuf {
+        handler.config_folder.join(format!("{thumbprint}.pfx"))
+    }
+}
+
+impl Decrypt for CertStore {
+    fn decrypt(&self, der: &[u8], thumbprint: &str, handler: &Handler) -> Result<Secret, String> {
+        use crate::platform::cms::{decrypt_enveloped, KeySource};
+        let fallback = CertStore::fallback(handler, thumbprint);
+        let (plain, source) =
+            decrypt_enveloped(der, thumbprint, &fallback).map_err(|e| e.to_string())?;
+        if let KeySource::File { path, store_error } = source {
+            eprintln!(
+                "vmflow extension: protected settings: certificate {thumbprint} not in \
+                 LocalMachine\\My ({store_error}); decrypted with the key file {} instead",
+                path.display()
+            );
+        }
+        String::from_utf8(plain)
+            .map(Secret)
+            .map_err(|_| "the decrypted protected settings are not UTF-8 text".into())
+    }
+}
+
+/// Decrypts and reads protected settings with the certificate they name.
 pub fn decrypt_protected(
     path: &Path,
     p: &Protected,
-    cert_dir: &Path,
+    handler: &Handler,
     dec: &dyn Decrypt,
 ) -> Result<Secrets, ExtensionError> {
     let fail = |reason: String| ExtensionError::ProtectedSettings {
@@ -234,9 +273,7 @@ pub fn decrypt_protected(
     };
     let der = base64_decode(&p.base64)
         .ok_or_else(|| fail("protectedSettings is not valid base64".into()))?;
-    let cert = cert_dir.join(format!("{}.crt", p.thumbprint));
-    let key = cert_dir.join(format!("{}.prv", p.thumbprint));
-    let plain = dec.decrypt(&der, &cert, &key).map_err(|r| {
+    let plain = dec.decrypt(&der, &p.thumbprint, handler).map_err(|r| {
         fail(format!(
             "cannot decrypt with the certificate {} ({r})",
             p.thumbprint

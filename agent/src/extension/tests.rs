@@ -35,6 +35,8 @@ struct Services {
 struct FakeService<'a> {
     fs: &'a SimFs,
     st: Rc<RefCell<Services>>,
+    /// The agent configuration the service reads when it starts.
+    config: PathBuf,
 }
 
 impl ServiceControl for FakeService<'_> {
@@ -47,12 +49,12 @@ impl ServiceControl for FakeService<'_> {
             });
         }
         st.actions.push(a.clone());
-        let config = self.fs.read(&Layout::system().agent_config()).ok();
+        let config = self.fs.read(&self.config).ok();
         match a {
-            Action::Enable(UNIT) => st.enabled = true,
-            Action::Restart(UNIT) => st.running = config,
-            Action::Start(UNIT) if st.running.is_none() => st.running = config,
-            Action::DisableNow(UNIT) => {
+            Action::Enable(UNIT) | Action::Register => st.enabled = true,
+            Action::Restart(UNIT | "vmflow") => st.running = config,
+            Action::Start(UNIT | "vmflow") if st.running.is_none() => st.running = config,
+            Action::DisableNow(UNIT | "vmflow") => {
                 st.enabled = false;
                 st.running = None;
             }
@@ -73,10 +75,10 @@ impl ServiceControl for FakeService<'_> {
 struct FakeCms;
 
 impl Decrypt for FakeCms {
-    fn decrypt(&self, der: &[u8], cert: &Path, _key: &Path) -> Result<Secret, String> {
+    fn decrypt(&self, der: &[u8], thumbprint: &str, _h: &Handler) -> Result<Secret, String> {
         let text = std::str::from_utf8(der).map_err(|_| "not ours".to_string())?;
         let (head, plain) = text.split_once(':').ok_or("no header")?;
-        let want = format!("ENC({})", cert.file_stem().unwrap().to_string_lossy());
+        let want = format!("ENC({thumbprint})");
         if head != want {
             return Err("Error decrypting CMS structure".into());
         }
@@ -113,6 +115,7 @@ fn settings(public: &Value, protected: Option<&Value>) -> Vec<u8> {
 struct World {
     fs: SimFs,
     st: Rc<RefCell<Services>>,
+    layout: Layout,
 }
 
 fn hdir() -> PathBuf {
@@ -153,6 +156,7 @@ fn world() -> World {
     World {
         fs,
         st: Rc::new(RefCell::new(Services::default())),
+        layout: Layout::system(),
     }
 }
 
@@ -173,12 +177,13 @@ impl World {
         let mut svc = FakeService {
             fs: &self.fs,
             st: self.st.clone(),
+            config: self.layout.agent_config(),
         };
         let mut ctx = Ctx {
             fs,
             svc: &mut svc,
             decrypt: &FakeCms,
-            layout: Layout::system(),
+            layout: self.layout.clone(),
             handler_dir: hdir(),
             env_seq: seq.map(|s| s.to_string()),
             updating_from: Some("1.0.0".into()),
@@ -781,6 +786,7 @@ fn only_a_fresh_update_marker_keeps_vmflow_installed() {
     let mut svc = FakeService {
         fs: &w.fs,
         st: w.st.clone(),
+        config: l.agent_config(),
     };
     let mut ctx = Ctx {
         fs: &w.fs,
@@ -868,4 +874,70 @@ fn the_readme_example_is_valid_settings() {
         Layout::system().config_dir().join("export.key")
     );
     assert_eq!(files.len(), 3);
+}
+
+/// The Windows handler's plans (the Service Control Manager), run against
+/// the model filesystem: install copies the exe (the service stopped
+/// first), enable writes the configuration and key files and registers and
+/// restarts the service, a repeated enable only starts it, disable stops
+/// it, uninstall deletes the service, the configuration and the exe and
+/// keeps the spool.
+#[test]
+fn windows_plans_register_restart_stop_and_remove_the_service() {
+    let mut w = world();
+    w.layout = Layout {
+        host: ServiceManager::Scm,
+        root: PathBuf::from("/ProgramData/vmflow"),
+        service_binary: PathBuf::from("/Program Files/vmflow/vmflow.exe"),
+    };
+    let l = w.layout.clone();
+    let svc = crate::platform::service::NAME;
+    assert!(
+        w.run(super::install, None).is_err(),
+        "install without bin/vmflow.exe"
+    );
+    let exe = hdir().join("bin/vmflow.exe");
+    w.fs.create_dir_all(&hdir().join("bin")).unwrap();
+    w.fs.write_new(&exe, b"MZ").unwrap();
+    w.run(super::install, None).unwrap();
+    assert_eq!(
+        w.actions(),
+        vec![Action::DisableNow(svc), Action::InstallPackage(exe)]
+    );
+    w.put(0, &settings(&public(), Some(&protected())));
+    let msg = w.run(enable, Some(0)).unwrap();
+    assert!(msg.contains("service vmflow restarted"), "{msg}");
+    assert_eq!(w.actions(), vec![Action::Register, Action::Restart(svc)]);
+    assert_eq!(w.status(0).unwrap().0, "success");
+    assert_eq!(w.mrseq(), Some(0));
+    let cfg = String::from_utf8(w.read(l.agent_config()).unwrap()).unwrap();
+    assert!(l
+        .agent_config()
+        .starts_with("/ProgramData/vmflow/extension"));
+    let key = l.config_dir().join("export.key");
+    assert!(
+        cfg.contains(&format!("key = \"{}\"", key.display())),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains("spool_dir = \"/ProgramData/vmflow/spool\""),
+        "{cfg}"
+    );
+    assert_eq!(w.read(&key).unwrap(), KEY.as_bytes());
+    assert_eq!(w.st.borrow().running.as_deref(), Some(cfg.as_bytes()));
+    assert!(
+        w.read(l.dropin()).is_none(),
+        "no systemd drop-in on Windows"
+    );
+    w.assert_no_secret_outside_key_file();
+    w.run(enable, Some(0)).unwrap();
+    assert_eq!(w.actions(), vec![Action::Register, Action::Start(svc)]);
+    w.run(super::disable, Some(0)).unwrap();
+    assert_eq!(w.actions(), vec![Action::DisableNow(svc)]);
+    assert_eq!(w.status(0).unwrap().2, "Disable");
+    w.fs.create_dir_all(&l.default_spool_dir()).unwrap();
+    let msg = w.run(super::uninstall, Some(0)).unwrap();
+    assert_eq!(w.actions(), vec![Action::Unregister, Action::RemovePackage]);
+    assert!(!w.fs.is_dir(&l.config_dir()), "{msg}");
+    assert!(w.fs.is_dir(&l.default_spool_dir()), "{msg}");
 }

@@ -14,6 +14,9 @@
 //! | directory sync | fsync of the directory | nothing (see [`sync_dir`]) |
 //! | file identity | inode number | creation time |
 //! | service | none: `service` refuses (systemd runs `vmflow run`) | `service`: the Service Control Manager |
+//! | extension's protected settings | `openssl cms` in `extension` (the guest agent's `.crt`/`.prv`) | `cms`: CryptoAPI (CryptMsg*), `LocalMachine\My` (a PKCS#12 file only if the store lacks it) |
+//! | extension's key files | 0640 to the service's group | `share_with_group`: protected ACL, SYSTEM and Administrators |
+//! | errors of the service | the journal (stderr) | `event_log`: the Application log, and the log file |
 
 #[cfg(unix)]
 mod unix;
@@ -24,6 +27,16 @@ pub use unix::*;
 mod windows;
 #[cfg(windows)]
 pub use windows::*;
+
+/// What starts, stops and restarts the agent on this system: what the VM
+/// extension handler drives (`SERVICE_MANAGER` in each platform file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceManager {
+    /// `vmflow.service`, with systemctl.
+    Systemd,
+    /// The Windows service `vmflow`, through the Service Control Manager.
+    Scm,
+}
 
 /// What `capture` and `[capture.live]` say where there is no live capture.
 pub const LIVE_CAPTURE_UNSUPPORTED: &str = "not available here (the AF_PACKET ring is \

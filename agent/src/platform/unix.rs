@@ -115,6 +115,44 @@ pub fn group_id(name: &str) -> Option<u32> {
     line.lines().next()?.split(':').nth(2)?.parse().ok()
 }
 
+/// What runs the agent here: systemd.
+pub const SERVICE_MANAGER: super::ServiceManager = super::ServiceManager::Systemd;
+
+/// No certificate store here: the extension decrypts with `openssl cms`
+/// and the guest agent's `.crt`/`.prv` files; the same items as on Windows,
+/// refusing.
+pub mod cms {
+    use std::io;
+    use std::path::{Path, PathBuf};
+
+    #[derive(Debug)]
+    pub enum KeySource {
+        Store,
+        File { path: PathBuf, store_error: String },
+    }
+
+    pub fn decrypt_enveloped(
+        _der: &[u8],
+        _thumbprint: &str,
+        _fallback: &Path,
+    ) -> io::Result<(Vec<u8>, KeySource)> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no LocalMachine\\My certificate store here (Windows only); Linux uses openssl cms",
+        ))
+    }
+}
+
+/// No event log here: errors go to stderr (the journal under systemd).
+pub mod event_log {
+    pub fn report_error(_source: &str, _message: &str) -> std::io::Result<()> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "the event log is Windows-only",
+        ))
+    }
+}
+
 /// There is no Windows service here: the same items as on Windows, each
 /// refusing (systemd runs `vmflow run` on Linux).
 pub mod service {
@@ -134,6 +172,26 @@ pub mod service {
 
     pub fn data_dir() -> PathBuf {
         PathBuf::from("/etc/vmflow")
+    }
+
+    pub fn program_dir() -> PathBuf {
+        PathBuf::from("/usr/bin")
+    }
+
+    pub fn is_installed() -> io::Result<bool> {
+        Err(unsupported())
+    }
+
+    pub fn is_running() -> bool {
+        false
+    }
+
+    pub fn register(_exe: &Path, _args: Vec<OsString>, _auto: bool) -> io::Result<()> {
+        Err(unsupported())
+    }
+
+    pub fn stop_if_running(_limit: Duration) -> io::Result<bool> {
+        Err(unsupported())
     }
 
     pub fn install(_exe: &Path, _args: Vec<OsString>) -> io::Result<()> {

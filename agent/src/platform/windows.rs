@@ -165,10 +165,73 @@ pub fn max_open_files() -> Option<u64> {
     Some(1_064)
 }
 
-/// Nothing: files inherit their folder's ACL (see the module's table);
-/// there are no Unix groups.
-pub fn share_with_group(_path: &Path, _gid: u32) -> io::Result<()> {
-    Ok(())
+/// Gives `path` a protected ACL of its own: full control for SYSTEM (the
+/// account the service runs as) and Administrators, nobody else, inherited
+/// by what is created inside it. There are no Unix groups (`_gid` is
+/// meaningless here): "the service may read it" means SYSTEM. Without this a
+/// file under ProgramData inherits "Users: read".
+pub fn share_with_group(path: &Path, _gid: u32) -> io::Result<()> {
+    use std::os::windows::ffi::OsStrExt;
+    use windows_sys::Win32::Foundation::LocalFree;
+    use windows_sys::Win32::Security::Authorization::{
+        ConvertStringSecurityDescriptorToSecurityDescriptorW, SetNamedSecurityInfoW,
+        SDDL_REVISION_1, SE_FILE_OBJECT,
+    };
+    use windows_sys::Win32::Security::{
+        GetSecurityDescriptorDacl, DACL_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION,
+    };
+    // P: protected (no inheritance from ProgramData); OICI: inherited by
+    // files and folders inside; FA: full access; SY, BA: SYSTEM, Administrators.
+    let sddl: Vec<u16> = "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)"
+        .encode_utf16()
+        .chain([0])
+        .collect();
+    let name: Vec<u16> = path.as_os_str().encode_wide().chain([0]).collect();
+    let mut sd = std::ptr::null_mut();
+    // SAFETY: sddl is a NUL-terminated UTF-16 string alive for the call;
+    // on success `sd` receives a LocalAlloc'd descriptor we free below.
+    if unsafe {
+        ConvertStringSecurityDescriptorToSecurityDescriptorW(
+            sddl.as_ptr(),
+            SDDL_REVISION_1,
+            &mut sd,
+            std::ptr::null_mut(),
+        )
+    } == 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    let (mut present, mut defaulted) = (0, 0);
+    let mut dacl = std::ptr::null_mut();
+    // SAFETY: sd is the valid descriptor from above; the out pointers are
+    // live locals. `dacl` points into `sd`, which outlives its use.
+    let got = unsafe { GetSecurityDescriptorDacl(sd, &mut present, &mut dacl, &mut defaulted) };
+    let result = if got == 0 || present == 0 {
+        Err(io::Error::other("no DACL in the security descriptor"))
+    } else {
+        // SAFETY: name is a NUL-terminated UTF-16 path alive for the call;
+        // dacl points into `sd` (alive); owner, group and SACL are not set.
+        let rc = unsafe {
+            SetNamedSecurityInfoW(
+                name.as_ptr(),
+                SE_FILE_OBJECT,
+                DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                dacl,
+                std::ptr::null(),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(rc as i32))
+        }
+    };
+    // SAFETY: sd was LocalAlloc'd by the conversion above and is freed
+    // once, after its last use (dacl is not used past this point).
+    unsafe { LocalFree(sd) };
+    result
 }
 
 /// No Unix groups on Windows.
@@ -176,4 +239,9 @@ pub fn group_id(_name: &str) -> Option<u32> {
     None
 }
 
+/// What runs the agent here: the Service Control Manager.
+pub const SERVICE_MANAGER: super::ServiceManager = super::ServiceManager::Scm;
+
+pub mod cms;
+pub mod event_log;
 pub mod service;

@@ -43,23 +43,100 @@ pub fn data_dir() -> PathBuf {
         .join("vmflow")
 }
 
-/// Registers the service: `exe` with `args`, started at boot, restarted
-/// 10 s after a failure (three times a day). Failure actions the SCM does
-/// not take are a warning, not a failed install.
-pub fn install(exe: &Path, args: Vec<OsString>) -> io::Result<()> {
-    let m = manager(ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE)?;
-    let info = ServiceInfo {
+/// Where the installed exe lives: `%ProgramFiles%\vmflow` (the .msi's
+/// folder; the VM extension copies its exe there too).
+pub fn program_dir() -> PathBuf {
+    std::env::var_os("ProgramFiles")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(r"C:\Program Files"))
+        .join("vmflow")
+}
+
+fn info(exe: &Path, args: Vec<OsString>, start_type: ServiceStartType) -> ServiceInfo {
+    ServiceInfo {
         name: NAME.into(),
         display_name: "vmflow flow agent".into(),
         service_type: TYPE,
-        start_type: ServiceStartType::AutoStart,
+        start_type,
         error_control: ServiceErrorControl::Normal,
         executable_path: exe.to_path_buf(),
         launch_arguments: args,
         dependencies: Vec::new(),
         account_name: None, // LocalSystem
         account_password: None,
+    }
+}
+
+/// Whether the service is registered.
+pub fn is_installed() -> io::Result<bool> {
+    let m = manager(ServiceManagerAccess::CONNECT)?;
+    match m.open_service(NAME, ServiceAccess::QUERY_STATUS) {
+        Ok(_) => Ok(true),
+        Err(windows_service::Error::Winapi(e))
+            if e.raw_os_error() == Some(ERROR_SERVICE_DOES_NOT_EXIST) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Whether the service is registered and running.
+pub fn is_running() -> bool {
+    manager(ServiceManagerAccess::CONNECT)
+        .and_then(|m| {
+            m.open_service(NAME, ServiceAccess::QUERY_STATUS)
+                .map_err(err)
+        })
+        .and_then(|s| s.query_status().map_err(err))
+        .is_ok_and(|st| st.current_state == ServiceState::Running)
+}
+
+/// Registers the service as [`install`] does, or, when it is registered
+/// already, sets its command line and start type (`auto`: at boot;
+/// otherwise on demand only).
+pub fn register(exe: &Path, args: Vec<OsString>, auto: bool) -> io::Result<()> {
+    let start = if auto {
+        ServiceStartType::AutoStart
+    } else {
+        ServiceStartType::OnDemand
     };
+    if !is_installed()? {
+        return create(info(exe, args, start));
+    }
+    let m = manager(ServiceManagerAccess::CONNECT)?;
+    let s = m
+        .open_service(NAME, ServiceAccess::CHANGE_CONFIG)
+        .map_err(err)?;
+    s.change_config(&info(exe, args, start)).map_err(err)
+}
+
+/// Stops the service if it is registered and not stopped, waiting up to
+/// `limit`; `false` when it is not registered.
+pub fn stop_if_running(limit: Duration) -> io::Result<bool> {
+    if !is_installed()? {
+        return Ok(false);
+    }
+    let m = manager(ServiceManagerAccess::CONNECT)?;
+    let s = m
+        .open_service(NAME, ServiceAccess::QUERY_STATUS | ServiceAccess::STOP)
+        .map_err(err)?;
+    if s.query_status().map_err(err)?.current_state != ServiceState::Stopped {
+        let _ = s.stop();
+        wait_for(ServiceState::Stopped, limit)?;
+    }
+    Ok(true)
+}
+
+/// Registers the service: `exe` with `args`, started at boot, restarted
+/// 10 s after a failure (three times a day). Failure actions the SCM does
+/// not take are a warning, not a failed install.
+pub fn install(exe: &Path, args: Vec<OsString>) -> io::Result<()> {
+    create(info(exe, args, ServiceStartType::AutoStart))
+}
+
+fn create(info: ServiceInfo) -> io::Result<()> {
+    let m = manager(ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE)?;
     let s = m
         .create_service(&info, ServiceAccess::CHANGE_CONFIG)
         .map_err(err)?;
