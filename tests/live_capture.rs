@@ -353,17 +353,8 @@ fn the_agent_ships_live_flows_but_not_its_own_export_traffic() {
     // crosses the very interface it captures.
     let (_coll, mut agent, out, addr) = agent_and_collector(&ns, dir.path(), &ns.server_if);
 
-    let www = dir.path().join("www");
-    std::fs::create_dir(&www).unwrap();
-    std::fs::write(www.join("f"), vec![b'z'; 50_000]).unwrap();
-    let _http = http_server(&ns, &www);
-    for _ in 0..3 {
-        run_in(
-            &ns,
-            &ns.client,
-            &["curl", "-sf", "-o", "/dev/null", "http://10.77.0.2:8080/f"],
-        );
-    }
+    let _http = serve_file(&ns, dir.path());
+    curl_n(&ns, FILE_URL, 3);
     sh(&format!("kill -TERM {}", agent.child.0.id()));
     let ok = agent.child.0.wait().unwrap().success();
     let text = agent.text();
@@ -401,13 +392,7 @@ fn the_agent_ships_live_flows_but_not_its_own_export_traffic() {
             .arg(dir.path().join("agent.toml")),
     );
     again.wait_log("connected to collector");
-    for _ in 0..2 {
-        run_in(
-            &ns,
-            &ns.client,
-            &["curl", "-sf", "-o", "/dev/null", "http://10.77.0.2:8080/f"],
-        );
-    }
+    curl_n(&ns, FILE_URL, 2);
     sh(&format!("kill -TERM {}", again.child.0.id()));
     assert!(again.child.0.wait().unwrap().success(), "{}", again.text());
     let text = again.text();
@@ -443,25 +428,12 @@ fn live_capture_exports_to_nfcapd_alone_and_leaves_its_own_export_out() {
             .arg(&cfg),
     );
     agent.wait_log("capturing on");
-    let www = dir.path().join("www");
-    std::fs::create_dir(&www).unwrap();
-    std::fs::write(www.join("f"), vec![b'z'; 50_000]).unwrap();
-    let _http = http_server(&ns, &www);
-    for _ in 0..3 {
-        run_in(
-            &ns,
-            &ns.client,
-            &["curl", "-sf", "-o", "/dev/null", "http://10.77.0.2:8080/f"],
-        );
-    }
+    let _http = serve_file(&ns, dir.path());
+    curl_n(&ns, FILE_URL, 3);
     // Flows ended while capturing went out across the veth; one more
     // exchange after that, so the capture has passed the export datagram.
     agent.wait_log("IPFIX templates sent");
-    run_in(
-        &ns,
-        &ns.client,
-        &["curl", "-sf", "-o", "/dev/null", "http://10.77.0.2:8080/f"],
-    );
+    curl_n(&ns, FILE_URL, 1);
     sh(&format!("kill -TERM {}", agent.child.0.id()));
     let ok = agent.child.0.wait().unwrap().success();
     let text = agent.text();
@@ -496,6 +468,16 @@ fn live_capture_exports_to_nfcapd_alone_and_leaves_its_own_export_out() {
         "own export traffic became a flow: {flows:?}"
     );
 }
+
+/// An HTTP server in the server namespace with one 50,000-byte file.
+fn serve_file(ns: &Netns, dir: &std::path::Path) -> Bg {
+    let www = dir.join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("f"), vec![b'z'; 50_000]).unwrap();
+    http_server(ns, &www)
+}
+
+const FILE_URL: &str = "http://10.77.0.2:8080/f";
 
 /// A collector in the client namespace and `vmflow run` in the server
 /// namespace capturing `iface`, connected to each other across the veth:
