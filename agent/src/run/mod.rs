@@ -4,6 +4,7 @@
 //! builds its own tokio runtime; the engine itself stays on plain threads.
 
 mod collector;
+mod flowlog;
 mod followed;
 mod lane;
 mod report;
@@ -57,13 +58,13 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         .as_ref()
         .ok_or(Error::Usage("`run` needs an [export] section"))?;
     let live = cfg.capture.live.clone();
-    let followed_n = cfg.source.folder.len() + cfg.source.blob.len();
+    let followed_n = cfg.source.folder.len() + cfg.source.blob.len() + cfg.source.flowlog.len();
     let kinds = usize::from(live.is_some())
         + usize::from(followed_n > 0)
         + usize::from(!cfg.source.files.is_empty());
     if kinds == 0 {
         return Err(Error::Usage(
-            "`run` needs a source: source.files, [source.folder], [source.blob] or [capture.live]",
+            "`run` needs a source: source.files, [source.folder], [source.blob], [source.flowlog] or [capture.live]",
         ));
     }
     if kinds > 1 {
