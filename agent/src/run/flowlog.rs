@@ -30,9 +30,7 @@ pub(super) fn flowlog_lane(
     signalled: &std::sync::atomic::AtomicBool,
 ) -> Result<RunReport, Error> {
     let fs = crate::disk::real();
-    // The account URL without any query string (never a SAS in the key).
-    let account = f.account_url.split('?').next().unwrap_or("");
-    let key = format!("flowlog:{account}/{}/{}", f.container, f.prefix);
+    let key = crate::follow::flowlog::checkpoint_key(f);
     let checkpoint = f
         .checkpoint
         .clone()
