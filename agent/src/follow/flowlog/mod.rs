@@ -80,7 +80,12 @@ pub struct Work {
     hour: i64,
     from: BlobMark,
     blocks: Vec<Block>,
+    /// The block list's ETag: the GET of the blocks is conditional on it.
     etag: Option<String>,
+    /// The ETag the listing showed ("" when not listed): older than or the
+    /// same as the block list's, so remembering it can cost a block list
+    /// too many, never a change missed.
+    listed: String,
     /// Done again after a restart: its intent is already on disk.
     pub resumed: bool,
 }
@@ -195,10 +200,8 @@ impl FlowlogSource {
             }
             if from.blocks as usize == n {
                 // Nothing new; remember the ETag so the next listing says so.
-                if let Some(e) = &list.etag {
-                    if let Some(m) = self.pos.blobs.get_mut(&name) {
-                        m.etag.clone_from(e);
-                    }
+                if let Some(m) = self.pos.blobs.get_mut(&name) {
+                    m.etag = etag;
                 }
                 continue;
             }
@@ -208,6 +211,7 @@ impl FlowlogSource {
                 from,
                 blocks: list.blocks,
                 etag: list.etag,
+                listed: etag,
                 resumed: false,
             }));
         }
@@ -236,6 +240,7 @@ impl FlowlogSource {
                     from: p.from,
                     blocks,
                     etag: None,
+                    listed: String::new(),
                     resumed: true,
                 }))
             }
@@ -366,9 +371,7 @@ impl FlowlogSource {
             blocks: w.blocks.len() as u32,
             bytes: start + len,
             digest: digest(&w.blocks),
-            // Only the ETag the read was conditional on names exactly these
-            // blocks (a redone read's blob may have grown since).
-            etag: w.etag.clone().unwrap_or_default(),
+            etag: w.listed.clone(),
             hour: w.hour,
         };
         tracing::debug!("read blocks {}..{} of {}", first, w.blocks.len(), w.blob);
