@@ -403,3 +403,46 @@ fn oldest_hour(retention: Duration) -> i64 {
     let oldest = now.saturating_sub(retention.as_secs());
     i64::try_from(oldest - oldest % 3600).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(size: u64) -> Block {
+        Block {
+            id: format!("{size}"),
+            size,
+        }
+    }
+
+    /// The closing block is left out wherever the list ends, so the blocks
+    /// read are always a prefix of the next, longer list.
+    #[test]
+    fn the_closing_block_is_never_read() {
+        let mut before = vec![b(12), b(900), b(2)];
+        without_closing(&mut before);
+        assert_eq!(before, vec![b(12), b(900)]);
+        let mut after = vec![b(12), b(900), b(870), b(2)];
+        without_closing(&mut after);
+        assert_eq!(digest(&after[..before.len()]), digest(&before));
+        // A blob with only its opening, or nothing committed yet.
+        let mut open = vec![b(12)];
+        without_closing(&mut open);
+        assert_eq!(open.len(), 1);
+        let mut none: Vec<Block> = Vec::new();
+        without_closing(&mut none);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn retention_counts_whole_hours_back_from_now() {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let h = oldest_hour(Duration::from_secs(2 * 3600));
+        assert_eq!(h % 3600, 0);
+        assert!(now - h >= 2 * 3600 && now - h < 3 * 3600 + 60, "{now} {h}");
+        assert!(oldest_hour(Duration::from_secs(u64::MAX / 2)) <= 0);
+    }
+}
