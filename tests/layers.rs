@@ -21,6 +21,9 @@ const LAYERS: &[&[&str]] = &[
     &["pipeline", "sink"],
     // Where packets come from: capture files, the live ring.
     &["capture"],
+    // Flow logs (Azure NSG and VNet) to records: parsing and stitching,
+    // sans-IO; the flow-log counterpart of decode and the flow table.
+    &["flowlog"],
     // Records out: batching, spool, shipping; which stream a spool carries.
     &["export", "identity"],
     // Other ends and outside services.

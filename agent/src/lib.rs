@@ -17,6 +17,7 @@ pub mod episode;
 pub mod error;
 pub mod export;
 pub mod extension;
+pub mod flowlog;
 pub mod follow;
 pub mod identity;
 pub mod pipeline;

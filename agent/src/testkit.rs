@@ -28,5 +28,7 @@ pub fn record(flow_id: u64, first_ns: u64) -> FlowRecord {
         icmp_code: None,
         end_reason: EndReason::Idle,
         gap: false,
+        rule: None,
+        decision: None,
     }
 }

@@ -58,6 +58,8 @@ fn record(b: &[u8]) -> FlowRecord {
         icmp_code: icmp.then_some(b[3]),
         end_reason: EndReason::ALL[usize::from(b[4]) % EndReason::ALL.len()],
         gap: false,
+        rule: None,
+        decision: None,
     }
 }
 

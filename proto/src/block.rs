@@ -14,7 +14,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::record::{flow_id, Direction, EndReason, FlowRecord};
+use crate::record::{flow_id, Decision, Direction, EndReason, FlowRecord};
 use crate::ProtoError;
 
 pub const BLOCK_VERSION: u8 = 1;
@@ -28,6 +28,17 @@ const ICMP: u8 = 8;
 const EXPLICIT_ID: u8 = 16;
 const SEGMENT: u8 = 32;
 const GAP: u8 = 64;
+/// The record has a rule or a decision (flow-log sources), in the policy
+/// column: a 20th column, written only when some record has one, so that a
+/// block without them is byte for byte what it was before they existed and
+/// an older decoder (which reads 19 columns and ignores the rest and this
+/// bit) still reads a block with them.
+const POLICY: u8 = 128;
+
+/// In the policy column, per record with `POLICY`: which parts follow.
+const HAS_DECISION: u8 = 1;
+const DENY: u8 = 2;
+const HAS_RULE: u8 = 4;
 
 const DIRECTIONS: [Direction; 4] = Direction::ALL;
 const REASONS: [EndReason; 7] = EndReason::ALL;
@@ -53,6 +64,7 @@ struct Cols {
     icmp: Vec<u8>,
     segment: Vec<u8>,
     id: Vec<u8>,
+    policy: Vec<u8>,
 }
 
 impl Cols {
@@ -112,6 +124,7 @@ pub fn encode_records(records: &[FlowRecord], level: i32) -> Vec<u8> {
             (r.flow_id != derived, EXPLICIT_ID),
             (r.segment != 0, SEGMENT),
             (r.gap, GAP),
+            (r.rule.is_some() || r.decision.is_some(), POLICY),
         ] {
             if on {
                 meta |= bit;
@@ -155,6 +168,23 @@ pub fn encode_records(records: &[FlowRecord], level: i32) -> Vec<u8> {
         if meta & EXPLICIT_ID != 0 {
             c.id.extend_from_slice(&r.flow_id.to_le_bytes());
         }
+        if meta & POLICY != 0 {
+            let mut has = 0;
+            if let Some(d) = r.decision {
+                has |= HAS_DECISION;
+                if d == Decision::Deny {
+                    has |= DENY;
+                }
+            }
+            if r.rule.is_some() {
+                has |= HAS_RULE;
+            }
+            c.policy.push(has);
+            if let Some(rule) = &r.rule {
+                varint(&mut c.policy, rule.len() as u64);
+                c.policy.extend_from_slice(rule.as_bytes());
+            }
+        }
     }
     let mut raw = Vec::new();
     varint(&mut raw, records.len() as u64);
@@ -162,6 +192,10 @@ pub fn encode_records(records: &[FlowRecord], level: i32) -> Vec<u8> {
     for col in c.all() {
         varint(&mut raw, col.len() as u64);
         raw.extend_from_slice(col);
+    }
+    if !c.policy.is_empty() {
+        varint(&mut raw, c.policy.len() as u64);
+        raw.extend_from_slice(&c.policy);
     }
     let mut out = vec![BLOCK_VERSION];
     // Compressing a Vec into a Vec cannot fail short of allocation failure;
@@ -209,6 +243,13 @@ pub fn decode_records(block: &[u8]) -> Result<Vec<FlowRecord>, ProtoError> {
     else {
         return Err(bad("columns"));
     };
+    // Present only when some record has a rule or decision.
+    let mut policy = if top.0.is_empty() {
+        Reader(&[])
+    } else {
+        let len = usize::try_from(top.varint()?).map_err(|_| bad("column length"))?;
+        Reader(top.take(len)?)
+    };
     let mut out = Vec::with_capacity(count);
     let mut prev_first = 0u64;
     for _ in 0..count {
@@ -249,6 +290,24 @@ pub fn decode_records(block: &[u8]) -> Result<Vec<FlowRecord>, ProtoError> {
         } else {
             flow_id(vl, p, s, sp, d, dp, f)
         };
+        let (rule, decision) = if m & POLICY != 0 {
+            let has = policy.byte()?;
+            let decision = (has & HAS_DECISION != 0).then_some(if has & DENY != 0 {
+                Decision::Deny
+            } else {
+                Decision::Allow
+            });
+            let rule = if has & HAS_RULE != 0 {
+                let len = usize::try_from(policy.varint()?).map_err(|_| bad("rule"))?;
+                let bytes = policy.take(len)?;
+                Some(String::from_utf8(bytes.to_vec()).map_err(|_| bad("rule is not UTF-8"))?)
+            } else {
+                None
+            };
+            (rule, decision)
+        } else {
+            (None, None)
+        };
         out.push(FlowRecord {
             flow_id: fid,
             segment: seg,
@@ -275,6 +334,8 @@ pub fn decode_records(block: &[u8]) -> Result<Vec<FlowRecord>, ProtoError> {
                 .get(usize::from(k >> 2))
                 .ok_or_else(|| bad("end reason"))?,
             gap: m & GAP != 0,
+            rule,
+            decision,
         });
     }
     Ok(out)
@@ -391,6 +452,8 @@ mod tests {
             icmp_code: None,
             end_reason: REASONS[(i % 7) as usize],
             gap: i % 11 == 3,
+            rule: None,
+            decision: None,
         }
     }
 
@@ -406,6 +469,10 @@ mod tests {
         recs[7].first_ns = 0;
         recs[7].last_ns = u64::MAX;
         recs[8].flow_id = 1;
+        recs[9].rule = Some("UserRule_AllowWeb \"ü\"".into());
+        recs[9].decision = Some(Decision::Allow);
+        recs[10].decision = Some(Decision::Deny);
+        recs[11].rule = Some(String::new());
         let block = encode_records(&recs, 3);
         recs.sort_by_key(|r| r.first_ns);
         assert_eq!(decode_records(&block).unwrap(), recs);
@@ -418,6 +485,40 @@ mod tests {
         coarse.sort_by_key(|r| r.first_ns);
         assert_eq!(decode_records(&encode_records(&coarse, 3)).unwrap(), coarse);
         assert_eq!(decode_records(&encode_records(&[], 3)).unwrap(), vec![]);
+    }
+
+    /// Records without a rule or decision encode exactly as before the
+    /// fields existed (19 columns, bit 7 clear), and a block with them is
+    /// still read by a decoder that knows only the 19 columns.
+    #[test]
+    fn policy_fields_are_compatible() {
+        let recs: Vec<FlowRecord> = (0..50).map(rec).collect();
+        let raw = |block: &[u8]| zstd::bulk::decompress(&block[1..], MAX_BLOCK_RAW).unwrap();
+        let plain = raw(&encode_records(&recs, 3));
+        let mut with = recs.clone();
+        with[7].rule = Some("DefaultRule_AllowVnetOutBound".into());
+        with[7].decision = Some(Decision::Allow);
+        let tagged = raw(&encode_records(&with, 3));
+        // What an older decoder reads (it takes 19 columns, ignores what
+        // follows and tests no bit 7) is the plain block: the tagged one is
+        // the plain one with bit 7 set on the record that has a rule, and
+        // one more column after the 19.
+        let meta_at = 3; // count (1 byte: 50), time unit, meta column length
+        assert_eq!(plain[..meta_at], tagged[..meta_at]);
+        let mut untagged = tagged.clone();
+        for b in &mut untagged[meta_at..meta_at + 50] {
+            *b &= !POLICY;
+        }
+        assert_eq!(untagged[..plain.len()], plain[..]);
+        assert!(untagged.len() > plain.len());
+        let mut back = decode_records(&[&[0u8][..], &tagged[..]].concat()).unwrap();
+        with.sort_by_key(|r| r.first_ns);
+        assert_eq!(back, with);
+        back.retain(|r| r.rule.is_some());
+        assert_eq!(back[0].decision, Some(Decision::Allow));
+        // A block without any: no trailing column at all.
+        let cut = decode_records(&[&[0u8][..], &plain[..]].concat()).unwrap();
+        assert!(cut.iter().all(|r| r.rule.is_none() && r.decision.is_none()));
     }
 
     #[test]

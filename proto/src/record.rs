@@ -103,6 +103,22 @@ pub struct FlowRecord {
     /// file), so its counters may be short. Omitted when false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub gap: bool,
+    /// The network security rule that logged the flow (flow-log sources:
+    /// Azure NSG and VNet flow logs). Omitted when unknown; decoders that
+    /// predate it ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// What that rule decided (flow-log sources). Omitted when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+}
+
+/// A security rule's verdict on a flow, as a flow log reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Allow,
+    Deny,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -193,6 +209,8 @@ mod tests {
             icmp_code: None,
             end_reason: EndReason::Fin,
             gap: false,
+            rule: None,
+            decision: None,
         }
     }
 
@@ -206,6 +224,28 @@ mod tests {
         assert!(v["vlan"].is_null());
         let back: FlowRecord = serde_json::from_value(v).unwrap();
         assert_eq!(back, sample());
+    }
+
+    /// Records without a rule or decision serialize as before the fields
+    /// existed; with them, under their contract names.
+    #[test]
+    fn rule_and_decision_are_optional_fields() {
+        let plain = serde_json::to_string(&sample()).unwrap();
+        assert!(
+            !plain.contains("rule") && !plain.contains("decision"),
+            "{plain}"
+        );
+        let mut r = sample();
+        r.rule = Some("DefaultRule_DenyAllInBound".into());
+        r.decision = Some(Decision::Deny);
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["rule"], "DefaultRule_DenyAllInBound");
+        assert_eq!(v["decision"], "deny");
+        let back: FlowRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        // An older reader's JSON (no such keys) still reads.
+        let old: FlowRecord = serde_json::from_str(&plain).unwrap();
+        assert_eq!(old, sample());
     }
 
     #[test]

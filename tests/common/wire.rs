@@ -151,6 +151,8 @@ pub fn record(id: u64) -> vmflow_proto::FlowRecord {
         icmp_code: None,
         end_reason: vmflow_proto::EndReason::Idle,
         gap: false,
+        rule: None,
+        decision: None,
     }
 }
 

@@ -1,6 +1,8 @@
 //! A Blob storage client for what the agent needs: list a container by
-//! prefix (paging with NextMarker), download, delete, and (for setting up
-//! tests and tools) create a container and upload.
+//! prefix (paging with NextMarker), download (whole, from an offset, or a
+//! range), read a block blob's committed block list, delete, and (for
+//! setting up tests and tools) create a container, upload, and put blocks
+//! and block lists.
 
 use std::io::Write;
 use std::path::Path;
@@ -42,6 +44,21 @@ pub enum Get {
     /// Not the blob the request was for: another ETag than `If-Match`, or
     /// shorter than the range's start.
     Changed,
+}
+
+/// One committed block of a block blob, as Get Block List gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// The block id as the service shows it (base64).
+    pub id: String,
+    pub size: u64,
+}
+
+/// A block blob's committed blocks, in order, and its ETag then.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockList {
+    pub etag: Option<String>,
+    pub blocks: Vec<Block>,
 }
 
 /// An ETag without its quotes (and weak marker): a listing gives
@@ -267,12 +284,37 @@ impl BlobClient {
         from: u64,
         if_match: Option<&str>,
     ) -> Result<Get, AzureError> {
+        self.get_bytes(name, from, None, if_match)
+    }
+
+    /// Bytes `from..=to` of `name`, only if its ETag is still `if_match`
+    /// when one is given: the blocks a block list says were added.
+    pub fn get_range(
+        &mut self,
+        name: &str,
+        from: u64,
+        to: u64,
+        if_match: Option<&str>,
+    ) -> Result<Get, AzureError> {
+        self.get_bytes(name, from, Some(to), if_match)
+    }
+
+    fn get_bytes(
+        &mut self,
+        name: &str,
+        from: u64,
+        to: Option<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Get, AzureError> {
         let op = format!("download {name}");
         let path = format!("{}/{}", encode(&self.container, false), encode(name, true));
-        let range = format!("bytes={from}-");
+        let range = match to {
+            Some(to) => format!("bytes={from}-{to}"),
+            None => format!("bytes={from}-"),
+        };
         let quoted = if_match.map(|e| format!("\"{}\"", bare_etag(e)));
         let mut headers: Vec<(&str, &str)> = Vec::new();
-        if from > 0 {
+        if from > 0 || to.is_some() {
             headers.push(("x-ms-range", &range));
         }
         if let Some(q) = &quoted {
@@ -295,6 +337,65 @@ impl BlobClient {
             etag,
             reader: Box::new(resp.into_body().into_reader()),
         })
+    }
+
+    /// The committed blocks of block blob `name`; `None` when there is no
+    /// such blob.
+    pub fn block_list(&mut self, name: &str) -> Result<Option<BlockList>, AzureError> {
+        let op = format!("get block list of {name}");
+        let path = format!("{}/{}", encode(&self.container, false), encode(name, true));
+        let q = "comp=blocklist&blocklisttype=committed";
+        let mut resp = match self.send(Method::Get, &path, q, &op, None, &[]) {
+            Ok(r) => r,
+            Err(e) if e.status() == Some(404) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(bare_etag);
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(16 << 20)
+            .read_to_string()
+            .map_err(|e| AzureError::Transport {
+                op: op.clone(),
+                msg: e.to_string(),
+            })?;
+        let blocks = parse_block_list(&body).map_err(|msg| AzureError::Response { op, msg })?;
+        Ok(Some(BlockList { etag, blocks }))
+    }
+
+    /// Stages a block of block blob `name` (tests and tools: what the
+    /// flow-log service does as it appends).
+    pub fn put_block(&mut self, name: &str, id: &str, bytes: &[u8]) -> Result<(), AzureError> {
+        let op = format!("put block of {name}");
+        let path = format!("{}/{}", encode(&self.container, false), encode(name, true));
+        let q = format!("comp=block&blockid={}", encode(id, false));
+        self.send(Method::Put, &path, &q, &op, Some(bytes), &[])?;
+        Ok(())
+    }
+
+    /// Commits `ids` (staged or already committed) as the blob's blocks.
+    pub fn put_block_list(&mut self, name: &str, ids: &[String]) -> Result<(), AzureError> {
+        let op = format!("put block list of {name}");
+        let path = format!("{}/{}", encode(&self.container, false), encode(name, true));
+        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
+        for id in ids {
+            xml.push_str(&format!("<Latest>{id}</Latest>"));
+        }
+        xml.push_str("</BlockList>");
+        self.send(
+            Method::Put,
+            &path,
+            "comp=blocklist",
+            &op,
+            Some(xml.as_bytes()),
+            &[],
+        )?;
+        Ok(())
     }
 
     /// Deletes `name`; `false` if it was already gone.
@@ -430,6 +531,63 @@ pub fn parse_listing(xml: &str) -> Result<(Vec<BlobItem>, Option<String>), Strin
     Ok((items, next))
 }
 
+/// The committed blocks of a Get Block List answer, in order. Unknown
+/// elements are ignored; uncommitted blocks are not committed ones.
+pub fn parse_block_list(xml: &str) -> Result<Vec<Block>, String> {
+    let mut r = quick_xml::Reader::from_str(xml);
+    let mut path: Vec<String> = Vec::new();
+    let mut blocks = Vec::new();
+    let mut cur: Option<(Option<String>, Option<u64>)> = None;
+    let mut saw_root = false;
+    let mut text = String::new();
+    loop {
+        match r.read_event().map_err(|e| format!("XML: {e}"))? {
+            Event::Start(e) => {
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                if path.is_empty() {
+                    if name != "BlockList" {
+                        return Err(format!("expected BlockList, found {name}"));
+                    }
+                    saw_root = true;
+                }
+                if name == "Block" && path.last().map(String::as_str) == Some("CommittedBlocks") {
+                    cur = Some((None, None));
+                }
+                path.push(name);
+                text.clear();
+            }
+            Event::Empty(e) if path.is_empty() && e.local_name().as_ref() == b"BlockList" => {
+                saw_root = true;
+            }
+            Event::Text(t) => {
+                text.push_str(&t.xml_content().map_err(|e| format!("XML text: {e}"))?)
+            }
+            Event::End(_) => {
+                let tail: Vec<&str> = path.iter().rev().take(2).map(String::as_str).collect();
+                let value = std::mem::take(&mut text);
+                match (tail.first().copied(), tail.get(1).copied(), cur.as_mut()) {
+                    (Some("Name"), Some("Block"), Some(b)) => b.0 = Some(value.trim().to_string()),
+                    (Some("Size"), Some("Block"), Some(b)) => {
+                        b.1 = Some(value.trim().parse().map_err(|_| "bad block Size")?)
+                    }
+                    (Some("Block"), Some("CommittedBlocks"), _) => match cur.take() {
+                        Some((Some(id), Some(size))) => blocks.push(Block { id, size }),
+                        _ => return Err("a block without a name or size".into()),
+                    },
+                    _ => {}
+                }
+                path.pop();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !saw_root {
+        return Err("empty block list".into());
+    }
+    Ok(blocks)
+}
+
 /// RFC 1123 date for `x-ms-date`.
 pub fn http_date(t: std::time::SystemTime) -> String {
     let secs = t
@@ -483,6 +641,43 @@ mod tests {
         assert_eq!(parse_listing(&last).unwrap().1, None);
         assert!(parse_listing("<Error><Code>x</Code></Error>").is_err());
         assert!(parse_listing("not xml <<<").is_err());
+    }
+
+    #[test]
+    fn block_lists() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?>
+<BlockList><CommittedBlocks>
+  <Block><Name>MDAwMDA=</Name><Size>12</Size></Block>
+  <Block><Name>MDAwMDE=</Name><Size>4096</Size><New/></Block>
+</CommittedBlocks><UncommittedBlocks><Block><Name>eA==</Name><Size>9</Size></Block></UncommittedBlocks></BlockList>"#;
+        let b = parse_block_list(xml).unwrap();
+        assert_eq!(
+            b,
+            vec![
+                Block {
+                    id: "MDAwMDA=".into(),
+                    size: 12
+                },
+                Block {
+                    id: "MDAwMDE=".into(),
+                    size: 4096
+                }
+            ]
+        );
+        assert_eq!(parse_block_list("<BlockList/>").unwrap(), vec![]);
+        assert_eq!(
+            parse_block_list("<BlockList><CommittedBlocks/></BlockList>").unwrap(),
+            vec![]
+        );
+        for bad in [
+            "",
+            "<Error/>",
+            "<BlockList><CommittedBlocks><Block><Name>x</Name></Block></CommittedBlocks></BlockList>",
+            "<BlockList><CommittedBlocks><Block><Name>x</Name><Size>-1</Size></Block></CommittedBlocks></BlockList>",
+            "<BlockList><<",
+        ] {
+            assert!(parse_block_list(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod blob;
 mod capture;
 mod export;
 mod flow;
+mod flowlog;
 mod folder;
 mod ipfix;
 mod pipeline;
@@ -29,6 +30,7 @@ pub use blob::{AfterRead, BlobConfig};
 pub use capture::{CaptureConfig, LiveConfig, DEFAULT_RING_BLOCKS, DEFAULT_RING_BLOCK_KIB};
 pub use export::ExportConfig;
 pub use flow::FlowConfig;
+pub use flowlog::FlowlogConfig;
 pub use folder::FolderConfig;
 pub use ipfix::{IpfixExportConfig, IpfixModeConfig, IpfixTransport};
 pub use pipeline::PipelineConfig;
@@ -147,6 +149,14 @@ impl Config {
                 rel(p);
             }
         }
+        for f in cfg.source.flowlog.iter_mut() {
+            for p in [&mut f.sas_token_file, &mut f.checkpoint, &mut f.ca_file]
+                .into_iter()
+                .flatten()
+            {
+                rel(p);
+            }
+        }
         if let Some(p) = cfg.azure.client_secret_file.as_mut() {
             rel(p);
         }
@@ -188,6 +198,9 @@ impl Config {
         }
         for b in &self.source.blob {
             b.validate()?;
+        }
+        for f in &self.source.flowlog {
+            f.validate()?;
         }
         if let Some(c) = &self.azure.captures {
             c.validate()?;

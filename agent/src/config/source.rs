@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::blob::BlobConfig;
+use super::flowlog::FlowlogConfig;
 use super::folder::FolderConfig;
 use super::ConfigError;
 
@@ -22,6 +23,10 @@ pub struct SourceConfig {
     /// `[source.blob]`, or `[[source.blob]]` for several.
     #[serde(deserialize_with = "one_or_many")]
     pub blob: Vec<BlobConfig>,
+    /// Blob containers Azure writes NSG or VNet flow logs to:
+    /// `[source.flowlog]`, or `[[source.flowlog]]` for several.
+    #[serde(deserialize_with = "one_or_many")]
+    pub flowlog: Vec<FlowlogConfig>,
 }
 
 /// A table or an array of tables. Going through `toml::Value` keeps the
@@ -65,7 +70,8 @@ impl SourceConfig {
         Ok(())
     }
 
-    /// The record-stream name of each followed source: folders, then blobs.
+    /// The record-stream name of each followed source: folders, then blobs,
+    /// then flow-log containers.
     pub fn stream_names(&self) -> Vec<String> {
         let folders = self.folder.iter().enumerate().map(|(i, f)| {
             f.name
@@ -77,7 +83,12 @@ impl SourceConfig {
             .iter()
             .enumerate()
             .map(|(i, b)| b.name.clone().unwrap_or_else(|| format!("blob-{}", i + 1)));
-        folders.chain(blobs).collect()
+        let flowlogs = self.flowlog.iter().enumerate().map(|(i, f)| {
+            f.name
+                .clone()
+                .unwrap_or_else(|| format!("flowlog-{}", i + 1))
+        });
+        folders.chain(blobs).chain(flowlogs).collect()
     }
 }
 

@@ -12,6 +12,25 @@ use vmflow_proto::{encode_records, FlowRecord};
 use super::spool::Spool;
 use super::RecordSink;
 
+/// A sink that passes over the records an earlier run already took (so a
+/// source that repeats them after a restart does not repeat them downstream).
+pub trait Skips: RecordSink {
+    /// Records still to be passed over.
+    fn pending_skip(&self) -> u64;
+    /// Passes over the next `n` records.
+    fn set_skip(&mut self, n: u64);
+}
+
+impl Skips for SpoolSink {
+    fn pending_skip(&self) -> u64 {
+        SpoolSink::pending_skip(self)
+    }
+
+    fn set_skip(&mut self, n: u64) {
+        SpoolSink::set_skip(self, n)
+    }
+}
+
 pub struct SpoolSink {
     spool: Arc<Mutex<Spool>>,
     notify: Arc<Notify>,

@@ -5,6 +5,7 @@ mod ipfix;
 pub mod ipfix_exporter;
 pub mod ipfix_sender;
 mod ndjson;
+pub mod outputs;
 pub mod ship;
 pub mod spool;
 

@@ -6,7 +6,7 @@
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
 
-use vmflow_proto::{Direction, EndReason, FlowRecord};
+use vmflow_proto::{Decision, Direction, EndReason, FlowRecord};
 
 use super::RecordSink;
 
@@ -116,6 +116,17 @@ pub fn encode(r: &FlowRecord, o: &mut Vec<u8>) {
     if r.gap {
         o.extend_from_slice(b",\"gap\":true");
     }
+    if let Some(rule) = &r.rule {
+        o.extend_from_slice(b",\"rule\":");
+        // Rule names are the user's: serde_json escapes them as the
+        // definition (serde's encoding of the record) does.
+        let _ = serde_json::to_writer(&mut *o, rule);
+    }
+    match r.decision {
+        Some(Decision::Allow) => o.extend_from_slice(b",\"decision\":\"allow\""),
+        Some(Decision::Deny) => o.extend_from_slice(b",\"decision\":\"deny\""),
+        None => {}
+    }
     o.push(b'}');
 }
 
@@ -181,6 +192,12 @@ mod tests {
                 icmp_code: icmp.then(|| rng.next_u64() as u8),
                 end_reason: reasons[rng.below(7) as usize],
                 gap: rng.chance(0.1),
+                rule: rng.chance(0.2).then(|| {
+                    ["AllowWeb", "Deny \"all\" \\ \u{1}é", ""][rng.below(3) as usize].into()
+                }),
+                decision: rng
+                    .chance(0.2)
+                    .then(|| [Decision::Allow, Decision::Deny][rng.below(2) as usize]),
             };
             let mut mine = Vec::new();
             encode(&r, &mut mine);

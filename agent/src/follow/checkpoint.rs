@@ -87,7 +87,18 @@ pub fn save<P: Serialize>(
     path: &Path,
     ck: &Checkpoint<P>,
 ) -> Result<(), CheckpointError> {
-    let body = rmp_serde::to_vec(ck).map_err(|source| CheckpointError::Encode {
+    write_envelope(fs, path, ck)
+}
+
+/// Replaces `path` with `body` in the checkpoint envelope (magic, CRC,
+/// MessagePack), atomically and durably: what every checkpoint file is,
+/// whatever its body (the flow-log source's holds no engine).
+pub fn write_envelope<T: Serialize>(
+    fs: &dyn Fs,
+    path: &Path,
+    body: &T,
+) -> Result<(), CheckpointError> {
+    let body = rmp_serde::to_vec(body).map_err(|source| CheckpointError::Encode {
         path: path.to_path_buf(),
         source,
     })?;
@@ -105,6 +116,41 @@ pub fn load<P: DeserializeOwned>(
     path: &Path,
     source: &str,
 ) -> Result<Option<Checkpoint<P>>, CheckpointError> {
+    let Some(ck) = read_envelope::<Checkpoint<P>>(path)? else {
+        return Ok(None);
+    };
+    check(path, ck.version, &ck.source, source)?;
+    Ok(Some(ck))
+}
+
+/// A checkpoint body of this agent's version that belongs to `expected`.
+pub fn check(
+    path: &Path,
+    version: u32,
+    found: &str,
+    expected: &str,
+) -> Result<(), CheckpointError> {
+    if version != VERSION {
+        return Err(CheckpointError::Version {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    if found != expected {
+        return Err(CheckpointError::Foreign {
+            path: path.to_path_buf(),
+            found: found.to_string(),
+            expected: expected.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The checkpoint version this agent writes.
+pub const CHECKPOINT_VERSION: u32 = VERSION;
+
+/// The body of the checkpoint envelope at `path`; `None` if there is none.
+pub fn read_envelope<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, CheckpointError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -121,22 +167,8 @@ pub fn load<P: DeserializeOwned>(
     if crc32fast::hash(body).to_le_bytes() != bytes[4..8] {
         return Err(damaged("damaged (checksum mismatch)".into()));
     }
-    let ck: Checkpoint<P> =
-        rmp_serde::from_slice(body).map_err(|e| damaged(format!("unreadable ({e})")))?;
-    if ck.version != VERSION {
-        return Err(CheckpointError::Version {
-            path: path.to_path_buf(),
-            found: ck.version,
-        });
-    }
-    if ck.source != source {
-        return Err(CheckpointError::Foreign {
-            path: path.to_path_buf(),
-            found: ck.source,
-            expected: source.to_string(),
-        });
-    }
-    Ok(Some(ck))
+    let body: T = rmp_serde::from_slice(body).map_err(|e| damaged(format!("unreadable ({e})")))?;
+    Ok(Some(body))
 }
 
 #[cfg(test)]

@@ -15,6 +15,9 @@ pub enum FollowError {
     Checkpoint(#[from] CheckpointError),
     #[error("azure: {0}")]
     Azure(#[from] AzureError),
+    /// The spool could not make records durable before a checkpoint.
+    #[error("spool: {0}")]
+    Spool(#[source] std::io::Error),
     /// A state the source's own bookkeeping should make impossible.
     #[error("pipeline stage failed: {0}")]
     Invariant(&'static str),

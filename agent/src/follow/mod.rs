@@ -2,10 +2,13 @@
 //! capture file. Each is a [`FollowedSource`]: stepped by the [`runner`],
 //! its overlap and coverage kept by [`sequence`], its position saved with
 //! the engine's state in a [`checkpoint`] so a restart resumes exactly.
+//! A container of flow logs ([`flowlog`]) gives records, not packets: it
+//! has its own runner, with the same checkpoint discipline.
 
 pub mod blob;
 pub mod checkpoint;
 mod error;
+pub mod flowlog;
 pub mod folder;
 pub mod growing;
 pub mod runner;

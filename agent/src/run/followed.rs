@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::lane::Lane;
-use super::outputs::Outputs;
 use super::runtime;
 use super::signals::stop_flag;
 use super::RunReport;
-use crate::config::{BlobConfig, Config, ExportConfig, FolderConfig};
+use crate::config::{BlobConfig, Config, ExportConfig, FlowlogConfig, FolderConfig};
 use crate::error::Error;
 use crate::export::ipfix_sender::IpfixSender;
+use crate::export::outputs::Outputs;
 use crate::export::spool::Spool;
 use crate::follow::blob::{BlobPosition, BlobSource};
 use crate::follow::folder::{FolderPosition, FolderSource};
@@ -22,6 +22,12 @@ use crate::identity;
 enum FollowKind {
     Folder(FolderConfig),
     Blob(BlobConfig),
+}
+
+/// A lane's source: packets through the engine, or flow-log records.
+enum LaneSource {
+    Packets(FollowKind),
+    Flowlog(FlowlogConfig),
 }
 
 enum Positions {
@@ -90,13 +96,20 @@ pub(super) fn run_followed(
     let signalled = stop_flag()?;
     let names = cfg.source.stream_names();
     let single = names.len() == 1;
-    let lanes: Vec<(String, std::path::PathBuf, FollowKind)> = cfg
+    let lanes: Vec<(String, std::path::PathBuf, LaneSource)> = cfg
         .source
         .folder
         .iter()
         .cloned()
-        .map(FollowKind::Folder)
-        .chain(cfg.source.blob.iter().cloned().map(FollowKind::Blob))
+        .map(|f| LaneSource::Packets(FollowKind::Folder(f)))
+        .chain(
+            cfg.source
+                .blob
+                .iter()
+                .cloned()
+                .map(|b| LaneSource::Packets(FollowKind::Blob(b))),
+        )
+        .chain(cfg.source.flowlog.iter().cloned().map(LaneSource::Flowlog))
         .zip(names)
         .map(|(k, n)| {
             if single {
@@ -115,8 +128,13 @@ pub(super) fn run_followed(
             .map(|(name, dir, kind)| {
                 let (tls, handle, signalled) = (tls.clone(), handle.clone(), signalled.clone());
                 let n = name.clone();
-                let h = scope.spawn(move || {
-                    follow_lane(cfg, x, tls, &n, &dir, kind, &handle, &signalled, ipfix)
+                let h = scope.spawn(move || match kind {
+                    LaneSource::Packets(k) => {
+                        follow_lane(cfg, x, tls, &n, &dir, k, &handle, &signalled, ipfix)
+                    }
+                    LaneSource::Flowlog(f) => super::flowlog::flowlog_lane(
+                        cfg, x, tls, &n, &dir, &f, &handle, &signalled, ipfix,
+                    ),
                 });
                 (name, h)
             })

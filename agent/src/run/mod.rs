@@ -4,9 +4,9 @@
 //! builds its own tokio runtime; the engine itself stays on plain threads.
 
 mod collector;
+mod flowlog;
 mod followed;
 mod lane;
-mod outputs;
 mod report;
 mod signals;
 
@@ -18,7 +18,6 @@ use std::time::Duration;
 pub use crate::capture::live_loop::{capture, IfaceWatch};
 pub use collector::{run_collector, spawn_collector, CollectArgs};
 pub use lane::Lane;
-pub use outputs::Outputs;
 pub use report::RunReport;
 pub use signals::{reloader, stop_flag};
 
@@ -26,6 +25,7 @@ use crate::capture::live::{self, Ring, RingOptions};
 use crate::config::{Config, ExportConfig, LiveConfig};
 use crate::error::Error;
 use crate::export::ipfix_sender::IpfixSender;
+use crate::export::outputs::Outputs;
 use crate::export::spool::Spool;
 use crate::identity;
 
@@ -65,13 +65,13 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         ));
     }
     let live = cfg.capture.live.clone();
-    let followed_n = cfg.source.folder.len() + cfg.source.blob.len();
+    let followed_n = cfg.source.folder.len() + cfg.source.blob.len() + cfg.source.flowlog.len();
     let kinds = usize::from(live.is_some())
         + usize::from(followed_n > 0)
         + usize::from(!cfg.source.files.is_empty());
     if kinds == 0 {
         return Err(Error::Usage(
-            "`run` needs a source: source.files, [source.folder], [source.blob] or [capture.live]",
+            "`run` needs a source: source.files, [source.folder], [source.blob], [source.flowlog] or [capture.live]",
         ));
     }
     if kinds > 1 {

@@ -501,6 +501,8 @@ impl Gen<'_> {
             icmp_code: icmp.map(|_| 0),
             end_reason,
             gap: false,
+            rule: None,
+            decision: None,
         }
     }
 }

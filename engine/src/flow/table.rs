@@ -646,6 +646,8 @@ fn record(f: &Flow, local: &LocalNets, reason: EndReason, is_final: bool) -> Flo
         icmp_code: f.icmp.map(|x| x.1),
         end_reason: reason,
         gap: f.seg.gap,
+        rule: None,
+        decision: None,
     }
 }
 

@@ -101,6 +101,8 @@ fn record(seed: &mut u64) -> FlowRecord {
         icmp_code: icmp.then_some(0),
         end_reason: EndReason::ALL[(rng(seed) % 7) as usize],
         gap: false,
+        rule: None,
+        decision: None,
     }
 }
 

@@ -4,8 +4,9 @@
 
 use vmflow_proto::FlowRecord;
 
-use crate::export::ipfix_sender::{IpfixSender, IpfixSink};
-use crate::export::RecordSink;
+use super::batcher::Skips;
+use super::ipfix_sender::{IpfixSender, IpfixSink};
+use super::RecordSink;
 
 pub struct Outputs<S> {
     pub spool: Option<S>,
@@ -17,6 +18,20 @@ impl<S: RecordSink> Outputs<S> {
         Outputs {
             spool,
             ipfix: ipfix.iter().map(IpfixSender::sink).collect(),
+        }
+    }
+}
+
+/// A spool's skipping of records an earlier run already spooled; the IPFIX
+/// collectors get every record (best effort: a restart may repeat some).
+impl<S: Skips> Skips for Outputs<S> {
+    fn pending_skip(&self) -> u64 {
+        self.spool.as_ref().map_or(0, Skips::pending_skip)
+    }
+
+    fn set_skip(&mut self, n: u64) {
+        if let Some(s) = &mut self.spool {
+            s.set_skip(n);
         }
     }
 }

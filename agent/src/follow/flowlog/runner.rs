@@ -1,0 +1,186 @@
+//! Runs the flow-log source: each read of one blob's new blocks between two
+//! checkpoints. Before the read, a checkpoint names it (pending); after,
+//! once its records are durable in the spool, a checkpoint records it done.
+//! A run killed in between resumes by reading those blocks again, and the
+//! spool sink skips the records it already holds (the checkpoint says how
+//! many records came before it; the spool, how many it has).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use vmflow_proto::{EndReason, FlowRecord};
+
+use super::position::{self, FlowlogCheckpoint};
+use super::FlowlogSource;
+use crate::config::OnStop;
+use crate::episode::{Episode, Say};
+use crate::export::batcher::Skips;
+use crate::follow::FollowError;
+use crate::pipeline::{Report, Summary};
+
+pub struct FlowlogRunOptions {
+    pub fs: crate::disk::SharedFs,
+    /// Names the source in the checkpoint.
+    pub key: String,
+    pub checkpoint: PathBuf,
+    /// How long to wait when there is nothing to read.
+    pub idle: Duration,
+    pub on_stop: OnStop,
+}
+
+pub struct FlowlogRunReport {
+    pub report: Report<FollowError>,
+    pub checkpoints: u64,
+}
+
+/// Follows `src` until `stop` is set. `records` is the count of records
+/// the loaded checkpoint says came before it (0 without one).
+pub fn run<S: Skips>(
+    src: &mut FlowlogSource,
+    sink: &mut S,
+    opts: &FlowlogRunOptions,
+    records: u64,
+    stop: &AtomicBool,
+) -> FlowlogRunReport {
+    let started = Instant::now();
+    let mut r = Runner {
+        records,
+        summary: Summary::default(),
+        checkpoints: 0,
+    };
+    let error = r.follow(src, sink, opts, stop).err();
+    r.summary.elapsed = started.elapsed();
+    FlowlogRunReport {
+        report: Report {
+            summary: r.summary,
+            error,
+        },
+        checkpoints: r.checkpoints,
+    }
+}
+
+struct Runner {
+    /// Records produced before this point, in this run and those before.
+    records: u64,
+    summary: Summary,
+    checkpoints: u64,
+}
+
+impl Runner {
+    fn follow<S: Skips>(
+        &mut self,
+        src: &mut FlowlogSource,
+        sink: &mut S,
+        opts: &FlowlogRunOptions,
+        stop: &AtomicBool,
+    ) -> Result<(), FollowError> {
+        let mut failing = Episode::new(Duration::from_secs(300));
+        let mut out = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            match self.step(src, sink, opts, &mut out) {
+                Ok(true) => {
+                    if let Some((n, over)) = failing.recover() {
+                        tracing::info!(
+                            "{}: recovered after {n} failed attempts over {:.1} s",
+                            opts.key,
+                            over.as_secs_f64()
+                        );
+                    }
+                }
+                Ok(false) => std::thread::sleep(opts.idle),
+                Err(e) => {
+                    match failing.fail() {
+                        Say::First => tracing::error!(
+                            "{e}; retrying (further failures are summarised every 5 minutes)"
+                        ),
+                        Say::Summary { count, over } => tracing::error!(
+                            "{}: still failing: {count} attempts in {} s; last: {e}",
+                            opts.key,
+                            over.as_secs()
+                        ),
+                        Say::Nothing => tracing::debug!("{e}; retrying"),
+                    }
+                    std::thread::sleep(opts.idle);
+                }
+            }
+        }
+        if opts.on_stop == OnStop::Finish {
+            // What the container holds now, then every flow ends.
+            while let Ok(true) = self.step(src, sink, opts, &mut out) {}
+            src.stitcher.end_all(EndReason::Shutdown, &mut out);
+            self.emit(sink, &mut out)?;
+        }
+        self.save(src, sink, opts)
+    }
+
+    /// One read; `false` when there was nothing to read.
+    fn step<S: Skips>(
+        &mut self,
+        src: &mut FlowlogSource,
+        sink: &mut S,
+        opts: &FlowlogRunOptions,
+        out: &mut Vec<FlowRecord>,
+    ) -> Result<bool, FollowError> {
+        let work = src.prepare();
+        if src.take_abandoned() {
+            // The records the spool holds from the lost read count as
+            // produced: nothing produced later may be skipped for them.
+            let held = sink.pending_skip();
+            sink.set_skip(0);
+            self.records += held;
+            self.save(src, sink, opts)?;
+        }
+        let Some(work) = work? else {
+            return Ok(false);
+        };
+        if !work.resumed {
+            src.pos.pending = Some(work.pending());
+            self.save(src, sink, opts)?;
+        }
+        if !src.read(&work, out)? {
+            return Ok(true);
+        }
+        self.emit(sink, out)?;
+        self.save(src, sink, opts)?;
+        Ok(true)
+    }
+
+    fn emit<S: Skips>(
+        &mut self,
+        sink: &mut S,
+        out: &mut Vec<FlowRecord>,
+    ) -> Result<(), FollowError> {
+        sink.write(out).map_err(FollowError::Spool)?;
+        let s = &mut self.summary;
+        for r in out.iter() {
+            s.records += 1;
+            s.flows += u64::from(r.is_final);
+            s.record_packets += r.fwd_packets + r.rev_packets;
+            s.record_bytes += r.fwd_bytes + r.rev_bytes;
+        }
+        self.records += out.len() as u64;
+        out.clear();
+        Ok(())
+    }
+
+    /// Everything produced is made durable in the spool, then the
+    /// checkpoint that counts it is written.
+    fn save<S: Skips>(
+        &mut self,
+        src: &FlowlogSource,
+        sink: &mut S,
+        opts: &FlowlogRunOptions,
+    ) -> Result<(), FollowError> {
+        sink.flush().map_err(FollowError::Spool)?;
+        let ck = FlowlogCheckpoint::new(
+            opts.key.clone(),
+            self.records,
+            src.stitcher.state(),
+            src.pos.clone(),
+        );
+        position::save(&*opts.fs, &opts.checkpoint, &ck)?;
+        self.checkpoints += 1;
+        Ok(())
+    }
+}
