@@ -152,7 +152,7 @@ impl<R: Read + Seek> NetMonReader<R> {
         };
         let mut ts_ns = self
             .start_ns
-            .saturating_add((delta_us as i64).max(0) as u64 * 1_000);
+            .saturating_add(((delta_us as i64).max(0) as u64).saturating_mul(1_000));
         if tl >= 14 {
             let ft = LE.u64(trailer, 6);
             if ft > FILETIME_UNIX {
@@ -187,7 +187,10 @@ fn systemtime_ns(y: u16, mo: u16, d: u16, h: u16, mi: u16, s: u16, ms: u16) -> u
         i64::from(d.clamp(1, 31)),
     );
     let secs = days * 86_400 + i64::from(h) * 3_600 + i64::from(mi) * 60 + i64::from(s);
-    (secs.max(0) as u64) * 1_000_000_000 + u64::from(ms) * 1_000_000
+    // Any 16-bit year fits in i64 seconds; nanoseconds saturate past 2554.
+    (secs.max(0) as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(ms) * 1_000_000)
 }
 
 #[cfg(test)]
