@@ -8,6 +8,7 @@
 pub mod blob;
 pub mod checkpoint;
 mod error;
+pub mod failures;
 pub mod flowlog;
 pub mod folder;
 pub mod growing;

@@ -13,7 +13,7 @@ use super::checkpoint::{self, Checkpoint};
 use super::source::{FollowedSource, Step};
 use super::FollowError;
 use crate::config::{Config, OnStop};
-use crate::episode::{Episode, Say};
+use crate::follow::failures::Failures;
 use crate::pipeline::{self, EngineState, InlineFeed, InlineOptions, Report, RunOptions};
 use crate::sink::RecordSink;
 
@@ -62,7 +62,7 @@ pub fn run<T: FollowedSource, S: RecordSink>(
     let report = pipeline::run_inline(cfg, sink, run_opts, |feed: &mut dyn InlineFeed| {
         let mut last = Instant::now();
         let mut moved = false;
-        let mut failing = Episode::new(Duration::from_secs(300));
+        let mut failing = Failures::default();
         let save = |feed: &mut dyn InlineFeed, src: &mut T| -> Result<(), FollowError> {
             let engine = feed.checkpoint()?;
             let ck = Checkpoint::new(opts.key.clone(), engine, src.position());
@@ -73,29 +73,11 @@ pub fn run<T: FollowedSource, S: RecordSink>(
         while !stop.load(Ordering::Relaxed) {
             let step = match src.step(feed) {
                 Ok(s) => {
-                    if let Some((n, over)) = failing.recover() {
-                        tracing::info!(
-                            "{}: recovered after {n} failed attempts over {:.1} s",
-                            opts.key,
-                            over.as_secs_f64()
-                        );
-                    }
+                    failing.succeeded(&opts.key);
                     s
                 }
                 Err(e) => {
-                    // A missing folder, an unreachable account: said once,
-                    // then summed up every five minutes while it lasts.
-                    match failing.fail() {
-                        Say::First => tracing::error!(
-                            "{e}; retrying (further failures are summarised every 5 minutes)"
-                        ),
-                        Say::Summary { count, over } => tracing::error!(
-                            "{}: still failing: {count} attempts in {} s; last: {e}",
-                            opts.key,
-                            over.as_secs()
-                        ),
-                        Say::Nothing => tracing::debug!("{e}; retrying"),
-                    }
+                    failing.failed(&opts.key, &e);
                     Step::Idle
                 }
             };

@@ -14,8 +14,8 @@ use vmflow_proto::{EndReason, FlowRecord};
 use super::position::{self, FlowlogCheckpoint};
 use super::FlowlogSource;
 use crate::config::OnStop;
-use crate::episode::{Episode, Say};
 use crate::export::batcher::Skips;
+use crate::follow::failures::Failures;
 use crate::follow::FollowError;
 use crate::pipeline::{Report, Summary};
 
@@ -75,32 +75,17 @@ impl Runner {
         opts: &FlowlogRunOptions,
         stop: &AtomicBool,
     ) -> Result<(), FollowError> {
-        let mut failing = Episode::new(Duration::from_secs(300));
+        let mut failing = Failures::default();
         let mut out = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             match self.step(src, sink, opts, &mut out) {
-                Ok(true) => {
-                    if let Some((n, over)) = failing.recover() {
-                        tracing::info!(
-                            "{}: recovered after {n} failed attempts over {:.1} s",
-                            opts.key,
-                            over.as_secs_f64()
-                        );
-                    }
+                Ok(true) => failing.succeeded(&opts.key),
+                Ok(false) => {
+                    failing.succeeded(&opts.key);
+                    std::thread::sleep(opts.idle);
                 }
-                Ok(false) => std::thread::sleep(opts.idle),
                 Err(e) => {
-                    match failing.fail() {
-                        Say::First => tracing::error!(
-                            "{e}; retrying (further failures are summarised every 5 minutes)"
-                        ),
-                        Say::Summary { count, over } => tracing::error!(
-                            "{}: still failing: {count} attempts in {} s; last: {e}",
-                            opts.key,
-                            over.as_secs()
-                        ),
-                        Say::Nothing => tracing::debug!("{e}; retrying"),
-                    }
+                    failing.failed(&opts.key, &e);
                     std::thread::sleep(opts.idle);
                 }
             }
