@@ -429,6 +429,14 @@ fn service_under_wine_installs_starts_ships_stops_and_uninstalls() {
     // The run's summary lines (stderr for `vmflow run`) are in the log too.
     assert!(text.contains("run: packets="), "{text}");
     assert!(text.contains("run: resumed_after="), "{text}");
+    // The running service checks its own restart-on-failure (what an .msi
+    // install cannot set); Wine's SCM refuses failure actions, so here it
+    // says that it could not.
+    assert!(
+        text.contains("service: restart on failure set")
+            || text.contains("service: restart-on-failure not set"),
+        "{text}"
+    );
     let got = as_replayed(collected(&out, "svc-1"));
     assert_eq!(
         got.values().sum::<u64>(),

@@ -143,23 +143,55 @@ fn create(info: ServiceInfo) -> io::Result<()> {
     let _ = s.set_description(
         "Turns Network Watcher packet captures into flow records and ships them to a collector",
     );
+    if let Err(e) = set_recovery(&s) {
+        tracing::warn!("service installed, but restart-on-failure not set: {e}");
+    }
+    Ok(())
+}
+
+/// Restart 10 s after a failure, three times a day.
+fn set_recovery(s: &windows_service::service::Service) -> windows_service::Result<()> {
     let restart = ServiceAction {
         action_type: ServiceActionType::Restart,
         delay: Duration::from_secs(10),
     };
-    let actions = ServiceFailureActions {
+    s.update_failure_actions(ServiceFailureActions {
         reset_period: ServiceFailureResetPeriod::After(Duration::from_secs(86_400)),
         reboot_msg: None,
         command: None,
         actions: Some(vec![restart.clone(), restart.clone(), restart]),
+    })?;
+    s.set_failure_actions_on_non_crash_failures(true)
+}
+
+/// The .msi registers the service without recovery actions (wixl cannot
+/// write them): the running service adds its own once, unless someone has
+/// chosen others. A refusal (Wine's SCM) is a warning.
+fn ensure_recovery() {
+    let opened = manager(ServiceManagerAccess::CONNECT).and_then(|m| {
+        m.open_service(
+            NAME,
+            ServiceAccess::QUERY_CONFIG | ServiceAccess::CHANGE_CONFIG,
+        )
+        .map_err(err)
+    });
+    let s = match opened {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("service: cannot check its restart-on-failure setting: {e}");
+            return;
+        }
     };
-    if let Err(e) = s
-        .update_failure_actions(actions)
-        .and_then(|_| s.set_failure_actions_on_non_crash_failures(true))
-    {
-        tracing::warn!("service installed, but restart-on-failure not set: {e}");
+    let chosen = s
+        .get_failure_actions()
+        .is_ok_and(|a| a.actions.is_some_and(|v| !v.is_empty()));
+    if chosen {
+        return;
     }
-    Ok(())
+    match set_recovery(&s) {
+        Ok(()) => tracing::info!("service: restart on failure set (after 10 s, three times a day)"),
+        Err(e) => tracing::warn!("service: restart-on-failure not set: {e}"),
+    }
 }
 
 /// Stops the service if it runs (waiting up to `limit`), deletes it, and
@@ -293,6 +325,7 @@ fn serve() -> io::Result<()> {
     })
     .map_err(err)?;
     let _ = stopping.set(ServiceStatusSetter(handle));
+    ensure_recovery();
     handle
         .set_service_status(status(
             ServiceState::Running,
