@@ -443,14 +443,32 @@ impl BlobClient {
     }
 }
 
-/// The blobs of one `List Blobs` page and its NextMarker. Unknown elements
-/// are ignored (the service adds properties over time).
-pub fn parse_listing(xml: &str) -> Result<(Vec<BlobItem>, Option<String>), String> {
+/// An element of an Azure XML answer, as [`walk_xml`] meets it.
+enum Xml<'a> {
+    /// `name` starts inside `parent`.
+    Open {
+        parent: Option<&'a str>,
+        name: &'a str,
+    },
+    /// `name` (inside `parent`) ends; `text` is what it held directly, its
+    /// entities resolved.
+    Close {
+        parent: Option<&'a str>,
+        name: &'a str,
+        text: String,
+    },
+}
+
+/// Walks an Azure XML answer whose root element must be `root` (an empty
+/// `<root/>` counts), handing each element's start and end to `f`. Unknown
+/// elements pass by: the service adds some over time.
+fn walk_xml(
+    xml: &str,
+    root: &str,
+    mut f: impl FnMut(Xml) -> Result<(), String>,
+) -> Result<(), String> {
     let mut r = quick_xml::Reader::from_str(xml);
     let mut path: Vec<String> = Vec::new();
-    let mut items = Vec::new();
-    let mut cur: Option<BlobItem> = None;
-    let mut next = None;
     let mut saw_root = false;
     let mut text = String::new();
     loop {
@@ -458,22 +476,20 @@ pub fn parse_listing(xml: &str) -> Result<(Vec<BlobItem>, Option<String>), Strin
             Event::Start(e) => {
                 let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
                 if path.is_empty() {
-                    if name != "EnumerationResults" {
-                        return Err(format!("expected EnumerationResults, found {name}"));
+                    if name != root {
+                        return Err(format!("expected {root}, found {name}"));
                     }
                     saw_root = true;
                 }
-                if name == "Blob" && path.last().map(String::as_str) == Some("Blobs") {
-                    cur = Some(BlobItem {
-                        name: String::new(),
-                        etag: String::new(),
-                        size: 0,
-                        created: None,
-                        modified: None,
-                    });
-                }
+                f(Xml::Open {
+                    parent: path.last().map(String::as_str),
+                    name: &name,
+                })?;
                 path.push(name);
                 text.clear();
+            }
+            Event::Empty(e) if path.is_empty() && e.local_name().as_ref() == root.as_bytes() => {
+                saw_root = true;
             }
             Event::Text(t) => {
                 text.push_str(&t.xml_content().map_err(|e| format!("XML text: {e}"))?)
@@ -492,99 +508,96 @@ pub fn parse_listing(xml: &str) -> Result<(Vec<BlobItem>, Option<String>), Strin
                 text.push(c.ok_or_else(|| format!("unknown entity &{name};"))?);
             }
             Event::End(_) => {
-                let tail: Vec<&str> = path.iter().rev().take(2).map(String::as_str).collect();
-                let value = std::mem::take(&mut text);
-                match (tail.first().copied(), tail.get(1).copied(), cur.as_mut()) {
-                    (Some("Name"), Some("Blob"), Some(b)) => b.name = value,
-                    (Some("Etag"), Some("Properties"), Some(b)) => b.etag = bare_etag(&value),
-                    (Some("Content-Length"), Some("Properties"), Some(b)) => {
-                        b.size = value.trim().parse().map_err(|_| "bad Content-Length")?
-                    }
-                    (Some("Creation-Time"), Some("Properties"), Some(b)) => b.created = Some(value),
-                    (Some("Last-Modified"), Some("Properties"), Some(b)) => {
-                        b.modified = Some(value)
-                    }
-                    (Some("NextMarker"), Some("EnumerationResults"), _)
-                        if !value.trim().is_empty() =>
-                    {
-                        next = Some(value.trim().to_string());
-                    }
-                    (Some("Blob"), Some("Blobs"), _) => {
-                        if let Some(b) = cur.take() {
-                            if b.name.is_empty() {
-                                return Err("a blob without a name".into());
-                            }
-                            items.push(b);
-                        }
-                    }
-                    _ => {}
-                }
-                path.pop();
+                let name = path.pop().unwrap_or_default();
+                f(Xml::Close {
+                    parent: path.last().map(String::as_str),
+                    name: &name,
+                    text: std::mem::take(&mut text),
+                })?;
             }
             Event::Eof => break,
             _ => {}
         }
     }
     if !saw_root {
-        return Err("empty listing".into());
+        return Err(format!("no {root} in the answer"));
     }
+    Ok(())
+}
+
+/// The blobs of one `List Blobs` page and its NextMarker.
+pub fn parse_listing(xml: &str) -> Result<(Vec<BlobItem>, Option<String>), String> {
+    let mut items = Vec::new();
+    let mut cur: Option<BlobItem> = None;
+    let mut next = None;
+    walk_xml(xml, "EnumerationResults", |e| {
+        match e {
+            Xml::Open {
+                parent: Some("Blobs"),
+                name: "Blob",
+            } => {
+                cur = Some(BlobItem {
+                    name: String::new(),
+                    etag: String::new(),
+                    size: 0,
+                    created: None,
+                    modified: None,
+                })
+            }
+            Xml::Open { .. } => {}
+            Xml::Close { parent, name, text } => match (name, parent, cur.as_mut()) {
+                ("Name", Some("Blob"), Some(b)) => b.name = text,
+                ("Etag", Some("Properties"), Some(b)) => b.etag = bare_etag(&text),
+                ("Content-Length", Some("Properties"), Some(b)) => {
+                    b.size = text.trim().parse().map_err(|_| "bad Content-Length")?
+                }
+                ("Creation-Time", Some("Properties"), Some(b)) => b.created = Some(text),
+                ("Last-Modified", Some("Properties"), Some(b)) => b.modified = Some(text),
+                ("NextMarker", Some("EnumerationResults"), _) if !text.trim().is_empty() => {
+                    next = Some(text.trim().to_string());
+                }
+                ("Blob", Some("Blobs"), _) => {
+                    if let Some(b) = cur.take() {
+                        if b.name.is_empty() {
+                            return Err("a blob without a name".into());
+                        }
+                        items.push(b);
+                    }
+                }
+                _ => {}
+            },
+        }
+        Ok(())
+    })?;
     Ok((items, next))
 }
 
-/// The committed blocks of a Get Block List answer, in order. Unknown
-/// elements are ignored; uncommitted blocks are not committed ones.
+/// The committed blocks of a Get Block List answer, in order; uncommitted
+/// blocks are not committed ones.
 pub fn parse_block_list(xml: &str) -> Result<Vec<Block>, String> {
-    let mut r = quick_xml::Reader::from_str(xml);
-    let mut path: Vec<String> = Vec::new();
     let mut blocks = Vec::new();
     let mut cur: Option<(Option<String>, Option<u64>)> = None;
-    let mut saw_root = false;
-    let mut text = String::new();
-    loop {
-        match r.read_event().map_err(|e| format!("XML: {e}"))? {
-            Event::Start(e) => {
-                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                if path.is_empty() {
-                    if name != "BlockList" {
-                        return Err(format!("expected BlockList, found {name}"));
-                    }
-                    saw_root = true;
+    walk_xml(xml, "BlockList", |e| {
+        match e {
+            Xml::Open {
+                parent: Some("CommittedBlocks"),
+                name: "Block",
+            } => cur = Some((None, None)),
+            Xml::Open { .. } => {}
+            Xml::Close { parent, name, text } => match (name, parent, cur.as_mut()) {
+                ("Name", Some("Block"), Some(b)) => b.0 = Some(text.trim().to_string()),
+                ("Size", Some("Block"), Some(b)) => {
+                    b.1 = Some(text.trim().parse().map_err(|_| "bad block Size")?)
                 }
-                if name == "Block" && path.last().map(String::as_str) == Some("CommittedBlocks") {
-                    cur = Some((None, None));
-                }
-                path.push(name);
-                text.clear();
-            }
-            Event::Empty(e) if path.is_empty() && e.local_name().as_ref() == b"BlockList" => {
-                saw_root = true;
-            }
-            Event::Text(t) => {
-                text.push_str(&t.xml_content().map_err(|e| format!("XML text: {e}"))?)
-            }
-            Event::End(_) => {
-                let tail: Vec<&str> = path.iter().rev().take(2).map(String::as_str).collect();
-                let value = std::mem::take(&mut text);
-                match (tail.first().copied(), tail.get(1).copied(), cur.as_mut()) {
-                    (Some("Name"), Some("Block"), Some(b)) => b.0 = Some(value.trim().to_string()),
-                    (Some("Size"), Some("Block"), Some(b)) => {
-                        b.1 = Some(value.trim().parse().map_err(|_| "bad block Size")?)
-                    }
-                    (Some("Block"), Some("CommittedBlocks"), _) => match cur.take() {
-                        Some((Some(id), Some(size))) => blocks.push(Block { id, size }),
-                        _ => return Err("a block without a name or size".into()),
-                    },
-                    _ => {}
-                }
-                path.pop();
-            }
-            Event::Eof => break,
-            _ => {}
+                ("Block", Some("CommittedBlocks"), _) => match cur.take() {
+                    Some((Some(id), Some(size))) => blocks.push(Block { id, size }),
+                    _ => return Err("a block without a name or size".into()),
+                },
+                _ => {}
+            },
         }
-    }
-    if !saw_root {
-        return Err("empty block list".into());
-    }
+        Ok(())
+    })?;
     Ok(blocks)
 }
 
