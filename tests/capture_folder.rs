@@ -90,7 +90,7 @@ fn a_followed_rotated_folder_survives_a_hard_kill_mid_file() {
     }
     let seq = collector_seq(&out, "agent-1");
     wait_seq(&out, "agent-1", seq + 5);
-    a.kill_past_checkpoint(&dir.join("spool-a"), &ckpt, Duration::from_secs(1));
+    a.kill_past_checkpoint(&dir.join("spool-a"), &ckpt);
     let killed_during_file_2 = !writer.is_finished();
     let mut b = agent(&cfg);
     writer.join().unwrap();

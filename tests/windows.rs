@@ -310,7 +310,7 @@ fn run_under_wine_follows_a_folder_over_mtls_and_survives_a_hard_kill() {
         || collector_seq(&out, "win-1") > seq,
     );
     // SIGKILL to the Wine process running vmflow.exe.
-    a.kill_past_checkpoint(&spool, &ckpt, Duration::from_secs(1));
+    a.kill_past_checkpoint(&spool, &ckpt);
     let killed_during_file_2 = !writer.is_finished();
     let mut b = start();
     writer.join().unwrap();
@@ -739,15 +739,23 @@ fn extension_handler_under_wine_enables_ships_disables_and_uninstalls() {
     )
     .unwrap();
 
-    let log = data.join("vmflow.log");
-    let log = if log.is_file() || !drive_c.join("users/Public/vmflow").is_dir() {
-        log
-    } else {
-        drive_c.join("users/Public/vmflow/vmflow.log")
+    // The service log: under ProgramData, which Wine 8 gives services as
+    // C:\users\Public. Which one a fresh prefix uses shows only once the
+    // service has written, so both are read; and how much of each came
+    // before this enable.
+    let logs = [
+        data.join("vmflow.log"),
+        drive_c.join("users/Public/vmflow/vmflow.log"),
+    ];
+    let read_logs = || {
+        logs.iter()
+            .map(|p| {
+                std::fs::read(p).map_or(String::new(), |b| String::from_utf8_lossy(&b).into_owned())
+            })
+            .collect::<Vec<String>>()
     };
-    // The service log (Wine 8 gives services C:\users\Public as
-    // ProgramData), and how much of it came before this enable.
-    let log_len = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
+    let whole_log = || read_logs().concat();
+    let log_lens: Vec<usize> = read_logs().iter().map(String::len).collect();
     let o = h.command("enable");
     let stderr = String::from_utf8_lossy(&o.stderr).to_string();
     ok(&o, "enable");
@@ -787,13 +795,15 @@ fn extension_handler_under_wine_enables_ships_disables_and_uninstalls() {
     // The service runs with the extension's configuration and reaches the
     // collector (its flows end, and ship, when disable stops it).
     let since_enable = || {
-        std::fs::read(&log)
-            .map(|b| String::from_utf8_lossy(&b[log_len.min(b.len())..]).to_string())
-            .unwrap_or_default()
+        read_logs()
+            .iter()
+            .zip(&log_lens)
+            .map(|(t, &n)| t.get(n.min(t.len())..).unwrap_or_default().to_string())
+            .collect::<String>()
     };
     until(
         "the service connected to the collector",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || {
             let t = since_enable();
             t.contains(r"starting with C:\ProgramData\vmflow\extension\vmflow.toml")
@@ -858,8 +868,7 @@ fn extension_handler_under_wine_enables_ships_disables_and_uninstalls() {
         "sc start",
     );
     let error_line = || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
+        whole_log()
             .lines()
             .any(|l| l.contains("ERROR") && l.contains("vmflow.toml"))
     };
@@ -873,7 +882,7 @@ fn extension_handler_under_wine_enables_ships_disables_and_uninstalls() {
         Duration::from_secs(60),
         || !sc_query().contains("RUNNING"),
     );
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = whole_log();
     assert!(!text.contains("event log: cannot report"), "{text}");
     assert!(
         text.contains("run: packets="),
