@@ -86,7 +86,11 @@ pub fn live() -> StreamId {
 /// beginning). Records the spool holds beyond that were spooled by a run
 /// killed after the checkpoint and come again: they are skipped. Returns
 /// how many (see [`settle`]).
-pub fn resume(spool: &mut Spool, want: &StreamId, produced: Option<u64>) -> Result<u64, SpoolError> {
+pub fn resume(
+    spool: &mut Spool,
+    want: &StreamId,
+    produced: Option<u64>,
+) -> Result<u64, SpoolError> {
     let at = produced.unwrap_or(0);
     let spooled = spool.end_record();
     if spooled < at {

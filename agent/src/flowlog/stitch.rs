@@ -192,13 +192,7 @@ impl Stitcher {
                         (false, EndReason::Active)
                     };
                     out.push(record(
-                        &key,
-                        &o,
-                        o.since_ns,
-                        last,
-                        t.counters,
-                        is_final,
-                        reason,
+                        &key, &o, o.since_ns, last, t.counters, is_final, reason,
                     ));
                     if !is_final {
                         o.segment = o.segment.saturating_add(1);
