@@ -7,9 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
-}
+. scripts/lib.sh
 
 SUITE=bookworm
 MIRROR=${VMFLOW_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -24,15 +22,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$root/lib/systemd
     exit 0
 fi
 
-missing=()
-for pair in debootstrap:debootstrap systemd-nspawn:systemd-container nsenter:util-linux; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "container-root.sh: installing ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+need_tools container-root.sh debootstrap:debootstrap systemd-nspawn:systemd-container nsenter:util-linux
 
 echo "container-root.sh: building the $SUITE root in $root (once per machine)"
 mkdir -p target/container

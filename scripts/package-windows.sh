@@ -12,24 +12,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
-}
+. scripts/lib.sh
 
 TARGET=x86_64-pc-windows-gnu
 if ! rustup target list --installed | grep -qx "$TARGET"; then
     echo "package-windows.sh: adding the $TARGET target"
     rustup target add "$TARGET"
 fi
-missing=()
-for pair in x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64 wixl:wixl msiinfo:msitools zip:zip; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "package-windows.sh: installing ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+need_tools package-windows.sh x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64 wixl:wixl msiinfo:msitools zip:zip
 
 cargo build --release --locked -p vmflow-agent --bin vmflow --target "$TARGET"
 out=target/$TARGET/release

@@ -163,8 +163,9 @@ const PING_IP_BYTES: u64 = 84;
 /// Pinged on loopback from 127.0.0.1 (the source the kernel picks for all of
 /// 127/8): with a distinct address requests and replies are two directions,
 /// where a ping of 127.0.0.1 itself has the same addresses and identifier
-/// both ways.
+/// both ways (the engine tells them apart by the echo type).
 const LO_PEER: &str = "127.0.0.2";
+const LO_SELF: &str = "127.0.0.1";
 
 /// The one echo flow to `dst` among `recs`: (fwd packets, fwd bytes, rev
 /// packets, rev bytes).
@@ -226,22 +227,31 @@ fn loopback_packets_are_counted_once_like_tcpdump() {
             "http://127.0.0.1:8080/file",
         ],
     );
-    run_in(
-        &ns,
-        &ns.server,
-        &["ping", "-c", &PINGS.to_string(), "-i", "0.2", LO_PEER],
-    );
+    for peer in [LO_PEER, LO_SELF] {
+        run_in(
+            &ns,
+            &ns.server,
+            &["ping", "-c", &PINGS.to_string(), "-i", "0.2", peer],
+        );
+    }
     mark_and_wait_from(&ns, &ns.server, "127.0.0.1", &cap);
     sh(&format!("kill -INT {}", dump.0.id()));
     let _ = dump.0.wait();
     stop(&mut vm.child);
 
     let got = records(&live);
-    assert_eq!(
-        echo_counts(&got, LO_PEER),
-        (PINGS, PINGS * PING_IP_BYTES, PINGS, PINGS * PING_IP_BYTES),
-        "each echo once, not once leaving and once arriving"
-    );
+    for peer in [LO_PEER, LO_SELF] {
+        assert_eq!(
+            echo_counts(&got, peer),
+            (PINGS, PINGS * PING_IP_BYTES, PINGS, PINGS * PING_IP_BYTES),
+            "{peer}: each echo once, not once leaving and once arriving, \
+             requests forward and replies reverse"
+        );
+    }
+    // Loopback never leaves the host: local, whatever local_nets says.
+    for r in got.iter().filter(|r| r["ip_version"] == 4) {
+        assert_eq!(r["direction"], "internal", "{r}");
+    }
     let (want, err, ok) = replay(std::slice::from_ref(&cap), &[]);
     assert!(ok, "{err}");
     let v4 = |recs: &[Value]| -> Vec<Value> {

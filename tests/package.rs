@@ -348,6 +348,19 @@ fn install_enables_and_starts_the_agent_as_vmflow_with_only_cap_net_raw() {
          && test -s /usr/share/doc/vmflow/examples/promiscuous.conf \
          && test -f /usr/lib/sysusers.d/vmflow.conf",
     );
+    // The manual pages and completions the binary generated from its own
+    // command line: one page per command, and a completion bash loads.
+    let man = c.sh_ok("zcat /usr/share/man/man1/vmflow.1.gz /usr/share/man/man1/vmflow-run.1.gz");
+    assert!(
+        man.contains(".TH vmflow 1") && man.contains(r"\-\-config"),
+        "{man}"
+    );
+    let complete = c.sh_ok(
+        "bash -c '. /usr/share/bash-completion/completions/vmflow && complete -p vmflow' \
+         && test -s /usr/share/zsh/vendor-completions/_vmflow \
+         && test -s /usr/share/fish/vendor_completions.d/vmflow.fish",
+    );
+    assert!(complete.contains("vmflow"), "{complete}");
     // Spool and checkpoints: the state directory, the agent's alone.
     let spool = c.sh_ok("stat -c '%U %a' /var/lib/vmflow /var/lib/vmflow/spool");
     assert_eq!(spool, "vmflow 700\nvmflow 700\n");

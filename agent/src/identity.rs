@@ -81,6 +81,27 @@ pub fn live() -> StreamId {
     id("live capture".into())
 }
 
+/// A followed source resuming: `produced` is how many records its
+/// checkpoint says were produced (`None`: no checkpoint, it starts from the
+/// beginning). Records the spool holds beyond that were spooled by a run
+/// killed after the checkpoint and come again: they are skipped. Returns
+/// how many (see [`settle`]).
+pub fn resume(
+    spool: &mut Spool,
+    want: &StreamId,
+    produced: Option<u64>,
+) -> Result<u64, SpoolError> {
+    let at = produced.unwrap_or(0);
+    let spooled = spool.end_record();
+    if spooled < at {
+        tracing::warn!(
+            "the spool holds {spooled} records, the checkpoint says {at} were produced: \
+             was the spool removed? continuing from the checkpoint"
+        );
+    }
+    settle(spool, want, spooled.saturating_sub(at), produced.is_none())
+}
+
 /// Settles which stream `spool` carries for a run of `want` that would skip
 /// `skip` records already spooled, and returns the skip to use. A stream
 /// that changed is fine when nothing is skipped; with records to skip it

@@ -86,12 +86,28 @@ impl LocalNets {
         LocalNets(nets)
     }
 
+    /// Whether `ip` is local: in a configured network, or an address that
+    /// cannot leave the host or the link (loopback, link-local) whatever the
+    /// configuration says, so such traffic is never labelled as crossing to
+    /// or from the outside.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|c| c.contains(ip))
+        never_remote(ip) || self.0.iter().any(|c| c.contains(ip))
     }
 
     pub fn nets(&self) -> &[Cidr] {
         &self.0
+    }
+}
+
+/// Loopback (127.0.0.0/8, ::1) and link-local (169.254.0.0/16, fe80::/10,
+/// which routers do not forward) addresses, IPv4-mapped ones included.
+pub fn never_remote(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_loopback() || a.is_link_local(),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => v4.is_loopback() || v4.is_link_local(),
+            None => a.is_loopback() || a.segments()[0] & 0xffc0 == 0xfe80,
+        },
     }
 }
 
@@ -147,6 +163,25 @@ mod tests {
         }
         for ip in ["8.8.8.8", "172.32.0.1", "2001:db8::1"] {
             assert!(!n.contains(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn loopback_and_link_local_are_local_whatever_the_list() {
+        let only: LocalNets = LocalNets::new(vec!["10.1.0.0/16".parse().unwrap()]);
+        for ip in [
+            "127.0.0.1",
+            "127.255.0.9",
+            "169.254.169.254",
+            "::1",
+            "fe80::1",
+            "febf::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(only.contains(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["128.0.0.1", "169.255.0.1", "fec0::1", "::2", "10.2.0.1"] {
+            assert!(!only.contains(ip.parse().unwrap()), "{ip}");
         }
     }
 }

@@ -11,6 +11,8 @@ use crate::run::stop_flag;
 
 #[derive(Subcommand)]
 pub(super) enum AzureCmd {
+    /// Network Watcher packet captures: list, status, stop, delete,
+    /// ensure-watcher, run.
     #[command(subcommand)]
     Captures(CapturesCmd),
 }
@@ -21,18 +23,21 @@ pub(super) enum CapturesCmd {
     List(AzureArgs),
     /// One capture's status (queryStatus).
     Status {
+        /// The packet capture's name (as `list` shows it).
         name: String,
         #[command(flatten)]
         a: AzureArgs,
     },
     /// Stop a capture (its files stay).
     Stop {
+        /// The packet capture's name (as `list` shows it).
         name: String,
         #[command(flatten)]
         a: AzureArgs,
     },
     /// Delete a capture resource (its files stay).
     Delete {
+        /// The packet capture's name (as `list` shows it).
         name: String,
         #[command(flatten)]
         a: AzureArgs,

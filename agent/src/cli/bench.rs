@@ -17,12 +17,16 @@ use crate::synth::{self, SynthParams};
 pub(super) struct BenchArgs {
     #[command(flatten)]
     engine: EngineArgs,
+    /// Packets to synthesize (in memory) and replay.
     #[arg(long, default_value_t = 4_000_000)]
     packets: u64,
+    /// Flows open at once.
     #[arg(long, default_value_t = 50_000)]
     concurrent: usize,
+    /// Bytes kept of each packet, as a header-only capture would.
     #[arg(long, default_value_t = 128)]
     snaplen: u32,
+    /// Random seed of the synthetic capture.
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }

@@ -21,8 +21,11 @@ pub(super) struct CaptureArgs {
     /// that is up, not loopback and has an address.
     #[arg(long = "interface", short = 'i')]
     interfaces: Vec<String>,
+    /// Bytes the kernel copies of each packet (64..=262144): headers are
+    /// all the engine reads; the IP length still counts the whole packet.
     #[arg(long, default_value_t = 128)]
     snaplen: u32,
+    /// Also capture traffic not addressed to this host (needs CAP_NET_ADMIN).
     #[arg(long)]
     promiscuous: bool,
     /// Ring size per interface: this many blocks…
@@ -31,6 +34,7 @@ pub(super) struct CaptureArgs {
     /// …of this many KiB (a multiple of the page size).
     #[arg(long, default_value_t = crate::capture::live::DEFAULT_BLOCK_KIB)]
     ring_block_kib: usize,
+    /// Where to write records (NDJSON); `-` is standard output.
     #[arg(long, default_value = "-")]
     out: String,
 }

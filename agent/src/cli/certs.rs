@@ -11,6 +11,8 @@ use crate::error::Error;
 pub(super) enum CertsCmd {
     /// Make a CA, a collector certificate and agent certificates in DIR.
     Init {
+        /// Directory to write ca.pem, collector.pem, agent-N.pem and their
+        /// keys to (created if missing).
         dir: PathBuf,
         /// Agent names (certificate CN); repeat for several. Default: agent-1.
         #[arg(long = "agent")]

@@ -14,8 +14,11 @@ pub(super) struct CollectCmd {
     /// Address to listen on (port 0 picks one; the bound address is printed).
     #[arg(long)]
     listen: std::net::SocketAddr,
+    /// The collector's certificate chain (PEM), e.g. collector.pem from
+    /// `vmflow certs init`.
     #[arg(long)]
     cert: PathBuf,
+    /// The certificate's private key (PEM).
     #[arg(long)]
     key: PathBuf,
     /// Only agents with a certificate from this CA are accepted.

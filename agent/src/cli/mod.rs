@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod azure;
 mod bench;
@@ -12,6 +12,7 @@ mod capture;
 mod certs;
 mod collect;
 mod demo;
+mod docs;
 mod engine_args;
 mod extension;
 mod logging;
@@ -75,6 +76,10 @@ enum Cmd {
     /// Windows: install, remove, start or stop the vmflow service.
     #[command(subcommand)]
     Service(service::ServiceCmd),
+    /// Print a shell completion script (e.g. `vmflow completions bash`).
+    Completions(docs::CompletionsArgs),
+    /// Write the manual pages (roff) to a directory.
+    Man(docs::ManArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -95,6 +100,8 @@ pub fn main() -> ExitCode {
         Cmd::Certs(c) => certs::cmd(c),
         Cmd::Extension(c) => extension::cmd(c),
         Cmd::Service(c) => service::cmd(c),
+        Cmd::Completions(a) => docs::completions(a, Cli::command()),
+        Cmd::Man(a) => docs::man(a, Cli::command()),
     };
     match result {
         Ok(code) => code,
@@ -102,5 +109,48 @@ pub fn main() -> ExitCode {
             eprintln!("vmflow: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every option and argument of every command says what it is for in
+    /// `--help` (and so in the manual pages and completions).
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            // clap's own `help` subcommand documents itself.
+            for s in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                if s.get_about().is_none() && s.get_long_about().is_none() {
+                    missing.push(format!("{path} {} (the command itself)", s.get_name()));
+                }
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "vmflow", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "no help text for:\n{}",
+            missing.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -13,6 +13,8 @@ use crate::error::Error;
 
 #[derive(Args)]
 pub(super) struct RunArgs {
+    /// TOML configuration: sources, [export], [[export.ipfix]], timeouts
+    /// (README "Configuration"). SIGHUP reloads it.
     #[arg(long)]
     config: PathBuf,
 }

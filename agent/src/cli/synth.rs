@@ -13,17 +13,23 @@ use crate::synth::{self, SynthParams};
 
 #[derive(Args)]
 pub(super) struct SynthArgs {
+    /// Packets to write.
     #[arg(long)]
     packets: u64,
+    /// Flows open at once (the generator's working set).
     #[arg(long)]
     concurrent: usize,
+    /// Bytes of each packet written to the file (the rest is only counted
+    /// in the IP length, as in a header-only capture).
     #[arg(long, default_value_t = 65_535)]
     snaplen: u32,
+    /// Random seed: the same seed and settings give the same file.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Timeouts and local networks for the expected records.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The capture file to write (pcap).
     #[arg(long)]
     out: PathBuf,
     /// Write the expected flow records (NDJSON) here.

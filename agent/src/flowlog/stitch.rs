@@ -185,26 +185,16 @@ impl Stitcher {
                     // Later tuples may name another rule (the rules changed).
                     o.rule.clone_from(&e.rule);
                     let last = t.time_ns.max(o.since_ns);
-                    if s == FlowState::End {
-                        out.push(record(
-                            &key,
-                            &o,
-                            o.since_ns,
-                            last,
-                            t.counters,
-                            true,
-                            EndReason::Idle,
-                        ));
+                    // E closes the flow; C is one more segment of it.
+                    let (is_final, reason) = if s == FlowState::End {
+                        (true, EndReason::Idle)
                     } else {
-                        out.push(record(
-                            &key,
-                            &o,
-                            o.since_ns,
-                            last,
-                            t.counters,
-                            false,
-                            EndReason::Active,
-                        ));
+                        (false, EndReason::Active)
+                    };
+                    out.push(record(
+                        &key, &o, o.since_ns, last, t.counters, is_final, reason,
+                    ));
+                    if !is_final {
                         o.segment = o.segment.saturating_add(1);
                         o.since_ns = last;
                         self.insert(key, o);

@@ -41,13 +41,6 @@ pub(super) fn flowlog_lane(
     let mut spool = Spool::open(fs.clone(), spool_dir, x.spool_max_mib << 20)?;
     let ck = position::load(&checkpoint, &key)?;
     let at = ck.as_ref().map_or(0, |c| c.records);
-    let spooled = spool.end_record();
-    if spooled < at {
-        tracing::warn!(
-            "the spool holds {spooled} records, the checkpoint says {at} were produced: \
-             was the spool removed? continuing from the checkpoint"
-        );
-    }
     let settings = StitchSettings {
         idle_ns: f.idle_timeout.ns(),
         max_open: f.max_open_flows,
@@ -61,8 +54,7 @@ pub(super) fn flowlog_lane(
             settings.idle_ns, settings.max_open
         ),
     );
-    let resumed_after =
-        identity::settle(&mut spool, &want, spooled.saturating_sub(at), ck.is_none())?;
+    let resumed_after = identity::resume(&mut spool, &want, ck.as_ref().map(|c| c.records))?;
     let (stitcher, pos) = match ck {
         Some(c) => {
             tracing::info!(

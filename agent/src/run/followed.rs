@@ -212,22 +212,8 @@ fn follow_lane(
             }
         }
     };
-    // The spool may hold records produced after the checkpoint.
-    let at = engine.as_ref().map_or(0, |e| e.records);
-    let spooled = spool.end_record();
-    if spooled < at {
-        tracing::warn!(
-            "the spool holds {spooled} records, the checkpoint says {at} were produced: \
-             was the spool removed? continuing from the checkpoint"
-        );
-    }
     let want = identity::followed(cfg, &fw.opts.key);
-    let resumed_after = identity::settle(
-        &mut spool,
-        &want,
-        spooled.saturating_sub(at),
-        engine.is_none(),
-    )?;
+    let resumed_after = identity::resume(&mut spool, &want, engine.as_ref().map(|e| e.records))?;
     let lane = Lane::start(rt, x, tls, stream, spool, resumed_after);
     let mut sink = Outputs::new(Some(lane.sink()), ipfix);
     if engine.is_some() {

@@ -293,6 +293,23 @@ impl FlowTable {
     }
 
     fn packet(&mut self, p: &Packet, out: &mut Vec<FlowRecord>) {
+        // A ping to the host's own address: request and reply have the same
+        // key in the same order, so the order cannot tell them apart; the
+        // ICMP type does (the reply travels responder to initiator).
+        let own_ping;
+        let p = if p.from_src
+            && p.icmp.is_some_and(|(ty, _)| is_echo_reply(p.key.proto, ty))
+            && p.key.src == p.key.dst
+            && p.key.src_port == p.key.dst_port
+        {
+            own_ping = Packet {
+                from_src: false,
+                ..*p
+            };
+            &own_ping
+        } else {
+            p
+        };
         self.now = self.now.max(p.ts_ns);
         self.stats.packets += 1;
         self.stats.bytes += u64::from(p.ip_bytes);

@@ -8,7 +8,7 @@ use vmflow_proto::{Direction, EndReason, FlowRecord};
 
 use super::{Event, FlowTable, TableConfig};
 use crate::net::LocalNets;
-use crate::packet::{from_ip, Decoded, FlowKey, Fragment, Packet, TCP, UDP};
+use crate::packet::{from_ip, Decoded, FlowKey, Fragment, Packet, ICMP, TCP, UDP};
 
 const S: u64 = 1_000_000_000;
 const SYN: u8 = 0x02;
@@ -100,6 +100,56 @@ fn a_reply_seen_first_is_still_attributed_to_the_initiator() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].src_addr, IpAddr::V4(Ipv4Addr::from(CLIENT.0)));
     assert_eq!((out[0].fwd_packets, out[0].rev_packets), (0, 1));
+}
+
+/// An echo request or reply (ICMP type 8 or 0) with identifier `id`: the
+/// decoder puts the identifier in both port fields.
+fn ping(ts: u64, from: [u8; 4], to: [u8; 4], ty: u8, id: u16) -> Packet {
+    let d = Decoded {
+        key: FlowKey {
+            src: from_ip(IpAddr::V4(Ipv4Addr::from(from))),
+            dst: from_ip(IpAddr::V4(Ipv4Addr::from(to))),
+            src_port: id,
+            dst_port: id,
+            proto: ICMP,
+            ip_version: 4,
+            vlan: None,
+        },
+        ip_bytes: 84,
+        tcp_flags: 0,
+        icmp: Some((ty, 0)),
+        fragment: Fragment::None,
+    };
+    Packet::new(ts, &d)
+}
+
+#[test]
+fn a_ping_to_the_hosts_own_address_keeps_request_and_reply_apart() {
+    let me = [127, 0, 0, 1];
+    for first in [8u8, 0] {
+        let mut t = table(TableConfig::default());
+        let second = 8 - first;
+        let a = ping(S, me, me, first, 7);
+        let b = ping(S + 1, me, me, second, 7);
+        let c = ping(S + 2, me, me, 8, 7);
+        let d = ping(S + 3, me, me, 0, 7);
+        let out = feed(
+            &mut t,
+            &[
+                Event::Packet(&a),
+                Event::Packet(&b),
+                Event::Packet(&c),
+                Event::Packet(&d),
+                Event::Finish(EndReason::EndOfInput),
+            ],
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        let r = &out[0];
+        // Two requests forward, two replies back, whichever came first.
+        assert_eq!((r.fwd_packets, r.rev_packets), (2, 2), "first type {first}");
+        // Loopback never leaves the host: local whatever the networks say.
+        assert_eq!(r.direction, Direction::Internal);
+    }
 }
 
 #[test]
