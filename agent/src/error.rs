@@ -12,6 +12,7 @@ use crate::capture::SourceError;
 use crate::certs::CertsError;
 use crate::collect::ServeError;
 use crate::config::ConfigError;
+use crate::export::blocks::BlockFileError;
 use crate::export::ipfix_sender::IpfixError;
 use crate::export::spool::SpoolError;
 use crate::extension::ExtensionError;
@@ -40,6 +41,8 @@ pub enum Error {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Ipfix(#[from] IpfixError),
+    #[error(transparent)]
+    Blocks(#[from] BlockFileError),
     #[error("azure: {0}")]
     Azure(#[from] AzureError),
     #[error("live capture: {0}")]

@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 mod azure;
 mod bench;
 mod capture;
+mod cat;
 mod certs;
 mod collect;
 mod demo;
@@ -62,6 +63,8 @@ enum Cmd {
     Run(run::RunArgs),
     /// Live capture on network interfaces, records as NDJSON, until SIGTERM/SIGINT.
     Capture(capture::CaptureArgs),
+    /// Print record files (`replay --format blocks`) and spool segments as NDJSON.
+    Cat(cat::CatArgs),
     /// The collector: accept agents over mutual TLS, write their records.
     Collect(collect::CollectCmd),
     /// Certificates for trying the shipping path out.
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
         Cmd::Demo(a) => demo::cmd(a),
         Cmd::Run(a) => run::cmd(a),
         Cmd::Capture(a) => capture::cmd(a),
+        Cmd::Cat(a) => cat::cmd(a),
         Cmd::Collect(a) => collect::cmd(a),
         Cmd::Azure(c) => azure::cmd(c),
         Cmd::Certs(c) => certs::cmd(c),

@@ -12,7 +12,7 @@ use super::summary::finish;
 use crate::error::Error;
 use vmflow_proto::ipfix::IpfixMode;
 
-use crate::export::{IpfixFileSink, NdjsonSink, RecordSink};
+use crate::export::{BlockFileSink, IpfixFileSink, NdjsonSink, RecordSink};
 
 #[derive(Args)]
 pub(super) struct ReplayArgs {
@@ -21,8 +21,10 @@ pub(super) struct ReplayArgs {
     /// Where to write records; `-` is standard output.
     #[arg(long, default_value = "-")]
     out: String,
-    /// `ndjson` (one JSON object per line) or `ipfix` (IPFIX messages back
-    /// to back, RFC 5655 style; the template the README describes).
+    /// `ndjson` (one JSON object per line), `ipfix` (IPFIX messages back
+    /// to back, RFC 5655 style; the template the README describes) or
+    /// `blocks` (the spool's compressed format, ~17 bytes a record; `vmflow
+    /// cat` prints it as NDJSON).
     #[arg(long, value_enum, default_value_t = Format::Ndjson)]
     format: Format,
     /// IPFIX: `biflow` (reverse counters as RFC 5103 elements) or `uniflow`
@@ -45,6 +47,7 @@ pub(super) struct ReplayArgs {
 enum Format {
     Ndjson,
     Ipfix,
+    Blocks,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -63,6 +66,7 @@ pub(super) fn cmd(a: ReplayArgs) -> Result<ExitCode, Error> {
     };
     let sink: Box<dyn RecordSink> = match a.format {
         Format::Ndjson => Box::new(NdjsonSink::new(out)),
+        Format::Blocks => Box::new(BlockFileSink::new(out)),
         Format::Ipfix => {
             let mode = match a.ipfix_mode {
                 Mode::Biflow => IpfixMode::Biflow,

@@ -1,0 +1,64 @@
+//! `vmflow cat`: record files (`replay --format blocks`) and spool segments
+//! as NDJSON.
+
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::error::Error;
+use crate::export::blocks::{self, BlockFileError, ReadStats};
+use crate::export::{NdjsonSink, RecordSink};
+
+#[derive(Args)]
+pub(super) struct CatArgs {
+    /// Record files written by `replay --format blocks`, or spool segments
+    /// (`seg-*.spool`), printed in order.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+pub(super) fn cmd(a: CatArgs) -> Result<ExitCode, Error> {
+    let mut out = NdjsonSink::new(io::stdout());
+    let mut total = ReadStats::default();
+    for f in &a.files {
+        let mut st = ReadStats::default();
+        let read = blocks::read_file(f, &mut st, |r| out.write(r));
+        match read {
+            Err(BlockFileError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                return Ok(ExitCode::SUCCESS)
+            }
+            r => r?,
+        }
+        if st.damaged_bytes > 0 || st.bad_blocks > 0 {
+            tracing::warn!(
+                "{}: skipped {} damaged bytes and {} undecodable blocks ({} records); \
+                 every intact entry was read",
+                f.display(),
+                st.damaged_bytes,
+                st.bad_blocks,
+                st.bad_block_records
+            );
+        }
+        total.entries += st.entries;
+        total.records += st.records;
+        total.damaged_bytes += st.damaged_bytes;
+        total.bad_blocks += st.bad_blocks;
+        total.bad_block_records += st.bad_block_records;
+    }
+    match out.finish() {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        r => r.map_err(|e| Error::io("standard output", e))?,
+    }
+    eprintln!(
+        "records={} blocks={} damaged_bytes={} bad_blocks={}",
+        total.records, total.entries, total.damaged_bytes, total.bad_blocks
+    );
+    // Everything intact was printed; damage still makes the exit status say so.
+    Ok(if total.damaged_bytes > 0 || total.bad_blocks > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,374 @@
+//! Record files in the spool's own format: `replay --format blocks` writes
+//! one, `vmflow cat` reads it back (and spool segments, which are the same
+//! thing) as NDJSON. A segment header, then entries of up to
+//! [`BLOCK_RECORDS`] records, each a compressed column block with a CRC
+//! (see `spool::segment`): about 17 bytes a record where NDJSON takes ~400,
+//! and damage costs only the entries it touches.
+//!
+//! A block is a set: its records come back ordered by `first_ns`, not in
+//! the order they were written (the encoder sorts them so time deltas stay
+//! small). The same records, then, but within each block in time order.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use vmflow_proto::FlowRecord;
+use vmflow_proto::{decode_records, encode_records};
+
+use super::spool::segment::{
+    encode_entry, encode_header, parse_entry, parse_header, Entry, ENTRY_HEADER, ENTRY_MAGIC,
+    MAX_BLOCK, SEG_HEADER,
+};
+use super::RecordSink;
+
+/// Records per entry: the agent's default batch is 1024; larger blocks
+/// compress a little better and a file is read whole anyway.
+pub const BLOCK_RECORDS: usize = 4096;
+/// The spool's zstd level: fast, and most of the gain is the columns.
+const LEVEL: i32 = 1;
+
+pub struct BlockFileSink<W: Write> {
+    out: BufWriter<W>,
+    pending: Vec<FlowRecord>,
+    /// Entries written; the next one's sequence number is `seq + 1`.
+    seq: u64,
+    /// Records written in entries so far (the next entry's first position).
+    written: u64,
+    header: bool,
+}
+
+impl<W: Write> BlockFileSink<W> {
+    pub fn new(w: W) -> Self {
+        BlockFileSink {
+            out: BufWriter::with_capacity(1 << 16, w),
+            pending: Vec::with_capacity(BLOCK_RECORDS),
+            seq: 0,
+            written: 0,
+            header: false,
+        }
+    }
+
+    /// Writes the first `n` pending records as one entry.
+    fn emit(&mut self, n: usize) -> io::Result<()> {
+        if !self.header {
+            // Epoch 0: a file of its own, not a spool's record stream.
+            self.out.write_all(&encode_header(0))?;
+            self.header = true;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let block = encode_records(&self.pending[..n], LEVEL);
+        self.seq += 1;
+        let head = encode_entry(self.seq, self.written, 0, n as u32, &block);
+        self.out.write_all(&head)?;
+        self.out.write_all(&block)?;
+        self.written += n as u64;
+        self.pending.drain(..n);
+        Ok(())
+    }
+}
+
+impl<W: Write + Send> RecordSink for BlockFileSink<W> {
+    fn write(&mut self, records: &[FlowRecord]) -> io::Result<()> {
+        self.pending.extend_from_slice(records);
+        while self.pending.len() >= BLOCK_RECORDS {
+            self.emit(BLOCK_RECORDS)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.emit(self.pending.len())?;
+        self.out.flush()
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.flush()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockFileError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{}: not a vmflow record file or spool segment (it starts with neither a \
+         VMSG header nor a VMSP entry)",
+        path.display()
+    )]
+    NotBlocks { path: PathBuf },
+    /// Writing the records out failed (a closed pipe ends `cat` quietly).
+    #[error("output: {0}")]
+    Output(#[source] io::Error),
+}
+
+/// What reading one or more files found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    pub entries: u64,
+    pub records: u64,
+    /// Bytes no intact entry covers (skipped; the scan went on after them).
+    pub damaged_bytes: u64,
+    /// Entries whose CRC held but whose block did not decode, and the
+    /// records they said they held.
+    pub bad_blocks: u64,
+    pub bad_block_records: u64,
+}
+
+/// Reads every intact entry of the file at `path` in order, handing each
+/// block's records to `each`. Damaged stretches are skipped (counted in the
+/// stats); the scan goes on at the next intact entry, as the spool's does.
+pub fn read_file(
+    path: &Path,
+    stats: &mut ReadStats,
+    mut each: impl FnMut(&[FlowRecord]) -> io::Result<()>,
+) -> Result<(), BlockFileError> {
+    let io_err = |source| BlockFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = File::open(path).map_err(io_err)?;
+    let len = f.metadata().map_err(io_err)?.len();
+    let mut head = vec![0u8; SEG_HEADER.min(len as usize)];
+    f.read_exact(&mut head).map_err(io_err)?;
+    let mut pos = if parse_header(&head).is_some() {
+        SEG_HEADER as u64
+    } else if head.starts_with(ENTRY_MAGIC) {
+        // A spool segment from before segments had headers.
+        0
+    } else {
+        return Err(BlockFileError::NotBlocks {
+            path: path.to_path_buf(),
+        });
+    };
+    let mut entry = Vec::new();
+    let mut last_seq = 0u64;
+    while pos < len {
+        let found = match read_entry(&mut f, pos, len, &mut entry).map_err(io_err)? {
+            Some(e) if e.seq > last_seq => Some(e),
+            _ => None,
+        };
+        let Some(e) = found else {
+            let next = resync(&mut f, pos + 1, len, last_seq, &mut entry).map_err(io_err)?;
+            stats.damaged_bytes += next - pos;
+            pos = next;
+            continue;
+        };
+        last_seq = e.seq;
+        pos += e.size();
+        stats.entries += 1;
+        match decode_records(&entry[ENTRY_HEADER..]) {
+            Ok(recs) => {
+                stats.records += recs.len() as u64;
+                each(&recs).map_err(BlockFileError::Output)?;
+            }
+            Err(_) => {
+                stats.bad_blocks += 1;
+                stats.bad_block_records += u64::from(e.records);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The intact entry at `pos`, read into `buf` (header and block), if any.
+fn read_entry(f: &mut File, pos: u64, len: u64, buf: &mut Vec<u8>) -> io::Result<Option<Entry>> {
+    if len - pos < ENTRY_HEADER as u64 {
+        return Ok(None);
+    }
+    buf.resize(ENTRY_HEADER, 0);
+    f.seek(SeekFrom::Start(pos))?;
+    f.read_exact(buf)?;
+    if !buf.starts_with(ENTRY_MAGIC) {
+        return Ok(None);
+    }
+    let mut l = [0u8; 4];
+    l.copy_from_slice(&buf[32..36]);
+    let block = u32::from_le_bytes(l);
+    if block > MAX_BLOCK || u64::from(block) > len - pos - ENTRY_HEADER as u64 {
+        return Ok(None);
+    }
+    buf.resize(ENTRY_HEADER + block as usize, 0);
+    f.read_exact(&mut buf[ENTRY_HEADER..])?;
+    Ok(parse_entry(buf, pos))
+}
+
+/// The offset of the next intact entry at or after `from` that follows
+/// `last_seq`, or `len` if there is none.
+fn resync(f: &mut File, from: u64, len: u64, last_seq: u64, buf: &mut Vec<u8>) -> io::Result<u64> {
+    const CHUNK: usize = 1 << 20;
+    let mut chunk = vec![0u8; CHUNK];
+    let mut at = from;
+    while at + ENTRY_HEADER as u64 <= len {
+        let n = CHUNK.min((len - at) as usize);
+        f.seek(SeekFrom::Start(at))?;
+        f.read_exact(&mut chunk[..n])?;
+        let hits: Vec<u64> = chunk[..n]
+            .windows(ENTRY_MAGIC.len())
+            .enumerate()
+            .filter(|(_, w)| *w == ENTRY_MAGIC)
+            .map(|(i, _)| at + i as u64)
+            .collect();
+        for hit in hits {
+            if read_entry(f, hit, len, buf)?.is_some_and(|e| e.seq > last_seq) {
+                return Ok(hit);
+            }
+        }
+        // Overlap by the magic's length less one: a magic across the cut.
+        at += (n - (ENTRY_MAGIC.len() - 1)).max(1) as u64;
+    }
+    Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+    use vmflow_proto::{flow_id, Direction, EndReason};
+
+    fn rec(i: u64) -> FlowRecord {
+        let src = IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8));
+        let dst = IpAddr::V4(Ipv4Addr::new(93, 184, 216, 34));
+        let first = 1_700_000_000_000_000_000 + i * 1_000_000;
+        FlowRecord {
+            flow_id: flow_id(None, 6, src, 40_000, dst, 443, first),
+            segment: 0,
+            is_final: true,
+            ip_version: 4,
+            proto: 6,
+            vlan: None,
+            src_addr: src,
+            src_port: 40_000,
+            dst_addr: dst,
+            dst_port: 443,
+            direction: Direction::Outbound,
+            first_ns: first,
+            last_ns: first + 5_000_000,
+            fwd_packets: 3 + i % 5,
+            fwd_bytes: 180 + i,
+            rev_packets: 2,
+            rev_bytes: 120,
+            fwd_tcp_flags: 0x1b,
+            rev_tcp_flags: 0x1b,
+            icmp_type: None,
+            icmp_code: None,
+            end_reason: EndReason::Fin,
+            gap: false,
+            rule: None,
+            decision: None,
+        }
+    }
+
+    fn write(n: u64) -> (Vec<FlowRecord>, Vec<u8>) {
+        let recs: Vec<FlowRecord> = (0..n).map(rec).collect();
+        let mut out = Vec::new();
+        let mut s = BlockFileSink::new(&mut out);
+        for c in recs.chunks(1000) {
+            s.write(c).unwrap();
+        }
+        s.finish().unwrap();
+        drop(s);
+        (recs, out)
+    }
+
+    fn read(bytes: &[u8]) -> (Vec<FlowRecord>, ReadStats) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.blocks");
+        std::fs::write(&p, bytes).unwrap();
+        let mut got = Vec::new();
+        let mut st = ReadStats::default();
+        read_file(&p, &mut st, |r| {
+            got.extend_from_slice(r);
+            Ok(())
+        })
+        .unwrap();
+        (got, st)
+    }
+
+    fn sorted(mut v: Vec<FlowRecord>) -> Vec<FlowRecord> {
+        v.sort_by_key(|r| (r.first_ns, r.flow_id));
+        v
+    }
+
+    #[test]
+    fn records_come_back_whole() {
+        let (recs, bytes) = write(10_000);
+        let (got, st) = read(&bytes);
+        assert_eq!(st.entries, 3, "4096 + 4096 + 1808");
+        assert_eq!(st.records, 10_000);
+        assert_eq!(st.damaged_bytes, 0);
+        assert_eq!(sorted(got), sorted(recs));
+        // An empty run is still a file of this format.
+        let (none, empty) = write(0);
+        assert!(none.is_empty());
+        assert_eq!(read(&empty).1, ReadStats::default());
+    }
+
+    #[test]
+    fn damage_costs_only_the_entry_it_hits() {
+        let (recs, mut bytes) = write(10_000);
+        // A byte in the middle of the second entry's block.
+        let second = SEG_HEADER + ENTRY_HEADER + {
+            let e = parse_entry(&bytes[SEG_HEADER..], 0).unwrap();
+            e.len as usize
+        };
+        bytes[second + ENTRY_HEADER + 10] ^= 0xff;
+        let (got, st) = read(&bytes);
+        assert_eq!(st.entries, 2);
+        assert_eq!(st.records, 4096 + 1808);
+        assert!(st.damaged_bytes > 0);
+        let want: Vec<FlowRecord> = sorted(recs)
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !(4096..8192).contains(i))
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(sorted(got), want);
+        // A cut file keeps every whole entry before the cut.
+        let (got, st) = read(&bytes[..bytes.len() - 7]);
+        assert_eq!((st.entries, st.records), (1, 4096));
+        assert_eq!(got.len(), 4096);
+    }
+
+    #[test]
+    fn spool_segments_read_like_record_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool =
+            crate::export::spool::Spool::open(crate::disk::real(), dir.path(), 1 << 30).unwrap();
+        let recs: Vec<FlowRecord> = (0..3000).map(rec).collect();
+        for c in recs.chunks(1024) {
+            spool
+                .append(c.len() as u32, 0, &encode_records(c, LEVEL))
+                .unwrap();
+        }
+        spool.sync_now().unwrap();
+        let seg = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "spool"))
+            .unwrap();
+        let (mut got, mut st) = (Vec::new(), ReadStats::default());
+        read_file(&seg, &mut st, |r| {
+            got.extend_from_slice(r);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((st.entries, st.records, st.damaged_bytes), (3, 3000, 0));
+        assert_eq!(sorted(got), recs);
+    }
+
+    #[test]
+    fn other_files_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.ndjson");
+        std::fs::write(&p, b"{\"flow_id\":1}\n").unwrap();
+        let e = read_file(&p, &mut ReadStats::default(), |_| Ok(())).unwrap_err();
+        assert!(e.to_string().contains("x.ndjson") && e.to_string().contains("not a vmflow"));
+    }
+}
