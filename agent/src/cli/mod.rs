@@ -10,6 +10,7 @@ mod azure;
 mod bench;
 mod capture;
 mod certs;
+mod check;
 mod collect;
 mod demo;
 mod engine_args;
@@ -59,6 +60,8 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// The agent: read the configured source, ship records to a collector.
     Run(run::RunArgs),
+    /// Check a configuration as `run` would use it: list what it would do and every problem.
+    Check(check::CheckArgs),
     /// Live capture on network interfaces, records as NDJSON, until SIGTERM/SIGINT.
     Capture(capture::CaptureArgs),
     /// The collector: accept agents over mutual TLS, write their records.
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         Cmd::Bench(a) => bench::cmd(a),
         Cmd::Demo(a) => demo::cmd(a),
         Cmd::Run(a) => run::cmd(a),
+        Cmd::Check(a) => check::cmd(a),
         Cmd::Capture(a) => capture::cmd(a),
         Cmd::Collect(a) => collect::cmd(a),
         Cmd::Azure(c) => azure::cmd(c),

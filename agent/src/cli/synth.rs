@@ -13,10 +13,13 @@ use crate::synth::{self, SynthParams};
 
 #[derive(Args)]
 pub(super) struct SynthArgs {
+    /// Packets to write.
     #[arg(long)]
     packets: u64,
+    /// Flows open at once (at least 1).
     #[arg(long)]
     concurrent: usize,
+    /// Bytes kept of each packet (64..=262144).
     #[arg(long, default_value_t = 65_535)]
     snaplen: u32,
     #[arg(long, default_value_t = 1)]
@@ -32,6 +35,15 @@ pub(super) struct SynthArgs {
 }
 
 pub(super) fn cmd(a: SynthArgs) -> Result<ExitCode, Error> {
+    if a.concurrent == 0 {
+        return Err(Error::Usage(
+            "--concurrent = 0: at least one flow must be open",
+        ));
+    }
+    if !(64..=262_144).contains(&a.snaplen) {
+        let e = format!("--snaplen = {}: must be in 64..=262144", a.snaplen);
+        return Err(crate::config::ConfigError::Invalid(e).into());
+    }
     let cfg = match &a.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),

@@ -4,6 +4,7 @@ pub mod batcher;
 mod ipfix;
 pub mod ipfix_exporter;
 pub mod ipfix_sender;
+pub mod misfit;
 mod ndjson;
 pub mod outputs;
 pub mod ship;
