@@ -498,3 +498,61 @@ fn continuous_capture_is_used_when_available_and_renewal_when_not() {
         }
     }
 }
+
+/// Off Azure the instance metadata service does not answer: the command
+/// says this is likely not an Azure VM and which settings work instead,
+/// rather than only the socket's error. (A loopback port nothing listens
+/// on stands in for 169.254.169.254, which is unreachable off Azure but
+/// answers on an Azure build machine.)
+#[test]
+fn off_azure_the_commands_say_so_and_what_to_configure_instead() {
+    let d = tempfile::tempdir().unwrap();
+    let nobody = common::agents::free_port();
+    let cfg = write(
+        d.path(),
+        "azure.toml",
+        format!("[azure]\nimds_endpoint = \"http://{nobody}\"\n[azure.captures]\n").as_bytes(),
+    );
+    let t0 = std::time::Instant::now();
+    let out = run(vmflow()
+        .args(["azure", "captures", "list", "--config"])
+        .arg(&cfg));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("not running on an Azure VM")
+            && err.contains(&format!("instance metadata service (http://{nobody})"))
+            && err.contains("subscription, location and targets")
+            && err.contains("service_principal"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // Refused at once, not after retries.
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+
+    // With everything but the identity given, the managed identity's token
+    // is what fails, and the advice is about the identity.
+    let standin = ArmStandIn::start(TOKEN);
+    let cfg = write(
+        d.path(),
+        "azure2.toml",
+        format!(
+            "[azure]\nimds_endpoint = \"http://{nobody}\"\n[azure.captures]\nendpoint = {:?}\n\
+             subscription = \"subid\"\nlocation = \"eastus\"\ntargets = [{VM:?}]\n",
+            standin.url
+        )
+        .as_bytes(),
+    );
+    let out = run(vmflow()
+        .args(["azure", "captures", "list", "--config"])
+        .arg(&cfg));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("managed identity token")
+            && err.contains("not running on an Azure VM")
+            && err.contains("client_secret_file")
+            && err.contains("sas_token_file"),
+        "{err}"
+    );
+}

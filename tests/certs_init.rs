@@ -8,11 +8,16 @@ use std::process::{Command, Output};
 
 /// `vmflow certs init DIR --agent NAME…` under `umask`.
 fn certs_init(dir: &Path, agents: &[&str], umask: &str) -> Output {
+    certs_init_with(dir, agents, umask, &[])
+}
+
+fn certs_init_with(dir: &Path, agents: &[&str], umask: &str, flags: &[&str]) -> Output {
     let mut c = Command::new("sh");
     c.args(["-c", &format!("umask {umask} && exec \"$0\" \"$@\"")])
         .arg(env!("CARGO_BIN_EXE_vmflow"))
         .args(["certs", "init"])
-        .arg(dir);
+        .arg(dir)
+        .args(flags);
     for a in agents {
         c.args(["--agent", a]);
     }
@@ -40,14 +45,15 @@ fn keys_are_0600_whatever_the_umask_and_the_mode_of_the_old_key() {
         assert_eq!(mode(&dir.join(f)), 0o644, "{f}");
     }
     // Keys left readable by everyone (copied around, or from an old
-    // version): a new run replaces them, and they are 0600 again.
+    // version): a new run with --force replaces them, and they are 0600
+    // again.
     let mut old = Vec::new();
     for f in KEYS {
         let p = dir.join(f);
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         old.push(std::fs::read(&p).unwrap());
     }
-    let out = certs_init(&dir, &[], "000");
+    let out = certs_init_with(&dir, &[], "000", &["--force"]);
     assert!(out.status.success(), "{out:?}");
     for (f, old) in KEYS.iter().zip(old) {
         let p = dir.join(f);
@@ -123,4 +129,56 @@ fn agent_names_that_are_not_plain_names_are_refused_before_anything_is_written()
     assert!(out.status.success(), "{out:?}");
     assert!(dir.join(format!("{ok}-key.pem")).exists());
     assert!(files_under(d.path()).iter().all(|p| p.starts_with(&dir)));
+}
+
+#[test]
+fn an_existing_ca_or_key_is_kept_unless_forced_and_every_ca_has_its_own_name() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("certs");
+    assert!(certs_init(&dir, &[], "022").status.success());
+    let snapshot = |dir: &Path| {
+        let mut v: Vec<(PathBuf, Vec<u8>)> = files_under(dir)
+            .into_iter()
+            .map(|p| {
+                let b = std::fs::read(&p).unwrap();
+                (p, b)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshot(&dir);
+    let name = vmflow::tls::cert_names(&dir.join("ca.pem"));
+    assert_eq!(name.len(), 1);
+    assert!(name[0].starts_with("vmflow CA "), "{name:?}");
+
+    // A second run refuses, names the file, and writes nothing.
+    let out = certs_init(&dir, &[], "022");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "overwrote the CA: {err}");
+    assert!(
+        err.contains("ca.pem") && err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&dir), before);
+
+    // A new agent's key that is already there is refused too.
+    let other = d.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("web-key.pem"), "mine").unwrap();
+    let out = certs_init(&other, &["web"], "022");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("web-key.pem"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(other.join("web-key.pem")).unwrap(), b"mine");
+
+    // --force replaces everything, with a new CA of another name.
+    let out = certs_init_with(&dir, &[], "022", &["--force"]);
+    assert!(out.status.success(), "{out:?}");
+    let new_name = vmflow::tls::cert_names(&dir.join("ca.pem"));
+    assert_eq!(new_name.len(), 1);
+    assert_ne!(new_name, name, "two CAs with one name");
+    assert_ne!(snapshot(&dir), before);
 }

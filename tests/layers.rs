@@ -33,7 +33,7 @@ const LAYERS: &[&[&str]] = &[
     &["follow"],
     // Wiring the jobs together, the error a job ends with, and the Azure VM
     // extension handler (which drives the agent through its service unit).
-    &["run", "error", "extension"],
+    &["run", "error", "extension", "check"],
     // The command line and the tools.
     &["cli", "synth"],
 ];

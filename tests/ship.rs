@@ -374,3 +374,79 @@ mod refusals {
         );
     }
 }
+
+/// A TLS failure that is a configuration error — the collector's
+/// certificate from another CA than export.ca, a server_name it does not
+/// carry, this agent's certificate from a CA the collector does not take —
+/// is one ERROR naming what to check, while the agent keeps retrying
+/// (quietly) until stopped.
+#[test]
+fn tls_configuration_errors_are_told_once_per_outage_with_what_to_check() {
+    let d = tempfile::tempdir().unwrap();
+    let certs = d.path().join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let other = d.path().join("other");
+    certs_init(&other, &["agent-1"]);
+    let other_ca = vmflow::tls::cert_names(&other.join("ca.pem")).remove(0);
+    let cap = synth_cap(d.path(), 2_000);
+    let out = d.path().join("out");
+    let (_c, addr) = collector(&certs, &out, "127.0.0.1:0");
+    let cases = [
+        // (name, CA dir, cert dir, server_name, what the error must say)
+        (
+            "ca",
+            &other,
+            &certs,
+            "localhost",
+            vec!["is not signed by export.ca", &other_ca, "vmflow certs init"],
+        ),
+        (
+            "name",
+            &certs,
+            &certs,
+            "wrong.example",
+            vec!["not valid for export.server_name = \"wrong.example\""],
+        ),
+        (
+            "client",
+            &certs,
+            &other,
+            "localhost",
+            vec![
+                "the collector refused this agent's certificate",
+                "--client-ca",
+            ],
+        ),
+    ];
+    for (name, ca, cert, server_name, want) in cases {
+        let text = format!(
+            "[source]\nfiles = [{cap:?}]\n[export]\ncollector = {addr:?}\nserver_name = {server_name:?}\n\
+             ca = {:?}\ncert = {:?}\nkey = {:?}\nspool_dir = {:?}\n",
+            ca.join("ca.pem"),
+            cert.join("agent-1.pem"),
+            cert.join("agent-1-key.pem"),
+            d.path().join(format!("spool-{name}")),
+        );
+        let cfg = common::write(d.path(), &format!("{name}.toml"), text.as_bytes());
+        let a = Proc::spawn(
+            common::vmflow()
+                .env("RUST_LOG", "vmflow=debug")
+                .args(["run", "--config"])
+                .arg(&cfg),
+        );
+        let line = a.wait_line("ERROR", Duration::from_secs(30));
+        for w in &want {
+            assert!(line.contains(w), "{name}: {w:?} not in {line}");
+        }
+        // It keeps retrying: wait for three more attempts, told quietly.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while a.text().matches("retrying in").count() < 3 {
+            assert!(std::time::Instant::now() < deadline, "{name}: {}", a.text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let text = a.text();
+        assert_eq!(text.matches("ERROR").count(), 1, "{name}: {text}");
+        assert!(!text.contains("WARN"), "{name}: {text}");
+        a.sigterm();
+    }
+}

@@ -27,6 +27,8 @@ pub enum CertsError {
         #[source]
         source: rcgen::Error,
     },
+    #[error("{}: already exists (a CA or key from an earlier `certs init`); --force replaces everything in the directory", path.display())]
+    Exists { path: PathBuf },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -52,6 +54,10 @@ pub struct CertOptions {
     /// Agents (among `agents`) whose certificates expired long ago, for
     /// testing refusals.
     pub expired_agents: Vec<String>,
+    /// Replace certificates and keys already in the directory (else an
+    /// existing one is refused: a new CA would orphan every certificate the
+    /// old one signed).
+    pub force: bool,
 }
 
 impl Default for CertOptions {
@@ -60,6 +66,7 @@ impl Default for CertOptions {
             collector_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             agents: vec!["agent-1".into()],
             expired_agents: Vec::new(),
+            force: false,
         }
     }
 }
@@ -105,11 +112,28 @@ pub fn init(dir: &Path, opts: &CertOptions) -> Result<(), CertsError> {
     for name in &opts.agents {
         check_agent_name(name)?;
     }
+    if !opts.force {
+        let names = ["ca", "collector"]
+            .into_iter()
+            .map(String::from)
+            .chain(opts.agents.iter().cloned());
+        for name in names {
+            for file in [format!("{name}.pem"), format!("{name}-key.pem")] {
+                let path = dir.join(file);
+                // symlink_metadata: a dangling link is still something there.
+                if path.symlink_metadata().is_ok() {
+                    return Err(CertsError::Exists { path });
+                }
+            }
+        }
+    }
     create_dir(dir)?;
     let ca_key = KeyPair::generate().map_err(|e| tls_err("CA key", e))?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_err("CA", e))?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "vmflow CA");
+    // Each CA has its own name, so "signed by another CA" can say which.
+    ca.distinguished_name
+        .push(DnType::CommonName, ca_name(&ca_key.public_key_raw()));
     ca.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -155,6 +179,18 @@ pub fn init(dir: &Path, opts: &CertOptions) -> Result<(), CertsError> {
         write(dir, &format!("{name}-key.pem"), &k, true)?;
     }
     Ok(())
+}
+
+/// `vmflow CA` and 8 bytes of the CA's public key in hex: unique per CA,
+/// no random source needed beyond the key's own.
+fn ca_name(public_key: &[u8]) -> String {
+    let hex: String = public_key
+        .iter()
+        .rev()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("vmflow CA {hex}")
 }
 
 fn create_dir(dir: &Path) -> Result<(), CertsError> {

@@ -7,6 +7,7 @@ pub mod azure;
 pub mod calendar;
 pub mod capture;
 pub mod certs;
+pub mod check;
 pub mod cli;
 pub mod collect;
 pub mod config;

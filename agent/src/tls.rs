@@ -136,3 +136,55 @@ pub fn agent_cn(cert: &CertificateDer<'_>) -> Option<String> {
     let cn = x.subject().iter_common_name().next()?.as_str().ok()?;
     (!cn.is_empty()).then(|| cn.to_string())
 }
+
+/// The subject common names of the certificates in `path` (a CA file), for
+/// messages that say which CA is meant; empty if the file does not parse.
+pub fn cert_names(path: &Path) -> Vec<String> {
+    certs(path)
+        .map(|list| list.iter().filter_map(agent_cn).collect())
+        .unwrap_or_default()
+}
+
+/// The first certificate in `path` is valid now (not expired, not yet to
+/// come); the message names the file and the date.
+pub fn validity(path: &Path) -> Result<(), String> {
+    let list = certs(path).map_err(|e| e.to_string())?;
+    let (_, x) = x509_parser::parse_x509_certificate(list[0].as_ref())
+        .map_err(|e| format!("TLS: {}: {e}", path.display()))?;
+    let v = x.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if now > v.not_after {
+        return Err(format!(
+            "TLS: {}: expired on {}",
+            path.display(),
+            v.not_after
+        ));
+    }
+    if now < v.not_before {
+        return Err(format!(
+            "TLS: {}: not valid before {}",
+            path.display(),
+            v.not_before
+        ));
+    }
+    Ok(())
+}
+
+/// The client certificate in `cert` chains to a CA in `ca` (as a collector
+/// with `--client-ca ca` would check it).
+pub fn issued_by(cert: &Path, ca: &Path) -> Result<(), String> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots(ca).map_err(|e| e.to_string())?),
+        provider(),
+    )
+    .build()
+    .map_err(|e| e.to_string())?;
+    let chain = certs(cert).map_err(|e| e.to_string())?;
+    verifier
+        .verify_client_cert(&chain[0], &chain[1..], rustls::pki_types::UnixTime::now())
+        .map(|_| ())
+        .map_err(|e| {
+            let names = cert_names(ca);
+            format!("not accepted by the CA in {} {names:?}: {e}", ca.display())
+        })
+}

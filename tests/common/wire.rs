@@ -18,9 +18,10 @@ pub fn issue_agent(certs: &Path, cn: &str, file: &str) {
     use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
     let ca_key =
         KeyPair::from_pem(&std::fs::read_to_string(certs.join("ca-key.pem")).unwrap()).unwrap();
-    // The CA's subject as `certs init` writes it: the issuer name must match.
+    // The CA's subject as `certs init` wrote it: the issuer name must match.
+    let ca_name = vmflow::tls::cert_names(&certs.join("ca.pem")).remove(0);
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.distinguished_name.push(DnType::CommonName, "vmflow CA");
+    ca.distinguished_name.push(DnType::CommonName, ca_name);
     let issuer = Issuer::new(ca, ca_key);
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -119,9 +119,20 @@ impl Tokens {
         };
         let secrets = self.secrets();
         let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-        let mut resp = res.map_err(|e| AzureError::Transport {
-            op: op.clone(),
-            msg: redact(&e.to_string(), &secrets),
+        let mut resp = res.map_err(|e| {
+            let msg = redact(&e.to_string(), &secrets);
+            match &self.identity {
+                Identity::Managed { endpoint, .. } => super::credentials::metadata_unreachable(
+                    &op,
+                    endpoint,
+                    &msg,
+                    super::credentials::INSTEAD_OF_MANAGED,
+                ),
+                Identity::ServicePrincipal { .. } => AzureError::Transport {
+                    op: op.clone(),
+                    msg,
+                },
+            }
         })?;
         let status = resp.status().as_u16();
         let body = resp

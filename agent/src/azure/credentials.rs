@@ -9,6 +9,24 @@ use super::blob::{BlobAuth, BlobClient};
 use super::AzureError;
 use crate::config::{AzureConfig, BlobConfig, IdentityKind};
 
+/// The instance metadata service did not answer at all (`cause`): the
+/// likely reason is that this is not an Azure VM, and no retry will change
+/// that. Says so, and which settings work instead (`instead`).
+pub fn metadata_unreachable(op: &str, endpoint: &str, cause: &str, instead: &str) -> AzureError {
+    AzureError::Transport {
+        op: op.to_string(),
+        msg: format!(
+            "not running on an Azure VM? the instance metadata service ({endpoint}) is unreachable ({cause}); \
+             off Azure, {instead}"
+        ),
+    }
+}
+
+/// What to give instead of the managed identity off Azure.
+pub const INSTEAD_OF_MANAGED: &str =
+    "set identity = \"service_principal\" with tenant, client_id and \
+     client_secret_file in [azure], or a SAS (sas_token_file) for Blob and flow-log sources";
+
 /// A secret file that cannot be read: named, never its content.
 fn io(path: &Path, e: std::io::Error) -> AzureError {
     AzureError::Credentials(format!("{}: {e}", path.display()))

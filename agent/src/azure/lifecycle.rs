@@ -26,9 +26,15 @@ pub fn instance(imds: &str) -> Result<(String, String, String), AzureError> {
         .get(&url)
         .header("Metadata", "true")
         .call()
-        .map_err(|e| AzureError::Transport {
-            op: op.into(),
-            msg: e.to_string(),
+        .map_err(|e| {
+            super::credentials::metadata_unreachable(
+                op,
+                imds,
+                &e.to_string(),
+                "give subscription, location and targets in [azure.captures], and a service \
+                 principal in [azure] (identity = \"service_principal\", tenant, client_id, \
+                 client_secret_file)",
+            )
         })?;
     let body = r
         .body_mut()

@@ -42,6 +42,27 @@ pub(super) struct CaptureArgs {
 pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
     crate::capture::live::available()?;
     let cfg = engine_config(&a.engine)?;
+    // The same bounds as capture.live.snaplen and ring_mib's blocks.
+    if !(64..=262_144).contains(&a.snaplen) {
+        return Err(invalid(format!(
+            "--snaplen = {}: must be in 64..=262144",
+            a.snaplen
+        )));
+    }
+    let page = crate::platform::page_size();
+    if a.ring_block_kib == 0 || a.ring_block_kib > 1 << 20 || (a.ring_block_kib << 10) % page != 0 {
+        return Err(invalid(format!(
+            "--ring-block-kib = {}: must be a multiple of the page size ({} KiB) up to 1048576",
+            a.ring_block_kib,
+            page >> 10
+        )));
+    }
+    if !(2..=4096).contains(&a.ring_blocks) {
+        return Err(invalid(format!(
+            "--ring-blocks = {}: must be in 2..=4096",
+            a.ring_blocks
+        )));
+    }
     let ifaces = if a.interfaces.is_empty() {
         crate::capture::live::default_interfaces()
     } else {
@@ -53,8 +74,8 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
     let opts = crate::capture::live::RingOptions {
         snaplen: a.snaplen,
         promiscuous: a.promiscuous,
-        blocks: a.ring_blocks.max(2),
-        block_size: a.ring_block_kib.clamp(4, 1 << 20) << 10,
+        blocks: a.ring_blocks,
+        block_size: a.ring_block_kib << 10,
         ..Default::default()
     };
     let mut rings = ifaces
@@ -116,4 +137,8 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         None => Ok(ExitCode::SUCCESS),
         Some(e) => Err(e.into()),
     }
+}
+
+fn invalid(message: String) -> Error {
+    crate::config::ConfigError::Invalid(message).into()
 }

@@ -12,8 +12,13 @@ pub(super) enum CertsCmd {
     /// Make a CA, a collector certificate and agent certificates in DIR.
     Init {
         /// Directory to write ca.pem, collector.pem, agent-N.pem and their
-        /// keys to (created if missing).
+        /// keys to (created 0700 if missing).
         dir: PathBuf,
+        /// Replace a CA, certificates and keys already in DIR (without it,
+        /// an existing one is an error: certificates the old CA signed would
+        /// stop working).
+        #[arg(long)]
+        force: bool,
         /// Agent names (certificate CN); repeat for several. Default: agent-1.
         #[arg(long = "agent")]
         agents: Vec<String>,
@@ -22,8 +27,11 @@ pub(super) enum CertsCmd {
 
 pub(super) fn cmd(c: CertsCmd) -> Result<ExitCode, Error> {
     match c {
-        CertsCmd::Init { dir, agents } => {
-            let mut opts = crate::certs::CertOptions::default();
+        CertsCmd::Init { dir, force, agents } => {
+            let mut opts = crate::certs::CertOptions {
+                force,
+                ..Default::default()
+            };
             if !agents.is_empty() {
                 opts.agents = agents;
             }

@@ -11,9 +11,10 @@ use crate::error::Error;
 
 #[derive(Args)]
 pub(super) struct CollectCmd {
-    /// Address to listen on (port 0 picks one; the bound address is printed).
+    /// Address to listen on, host:port (a name such as localhost:7000 is
+    /// resolved; port 0 picks one; the bound address is printed).
     #[arg(long)]
-    listen: std::net::SocketAddr,
+    listen: String,
     /// The collector's certificate chain (PEM), e.g. collector.pem from
     /// `vmflow certs init`.
     #[arg(long)]
@@ -48,8 +49,15 @@ pub(super) struct CollectCmd {
 }
 
 pub(super) fn cmd(a: CollectCmd) -> Result<ExitCode, Error> {
+    let listen = crate::config::listen_addr("--listen", &a.listen)?;
+    if a.out.exists() && !a.out.is_dir() {
+        return Err(Error::io(
+            &a.out,
+            std::io::Error::other("--out is not a directory"),
+        ));
+    }
     crate::run::run_collector(crate::run::CollectArgs {
-        listen: a.listen,
+        listen,
         cert: a.cert,
         key: a.key,
         client_ca: a.client_ca,

@@ -48,6 +48,10 @@ pub(super) fn cmd(a: DemoArgs) -> Result<ExitCode, Error> {
             (d.clone(), Some(Scratch(d)))
         }
     };
+    if dir.exists() && !dir.is_dir() {
+        let e = std::io::Error::other("--dir is not a directory");
+        return Err(Error::io(&dir, e));
+    }
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let cap = dir.join("demo.pcap");
     let params = SynthParams {
@@ -67,7 +71,12 @@ pub(super) fn cmd(a: DemoArgs) -> Result<ExitCode, Error> {
     );
 
     let certs = dir.join("certs");
-    crate::certs::init(&certs, &crate::certs::CertOptions::default())?;
+    // The demo's own scratch CA: a rerun in the same --dir replaces it.
+    let opts = crate::certs::CertOptions {
+        force: true,
+        ..Default::default()
+    };
+    crate::certs::init(&certs, &opts)?;
     let out = dir.join("collector");
     let tls = crate::tls::server_config(
         &certs.join("collector.pem"),

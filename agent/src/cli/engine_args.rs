@@ -13,7 +13,8 @@ pub(super) struct EngineArgs {
     /// TOML configuration file.
     #[arg(long)]
     pub(super) config: Option<PathBuf>,
-    /// Flow shard threads (default: config, else cores - 1).
+    /// Flow shard threads; 0 = cores - 1, as `threads = 0` in the file
+    /// (default: the config's, else 0).
     #[arg(long)]
     pub(super) threads: Option<usize>,
     /// Local network (CIDR); repeat for several. Replaces the configured list.
@@ -27,9 +28,6 @@ pub(super) fn engine_config(a: &EngineArgs) -> Result<Config, Error> {
         None => Config::default(),
     };
     if let Some(t) = a.threads {
-        if t == 0 {
-            return Err(Error::Usage("--threads must be at least 1"));
-        }
         cfg.pipeline.threads = t;
     }
     if !a.local_net.is_empty() {

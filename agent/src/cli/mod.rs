@@ -11,6 +11,7 @@ mod bench;
 mod capture;
 mod cat;
 mod certs;
+mod check;
 mod collect;
 mod demo;
 mod docs;
@@ -61,6 +62,8 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// The agent: read the configured source, ship records to a collector.
     Run(run::RunArgs),
+    /// Check a configuration as `run` would use it: list what it would do and every problem.
+    Check(check::CheckArgs),
     /// Live capture on network interfaces, records as NDJSON, until SIGTERM/SIGINT.
     Capture(capture::CaptureArgs),
     /// Print record files (`replay --format blocks`) and spool segments as NDJSON.
@@ -97,6 +100,7 @@ pub fn main() -> ExitCode {
         Cmd::Bench(a) => bench::cmd(a),
         Cmd::Demo(a) => demo::cmd(a),
         Cmd::Run(a) => run::cmd(a),
+        Cmd::Check(a) => check::cmd(a),
         Cmd::Capture(a) => capture::cmd(a),
         Cmd::Cat(a) => cat::cmd(a),
         Cmd::Collect(a) => collect::cmd(a),

@@ -16,11 +16,11 @@ pub(super) struct SynthArgs {
     /// Packets to write.
     #[arg(long)]
     packets: u64,
-    /// Flows open at once (the generator's working set).
+    /// Flows open at once (at least 1).
     #[arg(long)]
     concurrent: usize,
-    /// Bytes of each packet written to the file (the rest is only counted
-    /// in the IP length, as in a header-only capture).
+    /// Bytes of each packet written to the file (64..=262144; the rest is
+    /// only counted in the IP length, as in a header-only capture).
     #[arg(long, default_value_t = 65_535)]
     snaplen: u32,
     /// Random seed: the same seed and settings give the same file.
@@ -38,6 +38,15 @@ pub(super) struct SynthArgs {
 }
 
 pub(super) fn cmd(a: SynthArgs) -> Result<ExitCode, Error> {
+    if a.concurrent == 0 {
+        return Err(Error::Usage(
+            "--concurrent = 0: at least one flow must be open",
+        ));
+    }
+    if !(64..=262_144).contains(&a.snaplen) {
+        let e = format!("--snaplen = {}: must be in 64..=262144", a.snaplen);
+        return Err(crate::config::ConfigError::Invalid(e).into());
+    }
     let cfg = match &a.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),

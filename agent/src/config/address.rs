@@ -7,6 +7,23 @@ use super::ConfigError;
 /// `value` is `host:port`: a name, an IPv4 address or a bracketed IPv6
 /// address, and a port in 1..=65535.
 pub fn host_port(key: &str, value: &str) -> Result<(), ConfigError> {
+    check(key, value, false)
+}
+
+/// An address to listen on: `host:port` by the same rules, but port 0 (any
+/// free port) is allowed; a name is resolved and its first address taken.
+pub fn listen_addr(key: &str, value: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    check(key, value, true)?;
+    let mut found = value.to_socket_addrs().map_err(|e| {
+        ConfigError::Invalid(format!("{key} = {value:?}: cannot resolve the host: {e}"))
+    })?;
+    found
+        .next()
+        .ok_or_else(|| ConfigError::Invalid(format!("{key} = {value:?}: the host has no address")))
+}
+
+fn check(key: &str, value: &str, port_zero: bool) -> Result<(), ConfigError> {
     let bad = |why: &str| {
         Err(ConfigError::Invalid(format!(
             "{key} = {value:?}: {why} (host:port, e.g. collector.example:4739 or [2001:db8::1]:4739)"
@@ -16,7 +33,7 @@ pub fn host_port(key: &str, value: &str) -> Result<(), ConfigError> {
         return bad("no port");
     };
     match port.parse::<u16>() {
-        Ok(0) => return bad("port 0"),
+        Ok(0) if !port_zero => return bad("port 0"),
         Ok(_) => {}
         Err(_) => return bad("the port is not a number in 1..=65535"),
     }
@@ -39,6 +56,28 @@ pub fn host_port(key: &str, value: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses_resolve_names_and_allow_port_0() {
+        let a = listen_addr("--listen", "localhost:7000").unwrap();
+        assert!(a.ip().is_loopback() && a.port() == 7000, "{a}");
+        assert_eq!(
+            listen_addr("--listen", "127.0.0.1:0").unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert_eq!(
+            listen_addr("--listen", "[::1]:9").unwrap(),
+            "[::1]:9".parse().unwrap()
+        );
+        for (bad, why) in [
+            ("localhost", "no port"),
+            ("::1:4739", "brackets"),
+            ("no-such-host.invalid:7000", "cannot resolve"),
+        ] {
+            let e = listen_addr("--listen", bad).unwrap_err().to_string();
+            assert!(e.contains("--listen") && e.contains(why), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn addresses_that_can_connect_pass_and_the_rest_say_why() {

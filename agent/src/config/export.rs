@@ -19,6 +19,9 @@ pub struct ExportConfig {
     /// This agent's certificate and key (its identity at the collector).
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Default: `$STATE_DIRECTORY/spool` under systemd, else
+    /// `/var/lib/vmflow/spool` (Windows: `%ProgramData%\vmflow\spool`).
+    #[serde(default = "crate::platform::default_spool_dir")]
     pub spool_dir: PathBuf,
     #[serde(default = "default_spool_mib")]
     pub spool_max_mib: u64,

@@ -25,6 +25,7 @@ use crate::flow::TableConfig;
 use crate::net::{Cidr, LocalNets};
 use crate::settings::{FlowSettings, Settings};
 
+pub use address::listen_addr;
 pub use azure::{AzureConfig, CapturesConfig, IdentityKind};
 pub use blob::{AfterRead, BlobConfig};
 pub use capture::{CaptureConfig, LiveConfig, DEFAULT_RING_BLOCKS, DEFAULT_RING_BLOCK_KIB};

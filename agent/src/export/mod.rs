@@ -5,6 +5,7 @@ pub mod blocks;
 mod ipfix;
 pub mod ipfix_exporter;
 pub mod ipfix_sender;
+pub mod misfit;
 mod ndjson;
 pub mod outputs;
 pub mod ship;

@@ -20,6 +20,7 @@ use tokio_rustls::TlsConnector;
 use vmflow_proto::session::{AgentConfig, AgentEvent, AgentSession};
 use vmflow_proto::{Batch, Hello, SessionError, PROTOCOL_VERSION};
 
+use super::misfit::{misconfigured, TrustFiles};
 use super::spool::{Spool, SpoolError};
 use crate::episode::{Backoff, Episode, Say};
 
@@ -44,6 +45,8 @@ pub struct ShipOptions {
     /// A session that lasted this long counts as progress even if it had
     /// nothing to send (backoff starts small again).
     pub healthy_after: Duration,
+    /// The CA and certificate files, named when TLS fails because of them.
+    pub trust: TrustFiles,
 }
 
 impl ShipOptions {
@@ -61,6 +64,7 @@ impl ShipOptions {
             ack_timeout: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
             healthy_after: Duration::from_secs(60),
+            trust: TrustFiles::default(),
         }
     }
 }
@@ -128,6 +132,21 @@ pub enum ShipFailure {
     SyncTask(#[source] tokio::task::JoinError),
 }
 
+impl ShipFailure {
+    /// The socket's error, for the failures that have one (TLS failures
+    /// arrive as one, with rustls' error inside).
+    fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            ShipFailure::Handshake(e)
+            | ShipFailure::SendHello(e)
+            | ShipFailure::ReceiveHello(e)
+            | ShipFailure::Send(e)
+            | ShipFailure::Receive(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Runs until `drained` says the input is over and the spool holds nothing
 /// unacknowledged, or until `stop` fires. Never gives up on its own.
 pub async fn ship(
@@ -141,6 +160,9 @@ pub async fn ship(
     // The first retry waits twice the base.
     let mut backoff = Backoff::new(opts.backoff_base * 2, opts.backoff_cap);
     let mut outage = Episode::new(Duration::from_secs(300));
+    // The configuration error told during this outage: told once, as an
+    // error, instead of a warning per attempt.
+    let mut told: Option<String> = None;
     let mut jitter = crate::rng::Rng::new(u64::from(std::process::id()) ^ 0x9e37);
     loop {
         if *stop.borrow() {
@@ -167,6 +189,7 @@ pub async fn ship(
         // hammered.
         if progress || started.elapsed() >= opts.healthy_after {
             backoff.reset();
+            told = None;
             if let Some((n, t)) = outage.recover() {
                 tracing::info!(
                     "collector {}: delivering again after {n} failed attempts over {:.0} s",
@@ -183,17 +206,31 @@ pub async fn ship(
                 // Full jitter: agents that lost the collector together do not
                 // come back in lockstep.
                 let wait = exp.mul_f64(0.5 + 0.5 * jitter.unit());
-                match outage.fail() {
-                    Say::First => tracing::warn!(
+                let say = outage.fail();
+                let misfit = e
+                    .cause
+                    .io_error()
+                    .and_then(|io| misconfigured(io, &opts.server_name, &opts.trust));
+                match (misfit, say) {
+                    (Some(m), _) if told.as_ref() != Some(&m) => {
+                        tracing::error!(
+                            "collector {}: {m} ({}); retrying with backoff, this is told once per outage",
+                            e.collector,
+                            e.cause
+                        );
+                        told = Some(m);
+                    }
+                    (Some(_), _) => tracing::debug!("{e}; retrying in {:.1} s", wait.as_secs_f64()),
+                    (None, Say::First) => tracing::warn!(
                         "{e}; retrying with backoff (further failures are summarised every 5 minutes)"
                     ),
-                    Say::Summary { count, over } => tracing::warn!(
+                    (None, Say::Summary { count, over }) => tracing::warn!(
                         "collector {}: still failing: {count} attempts in {} s; last: {}",
                         e.collector,
                         over.as_secs(),
                         e.cause
                     ),
-                    Say::Nothing => {
+                    (None, Say::Nothing) => {
                         tracing::debug!("{e}; retrying in {:.1} s", wait.as_secs_f64())
                     }
                 }

@@ -4,7 +4,7 @@
 use std::fs::{DirBuilder, File, Metadata, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -74,6 +74,29 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Tells a file from another that took its name: the inode number.
 pub fn file_key(meta: &Metadata) -> u64 {
     meta.ino()
+}
+
+/// The memory page size (an AF_PACKET ring's blocks are multiples of it).
+pub fn page_size() -> usize {
+    rustix::param::page_size()
+}
+
+/// `export.spool_dir` when the file gives none: systemd's `StateDirectory`
+/// when the unit has one (`$STATE_DIRECTORY`, the first of a list), else
+/// `/var/lib/vmflow/spool` (the package's unit: the same place).
+pub fn default_spool_dir() -> PathBuf {
+    match std::env::var_os("STATE_DIRECTORY") {
+        Some(v) if !v.is_empty() => {
+            let first = v
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            PathBuf::from(first).join("spool")
+        }
+        _ => PathBuf::from("/var/lib/vmflow/spool"),
+    }
 }
 
 /// How many descriptors the process may hold (`None`: no limit).

@@ -158,6 +158,18 @@ pub fn file_key(meta: &Metadata) -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Pages are 4 KiB on every Windows this builds for (live capture, the only
+/// user, is Linux-only anyway).
+pub fn page_size() -> usize {
+    4096
+}
+
+/// `export.spool_dir` when the file gives none: `%ProgramData%\vmflow\spool`,
+/// where the extension and the service put it too.
+pub fn default_spool_dir() -> std::path::PathBuf {
+    service::data_dir().join("spool")
+}
+
 /// Windows has no descriptor limit of the Unix kind (handles are limited
 /// by memory): a budget of 1 000 connections plus the 64 the collector
 /// keeps for its files, listener and runtime.

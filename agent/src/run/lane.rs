@@ -139,6 +139,8 @@ fn ship_options(x: &ExportConfig, tls: Arc<rustls::ClientConfig>, stream: &str) 
         x.agent_id.clone()
     };
     opts.stream = stream.to_string();
+    opts.trust =
+        crate::export::misfit::TrustFiles::new(&x.ca, crate::tls::cert_names(&x.ca), &x.cert);
     opts
 }
 
