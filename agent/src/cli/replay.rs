@@ -12,7 +12,7 @@ use super::summary::finish;
 use crate::error::Error;
 use vmflow_proto::ipfix::IpfixMode;
 
-use crate::export::{IpfixFileSink, NdjsonSink, RecordSink};
+use crate::export::{CsvSink, IpfixFileSink, NdjsonSink, RecordSink};
 
 #[derive(Args)]
 pub(super) struct ReplayArgs {
@@ -21,8 +21,9 @@ pub(super) struct ReplayArgs {
     /// Where to write records; `-` is standard output.
     #[arg(long, default_value = "-")]
     out: String,
-    /// `ndjson` (one JSON object per line) or `ipfix` (IPFIX messages back
-    /// to back, RFC 5655 style; the template the README describes).
+    /// `ndjson` (one JSON object per line), `csv` (a header line, then the
+    /// same fields in the same order) or `ipfix` (IPFIX messages back to
+    /// back, RFC 5655 style; the template the README describes).
     #[arg(long, value_enum, default_value_t = Format::Ndjson)]
     format: Format,
     /// IPFIX: `biflow` (reverse counters as RFC 5103 elements) or `uniflow`
@@ -44,6 +45,7 @@ pub(super) struct ReplayArgs {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Format {
     Ndjson,
+    Csv,
     Ipfix,
 }
 
@@ -63,6 +65,7 @@ pub(super) fn cmd(a: ReplayArgs) -> Result<ExitCode, Error> {
     };
     let sink: Box<dyn RecordSink> = match a.format {
         Format::Ndjson => Box::new(NdjsonSink::new(out)),
+        Format::Csv => Box::new(CsvSink::new(out)),
         Format::Ipfix => {
             let mode = match a.ipfix_mode {
                 Mode::Biflow => IpfixMode::Biflow,

@@ -1,6 +1,7 @@
 //! Where finished flow records go.
 
 pub mod batcher;
+pub mod csv;
 mod ipfix;
 pub mod ipfix_exporter;
 pub mod ipfix_sender;
@@ -9,6 +10,7 @@ pub mod outputs;
 pub mod ship;
 pub mod spool;
 
+pub use csv::CsvSink;
 pub use ipfix::IpfixFileSink;
 pub use ndjson::{encode as encode_ndjson, NdjsonSink};
 
