@@ -22,6 +22,7 @@ pub mod follow;
 pub mod identity;
 pub mod pipeline;
 pub mod platform;
+pub mod query;
 pub mod run;
 pub mod synth;
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod demo;
 mod engine_args;
 mod extension;
 mod logging;
+mod query;
 mod replay;
 mod run;
 mod service;
@@ -59,10 +60,12 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// The agent: read the configured source, ship records to a collector.
     Run(run::RunArgs),
-    /// Live capture on network interfaces, records as NDJSON, until SIGTERM/SIGINT.
+    /// Live capture on network interfaces, records as NDJSON or CSV, until SIGTERM/SIGINT.
     Capture(capture::CaptureArgs),
     /// The collector: accept agents over mutual TLS, write their records.
     Collect(collect::CollectCmd),
+    /// Read records back (the collector's output or NDJSON): filter, group, sort.
+    Query(query::QueryArgs),
     /// Certificates for trying the shipping path out.
     #[command(subcommand)]
     Certs(certs::CertsCmd),
@@ -91,6 +94,7 @@ pub fn main() -> ExitCode {
         Cmd::Run(a) => run::cmd(a),
         Cmd::Capture(a) => capture::cmd(a),
         Cmd::Collect(a) => collect::cmd(a),
+        Cmd::Query(a) => query::cmd(a),
         Cmd::Azure(c) => azure::cmd(c),
         Cmd::Certs(c) => certs::cmd(c),
         Cmd::Extension(c) => extension::cmd(c),
