@@ -11,7 +11,7 @@ as_root() {
 
 # tool:package pairs the tests call.
 missing=()
-for pair in tshark:tshark tcpdump:tcpdump ping:iputils-ping curl:curl ip:iproute2 python3:python3 iperf3:iperf3 setpriv:util-linux node:nodejs npm:npm nfcapd:nfdump wine:wine64; do
+for pair in tshark:tshark tcpdump:tcpdump ping:iputils-ping curl:curl ip:iproute2 python3:python3 iperf3:iperf3 setpriv:util-linux node:nodejs npm:npm nfcapd:nfdump wine:wine64 chromium:chromium; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -17,6 +17,7 @@ mod extension;
 mod logging;
 mod query;
 mod replay;
+mod report;
 mod run;
 mod service;
 mod summary;
@@ -66,6 +67,8 @@ enum Cmd {
     Collect(collect::CollectCmd),
     /// Read records back (the collector's output or NDJSON): filter, group, sort.
     Query(query::QueryArgs),
+    /// An HTML page of the records: coverage, traffic over time, top talkers and services, agents.
+    Report(report::ReportArgs),
     /// Certificates for trying the shipping path out.
     #[command(subcommand)]
     Certs(certs::CertsCmd),
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
         Cmd::Capture(a) => capture::cmd(a),
         Cmd::Collect(a) => collect::cmd(a),
         Cmd::Query(a) => query::cmd(a),
+        Cmd::Report(a) => report::cmd(a),
         Cmd::Azure(c) => azure::cmd(c),
         Cmd::Certs(c) => certs::cmd(c),
         Cmd::Extension(c) => extension::cmd(c),

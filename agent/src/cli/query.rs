@@ -72,6 +72,43 @@ pub(super) struct FilterArgs {
 }
 
 impl FilterArgs {
+    /// The filter as the command line gave it (for the report's header).
+    pub(super) fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(t) = self.since {
+            parts.push(format!("since {}", query::time::format(t)));
+        }
+        if let Some(t) = self.until {
+            parts.push(format!("until {}", query::time::format(t)));
+        }
+        let list = |name: &str, v: Vec<String>, parts: &mut Vec<String>| {
+            if !v.is_empty() {
+                parts.push(format!("{name} {}", v.join(" or ")));
+            }
+        };
+        list(
+            "host",
+            self.host.iter().map(|c| c.to_string()).collect(),
+            &mut parts,
+        );
+        list(
+            "port",
+            self.port.iter().map(|p| p.to_string()).collect(),
+            &mut parts,
+        );
+        list(
+            "proto",
+            self.proto
+                .iter()
+                .map(|p| query::filter::proto_name(*p))
+                .collect(),
+            &mut parts,
+        );
+        list("direction", self.direction.clone(), &mut parts);
+        list("agent", self.agent.clone(), &mut parts);
+        parts.join(", ")
+    }
+
     pub(super) fn filter(&self) -> Filter {
         Filter {
             since: self.since,
@@ -99,13 +136,22 @@ fn query(a: QueryArgs) -> Result<ExitCode, QueryError> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
     if a.agents {
-        let mut all = Vec::new();
+        let (mut all, mut damaged) = (Vec::new(), Vec::new());
         for p in &a.paths {
-            all.extend(query::agents::list(std::path::Path::new(p))?);
+            let (found, bad) = query::agents::list(std::path::Path::new(p))?;
+            all.extend(found);
+            damaged.extend(bad);
         }
         query::agents::write(&mut out, &all, a.output == Output::Ndjson)?;
         out.flush().map_err(QueryError::Output)?;
-        return Ok(ExitCode::SUCCESS);
+        for e in &damaged {
+            eprintln!("query: {e}");
+        }
+        return Ok(if damaged.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
     let filter = a.filter.filter();
     let inputs = query::read::inputs(&a.paths)?;

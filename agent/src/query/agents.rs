@@ -44,12 +44,20 @@ impl StreamInfo {
 }
 
 /// Every stream directory (one with a `state` file) under `out`, in path
-/// order.
-pub fn list(out: &Path) -> Result<Vec<StreamInfo>, QueryError> {
+/// order; a stream whose state does not read is left out and its error
+/// returned beside the others.
+pub fn list(out: &Path) -> Result<(Vec<StreamInfo>, Vec<QueryError>), QueryError> {
     let mut dirs = Vec::new();
     find_streams(out, &mut dirs)?;
     dirs.sort();
-    dirs.iter().map(|d| stream(d)).collect()
+    let (mut ok, mut bad) = (Vec::new(), Vec::new());
+    for d in &dirs {
+        match stream(d) {
+            Ok(s) => ok.push(s),
+            Err(e) => bad.push(e),
+        }
+    }
+    Ok((ok, bad))
 }
 
 fn find_streams(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), QueryError> {
