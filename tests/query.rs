@@ -153,7 +153,8 @@ fn each_filter_selects_what_a_naive_filter_selects() {
         )
     };
     let host = s(&recs[recs.len() / 2].v, "dst_addr");
-    let cases: Vec<(Vec<String>, Box<dyn Fn(&Naive) -> bool>)> = vec![
+    type Keep = Box<dyn Fn(&Naive) -> bool>;
+    let cases: Vec<(Vec<String>, Keep)> = vec![
         (
             vec!["--since".into(), secs(third)],
             Box::new(move |r| u(&r.v, "last_ns") >= third),

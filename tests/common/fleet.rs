@@ -156,7 +156,8 @@ pub fn naive_groups<'a>(
     recs: impl Iterator<Item = &'a Naive>,
 ) -> std::collections::BTreeMap<String, [u64; 8]> {
     use std::collections::{BTreeMap, BTreeSet};
-    let mut m: BTreeMap<String, ([u64; 8], BTreeSet<(PathBuf, u64)>)> = BTreeMap::new();
+    type Flows = BTreeSet<(PathBuf, u64)>;
+    let mut m: BTreeMap<String, ([u64; 8], Flows)> = BTreeMap::new();
     for r in recs {
         let k = Value::from(naive_key(by, r)).to_string();
         let (t, flows) = m

@@ -111,12 +111,12 @@ fn direction_index(d: &str) -> Option<u8> {
         .map(|i| i as u8)
 }
 
-/// The group a record belongs to; `Err` for an address that does not parse
-/// (the line is then not a record the query can use).
-pub fn key(by: Option<GroupBy>, input: &Input, r: &Rec) -> Result<Key, ()> {
-    let addr = |s: &str| s.parse::<IpAddr>().map_err(|_| ());
-    let dir = direction_index(r.direction).ok_or(())?;
-    Ok(match by {
+/// The group a record belongs to; `None` for an address or direction that
+/// does not read (the line is then not a record the query can use).
+pub fn key(by: Option<GroupBy>, input: &Input, r: &Rec) -> Option<Key> {
+    let addr = |s: &str| s.parse::<IpAddr>().ok();
+    let dir = direction_index(r.direction)?;
+    Some(match by {
         None => Key::All,
         Some(GroupBy::Src) => Key::Addr(addr(r.src_addr)?),
         Some(GroupBy::Dst) => Key::Addr(addr(r.dst_addr)?),
@@ -228,7 +228,7 @@ impl Groups {
     }
 
     pub fn add(&mut self, input: &Input, r: &Rec) {
-        let Ok(k) = key(self.by, input, r) else {
+        let Some(k) = key(self.by, input, r) else {
             self.unusable += 1;
             return;
         };

@@ -98,12 +98,15 @@ impl Fold for Groups {
     }
 }
 
+/// What a scan calls with each matching record and its line.
+type Visit<'f> = dyn FnMut(&Input, &Rec, &[u8]) -> Result<(), QueryError> + 'f;
+
 /// Reads one input, calling `f` with every matching record and its line.
 fn scan_input(
     input: &Input,
     filter: &Filter,
     scan: &mut Scan,
-    f: &mut dyn FnMut(&Input, &Rec, &[u8]) -> Result<(), QueryError>,
+    f: &mut Visit<'_>,
 ) -> Result<(), QueryError> {
     scan.files += 1;
     let mut lines = read::Lines::open(input)?;

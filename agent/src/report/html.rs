@@ -31,7 +31,7 @@ pub fn grouped(n: u64) -> String {
     let s = n.to_string();
     let mut o = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             o.push(',');
         }
         o.push(c);
@@ -218,7 +218,7 @@ pub fn page(r: &Report) -> String {
         let _ = write!(
             s,
             r#"<section id="traffic"><h2>Traffic over time</h2><p class="note">Bytes (both directions of each flow) per {} by the flow's direction relative to the local networks, by the minute each record begins.</p>{}<div class="legend">"#,
-            if axis.bucket_min % 60 == 0 {
+            if axis.bucket_min.is_multiple_of(60) {
                 format!("{} h", axis.bucket_min / 60)
             } else {
                 format!("{} min", axis.bucket_min)
