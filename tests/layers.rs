@@ -28,6 +28,10 @@ const LAYERS: &[&[&str]] = &[
     &["export", "identity"],
     // Other ends and outside services.
     &["collect", "tls", "certs", "azure"],
+    // Reading records back (the collector's output, NDJSON) and the HTML
+    // report drawn from it.
+    &["query"],
+    &["report"],
     // Sources followed over time (folders, Blob containers) and their
     // checkpoints.
     &["follow"],

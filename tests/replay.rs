@@ -354,4 +354,81 @@ fn the_block_format_holds_the_same_records_in_a_fraction_of_the_bytes() {
         !out.status.success() && e.contains("s11.pcap") && e.contains("not a vmflow"),
         "{e}"
     );
+
+/// An RFC 4180 line reader written apart from the writer: fields, with
+/// `None` for an empty unquoted one.
+fn csv_fields(line: &str) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    let mut field = String::new();
+    let (mut quoted, mut in_quotes, mut chars) = (false, false, line.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (c, in_quotes) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            ('"', true) => in_quotes = false,
+            ('"', false) if field.is_empty() => (quoted, in_quotes) = (true, true),
+            (',', false) => {
+                out.push((quoted || !field.is_empty()).then(|| std::mem::take(&mut field)));
+                quoted = false;
+            }
+            (c, _) => field.push(c),
+        }
+    }
+    out.push((quoted || !field.is_empty()).then_some(field));
+    out
+}
+
+#[test]
+fn csv_rows_equal_the_ndjson_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "c.toml", b"[flow]\nactive_timeout = 0.5\n");
+    let (cap, _) = synth(dir.path(), 50_000, 500, 5, Some(&cfg));
+    let c = ["--config", cfg.to_str().unwrap()];
+    let (ndjson, _) = raw_replay(std::slice::from_ref(&cap), &c);
+    let (csv, _) = raw_replay(&[cap], &[&c[..], &["--format", "csv"]].concat());
+    let text = String::from_utf8(csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = csv_fields(lines.next().unwrap())
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    let mut from_csv: Vec<vmflow_proto::FlowRecord> = lines
+        .map(|l| {
+            let fields = csv_fields(l);
+            assert_eq!(fields.len(), header.len(), "{l}");
+            // Back to the NDJSON shape: numbers and booleans bare, text
+            // quoted, empty fields absent.
+            let mut obj = serde_json::Map::new();
+            for (k, v) in header.iter().zip(fields) {
+                let Some(v) = v else { continue };
+                let value = match k.as_str() {
+                    "src_addr" | "dst_addr" | "direction" | "end_reason" | "rule" | "decision" => {
+                        serde_json::Value::String(v)
+                    }
+                    _ => serde_json::from_str(&v).unwrap_or_else(|e| panic!("{k}={v}: {e}")),
+                };
+                obj.insert(k.clone(), value);
+            }
+            serde_json::from_value(serde_json::Value::Object(obj)).unwrap()
+        })
+        .collect();
+    from_csv.sort_by_key(|r| (r.flow_id, r.segment));
+    let want = parse(&ndjson);
+    assert!(want.iter().filter(|r| r.segment > 0).count() > 10);
+    assert!(want.len() > 1_000);
+    assert_eq!(from_csv, want);
+    // The header is the NDJSON field order.
+    let first = std::str::from_utf8(ndjson.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    let at: Vec<usize> = header
+        .iter()
+        .filter_map(|k| first.find(&format!("\"{k}\":")))
+        .collect();
+    assert_eq!(
+        at.len(),
+        header.len() - 3,
+        "all but gap, rule, decision: {first}"
+    );
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{header:?} vs {first}");
 }

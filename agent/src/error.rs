@@ -19,6 +19,7 @@ use crate::extension::ExtensionError;
 use crate::follow::checkpoint::CheckpointError;
 use crate::follow::FollowError;
 use crate::pipeline::PipelineError;
+use crate::query::QueryError;
 use crate::tls::TlsError;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,8 @@ pub enum Error {
     Service(String),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error("query: {0}")]
+    Query(#[from] QueryError),
     #[error("collector: bind {addr}: {source}")]
     Bind {
         addr: String,

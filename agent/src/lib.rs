@@ -23,6 +23,8 @@ pub mod follow;
 pub mod identity;
 pub mod pipeline;
 pub mod platform;
+pub mod query;
+pub mod report;
 pub mod run;
 pub mod synth;
 #[cfg(test)]

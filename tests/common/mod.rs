@@ -7,6 +7,7 @@ pub mod arm_standin;
 pub mod azurite;
 pub mod capture_files;
 pub mod container;
+pub mod fleet;
 pub mod flowlogs;
 pub mod http_stub;
 pub mod netns;

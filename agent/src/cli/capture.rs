@@ -10,7 +10,7 @@ use clap::Args;
 use super::engine_args::{engine_config, EngineArgs};
 use super::summary::print_summary;
 use crate::error::Error;
-use crate::export::{NdjsonSink, RecordSink};
+use crate::export::{CsvSink, NdjsonSink, RecordSink};
 use crate::run::stop_flag;
 
 #[derive(Args)]
@@ -37,6 +37,16 @@ pub(super) struct CaptureArgs {
     /// Where to write records (NDJSON); `-` is standard output.
     #[arg(long, default_value = "-")]
     out: String,
+    /// `ndjson` (one JSON object per line) or `csv` (a header line, then
+    /// the same fields in the same order).
+    #[arg(long, value_enum, default_value_t = Format::Ndjson)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Ndjson,
+    Csv,
 }
 
 pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
@@ -83,11 +93,14 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         .map(|i| crate::capture::live::Ring::open(i, &opts))
         .collect::<Result<Vec<_>, _>>()?;
     let stop = stop_flag()?;
-    let sink: Box<dyn RecordSink> = if a.out == "-" {
-        Box::new(NdjsonSink::new(io::stdout()))
+    let out: Box<dyn io::Write + Send> = if a.out == "-" {
+        Box::new(io::stdout())
     } else {
-        let f = File::create(&a.out).map_err(|e| Error::io(&a.out, e))?;
-        Box::new(NdjsonSink::new(f))
+        Box::new(File::create(&a.out).map_err(|e| Error::io(&a.out, e))?)
+    };
+    let sink: Box<dyn RecordSink> = match a.format {
+        Format::Ndjson => Box::new(NdjsonSink::new(out)),
+        Format::Csv => Box::new(CsvSink::new(out)),
     };
     eprintln!(
         "capture: capturing on {} (snap length {}); {} stops",

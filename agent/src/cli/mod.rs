@@ -18,7 +18,9 @@ mod docs;
 mod engine_args;
 mod extension;
 mod logging;
+mod query;
 mod replay;
+mod report;
 mod run;
 mod service;
 mod summary;
@@ -64,12 +66,16 @@ enum Cmd {
     Run(run::RunArgs),
     /// Check a configuration as `run` would use it: list what it would do and every problem.
     Check(check::CheckArgs),
-    /// Live capture on network interfaces, records as NDJSON, until SIGTERM/SIGINT.
+    /// Live capture on network interfaces, records as NDJSON or CSV, until SIGTERM/SIGINT.
     Capture(capture::CaptureArgs),
     /// Print record files (`replay --format blocks`) and spool segments as NDJSON.
     Cat(cat::CatArgs),
     /// The collector: accept agents over mutual TLS, write their records.
     Collect(collect::CollectCmd),
+    /// Read records back (the collector's output or NDJSON): filter, group, sort.
+    Query(query::QueryArgs),
+    /// An HTML page of the records: coverage, traffic over time, top talkers and services, agents.
+    Report(report::ReportArgs),
     /// Certificates for trying the shipping path out.
     #[command(subcommand)]
     Certs(certs::CertsCmd),
@@ -104,6 +110,8 @@ pub fn main() -> ExitCode {
         Cmd::Capture(a) => capture::cmd(a),
         Cmd::Cat(a) => cat::cmd(a),
         Cmd::Collect(a) => collect::cmd(a),
+        Cmd::Query(a) => query::cmd(a),
+        Cmd::Report(a) => report::cmd(a),
         Cmd::Azure(c) => azure::cmd(c),
         Cmd::Certs(c) => certs::cmd(c),
         Cmd::Extension(c) => extension::cmd(c),

@@ -12,7 +12,7 @@ use super::summary::finish;
 use crate::error::Error;
 use vmflow_proto::ipfix::IpfixMode;
 
-use crate::export::{BlockFileSink, IpfixFileSink, NdjsonSink, RecordSink};
+use crate::export::{BlockFileSink, CsvSink, IpfixFileSink, NdjsonSink, RecordSink};
 
 #[derive(Args)]
 pub(super) struct ReplayArgs {
@@ -21,9 +21,10 @@ pub(super) struct ReplayArgs {
     /// Where to write records; `-` is standard output.
     #[arg(long, default_value = "-")]
     out: String,
-    /// `ndjson` (one JSON object per line), `ipfix` (IPFIX messages back
-    /// to back, RFC 5655 style; the template the README describes) or
-    /// `blocks` (the spool's compressed format, ~17 bytes a record; `vmflow
+    /// `ndjson` (one JSON object per line), `csv` (a header line, then the
+    /// same fields in the same order), `ipfix` (IPFIX messages back to
+    /// back, RFC 5655 style; the template the README describes) or
+    /// `blocks` (the spool's compressed format, ~16 bytes a record; `vmflow
     /// cat` prints it as NDJSON).
     #[arg(long, value_enum, default_value_t = Format::Ndjson)]
     format: Format,
@@ -46,6 +47,7 @@ pub(super) struct ReplayArgs {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Format {
     Ndjson,
+    Csv,
     Ipfix,
     Blocks,
 }
@@ -67,6 +69,7 @@ pub(super) fn cmd(a: ReplayArgs) -> Result<ExitCode, Error> {
     let sink: Box<dyn RecordSink> = match a.format {
         Format::Ndjson => Box::new(NdjsonSink::new(out)),
         Format::Blocks => Box::new(BlockFileSink::new(out)),
+        Format::Csv => Box::new(CsvSink::new(out)),
         Format::Ipfix => {
             let mode = match a.ipfix_mode {
                 Mode::Biflow => IpfixMode::Biflow,

@@ -31,6 +31,33 @@ pub fn encode(name: &str) -> String {
     out
 }
 
+/// The name a directory name stands for (`encode`'s inverse). A `%` not
+/// followed by two hex digits, or bytes that are not UTF-8, are kept as
+/// they are: the directory was not named by `encode`.
+pub fn decode(dir_name: &str) -> String {
+    let b = dir_name.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| dir_name.to_string())
+}
+
 /// The directory of an agent (its certificate's common name) under `out`.
 pub fn agent_dir(out: &Path, cn: &str) -> Result<PathBuf, String> {
     if cn.is_empty() {
@@ -63,6 +90,14 @@ pub fn legacy_stream_dir(agent_dir: &Path, stream: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_inverts_encode() {
+        for n in ["agent-1", "VM1", "ägent/1", ".x", "a%b", "100%"] {
+            assert_eq!(decode(&encode(n)), n);
+        }
+        assert_eq!(decode("%zz%4"), "%zz%4");
+    }
 
     #[test]
     fn one_name_one_directory() {

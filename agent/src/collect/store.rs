@@ -165,6 +165,21 @@ fn parse_state(text: &str) -> Result<Parsed, String> {
     Ok(p)
 }
 
+/// What a stream's state file holds: each epoch's last batch and drops,
+/// each hour file's committed length (read by `vmflow query --agents`).
+#[derive(Debug, Default)]
+pub struct StoredState {
+    pub epochs: BTreeMap<u64, EpochState>,
+    pub files: BTreeMap<String, u64>,
+}
+
+pub fn read_state(text: &str) -> Result<StoredState, String> {
+    parse_state(text).map(|p| StoredState {
+        epochs: p.epochs,
+        files: p.files,
+    })
+}
+
 /// Whether a state file's text reads (the fuzz target's entry point).
 pub fn state_reads(text: &str) -> bool {
     parse_state(text).is_ok()

@@ -2,6 +2,7 @@
 
 pub mod batcher;
 pub mod blocks;
+pub mod csv;
 mod ipfix;
 pub mod ipfix_exporter;
 pub mod ipfix_sender;
@@ -12,6 +13,7 @@ pub mod ship;
 pub mod spool;
 
 pub use blocks::BlockFileSink;
+pub use csv::CsvSink;
 pub use ipfix::IpfixFileSink;
 pub use ndjson::{encode as encode_ndjson, NdjsonSink};
 

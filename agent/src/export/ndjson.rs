@@ -130,7 +130,7 @@ pub fn encode(r: &FlowRecord, o: &mut Vec<u8>) {
     o.push(b'}');
 }
 
-fn ip(a: IpAddr, o: &mut Vec<u8>) {
+pub(super) fn ip(a: IpAddr, o: &mut Vec<u8>) {
     match a {
         IpAddr::V4(v4) => {
             let mut n = itoa::Buffer::new();
