@@ -1,5 +1,5 @@
 //! Where packets come from: capture files read once (libpcap, pcapng, NetMon
-//! 2.x) and the live AF_PACKET ring (Linux only). The format is detected from the first
+//! 2.x; plain, gzip or zstd; from standard input too) and the live AF_PACKET ring (Linux only). The format is detected from the first
 //! bytes, never from the file name: Network Watcher writes `.cap` files whose
 //! format is not documented, so all three have to work. Sources that are
 //! followed over time (folders, Blob containers) are in `follow/`, above.
@@ -9,6 +9,7 @@ mod error;
 mod files;
 #[cfg(test)]
 pub(crate) mod fuzz;
+mod input;
 // The platform seam for live capture: the AF_PACKET ring on Linux, a
 // stand-in with the same items that refuses elsewhere.
 #[cfg(target_os = "linux")]
@@ -46,6 +47,16 @@ pub enum CaptureError {
     UnknownFormat { magic: String },
     #[error("unsupported {format} file: {what}")]
     Unsupported { format: &'static str, what: String },
+    /// A compressed capture whose stream is cut short or damaged: every
+    /// complete record before `offset` was read.
+    #[error(
+        "{compression} stream truncated or damaged after {offset} bytes of capture data: {source}"
+    )]
+    Damaged {
+        compression: &'static str,
+        offset: u64,
+        source: io::Error,
+    },
     /// A whole file too short to hold a capture header (a file being written
     /// may be; a followed source waits for it instead).
     #[error("not a capture: {0}")]

@@ -39,7 +39,8 @@ pub(super) struct ReplayArgs {
     /// an Ethernet MTU, so the file can be replayed to a UDP collector.
     #[arg(long, default_value_t = 1400, value_parser = clap::value_parser!(u16).range(512..))]
     max_message: u16,
-    /// Capture files, read in order as one continuous stream.
+    /// Capture files (`-` is standard input; gzip or zstd compressed ones
+    /// are read as they are), merged by packet time into one stream.
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }

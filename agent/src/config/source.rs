@@ -13,7 +13,8 @@ use super::ConfigError;
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
-    /// Capture files, read in order as one stream.
+    /// Capture files (plain, gzip or zstd), merged by packet time into one
+    /// stream.
     pub files: Vec<PathBuf>,
     /// Folders Network Watcher (or anything else) writes capture files to:
     /// `[source.folder]`, or `[[source.folder]]` for several.
