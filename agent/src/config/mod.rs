@@ -12,6 +12,7 @@ mod flow;
 mod flowlog;
 mod folder;
 mod ipfix;
+mod log;
 mod pipeline;
 mod seconds;
 mod secret;
@@ -33,6 +34,7 @@ pub use flow::FlowConfig;
 pub use flowlog::FlowlogConfig;
 pub use folder::FolderConfig;
 pub use ipfix::{IpfixExportConfig, IpfixModeConfig, IpfixTransport};
+pub use log::{LogConfig, LogFormat};
 pub use pipeline::PipelineConfig;
 pub use seconds::Seconds;
 pub use secret::Secret;
@@ -68,6 +70,8 @@ pub struct Config {
     pub ipfix: Vec<IpfixExportConfig>,
     /// Azure identity (and, later, the capture lifecycle).
     pub azure: AzureConfig,
+    /// Log line format (`[log]`).
+    pub log: LogConfig,
 }
 
 /// The file as written: `[export]` holds both the mTLS export's keys and
@@ -82,6 +86,7 @@ struct RawConfig {
     capture: CaptureConfig,
     export: Option<RawExport>,
     azure: AzureConfig,
+    log: LogConfig,
 }
 
 #[derive(Default, Deserialize)]
@@ -115,6 +120,7 @@ impl TryFrom<RawConfig> for Config {
             export,
             ipfix,
             azure: r.azure,
+            log: r.log,
         })
     }
 }
