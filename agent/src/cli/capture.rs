@@ -49,6 +49,12 @@ enum Format {
     Csv,
 }
 
+impl CaptureArgs {
+    pub(super) fn config_path(&self) -> Option<&std::path::Path> {
+        self.engine.config.as_deref()
+    }
+}
+
 pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
     crate::capture::live::available()?;
     let cfg = engine_config(&a.engine)?;

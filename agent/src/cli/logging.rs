@@ -1,5 +1,6 @@
 //! Log lines on stderr, filtered by `RUST_LOG`, with the HTTP client kept
-//! quiet whatever it says. The Windows service has no console: its log
+//! quiet whatever it says; as text or, with `--log-format json`, one JSON
+//! object a line (`timestamp`, `level`, `fields.message`, other fields). The Windows service has no console: its log
 //! lines and the run's summary lines go to its log file, and its errors
 //! also to the event log.
 
@@ -7,6 +8,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
+
+use crate::config::LogFormat;
 
 /// The service's log file, once [`init_file`] opened it.
 static LOG_FILE: OnceLock<PathBuf> = OnceLock::new();
@@ -68,23 +71,48 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for EventLog {
     }
 }
 
-pub(super) fn init() {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
+/// The formatting layer for `format`, writing to `writer`. Boxed so text
+/// and JSON are one type for the registry.
+fn fmt_layer<S, W>(
+    format: LogFormat,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     use tracing_subscriber::Layer;
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()));
+        .with_writer(writer)
+        .with_target(false);
+    match format {
+        LogFormat::Text => fmt
+            .with_ansi(ansi)
+            .with_filter(log_filter())
+            .with_filter(quiet_http())
+            .boxed(),
+        LogFormat::Json => fmt
+            .json()
+            .with_filter(log_filter())
+            .with_filter(quiet_http())
+            .boxed(),
+    }
+}
+
+pub(super) fn init(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let ansi = std::io::IsTerminal::is_terminal(&io::stderr());
     tracing_subscriber::registry()
-        .with(fmt.with_filter(log_filter()).with_filter(quiet_http()))
+        .with(fmt_layer(format, io::stderr, ansi))
         .init();
 }
 
 /// Log lines appended to `path` instead (the Windows service: no console).
 /// The previous log is kept as `<path>.1` once it passes 10 MiB; a file that
 /// cannot be opened leaves logging on stderr, saying why.
-pub(super) fn init_file(path: &Path) {
+pub(super) fn init_file(path: &Path, format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
@@ -103,7 +131,7 @@ pub(super) fn init_file(path: &Path) {
     {
         Ok(f) => f,
         Err(e) => {
-            init();
+            init(format);
             tracing::error!("{}: {e}; logging to stderr", path.display());
             return;
         }
@@ -112,13 +140,9 @@ pub(super) fn init_file(path: &Path) {
         file: Mutex::new(f),
         refused: AtomicBool::new(false),
     });
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(Mutex::new(file))
-        .with_target(false)
-        .with_ansi(false);
     let _ = LOG_FILE.set(path.to_path_buf());
     tracing_subscriber::registry()
-        .with(fmt.with_filter(log_filter()).with_filter(quiet_http()))
+        .with(fmt_layer(format, Mutex::new(file), false))
         .with(events.ok().map(|e| e.with_filter(quiet_http())))
         .init();
 }

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+use crate::config::{LogConfig, LogFormat};
+
 mod azure;
 mod bench;
 mod capture;
@@ -45,12 +47,25 @@ const VERSION: &str = concat!(
 #[command(
     name = "vmflow",
     version = VERSION,
-    about = "Flow agent: packets to bidirectional flow records"
+    about = "Flow agent: packets to bidirectional flow records",
+    after_help = LOG_HELP
 )]
 struct Cli {
+    /// Log line format on stderr (or the service's log file): text, or one
+    /// JSON object a line. Default: `[log] format` of `--config`, else text.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     cmd: Cmd,
 }
+
+/// The top-level `--help` ends with how to choose what is logged.
+const LOG_HELP: &str = "\
+Logging:
+  RUST_LOG sets which lines are logged (default: info), e.g. RUST_LOG=debug,
+  RUST_LOG=warn or RUST_LOG=info,vmflow::export=debug. Lines go to stderr
+  (the Windows service: its log file); --log-format json writes one JSON
+  object a line, as does `[log] format = \"json\"` in the file `--config` names.";
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -94,11 +109,28 @@ enum Cmd {
     Man(docs::ManArgs),
 }
 
+/// `[log] format` of the file `run`/`capture --config` names, read before
+/// logging starts so every line has one format.
+fn configured_format(cmd: &Cmd) -> LogFormat {
+    let path = match cmd {
+        Cmd::Run(a) => Some(a.config_path().to_path_buf()),
+        Cmd::Capture(a) => a.config_path().map(|p| p.to_path_buf()),
+        Cmd::Service(service::ServiceCmd::Run(a)) => Some(a.path()),
+        _ => None,
+    };
+    path.map_or_else(LogFormat::default, |p| LogConfig::peek(&p).format)
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let format = cli
+        .log_format
+        .unwrap_or_else(|| configured_format(&cli.cmd));
     match &cli.cmd {
-        Cmd::Service(c) if service::is_entry_point(c) => logging::init_file(&service::log_file()),
-        _ => logging::init(),
+        Cmd::Service(c) if service::is_entry_point(c) => {
+            logging::init_file(&service::log_file(), format)
+        }
+        _ => logging::init(format),
     }
     let result = match cli.cmd {
         Cmd::Replay(a) => replay::cmd(a),

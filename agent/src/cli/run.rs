@@ -19,6 +19,12 @@ pub(super) struct RunArgs {
     config: PathBuf,
 }
 
+impl RunArgs {
+    pub(super) fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+}
+
 /// `vmflow run` exits 3 when it ran to the end but records were lost
 /// (spool overflow, a disk that refused them, damage found in the spool):
 /// a supervisor can tell a clean run from a lossy one.

@@ -38,7 +38,7 @@ pub(super) struct ConfigArg {
 }
 
 impl ConfigArg {
-    fn path(&self) -> PathBuf {
+    pub(super) fn path(&self) -> PathBuf {
         self.config
             .clone()
             .unwrap_or_else(|| service::data_dir().join("vmflow.toml"))

@@ -12,6 +12,7 @@ mod flow;
 mod flowlog;
 mod folder;
 mod ipfix;
+mod log;
 mod pipeline;
 mod seconds;
 mod secret;
@@ -34,6 +35,7 @@ pub use flow::FlowConfig;
 pub use flowlog::FlowlogConfig;
 pub use folder::FolderConfig;
 pub use ipfix::{IpfixExportConfig, IpfixModeConfig, IpfixTransport};
+pub use log::{LogConfig, LogFormat};
 pub use pipeline::PipelineConfig;
 pub use seconds::Seconds;
 pub use secret::Secret;
@@ -69,6 +71,8 @@ pub struct Config {
     pub ipfix: Vec<IpfixExportConfig>,
     /// Azure identity (and, later, the capture lifecycle).
     pub azure: AzureConfig,
+    /// Log line format (`[log]`).
+    pub log: LogConfig,
 }
 
 /// The file as written: `[export]` holds both the mTLS export's keys and
@@ -83,6 +87,7 @@ struct RawConfig {
     capture: CaptureConfig,
     export: Option<RawExport>,
     azure: AzureConfig,
+    log: LogConfig,
 }
 
 #[derive(Default, Deserialize)]
@@ -116,6 +121,7 @@ impl TryFrom<RawConfig> for Config {
             export,
             ipfix,
             azure: r.azure,
+            log: r.log,
         })
     }
 }
