@@ -188,9 +188,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn zstd(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    ruzstd::encoding::compress(bytes, &mut out, ruzstd::encoding::CompressionLevel::Fastest);
-    out
+    ::zstd::encode_all(bytes, 1).unwrap()
 }
 
 /// `replay -` with `input` on standard input.

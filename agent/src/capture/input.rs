@@ -8,7 +8,7 @@
 //! the error with [`DamageSlot::take`] and reports it with the file's name.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -80,7 +80,8 @@ impl Input {
             let d = flate2::read::MultiGzDecoder::new(boxed(raw));
             (Inner::Stream(Box::new(d)), Some("gzip"))
         } else if prefix.starts_with(&ZSTD) {
-            let d = ruzstd::decoding::StreamingDecoder::new(BufReader::new(boxed(raw)))
+            // Concatenated frames (`cat a.zst b.zst`, zstd -T) are one stream.
+            let d = zstd::stream::read::Decoder::new(boxed(raw))
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}")))?;
             (Inner::Stream(Box::new(d)), Some("zstd"))
         } else {
