@@ -528,6 +528,7 @@ fn the_block_format_holds_the_same_records_in_a_fraction_of_the_bytes() {
         !out.status.success() && e.contains("s11.pcap") && e.contains("not a vmflow"),
         "{e}"
     );
+}
 
 /// An RFC 4180 line reader written apart from the writer: fields, with
 /// `None` for an empty unquoted one.
