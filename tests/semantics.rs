@@ -109,9 +109,121 @@ fn linger_absorbs_the_last_ack_and_ends_on_fin() {
     assert_eq!(tcp.len(), 1, "no appendix flow: {recs:?}");
     assert_eq!(tcp[0]["end_reason"], "fin");
     assert_eq!(tcp[0]["fwd_packets"], 3);
-    // With a 1 s linger the same ACK arrives too late and forms its own flow.
+    // The ACK of the second FIN joins however late it is (here past a 1 s
+    // linger); the linger counts from it: a duplicate 1.5 s after it, past
+    // the linger, forms its own flow.
+    pkts.insert(5, tcp4(T0 + 3003 * MS, false, FIN | ACK, 0));
     let (recs, _) = run_pkts(pkts, &[], Some("[flow]\ntcp_linger = 1\n"));
-    assert_eq!(recs.iter().filter(|r| r["proto"] == 6).count(), 2);
+    let tcp: Vec<_> = recs.iter().filter(|r| r["proto"] == 6).collect();
+    assert_eq!(tcp.len(), 2, "{recs:?}");
+    assert_eq!(tcp[0]["fwd_packets"], 3);
+    assert_eq!(tcp[0]["rev_packets"], 2);
+    assert_eq!(tcp[0]["end_reason"], "fin");
+    assert_eq!(tcp[1]["fwd_packets"], 1);
+}
+
+/// A TCP packet between A and B on client port `port`.
+fn tcp_on(ts_ns: u64, port: u16, from_client: bool, flags: u8) -> Pkt {
+    let (s, d, sp, dp) = if from_client {
+        (A, B, port, 443)
+    } else {
+        (B, A, 443, port)
+    };
+    Pkt {
+        ts_ns,
+        ip: ipv4(s, d, 6, &tcp(sp, dp, flags), 20, &[], 1, 0x4000),
+        ip_len: 40,
+    }
+}
+
+/// Connections with seconds between their packets (slow handshakes and
+/// closes, past the linger) replay as one record each with every packet, and
+/// the same capture with its timing compressed a thousandfold gives the same
+/// records but for their times.
+#[test]
+fn slow_closes_and_handshakes_give_the_records_a_fast_capture_gives() {
+    let closes: [&[(bool, u8)]; 4] = [
+        &[(true, FIN | ACK), (false, FIN | ACK), (true, ACK)],
+        &[
+            (false, FIN | ACK),
+            (true, ACK),
+            (true, FIN | ACK),
+            (false, ACK),
+        ],
+        &[(true, RST | ACK), (true, ACK)],
+        &[
+            (true, FIN | ACK),
+            (false, FIN | ACK),
+            (false, FIN | ACK),
+            (true, ACK),
+        ],
+    ];
+    let mut pkts = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..40u16 {
+        let port = 30_000 + i;
+        let start = T0 + u64::from(i) * 700 * MS;
+        // 3 to 6 s between packets: past the 2 s linger, inside the 10 s
+        // half-open timeout, and the whole connection inside the 60 s
+        // active timeout.
+        let gap = (3 + u64::from(i % 4)) * S;
+        let mut steps = vec![(true, SYN), (false, SYN | ACK), (true, ACK)];
+        steps.extend([(true, PSH | ACK), (false, ACK)]);
+        let close = closes[usize::from(i) % closes.len()];
+        steps.extend_from_slice(close);
+        for (k, &(from_client, flags)) in steps.iter().enumerate() {
+            // The RST's follower comes within the linger.
+            let at = if flags == ACK && k > 0 && steps[k - 1].1 & RST != 0 {
+                start + (k as u64 - 1) * gap + S
+            } else {
+                start + k as u64 * gap
+            };
+            pkts.push(tcp_on(at, port, from_client, flags));
+        }
+        let fwd = steps.iter().filter(|s| s.0).count();
+        want.push((u64::from(port), fwd, steps.len() - fwd));
+    }
+    pkts.sort_by_key(|p| p.ts_ns);
+    let shape = |recs: &[Value]| {
+        let mut v: Vec<Value> = recs
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                let o = r.as_object_mut().unwrap();
+                for k in ["flow_id", "first_ns", "last_ns"] {
+                    o.remove(k);
+                }
+                r
+            })
+            .collect();
+        v.sort_by_key(|r| r["src_port"].as_u64());
+        v
+    };
+    let (slow, _) = run_pkts(pkts.clone(), &[], None);
+    let got: Vec<_> = shape(&slow)
+        .iter()
+        .map(|r| {
+            let n = |k: &str| r[k].as_u64().unwrap() as usize;
+            (
+                r["src_port"].as_u64().unwrap(),
+                n("fwd_packets"),
+                n("rev_packets"),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "one record per connection, every packet in it");
+    for r in &slow {
+        assert_ne!(r["end_reason"], "idle", "{r}");
+    }
+    let fast: Vec<Pkt> = pkts
+        .into_iter()
+        .map(|mut p| {
+            p.ts_ns = T0 + (p.ts_ns - T0) / 1000;
+            p
+        })
+        .collect();
+    let (fast, _) = run_pkts(fast, &[], None);
+    assert_eq!(shape(&slow), shape(&fast));
 }
 
 #[test]

@@ -15,6 +15,9 @@ pub struct FlowSettings {
     pub active_timeout: Duration,
     /// How long a TCP flow lives on after its FIN exchange or RST.
     pub tcp_linger: Duration,
+    /// How long a TCP flow with FIN both ways waits for the ACK of the
+    /// second FIN, after its last packet; the linger counts from that ACK.
+    pub last_ack_timeout: Duration,
     pub half_open_timeout: Duration,
     /// The idle timeout while a table is nearly full.
     pub emergency_idle_timeout: Duration,
@@ -35,6 +38,7 @@ impl FlowSettings {
             idle_ns: ns(self.idle_timeout),
             active_ns: ns(self.active_timeout),
             tcp_linger_ns: ns(self.tcp_linger),
+            last_ack_ns: ns(self.last_ack_timeout),
             half_open_ns: ns(self.half_open_timeout),
             emergency_idle_ns: ns(self.emergency_idle_timeout),
             max_flows: max,

@@ -11,6 +11,9 @@ pub struct FlowConfig {
     pub idle_timeout: Seconds,
     pub active_timeout: Seconds,
     pub tcp_linger: Seconds,
+    /// After FIN both ways, how long (after the flow's last packet) the
+    /// ACK of the second FIN is waited for; the linger counts from it.
+    pub last_ack_timeout: Seconds,
     pub half_open_timeout: Seconds,
     pub emergency_idle_timeout: Seconds,
     /// Fraction of `max_flows` at which emergency timeouts start.
@@ -25,6 +28,9 @@ impl Default for FlowConfig {
             idle_timeout: Seconds(60.0),
             active_timeout: Seconds(60.0),
             tcp_linger: Seconds(2.0),
+            // As long as an idle flow: a record does not depend on the pace
+            // of the close, up to the idle timeout.
+            last_ack_timeout: Seconds(60.0),
             half_open_timeout: Seconds(10.0),
             emergency_idle_timeout: Seconds(5.0),
             emergency_threshold: 0.9,
@@ -42,6 +48,7 @@ impl FlowConfig {
             ("flow.idle_timeout", f.idle_timeout.get()),
             ("flow.active_timeout", f.active_timeout.get()),
             ("flow.tcp_linger", f.tcp_linger.get()),
+            ("flow.last_ack_timeout", f.last_ack_timeout.get()),
             ("flow.half_open_timeout", f.half_open_timeout.get()),
             (
                 "flow.emergency_idle_timeout",

@@ -241,6 +241,7 @@ impl Config {
             idle_timeout: f.idle_timeout.duration(),
             active_timeout: f.active_timeout.duration(),
             tcp_linger: f.tcp_linger.duration(),
+            last_ack_timeout: f.last_ack_timeout.duration(),
             half_open_timeout: f.half_open_timeout.duration(),
             emergency_idle_timeout: f.emergency_idle_timeout.duration(),
             fragment_timeout: f.fragment_timeout.duration(),
@@ -303,6 +304,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("flow.idle_timeout"), "{e}");
+        let e = Config::parse("[flow]\nlast_ack_timeout = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("flow.last_ack_timeout"), "{e}");
+        let c = Config::parse("[flow]\nlast_ack_timeout = 7.5\n").unwrap();
+        assert_eq!(c.table().last_ack_ns, 7_500_000_000);
         let e = Config::parse("[flow]\nidle_timeout = \"x\"\n")
             .unwrap_err()
             .to_string();

@@ -3,8 +3,8 @@
 //! owns no socket, thread or clock, so the same input always gives the same
 //! output.
 //!
-//! Flows sit in a slab and in one of three queues (half-open, open, closing),
-//! each with one timeout. A packet only updates its flow's `last_seen`; it
+//! Flows sit in a slab and in one of four queues (half-open, open, closing,
+//! last-ACK), each with one timeout. A packet only updates its flow's `last_seen`; it
 //! does not move the flow in its queue (that would touch two more random
 //! cache lines per packet). Queues are ordered by `queued_at`, the flow's
 //! `last_seen` when it was (re)queued, which never exceeds its `last_seen`.
@@ -12,6 +12,13 @@
 //! queue is due; when it is older, the head is either expired or touched since
 //! and goes back to the tail ("second chance"). Each flow is requeued at most
 //! once per timeout period. The least recently seen flow is found the same way.
+//!
+//! A TCP close is judged by TCP's own rule, not by how quickly its packets
+//! follow each other: after FIN both ways the flow waits for the ACK of the
+//! second FIN (up to `last_ack_ns` after its last packet), and the linger for
+//! retransmissions counts from that ACK. Such a flow enters the closing queue
+//! at the second FIN, where a fast close finishes as it always did; only one
+//! still waiting when its linger is over moves on to the last-ACK queue.
 
 use std::sync::Arc;
 
@@ -36,6 +43,9 @@ pub struct TableConfig {
     pub idle_ns: u64,
     pub active_ns: u64,
     pub tcp_linger_ns: u64,
+    /// How long after its last packet a flow closed by FIN both ways waits
+    /// for the ACK of the second FIN (never less than the linger).
+    pub last_ack_ns: u64,
     pub half_open_ns: u64,
     /// Idle timeout used while the table is nearly full.
     pub emergency_idle_ns: u64,
@@ -51,6 +61,7 @@ impl Default for TableConfig {
             idle_ns: 60 * S,
             active_ns: 60 * S,
             tcp_linger_ns: 2 * S,
+            last_ack_ns: 60 * S,
             half_open_ns: 10 * S,
             emergency_idle_ns: 5 * S,
             max_flows: 1 << 20,
@@ -95,7 +106,11 @@ enum Phase {
     HalfOpen = 0,
     Open = 1,
     Closing = 2,
+    /// FIN both ways, the ACK of the second FIN not seen within the linger.
+    LastAck = 3,
 }
+
+const PHASES: [Phase; 4] = [Phase::HalfOpen, Phase::Open, Phase::Closing, Phase::LastAck];
 
 /// Counters of the current segment; index 0 is what the canonical source sent.
 #[derive(Clone, Copy, Default, Serialize, Deserialize)]
@@ -120,6 +135,10 @@ struct Flow {
     key: FlowKey,
     phase: Phase,
     init_is_src: bool,
+    /// The sides that sent a FIN; the second FIN's side is marked only once
+    /// the other side has ACKed it. So a FIN-closed flow with one mark still
+    /// waits for that ACK, from the marked side (no extra field: the first
+    /// cache line is full, and checkpoints keep their form).
     fin: [bool; 2],
     last_seen: u64,
     /// `last_seen` when the flow entered its queue position.
@@ -151,7 +170,7 @@ pub struct FlowTable {
     slots: Vec<Flow>,
     links: Vec<Link>,
     free: Vec<u32>,
-    lists: [List; 3],
+    lists: [List; 4],
     len: usize,
     now: u64,
     /// New flows before this instant may have started during a gap.
@@ -163,15 +182,19 @@ pub struct FlowTable {
 /// that behaves exactly as the original would have (a checkpoint).
 #[derive(Serialize, Deserialize)]
 pub struct TableSnapshot {
+    /// Half-open, open and closing flows.
     queues: [Vec<Flow>; 3],
     now: u64,
     gap_until: u64,
     stats: TableStats,
+    /// Last: checkpoints written before this queue existed restore with it empty.
+    #[serde(default)]
+    last_ack: Vec<Flow>,
 }
 
 impl TableSnapshot {
     pub fn len(&self) -> usize {
-        self.queues.iter().map(Vec::len).sum()
+        self.queues.iter().map(Vec::len).sum::<usize>() + self.last_ack.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -191,7 +214,7 @@ impl FlowTable {
             lists: [List {
                 head: NIL,
                 tail: NIL,
-            }; 3],
+            }; 4],
             len: 0,
             now: 0,
             gap_until: 0,
@@ -202,7 +225,7 @@ impl FlowTable {
     /// The table's whole state; slot numbers are not part of it (they never
     /// reach a record), queue order is.
     pub fn snapshot(&self) -> TableSnapshot {
-        let queues = [Phase::HalfOpen, Phase::Open, Phase::Closing].map(|phase| {
+        let queue = |phase: Phase| {
             let mut v = Vec::new();
             let mut i = self.lists[phase as usize].head;
             while i != NIL {
@@ -211,12 +234,13 @@ impl FlowTable {
                 i = self.links[i as usize].next;
             }
             v
-        });
+        };
         TableSnapshot {
-            queues,
+            queues: [Phase::HalfOpen, Phase::Open, Phase::Closing].map(queue),
             now: self.now,
             gap_until: self.gap_until,
             stats: self.stats,
+            last_ack: queue(Phase::LastAck),
         }
     }
 
@@ -225,9 +249,10 @@ impl FlowTable {
         t.now = snap.now;
         t.gap_until = snap.gap_until;
         t.stats = snap.stats;
-        for (phase, q) in [Phase::HalfOpen, Phase::Open, Phase::Closing]
+        let [half_open, open, closing] = snap.queues;
+        for (phase, q) in PHASES
             .into_iter()
-            .zip(snap.queues)
+            .zip([half_open, open, closing, snap.last_ack])
         {
             for mut f in q {
                 // A queue only ever holds flows of its own phase.
@@ -317,22 +342,29 @@ impl FlowTable {
         let found = self.index.find(p.hash, |i| slots[i as usize].key == p.key);
         if let Some(idx) = found {
             let f = &self.slots[idx as usize];
-            let timeout = self.timeout(f.phase);
-            let expired = p.ts_ns >= f.last_seen.saturating_add(timeout);
+            let phase = due_phase(f);
+            let expired = p.ts_ns >= f.last_seen.saturating_add(self.timeout(phase));
+            let closed = matches!(f.phase, Phase::Closing | Phase::LastAck);
             // A fresh SYN on a finished connection is port reuse: a new flow.
-            let reused = f.phase == Phase::Closing && p.key.proto == TCP && syn_only(p.tcp_flags);
-            if !expired && !reused {
+            let reused = closed && p.key.proto == TCP && syn_only(p.tcp_flags);
+            // A slow answer to a SYN still in the table joins it (within
+            // what an open flow would wait): whether it does must not depend
+            // on the pace of the handshake.
+            let late_answer = f.phase == Phase::HalfOpen
+                && p.tcp_flags & (SYN | ACK | RST) == SYN | ACK
+                && p.from_src != f.init_is_src
+                && p.ts_ns < f.last_seen.saturating_add(self.timeout(Phase::Open));
+            if (!expired || late_answer) && !reused {
                 self.account(idx, p, true, out);
                 return;
             }
-            let reason = if f.phase == Phase::Closing {
-                f.close
-            } else {
-                if expired && p.ts_ns < f.last_seen.saturating_add(self.normal_timeout(f.phase)) {
-                    self.stats.emergency_expired += 1;
-                }
-                EndReason::Idle
-            };
+            if expired
+                && phase != Phase::Closing
+                && p.ts_ns < f.last_seen.saturating_add(self.normal_timeout(phase))
+            {
+                self.stats.emergency_expired += 1;
+            }
+            let reason = if closed { f.close } else { EndReason::Idle };
             self.end(idx, reason, out);
         }
         self.create(p, out);
@@ -439,16 +471,28 @@ impl FlowTable {
             if f.phase == Phase::HalfOpen && !(from_initiator && syn_only(p.tcp_flags)) {
                 f.phase = Phase::Open;
             }
-            if p.tcp_flags & FIN != 0 {
-                f.fin[side] = true;
-            }
-            if f.phase != Phase::Closing {
-                if p.tcp_flags & RST != 0 {
-                    f.phase = Phase::Closing;
-                    f.close = EndReason::Rst;
-                } else if f.fin[0] && f.fin[1] {
-                    f.phase = Phase::Closing;
-                    f.close = EndReason::Fin;
+            let (fin, rst) = (p.tcp_flags & FIN != 0, p.tcp_flags & RST != 0);
+            match f.phase {
+                Phase::HalfOpen | Phase::Open => {
+                    if rst {
+                        f.phase = Phase::Closing;
+                        f.close = EndReason::Rst;
+                    } else if fin && f.fin[1 - side] {
+                        // The second FIN: left unmarked until it is ACKed.
+                        f.phase = Phase::Closing;
+                        f.close = EndReason::Fin;
+                    } else if fin {
+                        f.fin[side] = true;
+                    }
+                }
+                Phase::Closing | Phase::LastAck => {
+                    // The ACK of the second FIN comes from the side that sent
+                    // the first; an RST ends the wait as well. The linger
+                    // counts from here.
+                    if awaits_ack(f) && (rst || (f.fin[side] && p.tcp_flags & ACK != 0)) {
+                        f.fin = [true; 2];
+                        f.phase = Phase::Closing;
+                    }
                 }
             }
         }
@@ -461,11 +505,12 @@ impl FlowTable {
     }
 
     fn gap(&mut self, start: u64, end: u64) {
-        for phase in [Phase::HalfOpen, Phase::Open, Phase::Closing] {
-            let timeout = self.timeout(phase);
+        let timeouts = PHASES.map(|phase| self.timeout(phase));
+        for phase in PHASES {
             let mut i = self.lists[phase as usize].head;
             while i != NIL {
                 let f = &mut self.slots[i as usize];
+                let timeout = timeouts[due_phase(f) as usize];
                 // Still open at `start`: it may have had packets in the gap.
                 if f.last_seen.saturating_add(timeout) > start {
                     f.seg.gap = true;
@@ -478,7 +523,8 @@ impl FlowTable {
 
     fn tick(&mut self, now: u64, out: &mut Vec<FlowRecord>) {
         self.now = self.now.max(now);
-        for phase in [Phase::HalfOpen, Phase::Open, Phase::Closing] {
+        // Closing before last-ACK: a flow moved on is judged in the same tick.
+        for phase in PHASES {
             loop {
                 let head = self.lists[phase as usize].head;
                 if head == NIL {
@@ -493,14 +539,25 @@ impl FlowTable {
                     self.requeue(phase, head);
                     continue;
                 }
-                let reason = if phase == Phase::Closing {
-                    f.close
-                } else {
-                    if f.last_seen.saturating_add(self.normal_timeout(phase)) > self.now {
-                        self.stats.emergency_expired += 1;
-                    }
-                    EndReason::Idle
+                if phase == Phase::Closing && awaits_ack(f) {
+                    // Queued by `last_seen` like a requeued flow; the queue
+                    // stays ordered to within one tick.
+                    self.unlink(phase, head);
+                    let f = &mut self.slots[head as usize];
+                    f.phase = Phase::LastAck;
+                    f.queued_at = f.last_seen;
+                    self.push_tail(Phase::LastAck, head);
+                    continue;
+                }
+                let reason = match phase {
+                    Phase::Closing | Phase::LastAck => f.close,
+                    Phase::HalfOpen | Phase::Open => EndReason::Idle,
                 };
+                if phase != Phase::Closing
+                    && f.last_seen.saturating_add(self.normal_timeout(phase)) > self.now
+                {
+                    self.stats.emergency_expired += 1;
+                }
                 self.end(head, reason, out);
             }
         }
@@ -531,13 +588,12 @@ impl FlowTable {
     }
 
     fn finish(&mut self, reason: EndReason, out: &mut Vec<FlowRecord>) {
-        for phase in [Phase::HalfOpen, Phase::Open, Phase::Closing] {
+        for phase in PHASES {
             while self.lists[phase as usize].head != NIL {
                 let head = self.lists[phase as usize].head;
-                let r = if phase == Phase::Closing {
-                    self.slots[head as usize].close
-                } else {
-                    reason
+                let r = match phase {
+                    Phase::Closing | Phase::LastAck => self.slots[head as usize].close,
+                    Phase::HalfOpen | Phase::Open => reason,
                 };
                 self.end(head, r, out);
             }
@@ -545,11 +601,7 @@ impl FlowTable {
     }
 
     fn evict_lru(&mut self, out: &mut Vec<FlowRecord>) {
-        let heads = [
-            self.oldest(Phase::HalfOpen),
-            self.oldest(Phase::Open),
-            self.oldest(Phase::Closing),
-        ];
+        let heads = PHASES.map(|phase| self.oldest(phase));
         let victim = heads
             .into_iter()
             .filter(|&h| h != NIL)
@@ -580,15 +632,19 @@ impl FlowTable {
             Phase::HalfOpen => self.cfg.half_open_ns,
             Phase::Open => self.cfg.idle_ns,
             Phase::Closing => self.cfg.tcp_linger_ns,
+            Phase::LastAck => self.cfg.last_ack_ns.max(self.cfg.tcp_linger_ns),
         }
     }
 
     fn timeout(&self, phase: Phase) -> u64 {
         let t = self.normal_timeout(phase);
-        if phase != Phase::Closing && self.emergency() {
-            t.min(self.cfg.emergency_idle_ns)
-        } else {
-            t
+        match phase {
+            Phase::Closing => t,
+            _ if !self.emergency() => t,
+            Phase::LastAck => t
+                .min(self.cfg.emergency_idle_ns)
+                .max(self.cfg.tcp_linger_ns),
+            Phase::HalfOpen | Phase::Open => t.min(self.cfg.emergency_idle_ns),
         }
     }
 
@@ -623,6 +679,23 @@ impl FlowTable {
             prev: tail,
             next: NIL,
         };
+    }
+}
+
+/// A flow closed by FIN both ways whose second FIN is not yet ACKed.
+fn awaits_ack(f: &Flow) -> bool {
+    matches!(f.phase, Phase::Closing | Phase::LastAck)
+        && f.close == EndReason::Fin
+        && f.fin[0] != f.fin[1]
+}
+
+/// The phase whose timeout a flow is judged by: a closing flow still waiting
+/// for its last ACK waits as long as one in the last-ACK queue.
+fn due_phase(f: &Flow) -> Phase {
+    if f.phase == Phase::Closing && awaits_ack(f) {
+        Phase::LastAck
+    } else {
+        f.phase
     }
 }
 
@@ -670,8 +743,79 @@ fn record(f: &Flow, local: &LocalNets, reason: EndReason, is_final: bool) -> Flo
 
 #[cfg(test)]
 mod layout {
+    use super::*;
+
     #[test]
     fn flow_is_two_cache_lines() {
-        assert_eq!(std::mem::size_of::<super::Flow>(), 128);
+        assert_eq!(std::mem::size_of::<Flow>(), 128);
+    }
+
+    /// A checkpoint written before the last-ACK queue existed (three queues)
+    /// restores, and the table goes on as the one that wrote it.
+    #[test]
+    fn checkpoints_without_the_last_ack_queue_restore() {
+        #[derive(Serialize)]
+        struct OldSnapshot {
+            queues: [Vec<Flow>; 3],
+            now: u64,
+            gap_until: u64,
+            stats: TableStats,
+        }
+        let cfg = TableConfig::default();
+        let local = Arc::new(LocalNets::default());
+        let pkt = |ts: u64, port: u16, from_src: bool, flags: u8| {
+            let key = FlowKey {
+                src_port: port,
+                dst_port: 443,
+                proto: TCP,
+                ip_version: 4,
+                ..FlowKey::default()
+            };
+            Packet {
+                ts_ns: ts,
+                key,
+                hash: key.hash64(),
+                from_src,
+                ip_bytes: 40,
+                tcp_flags: flags,
+                icmp: None,
+            }
+        };
+        // One flow in each old queue: half-open, open, closing (FIN both
+        // ways and the last ACK, as an older agent had it).
+        let first = [
+            pkt(1, 1, true, SYN),
+            pkt(2, 2, true, ACK),
+            pkt(3, 3, true, FIN | ACK),
+            pkt(4, 3, false, FIN | ACK),
+            pkt(5, 3, true, ACK),
+        ];
+        let then = [pkt(6, 2, false, ACK), pkt(7, 1, false, SYN | ACK)];
+        let mut t = FlowTable::new(cfg.clone(), local.clone());
+        let mut out = Vec::new();
+        for p in &first {
+            t.handle(Event::Packet(p), &mut out);
+        }
+        let snap = t.snapshot();
+        assert!(snap.last_ack.is_empty());
+        let old = OldSnapshot {
+            queues: snap.queues.clone(),
+            now: snap.now,
+            gap_until: snap.gap_until,
+            stats: snap.stats,
+        };
+        let bytes = rmp_serde::to_vec(&old).unwrap();
+        let back: TableSnapshot = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back.len(), 3);
+        let mut r = FlowTable::restore(cfg, local, back);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for p in &then {
+            t.handle(Event::Packet(p), &mut a);
+            r.handle(Event::Packet(p), &mut b);
+        }
+        t.handle(Event::Finish(EndReason::EndOfInput), &mut a);
+        r.handle(Event::Finish(EndReason::EndOfInput), &mut b);
+        assert_eq!(a.len(), 3);
+        assert_eq!(a, b);
     }
 }

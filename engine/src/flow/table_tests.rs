@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use vmflow_proto::{Direction, EndReason, FlowRecord};
 
+use crate::rng::Rng;
+
 use super::{Event, FlowTable, TableConfig};
 use crate::net::LocalNets;
 use crate::packet::{from_ip, Decoded, FlowKey, Fragment, Packet, ICMP, TCP, UDP};
@@ -207,10 +209,12 @@ fn fin_both_ways_ends_the_flow_after_the_linger_and_rst_says_so() {
         let b = packet(S + 1, SERVER, CLIENT, TCP, SYN | ACK);
         let c = packet(S + 2, CLIENT, SERVER, TCP, close | ACK);
         let d = packet(S + 3, SERVER, CLIENT, TCP, close | ACK);
-        let last = if close == FIN { S + 3 } else { S + 2 };
+        let e = packet(S + 4, CLIENT, SERVER, TCP, ACK);
+        // A FIN close lingers from the ACK of the second FIN.
+        let last = if close == FIN { S + 4 } else { S + 2 };
         let mut events = vec![Event::Packet(&a), Event::Packet(&b), Event::Packet(&c)];
         if close == FIN {
-            events.push(Event::Packet(&d));
+            events.extend([Event::Packet(&d), Event::Packet(&e)]);
         }
         events.push(Event::Tick(last + linger - 1));
         assert!(
@@ -342,4 +346,259 @@ fn a_restored_snapshot_continues_as_if_never_stopped() {
     // More records than flows: the timeouts did their work on both sides.
     assert!(whole.len() > 20, "{}", whole.len());
     assert_eq!(whole, resumed);
+}
+
+/// Feeds packets as a capture would: packet time reaches each packet (a tick)
+/// before it arrives, then the input ends.
+fn paced(t: &mut FlowTable, pkts: &[Packet]) -> Vec<FlowRecord> {
+    let mut out = Vec::new();
+    for p in pkts {
+        t.handle(Event::Tick(p.ts_ns), &mut out);
+        t.handle(Event::Packet(p), &mut out);
+    }
+    out
+}
+
+/// A client's connection: handshake, a request and an answer, then the
+/// close. The SYN at `t0`, the SYN-ACK `answer` later, then `gap` between
+/// consecutive packets.
+fn connection(t0: u64, answer: u64, gap: u64, port: u16, close: &[(bool, u8)]) -> Vec<Packet> {
+    let c = (CLIENT.0, port);
+    let mut steps = vec![
+        (true, SYN),
+        (false, SYN | ACK),
+        (true, ACK),
+        (true, ACK),
+        (false, ACK),
+    ];
+    steps.extend_from_slice(close);
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, &(from_client, flags))| {
+            let ts = match i {
+                0 => t0,
+                i => t0 + answer + (i as u64 - 1) * gap,
+            };
+            if from_client {
+                packet(ts, c, SERVER, TCP, flags)
+            } else {
+                packet(ts, SERVER, c, TCP, flags)
+            }
+        })
+        .collect()
+}
+
+const FIN_FIN_ACK: [(bool, u8); 3] = [(true, FIN | ACK), (false, FIN | ACK), (true, ACK)];
+
+#[test]
+fn a_slow_close_is_one_flow_and_lingers_from_the_last_ack() {
+    // No active-timeout splits: those follow the clock by design.
+    let cfg = TableConfig {
+        active_ns: 3_600 * S,
+        ..TableConfig::default()
+    };
+    let (linger, idle, half_open) = (cfg.tcp_linger_ns, cfg.idle_ns, cfg.half_open_ns);
+    // Seconds between packets: well past the linger, inside the idle timeout.
+    for gap in [3 * S, 20 * S, idle - 1] {
+        let mut t = table(cfg.clone());
+        let pkts = connection(S, gap.min(half_open - 1), gap, CLIENT.1, &FIN_FIN_ACK);
+        let ack = pkts.last().unwrap().ts_ns;
+        let mut out = paced(&mut t, &pkts);
+        out.extend(feed(&mut t, &[Event::Tick(ack + linger - 1)]));
+        assert!(out.is_empty(), "gap {gap}: {out:?}");
+        out.extend(feed(&mut t, &[Event::Tick(ack + linger)]));
+        assert_eq!(out.len(), 1, "gap {gap}: {out:?}");
+        let r = &out[0];
+        assert_eq!(r.end_reason, EndReason::Fin);
+        assert_eq!((r.fwd_packets, r.rev_packets), (5, 3), "gap {gap}");
+        assert_eq!((r.first_ns, r.last_ns), (S, ack));
+        assert_eq!(t.len(), 0);
+    }
+}
+
+#[test]
+fn retransmissions_join_within_the_linger_after_the_last_ack_and_not_after() {
+    let cfg = TableConfig::default();
+    let linger = cfg.tcp_linger_ns;
+    let mut t = table(cfg);
+    let mut pkts = connection(S, 5 * S, 5 * S, CLIENT.1, &FIN_FIN_ACK);
+    let ack = pkts.last().unwrap().ts_ns;
+    // A duplicate of the second FIN inside the linger, then one after it.
+    pkts.push(packet(ack + linger - 1, SERVER, CLIENT, TCP, FIN | ACK));
+    pkts.push(packet(ack + 2 * linger, SERVER, CLIENT, TCP, FIN | ACK));
+    let mut out = paced(&mut t, &pkts);
+    out.extend(feed(&mut t, &[Event::Finish(EndReason::EndOfInput)]));
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0].end_reason, EndReason::Fin);
+    assert_eq!((out[0].fwd_packets, out[0].rev_packets), (5, 4));
+    assert_eq!(out[1].end_reason, EndReason::EndOfInput);
+    assert_eq!(out[1].fwd_packets + out[1].rev_packets, 1);
+}
+
+#[test]
+fn without_the_last_ack_a_close_waits_for_it_then_ends_as_fin() {
+    let cfg = TableConfig::default();
+    let wait = cfg.last_ack_ns;
+    let mut t = table(cfg);
+    // The second FIN is sent again (its sender still waits for the ACK):
+    // that is not the ACK, and it joins the flow.
+    let mut pkts = connection(S, S, S, CLIENT.1, &[(true, FIN | ACK), (false, FIN | ACK)]);
+    let retransmit = pkts.last().unwrap().ts_ns + 10 * S;
+    pkts.push(packet(retransmit, SERVER, CLIENT, TCP, FIN | ACK));
+    let mut out = paced(&mut t, &pkts);
+    out.extend(feed(&mut t, &[Event::Tick(retransmit + wait - 1)]));
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(t.len(), 1);
+    out.extend(feed(&mut t, &[Event::Tick(retransmit + wait)]));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].end_reason, EndReason::Fin);
+    assert_eq!((out[0].fwd_packets, out[0].rev_packets), (4, 4));
+    assert_eq!(out[0].last_ns, retransmit);
+}
+
+#[test]
+fn the_last_ack_must_come_from_the_side_of_the_first_fin() {
+    let cfg = TableConfig::default();
+    let linger = cfg.tcp_linger_ns;
+    let mut t = table(cfg);
+    // The server closes first, so the server ACKs the client's FIN; the
+    // client's own ACK after its FIN does not end the wait.
+    let pkts = connection(
+        S,
+        5 * S,
+        5 * S,
+        CLIENT.1,
+        &[
+            (false, FIN | ACK),
+            (true, FIN | ACK),
+            (true, ACK),
+            (false, ACK),
+        ],
+    );
+    let (wrong, ack) = (pkts[pkts.len() - 2].ts_ns, pkts[pkts.len() - 1].ts_ns);
+    assert!(ack > wrong + linger);
+    let mut out = paced(&mut t, &pkts);
+    out.extend(feed(&mut t, &[Event::Tick(ack + linger - 1)]));
+    assert!(out.is_empty(), "{out:?}");
+    out.extend(feed(&mut t, &[Event::Tick(ack + linger)]));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].fwd_packets, out[0].rev_packets), (5, 4));
+}
+
+#[test]
+fn an_rst_ends_at_once_and_absorbs_its_followers() {
+    let cfg = TableConfig::default();
+    let linger = cfg.tcp_linger_ns;
+    let mut t = table(cfg);
+    let mut pkts = connection(S, 5 * S, 5 * S, CLIENT.1, &[(false, RST | ACK)]);
+    let rst = pkts.last().unwrap().ts_ns;
+    pkts.push(packet(rst + linger - 1, CLIENT, SERVER, TCP, ACK));
+    let mut out = paced(&mut t, &pkts);
+    out.extend(feed(&mut t, &[Event::Tick(rst + 2 * linger - 2)]));
+    assert!(out.is_empty(), "{out:?}");
+    out.extend(feed(&mut t, &[Event::Tick(rst + 2 * linger - 1)]));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].end_reason, EndReason::Rst);
+    assert_eq!((out[0].fwd_packets, out[0].rev_packets), (4, 3));
+}
+
+#[test]
+fn a_syn_ack_later_than_the_half_open_timeout_joins_its_syn() {
+    let cfg = TableConfig::default();
+    let half_open = cfg.half_open_ns;
+    // No tick between SYN and SYN-ACK: the SYN's entry is still there.
+    let mut t = table(cfg.clone());
+    let pkts = connection(S, half_open + S, S, CLIENT.1, &FIN_FIN_ACK);
+    let mut out = Vec::new();
+    for p in &pkts {
+        t.handle(Event::Packet(p), &mut out);
+    }
+    out.extend(feed(&mut t, &[Event::Finish(EndReason::EndOfInput)]));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].fwd_packets, out[0].rev_packets), (5, 3));
+    assert_eq!(out[0].end_reason, EndReason::Fin);
+    // A lone SYN still ends at the half-open timeout: once it is gone the
+    // SYN-ACK begins a flow of its own.
+    let mut t = table(cfg);
+    let syn = packet(S, CLIENT, SERVER, TCP, SYN);
+    let syn_ack = packet(S + half_open + S, SERVER, CLIENT, TCP, SYN | ACK);
+    let out = feed(
+        &mut t,
+        &[
+            Event::Packet(&syn),
+            Event::Tick(S + half_open),
+            Event::Packet(&syn_ack),
+            Event::Finish(EndReason::EndOfInput),
+        ],
+    );
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0].end_reason, EndReason::Idle);
+    assert_eq!(out[0].last_ns, S);
+}
+
+/// Interleaved connections, each with seconds to a minute between its
+/// packets (or microseconds): the records are the same but for time. (A
+/// SYN-ACK comes within the half-open timeout: a lone SYN still ends there.)
+#[test]
+fn records_do_not_depend_on_the_pace_of_the_packets() {
+    let closes: [&[(bool, u8)]; 5] = [
+        &FIN_FIN_ACK,
+        &[(false, FIN | ACK), (true, FIN | ACK), (false, ACK)],
+        &[
+            (true, FIN | ACK),
+            (false, ACK),
+            (false, FIN | ACK),
+            (true, ACK),
+        ],
+        &[(true, RST | ACK)],
+        &[(true, FIN | ACK), (false, RST)],
+    ];
+    let run = |scale: u64, divide: u64| {
+        // No active-timeout splits: those follow the clock by design.
+        let cfg = TableConfig {
+            active_ns: 3_600 * S,
+            ..TableConfig::default()
+        };
+        let (most, answer) = (cfg.idle_ns - 1, cfg.half_open_ns - 1);
+        let mut rng = Rng::new(7);
+        let mut pkts = Vec::new();
+        for i in 0..200u16 {
+            let gap = (rng.below(most / S) * S + rng.below(S)).max(1);
+            let start = u64::from(i) * S;
+            let close = closes[usize::from(i) % closes.len()];
+            let at = |d: u64| d * scale / divide;
+            let c = connection(
+                S + at(start),
+                at(gap.min(answer)),
+                at(gap),
+                20_000 + i,
+                close,
+            );
+            pkts.extend(c);
+        }
+        pkts.sort_by_key(|p| p.ts_ns);
+        let mut t = table(cfg);
+        let mut out = paced(&mut t, &pkts);
+        out.extend(feed(&mut t, &[Event::Finish(EndReason::EndOfInput)]));
+        let mut v: Vec<_> = out
+            .into_iter()
+            .map(|r| {
+                let ports = (r.src_port, r.dst_port);
+                let counts = (
+                    r.fwd_packets,
+                    r.rev_packets,
+                    r.fwd_tcp_flags,
+                    r.rev_tcp_flags,
+                );
+                (ports, counts, r.end_reason, r.segment, r.is_final)
+            })
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v
+    };
+    let slow = run(1, 1);
+    let fast = run(1, 100_000);
+    assert_eq!(slow.len(), 200, "one record per connection: {slow:?}");
+    assert_eq!(slow, fast);
 }
