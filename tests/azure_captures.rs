@@ -543,11 +543,14 @@ fn off_azure_the_commands_say_so_and_what_to_configure_instead() {
         )
         .as_bytes(),
     );
+    let t0 = std::time::Instant::now();
     let out = run(vmflow()
         .args(["azure", "captures", "list", "--config"])
         .arg(&cfg));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
+    // Not retried for minutes as if the service were throttling.
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
     assert!(
         err.contains("managed identity token")
             && err.contains("not running on an Azure VM")

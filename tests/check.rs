@@ -141,3 +141,94 @@ fn every_problem_is_listed() {
     assert!(!out.status.success());
     assert!(stderr.contains("idle_timeot"), "{stderr}");
 }
+
+/// Command-line flags are held to the configuration's rules, with messages
+/// that name the flag and the rule, before anything is opened.
+#[test]
+fn flags_are_validated_like_the_configuration() {
+    let d = tempfile::tempdir().unwrap();
+    let cap = d.path().join("s.pcap");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["capture", "-i", "lo", "--snaplen", "20"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "--snaplen = 20: must be in 64..=262144",
+        ),
+        (
+            vec!["capture", "-i", "lo", "--ring-block-kib", "5"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "--ring-block-kib = 5: must be a multiple of the page size",
+        ),
+        (
+            ["synth", "--packets", "10", "--concurrent", "0", "--out"]
+                .into_iter()
+                .map(String::from)
+                .chain([cap.display().to_string()])
+                .collect(),
+            "--concurrent = 0",
+        ),
+        (
+            [
+                "synth",
+                "--packets",
+                "10",
+                "--concurrent",
+                "1",
+                "--snaplen",
+                "0",
+                "--out",
+            ]
+            .into_iter()
+            .map(String::from)
+            .chain([cap.display().to_string()])
+            .collect(),
+            "--snaplen = 0: must be in 64..=262144",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = run(vmflow().args(&args));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert!(!cap.exists(), "synth wrote before refusing");
+
+    // --threads 0 means cores - 1, as threads = 0 in the file does.
+    let out = run(vmflow()
+        .args(["synth", "--packets", "2000", "--concurrent", "50", "--out"])
+        .arg(&cap));
+    assert!(out.status.success());
+    let out = run(vmflow().args(["replay", "--threads", "0"]).arg(&cap));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let one = run(vmflow().args(["replay", "--threads", "1"]).arg(&cap));
+    assert_eq!(out.stdout, one.stdout);
+    assert!(!out.stdout.is_empty());
+
+    // An --out that is a file where a directory belongs says so.
+    let certs = d.path().join("certs");
+    vmflow::certs::init(&certs, &Default::default()).unwrap();
+    let file = write(d.path(), "a-file", b"x");
+    let out = run(vmflow()
+        .args(["collect", "--listen", "127.0.0.1:0", "--cert"])
+        .arg(certs.join("collector.pem"))
+        .arg("--key")
+        .arg(certs.join("collector-key.pem"))
+        .arg("--client-ca")
+        .arg(certs.join("ca.pem"))
+        .arg("--out")
+        .arg(&file));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("{}: --out is not a directory", file.display())),
+        "{err}"
+    );
+}

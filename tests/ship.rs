@@ -489,3 +489,27 @@ fn tls_configuration_errors_are_told_once_per_outage_with_what_to_check() {
         a.sigterm();
     }
 }
+
+/// `collect --listen` takes a host name as the agent's `collector` does.
+#[test]
+fn host_names_work_on_both_ends() {
+    let d = tempfile::tempdir().unwrap();
+    let certs = d.path().join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let cap = synth_cap(d.path(), 5_000);
+    let out = d.path().join("out");
+    let (_c, addr) = collector(&certs, &out, "localhost:0");
+    let port = addr.rsplit(':').next().unwrap();
+    let cfg = agent_config(
+        d.path(),
+        "a",
+        &cap,
+        &certs,
+        "agent-1",
+        &format!("localhost:{port}"),
+        "",
+    );
+    let mut a = agent(&cfg);
+    assert!(a.wait(Duration::from_secs(60)), "{}", a.text());
+    assert_eq!(collected(&out, "agent-1"), replayed(&cap));
+}

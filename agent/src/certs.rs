@@ -133,7 +133,7 @@ pub fn init(dir: &Path, opts: &CertOptions) -> Result<(), CertsError> {
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     // Each CA has its own name, so "signed by another CA" can say which.
     ca.distinguished_name
-        .push(DnType::CommonName, ca_name(&ca_key.public_key_raw()));
+        .push(DnType::CommonName, ca_name(ca_key.public_key_raw()));
     ca.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,

@@ -13,7 +13,7 @@ use crate::config::{AzureConfig, BlobConfig, IdentityKind};
 /// likely reason is that this is not an Azure VM, and no retry will change
 /// that. Says so, and which settings work instead (`instead`).
 pub fn metadata_unreachable(op: &str, endpoint: &str, cause: &str, instead: &str) -> AzureError {
-    AzureError::Transport {
+    AzureError::NoMetadata {
         op: op.to_string(),
         msg: format!(
             "not running on an Azure VM? the instance metadata service ({endpoint}) is unreachable ({cause}); \

@@ -33,6 +33,12 @@ pub enum AzureError {
     Response { op: String, msg: String },
     #[error("credentials: {0}")]
     Credentials(String),
+    /// The instance metadata service did not answer at all: most likely
+    /// not an Azure VM, which no quick retry changes (the message says
+    /// what to configure instead; followed sources still retry on their
+    /// own schedule).
+    #[error("{op}: {msg}")]
+    NoMetadata { op: String, msg: String },
 }
 
 impl AzureError {

@@ -66,7 +66,10 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         )));
     }
     let page = crate::platform::page_size();
-    if a.ring_block_kib == 0 || a.ring_block_kib > 1 << 20 || (a.ring_block_kib << 10) % page != 0 {
+    if a.ring_block_kib == 0
+        || a.ring_block_kib > 1 << 20
+        || !(a.ring_block_kib << 10).is_multiple_of(page)
+    {
         return Err(invalid(format!(
             "--ring-block-kib = {}: must be a multiple of the page size ({} KiB) up to 1048576",
             a.ring_block_kib,
