@@ -22,7 +22,7 @@ cargo build --release --locked -p vmflow-agent ${VMFLOW_DEB_FEATURES:+--features
     echo "vmflow $(target/release/vmflow --version 2>/dev/null | awk '{print $2}')"
     echo
     target/release/vmflow --help
-    for cmd in run collect certs capture replay synth bench demo azure extension; do
+    for cmd in run check collect certs capture replay cat query report synth bench demo azure extension; do
         printf '\n\n==== vmflow %s --help ====\n\n' "$cmd"
         target/release/vmflow "$cmd" --help
     done
