@@ -85,3 +85,19 @@ impl ExportConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn spool_dir_has_a_default() {
+        let c =
+            Config::parse("[export]\ncollector = \"c:1\"\nca = \"a\"\ncert = \"b\"\nkey = \"k\"\n")
+                .unwrap();
+        let x = c.export.unwrap();
+        assert_eq!(x.spool_dir, crate::platform::default_spool_dir());
+        assert!(x.spool_dir.ends_with("spool"), "{}", x.spool_dir.display());
+        assert!(x.spool_dir.is_absolute());
+    }
+}
