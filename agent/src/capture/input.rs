@@ -12,6 +12,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use super::progress::ReadProgress;
+
 /// The file name that means standard input.
 pub const STDIN: &str = "-";
 
@@ -29,7 +31,7 @@ pub struct Input {
 }
 
 enum Inner {
-    File(File),
+    File(Counted<File>),
     Stream(Box<dyn Read + Send>),
 }
 
@@ -56,18 +58,37 @@ const ZSTD: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 impl Input {
     /// Opens `path` (`-`: standard input) and puts a decompressor in front
     /// of it if its first bytes say it is compressed.
-    pub fn open(path: &Path) -> io::Result<(Input, DamageSlot)> {
+    /// The bytes it reads from the file or standard input (before any
+    /// decompression) are added to `progress`.
+    pub fn open(
+        path: &Path,
+        progress: Option<&Arc<ReadProgress>>,
+    ) -> io::Result<(Input, DamageSlot)> {
+        let progress = progress.cloned();
         let (raw, prefix): (Inner, Vec<u8>) = if is_stdin(path) {
             let mut stdin = io::stdin();
             let prefix = read_prefix(&mut stdin)?;
+            if let Some(p) = &progress {
+                p.add_bytes(prefix.len() as u64);
+            }
             // What was read to look at the magic goes in front again.
+            let stdin = Counted {
+                inner: stdin,
+                progress,
+            };
             let chained = io::Cursor::new(prefix.clone()).chain(stdin);
             (Inner::Stream(Box::new(chained)), prefix)
         } else {
             let mut file = File::open(path)?;
             let prefix = read_prefix(&mut file)?;
             file.seek(SeekFrom::Start(0))?;
-            (Inner::File(file), prefix)
+            (
+                Inner::File(Counted {
+                    inner: file,
+                    progress,
+                }),
+                prefix,
+            )
         };
         let boxed = |inner: Inner| -> Box<dyn Read + Send> {
             match inner {
@@ -97,6 +118,29 @@ impl Input {
             },
             damage,
         ))
+    }
+}
+
+/// A reader that adds what it reads to the progress counters: one atomic
+/// add per read call (the capture reader asks for large buffers).
+struct Counted<R> {
+    inner: R,
+    progress: Option<Arc<ReadProgress>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(p) = &self.progress {
+            p.add_bytes(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for Counted<R> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
     }
 }
 

@@ -22,10 +22,12 @@ pub mod live_loop;
 mod netmon;
 mod pcap;
 mod pcapng;
+pub mod progress;
 
 pub use crate::pipeline::FileWarning;
 pub use error::SourceError;
-pub use files::{check_readable, replay, CaptureFiles};
+pub use files::{check_readable, replay, replay_with_progress, CaptureFiles};
+pub use progress::ReadProgress;
 
 use std::io::{self, Read, Seek};
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::engine_args::{engine_config, EngineArgs};
+use super::progress::{Bar, CountRecords, Counting};
 use super::summary::finish;
 use crate::error::Error;
 use crate::export::CountSink;
@@ -46,7 +47,17 @@ pub(super) fn cmd(a: BenchArgs) -> Result<ExitCode, Error> {
     };
     synth::generate(&params, &cfg, f, false).map_err(|e| Error::io(&path, e))?;
     let synth_s = t0.elapsed().as_secs_f64();
-    let report = crate::capture::replay(vec![path.clone()], &cfg, CountSink::default());
+    let progress = std::sync::Arc::new(crate::capture::ReadProgress::default());
+    let total = std::fs::metadata(&path).ok().map(|m| m.len());
+    let bar = Bar::start(Counting::Read { total }, progress.clone());
+    let sink = CountRecords {
+        inner: CountSink::default(),
+        progress: progress.clone(),
+    };
+    let report = crate::capture::replay_with_progress(vec![path.clone()], &cfg, sink, progress);
+    if let Some(b) = bar {
+        b.finish();
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let s = &report.summary;
     println!(

@@ -20,6 +20,7 @@ mod docs;
 mod engine_args;
 mod extension;
 mod logging;
+mod progress;
 mod query;
 mod replay;
 mod report;

@@ -5,10 +5,14 @@ use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::Args;
 
 use super::engine_args::{engine_config, EngineArgs};
+use super::progress::{Bar, CountRecords, Counting};
 use super::summary::finish;
+use crate::capture::ReadProgress;
 use crate::error::Error;
 use vmflow_proto::ipfix::IpfixMode;
 
@@ -84,6 +88,32 @@ pub(super) fn cmd(a: ReplayArgs) -> Result<ExitCode, Error> {
             ))
         }
     };
-    let report = crate::capture::replay(a.files, &cfg, sink);
+    let progress = Arc::new(ReadProgress::default());
+    let bar = Bar::start(
+        Counting::Read {
+            total: input_size(&a.files),
+        },
+        progress.clone(),
+    );
+    let sink = CountRecords {
+        inner: sink,
+        progress: progress.clone(),
+    };
+    let report = crate::capture::replay_with_progress(a.files, &cfg, sink, progress);
+    if let Some(b) = bar {
+        b.finish();
+    }
     finish("replay", report)
+}
+
+/// The bytes of the files on disk (`None` with standard input: unknown).
+pub(super) fn input_size(files: &[PathBuf]) -> Option<u64> {
+    files
+        .iter()
+        .map(|f| {
+            (f.as_os_str() != "-")
+                .then(|| std::fs::metadata(f).ok().map(|m| m.len()))
+                .flatten()
+        })
+        .sum()
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::progress::{Bar, CountBytes, Counting};
 use crate::config::Config;
 use crate::error::Error;
 use crate::export::{NdjsonSink, RecordSink};
@@ -58,8 +59,17 @@ pub(super) fn cmd(a: SynthArgs) -> Result<ExitCode, Error> {
         snaplen: a.snaplen,
         seed: a.seed,
     };
-    let res =
-        synth::generate(&params, &cfg, out, a.truth.is_some()).map_err(|e| Error::io(&a.out, e))?;
+    let progress = std::sync::Arc::new(crate::capture::ReadProgress::default());
+    let bar = Bar::start(Counting::Written, progress.clone());
+    let out = CountBytes {
+        inner: out,
+        progress,
+    };
+    let res = synth::generate(&params, &cfg, out, a.truth.is_some());
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let res = res.map_err(|e| Error::io(&a.out, e))?;
     if let Some(t) = &a.truth {
         let f = File::create(t).map_err(|e| Error::io(t, e))?;
         let mut sink = NdjsonSink::new(f);
