@@ -1,6 +1,10 @@
 //! Things the library's own tests share.
 
-use vmflow_proto::{Direction, EndReason, FlowRecord};
+use std::net::IpAddr;
+
+use vmflow_proto::{Decision, Direction, EndReason, FlowRecord};
+
+use crate::synth::Rng;
 
 /// A plain UDP record with this flow id and start time.
 pub fn record(flow_id: u64, first_ns: u64) -> FlowRecord {
@@ -30,5 +34,50 @@ pub fn record(flow_id: u64, first_ns: u64) -> FlowRecord {
         gap: false,
         rule: None,
         decision: None,
+    }
+}
+
+/// A record with every field random, over its whole range (the writers'
+/// tests hold their encoding to serde's); a flow log's `rule`, when there is
+/// one, is one of `rules`.
+pub fn random_record(rng: &mut Rng, rules: &[&str]) -> FlowRecord {
+    let v6 = rng.chance(0.5);
+    let addr = |rng: &mut Rng| -> IpAddr {
+        if v6 {
+            IpAddr::V6((u128::from(rng.next_u64()) << 64 | u128::from(rng.below(3))).into())
+        } else {
+            IpAddr::V4((rng.next_u64() as u32).into())
+        }
+    };
+    let icmp = rng.chance(0.3);
+    FlowRecord {
+        flow_id: rng.next_u64(),
+        segment: rng.next_u64() as u32,
+        is_final: rng.chance(0.5),
+        ip_version: if v6 { 6 } else { 4 },
+        proto: rng.next_u64() as u8,
+        vlan: rng.chance(0.5).then(|| rng.below(4096) as u16),
+        src_addr: addr(rng),
+        src_port: rng.next_u64() as u16,
+        dst_addr: addr(rng),
+        dst_port: rng.next_u64() as u16,
+        direction: Direction::ALL[rng.below(4) as usize],
+        first_ns: rng.next_u64(),
+        last_ns: rng.next_u64(),
+        fwd_packets: rng.next_u64(),
+        fwd_bytes: rng.next_u64(),
+        rev_packets: rng.below(10),
+        rev_bytes: 0,
+        fwd_tcp_flags: rng.next_u64() as u8,
+        rev_tcp_flags: rng.next_u64() as u8,
+        icmp_type: icmp.then(|| rng.next_u64() as u8),
+        icmp_code: icmp.then(|| rng.next_u64() as u8),
+        end_reason: EndReason::ALL[rng.below(7) as usize],
+        gap: rng.chance(0.1),
+        rule: (!rules.is_empty() && rng.chance(0.3))
+            .then(|| rules[rng.below(rules.len() as u64) as usize].into()),
+        decision: rng
+            .chance(0.2)
+            .then(|| [Decision::Allow, Decision::Deny][rng.below(2) as usize]),
     }
 }

@@ -230,39 +230,19 @@ fn resync(f: &mut File, from: u64, len: u64, last_seq: u64, buf: &mut Vec<u8>) -
 mod tests {
     use super::*;
     use std::net::{IpAddr, Ipv4Addr};
-    use vmflow_proto::{flow_id, Direction, EndReason};
+    use vmflow_proto::flow_id;
 
     fn rec(i: u64) -> FlowRecord {
-        let src = IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8));
-        let dst = IpAddr::V4(Ipv4Addr::new(93, 184, 216, 34));
         let first = 1_700_000_000_000_000_000 + i * 1_000_000;
-        FlowRecord {
-            flow_id: flow_id(None, 6, src, 40_000, dst, 443, first),
-            segment: 0,
-            is_final: true,
-            ip_version: 4,
-            proto: 6,
-            vlan: None,
-            src_addr: src,
-            src_port: 40_000,
-            dst_addr: dst,
-            dst_port: 443,
-            direction: Direction::Outbound,
-            first_ns: first,
-            last_ns: first + 5_000_000,
-            fwd_packets: 3 + i % 5,
-            fwd_bytes: 180 + i,
-            rev_packets: 2,
-            rev_bytes: 120,
-            fwd_tcp_flags: 0x1b,
-            rev_tcp_flags: 0x1b,
-            icmp_type: None,
-            icmp_code: None,
-            end_reason: EndReason::Fin,
-            gap: false,
-            rule: None,
-            decision: None,
-        }
+        let mut r = crate::testkit::record(0, first);
+        r.src_addr = IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8));
+        r.flow_id = flow_id(
+            None, r.proto, r.src_addr, r.src_port, r.dst_addr, r.dst_port, first,
+        );
+        r.last_ns = first + 5_000_000;
+        r.fwd_packets = 3 + i % 5;
+        r.fwd_bytes = 180 + i;
+        r
     }
 
     fn write(n: u64) -> (Vec<FlowRecord>, Vec<u8>) {

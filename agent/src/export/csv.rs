@@ -194,7 +194,7 @@ pub fn field(s: &str, o: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::synth::Rng;
-    use std::net::IpAddr;
+    use crate::testkit::random_record;
 
     /// An RFC 4180 reader, independent of the writer: fields of one line
     /// (quoted fields may hold anything), `None` for an unquoted empty one.
@@ -264,53 +264,16 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         for _ in 0..5_000 {
-            let v6 = rng.chance(0.5);
-            let addr = |rng: &mut Rng| -> IpAddr {
-                if v6 {
-                    IpAddr::V6((u128::from(rng.next_u64()) << 64 | u128::from(rng.below(3))).into())
-                } else {
-                    IpAddr::V4((rng.next_u64() as u32).into())
-                }
-            };
-            let icmp = rng.chance(0.3);
-            let r = FlowRecord {
-                flow_id: rng.next_u64(),
-                segment: rng.next_u64() as u32,
-                is_final: rng.chance(0.5),
-                ip_version: if v6 { 6 } else { 4 },
-                proto: rng.next_u64() as u8,
-                vlan: rng.chance(0.5).then(|| rng.below(4096) as u16),
-                src_addr: addr(&mut rng),
-                src_port: rng.next_u64() as u16,
-                dst_addr: addr(&mut rng),
-                dst_port: rng.next_u64() as u16,
-                direction: Direction::ALL[rng.below(4) as usize],
-                first_ns: rng.next_u64(),
-                last_ns: rng.next_u64(),
-                fwd_packets: rng.next_u64(),
-                fwd_bytes: rng.next_u64(),
-                rev_packets: rng.below(10),
-                rev_bytes: 0,
-                fwd_tcp_flags: rng.next_u64() as u8,
-                rev_tcp_flags: rng.next_u64() as u8,
-                icmp_type: icmp.then(|| rng.next_u64() as u8),
-                icmp_code: icmp.then(|| rng.next_u64() as u8),
-                end_reason: EndReason::ALL[rng.below(7) as usize],
-                gap: rng.chance(0.1),
-                rule: rng.chance(0.3).then(|| {
-                    [
-                        "AllowWeb",
-                        "Deny \"all\", then, some",
-                        "",
-                        "two\nlines\r",
-                        " é ",
-                    ][rng.below(5) as usize]
-                        .into()
-                }),
-                decision: rng
-                    .chance(0.2)
-                    .then(|| [Decision::Allow, Decision::Deny][rng.below(2) as usize]),
-            };
+            let r = random_record(
+                &mut rng,
+                &[
+                    "AllowWeb",
+                    "Deny \"all\", then, some",
+                    "",
+                    "two\nlines\r",
+                    " é ",
+                ],
+            );
             line.clear();
             encode(&r, &mut line);
             let got = parse_line(std::str::from_utf8(&line).unwrap());
