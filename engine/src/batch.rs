@@ -101,20 +101,19 @@ pub trait Dispatch {
     fn end_kept_open(&mut self) {}
 }
 
-/// One batch through the tables shard `me` of `shards` owns, then the
-/// batch-boundary tick (and, at the end, the finish); records are tagged
-/// with their partition.
-#[allow(clippy::too_many_arguments)]
+/// One batch through the tables a shard owns, then the batch-boundary tick
+/// (and, at the end, the finish). Each table's records go to its own vector
+/// (`out[local]`), in the order the table produced them: a shard's tables are
+/// its partitions in ascending order, so the epoch's records ordered by
+/// partition are these vectors one after another, interleaved across shards
+/// (partition `local * shards + me`), with no sort and no tag per record.
 pub fn process(
-    me: usize,
-    shards: usize,
     tables: &mut [FlowTable],
     pkts: &[Routed],
     now: u64,
     last: bool,
     end: EndReason,
-    recs: &mut Vec<FlowRecord>,
-    tagged: &mut Vec<(u16, FlowRecord)>,
+    out: &mut [Vec<FlowRecord>],
 ) {
     // Two-stage prefetch: the bucket of packet i+16, then (once that is
     // cached) the flow slot of packet i+8. Pure hints; output is unchanged.
@@ -126,29 +125,23 @@ pub fn process(
             tables[usize::from(*local)].prefetch(pkt.hash, true);
         }
         match r {
-            Routed::Packet { part, local, pkt } => {
-                tables[usize::from(*local)].handle(Event::Packet(pkt), recs);
-                if !recs.is_empty() {
-                    tagged.extend(recs.drain(..).map(|x| (*part, x)));
-                }
+            Routed::Packet { local, pkt, .. } => {
+                let local = usize::from(*local);
+                tables[local].handle(Event::Packet(pkt), &mut out[local]);
             }
             &Routed::Gap { start, end } => {
                 let gap = Event::Gap { start, end };
-                for (local, t) in tables.iter_mut().enumerate() {
-                    t.handle(gap, recs);
-                    let part = (local * shards + me) as u16;
-                    tagged.extend(recs.drain(..).map(|x| (part, x)));
+                for (t, o) in tables.iter_mut().zip(out.iter_mut()) {
+                    t.handle(gap, o);
                 }
             }
         }
     }
-    for (local, t) in tables.iter_mut().enumerate() {
-        let part = (local * shards + me) as u16;
-        t.handle(Event::Tick(now), recs);
+    for (t, o) in tables.iter_mut().zip(out.iter_mut()) {
+        t.handle(Event::Tick(now), o);
         if last {
-            t.handle(Event::Finish(end), recs);
+            t.handle(Event::Finish(end), o);
         }
-        tagged.extend(recs.drain(..).map(|x| (part, x)));
     }
 }
 

@@ -18,9 +18,8 @@ use crate::sink::RecordSink;
 pub struct Inline<'s> {
     pub(crate) tables: Vec<FlowTable>,
     pub(crate) sink: Box<dyn RecordSink + 's>,
-    recs: Vec<FlowRecord>,
-    tagged: Vec<(u16, FlowRecord)>,
-    plain: Vec<FlowRecord>,
+    /// Each table's records of the current batch.
+    out: Vec<Vec<FlowRecord>>,
     pub(crate) written: Written,
     /// The output's first failure; nothing is written after it.
     pub(crate) error: Option<std::io::Error>,
@@ -38,7 +37,7 @@ impl<'s> Inline<'s> {
         restore: Option<(Vec<TableSnapshot>, Written)>,
     ) -> Self {
         let table = settings.flow.table(settings.partitions);
-        let (tables, written) = match restore {
+        let (tables, written): (Vec<FlowTable>, Written) = match restore {
             Some((snaps, written)) => (
                 snaps
                     .into_iter()
@@ -53,12 +52,11 @@ impl<'s> Inline<'s> {
                 Written::default(),
             ),
         };
+        let out = vec![Vec::new(); tables.len()];
         Inline {
             tables,
             sink,
-            recs: Vec::new(),
-            tagged: Vec::new(),
-            plain: Vec::new(),
+            out,
             written,
             error: None,
             keep_open: false,
@@ -74,28 +72,19 @@ impl<'s> Inline<'s> {
     }
 
     fn submit(&mut self, pkts: &[Routed], now: u64, last: bool, end: EndReason) {
-        process(
-            0,
-            1,
-            &mut self.tables,
-            pkts,
-            now,
-            last,
-            end,
-            &mut self.recs,
-            &mut self.tagged,
-        );
+        process(&mut self.tables, pkts, now, last, end, &mut self.out);
         if self.error.is_none() {
             if let Err(e) = write_epoch(
-                &mut self.tagged,
-                &mut self.plain,
+                std::slice::from_mut(&mut self.out),
                 &mut self.written,
                 &mut self.sink,
             ) {
                 self.error = Some(e);
             }
+        } else {
+            // Nothing is written after a failure.
+            self.out.iter_mut().for_each(Vec::clear);
         }
-        self.tagged.clear();
         if last {
             self.finish_output();
         }

@@ -8,6 +8,16 @@ use vmflow_proto::FlowRecord;
 /// Receives records in their final, deterministic order.
 pub trait RecordSink: Send {
     fn write(&mut self, records: &[FlowRecord]) -> std::io::Result<()>;
+    /// One write of `parts` joined, in order (an epoch's records, one part
+    /// per flow table). Sinks that take records one at a time override it
+    /// and spare the engine a copy of the epoch; the default joins them.
+    fn write_parts(&mut self, parts: &[&[FlowRecord]]) -> std::io::Result<()> {
+        match parts {
+            [] => self.write(&[]),
+            [one] => self.write(one),
+            _ => self.write(&parts.concat()),
+        }
+    }
     /// Makes every record written so far durable (a checkpoint follows).
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
@@ -21,6 +31,9 @@ impl<S: RecordSink + ?Sized> RecordSink for Box<S> {
     fn write(&mut self, records: &[FlowRecord]) -> std::io::Result<()> {
         (**self).write(records)
     }
+    fn write_parts(&mut self, parts: &[&[FlowRecord]]) -> std::io::Result<()> {
+        (**self).write_parts(parts)
+    }
     fn flush(&mut self) -> std::io::Result<()> {
         (**self).flush()
     }
@@ -32,6 +45,9 @@ impl<S: RecordSink + ?Sized> RecordSink for Box<S> {
 impl<S: RecordSink + ?Sized> RecordSink for &mut S {
     fn write(&mut self, records: &[FlowRecord]) -> std::io::Result<()> {
         (**self).write(records)
+    }
+    fn write_parts(&mut self, parts: &[&[FlowRecord]]) -> std::io::Result<()> {
+        (**self).write_parts(parts)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         (**self).flush()

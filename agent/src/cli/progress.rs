@@ -142,6 +142,12 @@ impl<S: RecordSink> RecordSink for CountRecords<S> {
         self.inner.write(records)
     }
 
+    fn write_parts(&mut self, parts: &[&[FlowRecord]]) -> std::io::Result<()> {
+        let n = parts.iter().map(|p| p.len() as u64).sum();
+        self.progress.add_records(n);
+        self.inner.write_parts(parts)
+    }
+
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }

@@ -139,20 +139,26 @@ impl SpoolSink {
 
 impl RecordSink for SpoolSink {
     fn write(&mut self, records: &[FlowRecord]) -> std::io::Result<()> {
-        let mut recs = records;
-        if self.skip > 0 {
-            let n = (self.skip as usize).min(recs.len());
-            self.skip -= n as u64;
-            self.skipped += n as u64;
-            recs = &recs[n..];
-        }
-        for r in recs {
-            if self.pending.is_empty() {
-                self.opened = Instant::now();
+        self.write_parts(&[records])
+    }
+
+    fn write_parts(&mut self, parts: &[&[FlowRecord]]) -> std::io::Result<()> {
+        for &part in parts {
+            let mut recs = part;
+            if self.skip > 0 {
+                let n = (self.skip as usize).min(recs.len());
+                self.skip -= n as u64;
+                self.skipped += n as u64;
+                recs = &recs[n..];
             }
-            self.pending.push(r.clone());
-            if self.pending.len() >= self.batch_records {
-                self.close_batch();
+            for r in recs {
+                if self.pending.is_empty() {
+                    self.opened = Instant::now();
+                }
+                self.pending.push(r.clone());
+                if self.pending.len() >= self.batch_records {
+                    self.close_batch();
+                }
             }
         }
         if !self.pending.is_empty() && self.opened.elapsed() >= self.batch_age {

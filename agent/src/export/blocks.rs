@@ -72,9 +72,23 @@ impl<W: Write> BlockFileSink<W> {
 
 impl<W: Write + Send> RecordSink for BlockFileSink<W> {
     fn write(&mut self, records: &[FlowRecord]) -> io::Result<()> {
-        self.pending.extend_from_slice(records);
-        while self.pending.len() >= BLOCK_RECORDS {
-            self.emit(BLOCK_RECORDS)?;
+        self.write_parts(&[records])
+    }
+
+    /// Fills the pending block a piece at a time, so no more than one
+    /// block's records are ever copied, however large the epoch.
+    fn write_parts(&mut self, parts: &[&[FlowRecord]]) -> io::Result<()> {
+        for part in parts {
+            let mut rest = *part;
+            while !rest.is_empty() {
+                let room = BLOCK_RECORDS - self.pending.len();
+                let (now, later) = rest.split_at(room.min(rest.len()));
+                self.pending.extend_from_slice(now);
+                rest = later;
+                if self.pending.len() >= BLOCK_RECORDS {
+                    self.emit(BLOCK_RECORDS)?;
+                }
+            }
         }
         Ok(())
     }

@@ -75,8 +75,12 @@ impl<W: Write> CsvSink<W> {
 
 impl<W: Write + Send> RecordSink for CsvSink<W> {
     fn write(&mut self, records: &[FlowRecord]) -> io::Result<()> {
+        self.write_parts(&[records])
+    }
+
+    fn write_parts(&mut self, parts: &[&[FlowRecord]]) -> io::Result<()> {
         self.header()?;
-        for r in records {
+        for r in parts.iter().copied().flatten() {
             self.line.clear();
             encode(r, &mut self.line);
             self.line.push(b'\n');

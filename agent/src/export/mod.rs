@@ -30,6 +30,11 @@ impl RecordSink for CountSink {
         self.0 += records.len() as u64;
         Ok(())
     }
+
+    fn write_parts(&mut self, parts: &[&[FlowRecord]]) -> std::io::Result<()> {
+        self.0 += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+        Ok(())
+    }
 }
 
 /// Keeps every record in memory (tests, small runs).
@@ -39,6 +44,11 @@ pub struct VecSink(pub Vec<FlowRecord>);
 impl RecordSink for VecSink {
     fn write(&mut self, records: &[FlowRecord]) -> std::io::Result<()> {
         self.0.extend_from_slice(records);
+        Ok(())
+    }
+
+    fn write_parts(&mut self, parts: &[&[FlowRecord]]) -> std::io::Result<()> {
+        parts.iter().for_each(|p| self.0.extend_from_slice(p));
         Ok(())
     }
 }

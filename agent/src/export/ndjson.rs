@@ -31,7 +31,11 @@ impl<W: Write> NdjsonSink<W> {
 
 impl<W: Write + Send> RecordSink for NdjsonSink<W> {
     fn write(&mut self, records: &[FlowRecord]) -> io::Result<()> {
-        for r in records {
+        self.write_parts(&[records])
+    }
+
+    fn write_parts(&mut self, parts: &[&[FlowRecord]]) -> io::Result<()> {
+        for r in parts.iter().copied().flatten() {
             self.line.clear();
             encode(r, &mut self.line);
             self.line.push(b'\n');

@@ -47,6 +47,16 @@ impl<S: RecordSink> RecordSink for Outputs<S> {
         }
     }
 
+    fn write_parts(&mut self, parts: &[&[FlowRecord]]) -> std::io::Result<()> {
+        for x in &mut self.ipfix {
+            x.write_parts(parts)?;
+        }
+        match &mut self.spool {
+            Some(s) => s.write_parts(parts),
+            None => Ok(()),
+        }
+    }
+
     fn flush(&mut self) -> std::io::Result<()> {
         match &mut self.spool {
             Some(s) => s.flush(),

@@ -30,7 +30,7 @@ pub use vmflow_engine::{EngineState, Feed, InlineFeed};
 use crate::config::{Config, ConfigError};
 use crate::flow::{FlowTable, FragStats, TableStats};
 use crate::sink::RecordSink;
-use shards::{output, shard, FromShard, Shards, ToShard};
+use shards::{output, shard, FromShard, Shards, TableRecords, ToShard};
 
 /// What stops a run: the engine's own errors, a stage dying, or settings
 /// that do not make an engine. A source's own errors travel beside these in
@@ -157,10 +157,11 @@ where
         let (tx, rx) = bounded::<ToShard>(4);
         let (otx, orx) = bounded::<FromShard>(4);
         let (rtx, rrx) = unbounded::<Vec<Routed>>();
+        let (stx, srx) = unbounded::<TableRecords>();
         to_shard.push(tx);
-        from_shard.push(orx);
+        from_shard.push((orx, stx));
         recycle.push(rrx);
-        shard_ends.push((rx, otx, rtx));
+        shard_ends.push((rx, otx, rtx, srx));
     }
 
     let mut summary = Summary {
@@ -169,12 +170,12 @@ where
     };
     let mut error = None;
     std::thread::scope(|scope| {
-        for (i, (rx, otx, rtx)) in shard_ends.into_iter().enumerate() {
+        for (i, (rx, otx, rtx, srx)) in shard_ends.into_iter().enumerate() {
             let tables: Vec<FlowTable> = (i..parts)
                 .step_by(threads)
                 .map(|_| FlowTable::new(table.clone(), local.clone()))
                 .collect();
-            scope.spawn(move || shard(i, threads, tables, rx, otx, rtx));
+            scope.spawn(move || shard(tables, rx, otx, rtx, srx));
         }
         let output = scope.spawn(move || output(sink, from_shard));
         let dispatch = Shards {

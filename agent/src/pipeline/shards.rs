@@ -20,8 +20,15 @@ pub(super) enum ToShard {
     },
 }
 
+/// Per-table record vectors, in the shard's table order; the output sends
+/// them back empty (capacity kept) for the shard's next batches.
+pub(super) type TableRecords = Vec<Vec<FlowRecord>>;
+
+/// Record vectors up to this capacity are sent back to their shard.
+const RECYCLE_MAX: usize = 1024;
+
 pub(super) struct FromShard {
-    pub(super) records: Vec<(u16, FlowRecord)>,
+    pub(super) records: TableRecords,
     pub(super) stats: Option<TableStats>,
 }
 
@@ -68,15 +75,13 @@ impl Dispatch for Shards {
 }
 
 pub(super) fn shard(
-    me: usize,
-    threads: usize,
     mut tables: Vec<FlowTable>,
     rx: Receiver<ToShard>,
     out: Sender<FromShard>,
     recycle: Sender<Vec<Routed>>,
+    spare: Receiver<TableRecords>,
 ) {
-    let mut recs = Vec::new();
-    let mut tagged: Vec<(u16, FlowRecord)> = Vec::new();
+    let mut records: TableRecords = vec![Vec::new(); tables.len()];
     while let Ok(ToShard::Batch {
         mut pkts,
         now,
@@ -84,22 +89,15 @@ pub(super) fn shard(
         end,
     }) = rx.recv()
     {
-        process(
-            me,
-            threads,
-            &mut tables,
-            &pkts,
-            now,
-            last,
-            end,
-            &mut recs,
-            &mut tagged,
-        );
+        process(&mut tables, &pkts, now, last, end, &mut records);
         pkts.clear();
         let _ = recycle.send(pkts);
         let stats = last.then(|| sum_stats(tables.iter().map(|t| t.stats())));
+        let next = spare
+            .try_recv()
+            .unwrap_or_else(|_| vec![Vec::new(); tables.len()]);
         let msg = FromShard {
-            records: std::mem::take(&mut tagged),
+            records: std::mem::replace(&mut records, next),
             stats,
         };
         if out.send(msg).is_err() || last {
@@ -110,17 +108,16 @@ pub(super) fn shard(
 
 pub(super) fn output<S: RecordSink>(
     mut sink: S,
-    from: Vec<Receiver<FromShard>>,
+    from: Vec<(Receiver<FromShard>, Sender<TableRecords>)>,
 ) -> Result<Written, EngineError> {
-    let mut batch: Vec<(u16, FlowRecord)> = Vec::new();
-    let mut plain: Vec<FlowRecord> = Vec::new();
+    let mut epoch: Vec<TableRecords> = Vec::with_capacity(from.len());
     let mut w = Written::default();
     let mut stats: Vec<TableStats> = Vec::new();
     'epochs: loop {
-        for rx in &from {
+        for (rx, _) in &from {
             match rx.recv() {
                 Ok(m) => {
-                    batch.extend(m.records);
+                    epoch.push(m.records);
                     if let Some(s) = m.stats {
                         stats.push(s);
                     }
@@ -128,7 +125,17 @@ pub(super) fn output<S: RecordSink>(
                 Err(_) => break 'epochs,
             }
         }
-        write_epoch(&mut batch, &mut plain, &mut w, &mut sink).map_err(EngineError::Output)?;
+        write_epoch(&mut epoch, &mut w, &mut sink).map_err(EngineError::Output)?;
+        for (mut tables, (_, back)) in epoch.drain(..).zip(&from) {
+            // Only everyday sizes go back: a burst (a tick ending thousands
+            // of flows, the finish) would otherwise stay allocated in every
+            // set of vectors in flight.
+            for v in tables.iter_mut().filter(|v| v.capacity() > RECYCLE_MAX) {
+                *v = Vec::new();
+            }
+            // A shard that has ended no longer takes them: nothing to do.
+            let _ = back.send(tables);
+        }
         if stats.len() == from.len() {
             break;
         }

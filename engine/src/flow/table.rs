@@ -587,7 +587,11 @@ impl FlowTable {
         }
     }
 
+    /// Ends every open flow. The table then gives its storage back: the end
+    /// of a run is when the most records exist at once, and the slab of a
+    /// finished table holds nothing (it still takes flows afterwards).
     fn finish(&mut self, reason: EndReason, out: &mut Vec<FlowRecord>) {
+        out.reserve_exact(self.len);
         for phase in PHASES {
             while self.lists[phase as usize].head != NIL {
                 let head = self.lists[phase as usize].head;
@@ -598,6 +602,16 @@ impl FlowTable {
                 self.end(head, r, out);
             }
         }
+        self.index = Index::new();
+        self.slots = Vec::new();
+        self.links = Vec::new();
+        self.free = Vec::new();
+    }
+
+    /// Slab and link capacity (tests: a finished table holds none).
+    #[cfg(test)]
+    pub(super) fn storage(&self) -> (usize, usize) {
+        (self.slots.capacity(), self.links.capacity())
     }
 
     fn evict_lru(&mut self, out: &mut Vec<FlowRecord>) {

@@ -602,3 +602,26 @@ fn records_do_not_depend_on_the_pace_of_the_packets() {
     assert_eq!(slow.len(), 200, "one record per connection: {slow:?}");
     assert_eq!(slow, fast);
 }
+
+#[test]
+fn a_finished_table_gives_its_storage_back_and_still_takes_flows() {
+    let mut t = table(TableConfig::default());
+    let pkts: Vec<Packet> = (0..1000u16)
+        .map(|i| packet(S, CLIENT, ([93, 184, 216, 34], i), UDP, 0))
+        .collect();
+    let events: Vec<Event<'_>> = pkts.iter().map(Event::Packet).collect();
+    feed(&mut t, &events);
+    assert_eq!(t.len(), 1000);
+    let out = feed(&mut t, &[Event::Finish(EndReason::EndOfInput)]);
+    assert_eq!(out.len(), 1000);
+    assert_eq!(out.capacity(), 1000, "the finish reserves exactly");
+    assert_eq!((t.len(), t.storage()), (0, (0, 0)));
+    // Taken again afterwards as a new table would.
+    let p = packet(2 * S, CLIENT, SERVER, UDP, 0);
+    let out = feed(
+        &mut t,
+        &[Event::Packet(&p), Event::Finish(EndReason::EndOfInput)],
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].fwd_packets, 1);
+}
