@@ -19,6 +19,9 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     // Running the engine over a packet stream.
     &["pipeline", "sink"],
+    // Observations drawn from the records (sans-IO), and the sink that
+    // raises them beside the record stream.
+    &["observe"],
     // Where packets come from: capture files, the live ring.
     &["capture"],
     // Flow logs (Azure NSG and VNet) to records: parsing and stitching,

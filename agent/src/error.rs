@@ -44,6 +44,8 @@ pub enum Error {
     Ipfix(#[from] IpfixError),
     #[error(transparent)]
     Blocks(#[from] BlockFileError),
+    #[error(transparent)]
+    Watchlist(#[from] crate::observe::WatchlistError),
     #[error("azure: {0}")]
     Azure(#[from] AzureError),
     #[error("live capture: {0}")]

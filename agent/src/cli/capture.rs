@@ -41,6 +41,11 @@ pub(super) struct CaptureArgs {
     /// the same fields in the same order).
     #[arg(long, value_enum, default_value_t = Format::Ndjson)]
     format: Format,
+    /// Also raise observations (failed access, exposed services, watchlist
+    /// hits, scans; `[observe]` and `[[watchlist]]` in `--config`) and write
+    /// them here as NDJSON, each as soon as it is raised.
+    #[arg(long, value_name = "FILE")]
+    observations: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -111,6 +116,7 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         Format::Ndjson => Box::new(NdjsonSink::new(out)),
         Format::Csv => Box::new(CsvSink::new(out)),
     };
+    let sink = super::replay::observing(sink, a.observations.as_deref(), &cfg)?;
     eprintln!(
         "capture: capturing on {} (snap length {}); {} stops",
         ifaces.join(", "),

@@ -43,6 +43,11 @@ pub(super) struct ReplayArgs {
     /// an Ethernet MTU, so the file can be replayed to a UDP collector.
     #[arg(long, default_value_t = 1400, value_parser = clap::value_parser!(u16).range(512..))]
     max_message: u16,
+    /// Also raise observations (failed access, exposed services, watchlist
+    /// hits, scans; `[observe]` and `[[watchlist]]` in `--config`) and write
+    /// them here as NDJSON.
+    #[arg(long, value_name = "FILE")]
+    observations: Option<PathBuf>,
     /// Capture files (`-` is standard input; gzip or zstd compressed ones
     /// are read as they are), merged by packet time into one stream.
     #[arg(required = true)]
@@ -88,6 +93,7 @@ pub(super) fn cmd(a: ReplayArgs) -> Result<ExitCode, Error> {
             ))
         }
     };
+    let sink = observing(sink, a.observations.as_deref(), &cfg)?;
     let progress = Arc::new(ReadProgress::default());
     let bar = Bar::start(
         Counting::Read {
@@ -104,6 +110,24 @@ pub(super) fn cmd(a: ReplayArgs) -> Result<ExitCode, Error> {
         b.finish();
     }
     finish("replay", report)
+}
+
+/// `sink`, and with `--observations FILE` the observer beside it
+/// (`[observe]`, `[[watchlist]]` of the configuration).
+pub(super) fn observing(
+    sink: Box<dyn RecordSink>,
+    observations: Option<&std::path::Path>,
+    cfg: &crate::config::Config,
+) -> Result<Box<dyn RecordSink>, Error> {
+    let Some(path) = observations else {
+        return Ok(sink);
+    };
+    let lists = crate::observe::load_watchlists(&cfg.watchlists)?;
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let observer = crate::observe::Observer::new(cfg.observe.clone(), lists);
+    Ok(Box::new(crate::observe::ObservingSink::new(
+        sink, observer, file,
+    )))
 }
 
 /// The bytes of the files on disk (`None` with standard input: unknown).

@@ -13,6 +13,7 @@ mod flowlog;
 mod folder;
 mod ipfix;
 mod log;
+mod observe;
 mod pipeline;
 mod seconds;
 mod secret;
@@ -36,6 +37,7 @@ pub use flowlog::FlowlogConfig;
 pub use folder::FolderConfig;
 pub use ipfix::{IpfixExportConfig, IpfixModeConfig, IpfixTransport};
 pub use log::{LogConfig, LogFormat};
+pub use observe::{ObserveConfig, WatchlistConfig, ADMIN_PORTS};
 pub use pipeline::PipelineConfig;
 pub use seconds::Seconds;
 pub use secret::Secret;
@@ -73,6 +75,10 @@ pub struct Config {
     pub azure: AzureConfig,
     /// Log line format (`[log]`).
     pub log: LogConfig,
+    /// Which observations are raised from the records (`[observe]`).
+    pub observe: ObserveConfig,
+    /// Address lists flows are checked against (`[[watchlist]]`).
+    pub watchlists: Vec<WatchlistConfig>,
 }
 
 /// The file as written: `[export]` holds both the mTLS export's keys and
@@ -88,6 +94,8 @@ struct RawConfig {
     export: Option<RawExport>,
     azure: AzureConfig,
     log: LogConfig,
+    observe: ObserveConfig,
+    watchlist: Vec<WatchlistConfig>,
 }
 
 #[derive(Default, Deserialize)]
@@ -122,6 +130,8 @@ impl TryFrom<RawConfig> for Config {
             ipfix,
             azure: r.azure,
             log: r.log,
+            observe: r.observe,
+            watchlists: r.watchlist,
         })
     }
 }
@@ -183,6 +193,9 @@ impl Config {
                 rel(p);
             }
         }
+        for w in cfg.watchlists.iter_mut() {
+            rel(&mut w.file);
+        }
         Ok(cfg)
     }
 
@@ -218,6 +231,16 @@ impl Config {
         }
         for (i, x) in self.ipfix.iter().enumerate() {
             x.validate(i)?;
+        }
+        self.observe.validate()?;
+        let mut names = std::collections::HashSet::new();
+        for w in &self.watchlists {
+            if w.name.is_empty() || !names.insert(w.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "watchlist.name {:?}: every [[watchlist]] needs a name of its own",
+                    w.name
+                )));
+            }
         }
         Ok(())
     }
