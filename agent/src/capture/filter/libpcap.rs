@@ -1,0 +1,162 @@
+//! tcpdump's filter language compiled by libpcap itself, loaded at run time
+//! (`libpcap.so.0.8` on Debian and Ubuntu): the binary needs no libpcap to
+//! start or to run without a filter, and the build needs no libpcap-dev.
+//! Only the compiler is used: `pcap_open_dead` (no device, no privilege),
+//! `pcap_compile`, and the program copied out before it is freed.
+
+use std::ffi::{c_char, c_int, c_uint, CStr, CString};
+use std::sync::{Mutex, OnceLock};
+
+use super::program::Insn;
+use super::CompileFailure;
+
+/// The names libpcap goes by: Debian's soname first, then other
+/// distributions' (Fedora, Arch: `libpcap.so.1`), then a development link.
+const NAMES: &[&str] = &["libpcap.so.0.8", "libpcap.so.1", "libpcap.so"];
+
+/// `PCAP_NETMASK_UNKNOWN`: `ip broadcast` is then refused instead of
+/// guessed.
+const NETMASK_UNKNOWN: u32 = 0xffff_ffff;
+
+/// `struct bpf_insn` of pcap/bpf.h.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BpfInsn {
+    code: u16,
+    jt: u8,
+    jf: u8,
+    k: u32,
+}
+
+/// `struct bpf_program` of pcap/bpf.h.
+#[repr(C)]
+struct BpfProgram {
+    bf_len: c_uint,
+    bf_insns: *mut BpfInsn,
+}
+
+/// `pcap_t`, only ever behind a pointer.
+#[repr(C)]
+struct Pcap {
+    _opaque: [u8; 0],
+}
+
+type OpenDead = unsafe extern "C" fn(c_int, c_int) -> *mut Pcap;
+type Compile = unsafe extern "C" fn(*mut Pcap, *mut BpfProgram, *const c_char, c_int, u32) -> c_int;
+type FreeCode = unsafe extern "C" fn(*mut BpfProgram);
+type GetErr = unsafe extern "C" fn(*mut Pcap) -> *mut c_char;
+type Close = unsafe extern "C" fn(*mut Pcap);
+
+struct Libpcap {
+    /// Kept loaded for the life of the process (it sits in a static), so the
+    /// function pointers below stay valid.
+    _lib: libloading::Library,
+    open_dead: OpenDead,
+    compile: Compile,
+    freecode: FreeCode,
+    geterr: GetErr,
+    close: Close,
+}
+
+static LIBPCAP: OnceLock<Result<Libpcap, String>> = OnceLock::new();
+
+/// libpcap before 1.8 compiled through global parser state; one compile at
+/// a time is cheap insurance against an old library on the host.
+static COMPILING: Mutex<()> = Mutex::new(());
+
+fn load() -> Result<Libpcap, String> {
+    let mut tried = Vec::new();
+    for name in NAMES {
+        // SAFETY: loading a shared library runs its initializers. libpcap's
+        // do no more than set up its own globals; it is the library tcpdump
+        // loads the same way, and nothing else of ours runs meanwhile.
+        let lib = match unsafe { libloading::Library::new(name) } {
+            Ok(l) => l,
+            Err(e) => {
+                tried.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let missing = |e: libloading::Error| format!("{name}: {e}");
+        // SAFETY (the five lookups): each symbol is looked up by its libpcap
+        // name and given the C signature pcap/pcap.h declares for it (the
+        // types above mirror its structs); the pointers are used only while
+        // `lib` is loaded, and `lib` moves into the returned value, which
+        // lives in a static and is never dropped.
+        let open_dead = unsafe { *lib.get::<OpenDead>(b"pcap_open_dead\0").map_err(missing)? };
+        let compile = unsafe { *lib.get::<Compile>(b"pcap_compile\0").map_err(missing)? };
+        let freecode = unsafe { *lib.get::<FreeCode>(b"pcap_freecode\0").map_err(missing)? };
+        let geterr = unsafe { *lib.get::<GetErr>(b"pcap_geterr\0").map_err(missing)? };
+        let close = unsafe { *lib.get::<Close>(b"pcap_close\0").map_err(missing)? };
+        return Ok(Libpcap {
+            _lib: lib,
+            open_dead,
+            compile,
+            freecode,
+            geterr,
+            close,
+        });
+    }
+    Err(tried.join("; "))
+}
+
+/// Compiles `expr` for frames of `linktype` (a LINKTYPE_/DLT_ value) with
+/// optimization on; matching packets get `snaplen` as the return value.
+pub fn compile(expr: &str, linktype: u32, snaplen: u32) -> Result<Vec<Insn>, CompileFailure> {
+    let pcap = LIBPCAP
+        .get_or_init(load)
+        .as_ref()
+        .map_err(|e| CompileFailure::Missing(e.clone()))?;
+    let text = CString::new(expr)
+        .map_err(|_| CompileFailure::Refused("the expression holds a NUL byte".into()))?;
+    let (Ok(lt), Ok(snap)) = (c_int::try_from(linktype), c_int::try_from(snaplen)) else {
+        return Err(CompileFailure::Refused(format!(
+            "link type {linktype} or snap length {snaplen} out of range"
+        )));
+    };
+    let _one = COMPILING.lock().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: pcap_open_dead takes plain integers and returns a new handle
+    // or NULL (checked); the handle is closed below on every path.
+    let handle = unsafe { (pcap.open_dead)(lt, snap) };
+    if handle.is_null() {
+        return Err(CompileFailure::Refused(
+            "pcap_open_dead failed (out of memory?)".into(),
+        ));
+    }
+    let mut prog = BpfProgram {
+        bf_len: 0,
+        bf_insns: std::ptr::null_mut(),
+    };
+    // SAFETY: `handle` is the live handle from pcap_open_dead, `prog` a
+    // valid bpf_program for libpcap to fill, `text` a NUL-terminated string
+    // that outlives the call.
+    let r = unsafe { (pcap.compile)(handle, &mut prog, text.as_ptr(), 1, NETMASK_UNKNOWN) };
+    let out = if r != 0 {
+        // SAFETY: after a failed pcap_compile, pcap_geterr returns the
+        // handle's NUL-terminated error buffer (never NULL), valid until the
+        // handle is closed below; it is copied out before that.
+        let msg = unsafe { CStr::from_ptr((pcap.geterr)(handle)) };
+        Err(CompileFailure::Refused(msg.to_string_lossy().into_owned()))
+    } else {
+        let insns = if prog.bf_insns.is_null() || prog.bf_len == 0 {
+            Vec::new()
+        } else {
+            // SAFETY: a successful pcap_compile left `bf_len` initialized
+            // instructions at `bf_insns` (allocated by libpcap, non-NULL as
+            // just checked, aligned for bpf_insn); they stay valid until
+            // pcap_freecode below, and are copied out before it.
+            unsafe { std::slice::from_raw_parts(prog.bf_insns, prog.bf_len as usize) }
+                .iter()
+                .map(|i| Insn::new(i.code, i.jt, i.jf, i.k))
+                .collect()
+        };
+        // SAFETY: `prog` holds what pcap_compile allocated and is freed
+        // once; nothing refers to it afterwards.
+        unsafe { (pcap.freecode)(&mut prog) };
+        Ok(insns)
+    };
+    // SAFETY: `handle` came from pcap_open_dead, is closed once, and
+    // nothing uses it (or its error buffer) afterwards.
+    unsafe { (pcap.close)(handle) };
+    out
+}
