@@ -100,17 +100,18 @@ fn compare(dir: &Path, input: &Path, expr: &str) -> Option<(u64, u64)> {
 
 fn synth_capture(dir: &Path) -> PathBuf {
     let cap = dir.join("synth.pcap");
-    let out = run(vmflow().args([
-        "synth",
-        "--packets",
-        "40000",
-        "--concurrent",
-        "400",
-        "--seed",
-        "15",
-        "--out",
-    ])
-    .arg(&cap));
+    let out = run(vmflow()
+        .args([
+            "synth",
+            "--packets",
+            "40000",
+            "--concurrent",
+            "400",
+            "--seed",
+            "15",
+            "--out",
+        ])
+        .arg(&cap));
     assert!(out.status.success(), "{out:?}");
     cap
 }
@@ -272,7 +273,10 @@ fn a_kernel_filter_lets_only_matching_packets_in() {
             .collect()
     };
     while !read().iter().any(|r| r["dst_port"] == 5301) {
-        assert!(Instant::now() < deadline, "the udp 5301 flow never came out");
+        assert!(
+            Instant::now() < deadline,
+            "the udp 5301 flow never came out"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     sh(&format!("kill -TERM {}", c.child.0.id()));

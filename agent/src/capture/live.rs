@@ -112,29 +112,28 @@ impl Ring {
         // compiled before the socket is made, so a mistake in the
         // expression is reported as such even without CAP_NET_RAW.
         let snaplen = opts.snaplen.max(64);
-        let prog: Vec<libc::sock_filter> =
-            match super::filter::expression(opts.filter.as_deref()) {
-                None => vec![libc::sock_filter {
-                    code: 0x06, // BPF_RET | BPF_K
-                    jt: 0,
-                    jf: 0,
-                    k: snaplen,
-                }],
-                Some(expr) => super::filter::compile(expr, linktype, snaplen)
-                    .map_err(|source| LiveError::Filter {
-                        iface: iface.into(),
-                        source,
-                    })?
-                    .insns()
-                    .iter()
-                    .map(|i| libc::sock_filter {
-                        code: i.code,
-                        jt: i.jt,
-                        jf: i.jf,
-                        k: i.k,
-                    })
-                    .collect(),
-            };
+        let prog: Vec<libc::sock_filter> = match super::filter::expression(opts.filter.as_deref()) {
+            None => vec![libc::sock_filter {
+                code: 0x06, // BPF_RET | BPF_K
+                jt: 0,
+                jf: 0,
+                k: snaplen,
+            }],
+            Some(expr) => super::filter::compile(expr, linktype, snaplen)
+                .map_err(|source| LiveError::Filter {
+                    iface: iface.into(),
+                    source,
+                })?
+                .insns()
+                .iter()
+                .map(|i| libc::sock_filter {
+                    code: i.code,
+                    jt: i.jt,
+                    jf: i.jf,
+                    k: i.k,
+                })
+                .collect(),
+        };
         // Protocol 0: the socket receives nothing until it is bound below,
         // after its ring is ready, so no other interface's packets slip in.
         // SAFETY: plain socket(2) call; the result is checked.

@@ -1,10 +1,15 @@
 //! tcpdump's filter language compiled by libpcap itself, loaded at run time
 //! (`libpcap.so.0.8` on Debian and Ubuntu): the binary needs no libpcap to
 //! start or to run without a filter, and the build needs no libpcap-dev.
-//! Only the compiler is used: `pcap_open_dead` (no device, no privilege),
-//! `pcap_compile`, and the program copied out before it is freed.
+//! Only the compiler is used, on a handle that reads nothing: for live
+//! capture `pcap_open_dead` (no device, no privilege); for files a savefile
+//! handle over a bare 24-byte file header in memory, because libpcap
+//! compiles a few things differently for a file than for a live device
+//! (`ip6` on BSD loopback frames matches every BSD's AF_INET6 in a file, only
+//! the host's live), and tcpdump -r compiles for a file. The program is
+//! copied out before it is freed.
 
-use std::ffi::{c_char, c_int, c_uint, CStr, CString};
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::sync::{Mutex, OnceLock};
 
 use super::program::Insn;
@@ -46,6 +51,10 @@ type Compile = unsafe extern "C" fn(*mut Pcap, *mut BpfProgram, *const c_char, c
 type FreeCode = unsafe extern "C" fn(*mut BpfProgram);
 type GetErr = unsafe extern "C" fn(*mut Pcap) -> *mut c_char;
 type Close = unsafe extern "C" fn(*mut Pcap);
+type FopenOffline = unsafe extern "C" fn(*mut libc::FILE, *mut c_char) -> *mut Pcap;
+
+/// `PCAP_ERRBUF_SIZE`.
+const ERRBUF_SIZE: usize = 256;
 
 struct Libpcap {
     /// Kept loaded for the life of the process (it sits in a static), so the
@@ -56,6 +65,7 @@ struct Libpcap {
     freecode: FreeCode,
     geterr: GetErr,
     close: Close,
+    fopen_offline: FopenOffline,
 }
 
 static LIBPCAP: OnceLock<Result<Libpcap, String>> = OnceLock::new();
@@ -88,6 +98,10 @@ fn load() -> Result<Libpcap, String> {
         let freecode = unsafe { *lib.get::<FreeCode>(b"pcap_freecode\0").map_err(missing)? };
         let geterr = unsafe { *lib.get::<GetErr>(b"pcap_geterr\0").map_err(missing)? };
         let close = unsafe { *lib.get::<Close>(b"pcap_close\0").map_err(missing)? };
+        let fopen_offline = unsafe {
+            *lib.get::<FopenOffline>(b"pcap_fopen_offline\0")
+                .map_err(missing)?
+        };
         return Ok(Libpcap {
             _lib: lib,
             open_dead,
@@ -95,34 +109,110 @@ fn load() -> Result<Libpcap, String> {
             freecode,
             geterr,
             close,
+            fopen_offline,
         });
     }
     Err(tried.join("; "))
 }
 
-/// Compiles `expr` for frames of `linktype` (a LINKTYPE_/DLT_ value) with
-/// optimization on; matching packets get `snaplen` as the return value.
-pub fn compile(expr: &str, linktype: u32, snaplen: u32) -> Result<Vec<Insn>, CompileFailure> {
+/// What the program is compiled for.
+#[derive(Clone, Copy)]
+pub enum Target {
+    /// A live socket's frames of this DLT_ value.
+    Live { dlt: u32 },
+    /// A capture file's packets of this LINKTYPE_ value (libpcap maps it to
+    /// its DLT_ as when it reads a file).
+    File { linktype: u32 },
+}
+
+/// A libpcap file header in this host's byte order (not byte-swapped, as
+/// tcpdump sees a file written on a host like this one), with no records.
+fn file_header(linktype: u32, snaplen: u32) -> [u8; 24] {
+    let mut h = [0u8; 24];
+    h[0..4].copy_from_slice(&0xa1b2_c3d4u32.to_ne_bytes());
+    h[4..6].copy_from_slice(&2u16.to_ne_bytes());
+    h[6..8].copy_from_slice(&4u16.to_ne_bytes());
+    h[16..20].copy_from_slice(&snaplen.to_ne_bytes());
+    h[20..24].copy_from_slice(&linktype.to_ne_bytes());
+    h
+}
+
+/// Compiles `expr` for `target` with optimization on; matching packets get
+/// `snaplen` as the return value.
+pub fn compile(expr: &str, target: Target, snaplen: u32) -> Result<Vec<Insn>, CompileFailure> {
     let pcap = LIBPCAP
         .get_or_init(load)
         .as_ref()
         .map_err(|e| CompileFailure::Missing(e.clone()))?;
     let text = CString::new(expr)
         .map_err(|_| CompileFailure::Refused("the expression holds a NUL byte".into()))?;
-    let (Ok(lt), Ok(snap)) = (c_int::try_from(linktype), c_int::try_from(snaplen)) else {
+    let Ok(snap) = c_int::try_from(snaplen) else {
         return Err(CompileFailure::Refused(format!(
-            "link type {linktype} or snap length {snaplen} out of range"
+            "snap length {snaplen} out of range"
         )));
     };
+    // Read through by the savefile handle: declared before it, so it
+    // outlives the handle (closed at the end of this function).
+    let mut header = match target {
+        Target::File { linktype } => file_header(linktype, snaplen),
+        Target::Live { .. } => [0u8; 24],
+    };
     let _one = COMPILING.lock().unwrap_or_else(|p| p.into_inner());
-    // SAFETY: pcap_open_dead takes plain integers and returns a new handle
-    // or NULL (checked); the handle is closed below on every path.
-    let handle = unsafe { (pcap.open_dead)(lt, snap) };
-    if handle.is_null() {
-        return Err(CompileFailure::Refused(
-            "pcap_open_dead failed (out of memory?)".into(),
-        ));
-    }
+    let handle = match target {
+        Target::Live { dlt } => {
+            let Ok(dlt) = c_int::try_from(dlt) else {
+                return Err(CompileFailure::Refused(format!(
+                    "link type {dlt} out of range"
+                )));
+            };
+            // SAFETY: pcap_open_dead takes plain integers and returns a new
+            // handle or NULL (checked); it is closed below on every path.
+            let h = unsafe { (pcap.open_dead)(dlt, snap) };
+            if h.is_null() {
+                return Err(CompileFailure::Refused(
+                    "pcap_open_dead failed (out of memory?)".into(),
+                ));
+            }
+            h
+        }
+        Target::File { .. } => {
+            // SAFETY: fmemopen reads the `header.len()` bytes at `header`,
+            // which stay alive and unmoved until the stream is closed (by
+            // pcap_close below, or fclose on failure); "r" never writes.
+            let fp = unsafe {
+                libc::fmemopen(
+                    header.as_mut_ptr().cast::<c_void>(),
+                    header.len(),
+                    c"r".as_ptr(),
+                )
+            };
+            if fp.is_null() {
+                return Err(CompileFailure::Refused(format!(
+                    "fmemopen: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            let mut errbuf = [0 as c_char; ERRBUF_SIZE];
+            // SAFETY: `fp` is an open stream and `errbuf` has the
+            // PCAP_ERRBUF_SIZE bytes libpcap may write a message into. On
+            // success the handle owns `fp` (pcap_close closes it).
+            let h = unsafe { (pcap.fopen_offline)(fp, errbuf.as_mut_ptr()) };
+            if h.is_null() {
+                // SAFETY: libpcap wrote a NUL-terminated message into the
+                // zeroed buffer (and a message never fills it whole); `fp`
+                // is still ours after the failure and closed once here.
+                let msg = unsafe {
+                    let m = CStr::from_ptr(errbuf.as_ptr())
+                        .to_string_lossy()
+                        .into_owned();
+                    libc::fclose(fp);
+                    m
+                };
+                return Err(CompileFailure::Refused(msg));
+            }
+            h
+        }
+    };
     let mut prog = BpfProgram {
         bf_len: 0,
         bf_insns: std::ptr::null_mut(),
@@ -155,8 +245,9 @@ pub fn compile(expr: &str, linktype: u32, snaplen: u32) -> Result<Vec<Insn>, Com
         unsafe { (pcap.freecode)(&mut prog) };
         Ok(insns)
     };
-    // SAFETY: `handle` came from pcap_open_dead, is closed once, and
-    // nothing uses it (or its error buffer) afterwards.
+    // SAFETY: `handle` came from pcap_open_dead or pcap_fopen_offline, is
+    // closed once (with its stream), and nothing uses it (or its error
+    // buffer) afterwards.
     unsafe { (pcap.close)(handle) };
     out
 }

@@ -5,6 +5,12 @@
 use super::program::Insn;
 use super::CompileFailure;
 
-pub fn compile(_expr: &str, _linktype: u32, _snaplen: u32) -> Result<Vec<Insn>, CompileFailure> {
+#[derive(Clone, Copy)]
+pub enum Target {
+    Live { dlt: u32 },
+    File { linktype: u32 },
+}
+
+pub fn compile(_expr: &str, _target: Target, _snaplen: u32) -> Result<Vec<Insn>, CompileFailure> {
     Err(CompileFailure::Unsupported)
 }

@@ -9,9 +9,9 @@
 //! only `filtered` in the summary. Each link type gets its own compilation
 //! (offsets differ between Ethernet, raw IP and Linux cooked frames).
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 mod libpcap;
-#[cfg(not(unix))]
+#[cfg(not(target_os = "linux"))]
 #[path = "libpcap_unsupported.rs"]
 mod libpcap;
 mod program;
@@ -68,10 +68,31 @@ enum CompileFailure {
     Unsupported,
 }
 
-/// Compiles `expr` for frames of `linktype`; a match returns `snaplen`
-/// (the live socket truncates to it, files only test it for non-zero).
+/// Compiles `expr` for a live socket's frames of `linktype`; a match
+/// returns `snaplen`, to which the kernel truncates the packet.
 pub fn compile(expr: &str, linktype: u32, snaplen: u32) -> Result<Program, FilterError> {
-    let insns = libpcap::compile(expr, dlt(linktype), snaplen).map_err(|f| match f {
+    let dlt = dlt(linktype);
+    compile_for(expr, linktype, libpcap::Target::Live { dlt }, snaplen)
+}
+
+/// Compiles `expr` for packets of `linktype` read from a file, as
+/// `tcpdump -r` compiles it (the two differ for BSD loopback frames).
+pub fn compile_for_file(expr: &str, linktype: u32) -> Result<Program, FilterError> {
+    compile_for(
+        expr,
+        linktype,
+        libpcap::Target::File { linktype },
+        FILE_SNAPLEN,
+    )
+}
+
+fn compile_for(
+    expr: &str,
+    linktype: u32,
+    target: libpcap::Target,
+    snaplen: u32,
+) -> Result<Program, FilterError> {
+    let insns = libpcap::compile(expr, target, snaplen).map_err(|f| match f {
         CompileFailure::Missing(detail) => FilterError::NoLibpcap {
             expr: expr.into(),
             detail,
@@ -92,7 +113,7 @@ pub fn compile(expr: &str, linktype: u32, snaplen: u32) -> Result<Program, Filte
 
 /// The DLT_ value libpcap's compiler knows a LINKTYPE_ value by (what
 /// libpcap's `linktype_to_dlt` does when it reads a file): they differ only
-/// for a few old types, of which the decoder reads raw IP.
+/// for a few old types, of which live capture meets raw IP (tun devices).
 fn dlt(linktype: u32) -> u32 {
     match linktype {
         // LINKTYPE_RAW: DLT_RAW, 12 everywhere but OpenBSD.
@@ -132,7 +153,7 @@ impl PacketFilter {
         let Some(expr) = expression(expr) else {
             return Ok(None);
         };
-        let program = compile(expr, LINKTYPE_ETHERNET, FILE_SNAPLEN)?;
+        let program = compile_for_file(expr, LINKTYPE_ETHERNET)?;
         Ok(Some(PacketFilter {
             expr: expr.into(),
             slots: vec![Slot {
@@ -151,11 +172,15 @@ impl PacketFilter {
 
     /// The slot for `linktype`, compiled on first use.
     fn slot(&mut self, linktype: u32) -> &mut Slot {
-        if self.slots.get(self.last).is_none_or(|s| s.linktype != linktype) {
+        if self
+            .slots
+            .get(self.last)
+            .is_none_or(|s| s.linktype != linktype)
+        {
             self.last = match self.slots.iter().position(|s| s.linktype == linktype) {
                 Some(i) => i,
                 None => {
-                    let program = compile(&self.expr, linktype, FILE_SNAPLEN);
+                    let program = compile_for_file(&self.expr, linktype);
                     self.slots.push(Slot {
                         linktype,
                         program,
@@ -172,7 +197,11 @@ impl PacketFilter {
     /// an expression the file's link type has no meaning for is an error
     /// before the run rather than in the middle.
     pub fn prepare(&mut self, linktype: u32) -> Result<(), FilterError> {
-        self.slot(linktype).program.as_ref().map(|_| ()).map_err(Clone::clone)
+        self.slot(linktype)
+            .program
+            .as_ref()
+            .map(|_| ())
+            .map_err(Clone::clone)
     }
 
     /// Whether `p` passes; an error if the expression cannot be compiled for
@@ -284,7 +313,10 @@ mod tests {
 
     #[test]
     fn a_bad_expression_names_itself_and_libpcaps_reason() {
-        let e = PacketFilter::new(Some("tcp port")).err().unwrap().to_string();
+        let e = PacketFilter::new(Some("tcp port"))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("filter \"tcp port\""), "{e}");
         assert!(e.contains("syntax error"), "{e}");
     }

@@ -571,8 +571,8 @@ mod tests {
         };
         // Mostly opcodes that exist, some that do not; a return last, mostly.
         let mut codes: Vec<u16> = vec![
-            LD_W_ABS, LD_H_ABS, LD_B_ABS, LD_W_IND, LD_H_IND, LD_B_IND, LD_W_LEN, LD_IMM,
-            LD_MEM, LDX_IMM, LDX_MEM, LDX_W_LEN, LDX_B_MSH, ST, STX, RET_K, RET_A, TAX, TXA,
+            LD_W_ABS, LD_H_ABS, LD_B_ABS, LD_W_IND, LD_H_IND, LD_B_IND, LD_W_LEN, LD_IMM, LD_MEM,
+            LDX_IMM, LDX_MEM, LDX_W_LEN, LDX_B_MSH, ST, STX, RET_K, RET_A, TAX, TXA,
         ];
         for operation in [ADD, SUB, MUL, DIV, OR, AND, LSH, RSH, NEG, MOD, XOR] {
             codes.extend([ALU | operation | K, ALU | operation | X]);
