@@ -74,6 +74,27 @@ static LIBPCAP: OnceLock<Result<Libpcap, String>> = OnceLock::new();
 /// a time is cheap insurance against an old library on the host.
 static COMPILING: Mutex<()> = Mutex::new(());
 
+type Symbols = (OpenDead, Compile, FreeCode, GetErr, Close, FopenOffline);
+
+/// The functions used, looked up in `lib`.
+///
+/// # Safety
+/// `lib` must be libpcap, whose symbols of these names have the types
+/// [`Symbols`] gives them; the pointers must not outlive `lib`.
+unsafe fn symbols(lib: &libloading::Library) -> Result<Symbols, libloading::Error> {
+    // SAFETY: the caller's promise, above.
+    unsafe {
+        Ok((
+            *lib.get::<OpenDead>(b"pcap_open_dead\0")?,
+            *lib.get::<Compile>(b"pcap_compile\0")?,
+            *lib.get::<FreeCode>(b"pcap_freecode\0")?,
+            *lib.get::<GetErr>(b"pcap_geterr\0")?,
+            *lib.get::<Close>(b"pcap_close\0")?,
+            *lib.get::<FopenOffline>(b"pcap_fopen_offline\0")?,
+        ))
+    }
+}
+
 fn load() -> Result<Libpcap, String> {
     let mut tried = Vec::new();
     for name in NAMES {
@@ -87,21 +108,13 @@ fn load() -> Result<Libpcap, String> {
                 continue;
             }
         };
-        let missing = |e: libloading::Error| format!("{name}: {e}");
-        // SAFETY (the five lookups): each symbol is looked up by its libpcap
-        // name and given the C signature pcap/pcap.h declares for it (the
-        // types above mirror its structs); the pointers are used only while
-        // `lib` is loaded, and `lib` moves into the returned value, which
-        // lives in a static and is never dropped.
-        let open_dead = unsafe { *lib.get::<OpenDead>(b"pcap_open_dead\0").map_err(missing)? };
-        let compile = unsafe { *lib.get::<Compile>(b"pcap_compile\0").map_err(missing)? };
-        let freecode = unsafe { *lib.get::<FreeCode>(b"pcap_freecode\0").map_err(missing)? };
-        let geterr = unsafe { *lib.get::<GetErr>(b"pcap_geterr\0").map_err(missing)? };
-        let close = unsafe { *lib.get::<Close>(b"pcap_close\0").map_err(missing)? };
-        let fopen_offline = unsafe {
-            *lib.get::<FopenOffline>(b"pcap_fopen_offline\0")
-                .map_err(missing)?
-        };
+        // SAFETY: the types `symbols` gives each symbol are the C
+        // signatures pcap/pcap.h declares for them (the structs above mirror
+        // its own); the pointers are used only while `lib` is loaded, and
+        // `lib` moves into the returned value, which lives in a static and
+        // is never dropped.
+        let (open_dead, compile, freecode, geterr, close, fopen_offline) =
+            unsafe { symbols(&lib) }.map_err(|e| format!("{name}: {e}"))?;
         return Ok(Libpcap {
             _lib: lib,
             open_dead,
