@@ -5,6 +5,8 @@
 use super::program::Insn;
 use super::CompileFailure;
 
+/// The same targets as on Linux; nothing is compiled for them here.
+#[allow(dead_code)]
 #[derive(Clone, Copy)]
 pub enum Target {
     Live { dlt: u32 },
