@@ -68,6 +68,36 @@ pub mod op {
     pub const JGT: u16 = 0x20;
     pub const JGE: u16 = 0x30;
     pub const JSET: u16 = 0x40;
+    pub const ALU_ADD_K: u16 = ALU | ADD | K;
+    pub const ALU_ADD_X: u16 = ALU | ADD | X;
+    pub const ALU_SUB_K: u16 = ALU | SUB | K;
+    pub const ALU_SUB_X: u16 = ALU | SUB | X;
+    pub const ALU_MUL_K: u16 = ALU | MUL | K;
+    pub const ALU_MUL_X: u16 = ALU | MUL | X;
+    pub const ALU_DIV_K: u16 = ALU | DIV | K;
+    pub const ALU_DIV_X: u16 = ALU | DIV | X;
+    pub const ALU_MOD_K: u16 = ALU | MOD | K;
+    pub const ALU_MOD_X: u16 = ALU | MOD | X;
+    pub const ALU_OR_K: u16 = ALU | OR | K;
+    pub const ALU_OR_X: u16 = ALU | OR | X;
+    pub const ALU_AND_K: u16 = ALU | AND | K;
+    pub const ALU_AND_X: u16 = ALU | AND | X;
+    pub const ALU_XOR_K: u16 = ALU | XOR | K;
+    pub const ALU_XOR_X: u16 = ALU | XOR | X;
+    pub const ALU_LSH_K: u16 = ALU | LSH | K;
+    pub const ALU_LSH_X: u16 = ALU | LSH | X;
+    pub const ALU_RSH_K: u16 = ALU | RSH | K;
+    pub const ALU_RSH_X: u16 = ALU | RSH | X;
+    pub const ALU_NEG: u16 = ALU | NEG;
+    pub const JMP_JA: u16 = JMP | JA;
+    pub const JMP_JEQ_K: u16 = JMP | JEQ | K;
+    pub const JMP_JEQ_X: u16 = JMP | JEQ | X;
+    pub const JMP_JGT_K: u16 = JMP | JGT | K;
+    pub const JMP_JGT_X: u16 = JMP | JGT | X;
+    pub const JMP_JGE_K: u16 = JMP | JGE | K;
+    pub const JMP_JGE_X: u16 = JMP | JGE | X;
+    pub const JMP_JSET_K: u16 = JMP | JSET | K;
+    pub const JMP_JSET_X: u16 = JMP | JSET | X;
     pub const RET_K: u16 = 0x06;
     pub const RET_A: u16 = 0x16;
     pub const TAX: u16 = 0x07;
@@ -252,45 +282,50 @@ impl Program {
                 TXA => a = x,
                 RET_K => return k,
                 RET_A => return a,
-                c if c & 0x07 == ALU => {
-                    let v = if c & X != 0 { x } else { k };
-                    a = match c & 0xf0 {
-                        ADD => a.wrapping_add(v),
-                        SUB => a.wrapping_sub(v),
-                        MUL => a.wrapping_mul(v),
-                        DIV => match a.checked_div(v) {
-                            Some(r) => r,
-                            None => return 0,
-                        },
-                        MOD => match a.checked_rem(v) {
-                            Some(r) => r,
-                            None => return 0,
-                        },
-                        OR => a | v,
-                        AND => a & v,
-                        XOR => a ^ v,
-                        // libpcap: a shift by 32 or more gives 0.
-                        LSH => a.checked_shl(v).unwrap_or(0),
-                        RSH => a.checked_shr(v).unwrap_or(0),
-                        NEG => a.wrapping_neg(),
-                        _ => return 0,
-                    };
-                }
-                c if c & 0x07 == JMP => {
-                    let v = if c & X != 0 { x } else { k };
-                    let skip = match c & 0xf0 {
-                        JA => k as usize,
-                        JEQ => usize::from(if a == v { i.jt } else { i.jf }),
-                        JGT => usize::from(if a > v { i.jt } else { i.jf }),
-                        JGE => usize::from(if a >= v { i.jt } else { i.jf }),
-                        JSET => usize::from(if a & v != 0 { i.jt } else { i.jf }),
-                        _ => return 0,
-                    };
-                    pc = match pc.checked_add(skip) {
-                        Some(p) => p,
+                // Every ALU and jump opcode is an arm of its own, so an
+                // instruction costs one dispatch (jumps are most of what
+                // libpcap's programs execute).
+                ALU_ADD_K => a = a.wrapping_add(k),
+                ALU_ADD_X => a = a.wrapping_add(x),
+                ALU_SUB_K => a = a.wrapping_sub(k),
+                ALU_SUB_X => a = a.wrapping_sub(x),
+                ALU_MUL_K => a = a.wrapping_mul(k),
+                ALU_MUL_X => a = a.wrapping_mul(x),
+                ALU_DIV_K | ALU_DIV_X => {
+                    let v = if i.code == ALU_DIV_X { x } else { k };
+                    match a.checked_div(v) {
+                        Some(r) => a = r,
                         None => return 0,
-                    };
+                    }
                 }
+                ALU_MOD_K | ALU_MOD_X => {
+                    let v = if i.code == ALU_MOD_X { x } else { k };
+                    match a.checked_rem(v) {
+                        Some(r) => a = r,
+                        None => return 0,
+                    }
+                }
+                ALU_OR_K => a |= k,
+                ALU_OR_X => a |= x,
+                ALU_AND_K => a &= k,
+                ALU_AND_X => a &= x,
+                ALU_XOR_K => a ^= k,
+                ALU_XOR_X => a ^= x,
+                // libpcap: a shift by 32 or more gives 0.
+                ALU_LSH_K => a = a.checked_shl(k).unwrap_or(0),
+                ALU_LSH_X => a = a.checked_shl(x).unwrap_or(0),
+                ALU_RSH_K => a = a.checked_shr(k).unwrap_or(0),
+                ALU_RSH_X => a = a.checked_shr(x).unwrap_or(0),
+                ALU_NEG => a = a.wrapping_neg(),
+                JMP_JA => pc = pc.saturating_add(k as usize),
+                JMP_JEQ_K => pc += usize::from(if a == k { i.jt } else { i.jf }),
+                JMP_JEQ_X => pc += usize::from(if a == x { i.jt } else { i.jf }),
+                JMP_JGT_K => pc += usize::from(if a > k { i.jt } else { i.jf }),
+                JMP_JGT_X => pc += usize::from(if a > x { i.jt } else { i.jf }),
+                JMP_JGE_K => pc += usize::from(if a >= k { i.jt } else { i.jf }),
+                JMP_JGE_X => pc += usize::from(if a >= x { i.jt } else { i.jf }),
+                JMP_JSET_K => pc += usize::from(if a & k != 0 { i.jt } else { i.jf }),
+                JMP_JSET_X => pc += usize::from(if a & x != 0 { i.jt } else { i.jf }),
                 _ => return 0,
             }
         }
