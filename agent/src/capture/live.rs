@@ -119,20 +119,39 @@ impl Ring {
                 jf: 0,
                 k: snaplen,
             }],
-            Some(expr) => super::filter::compile(expr, linktype, snaplen)
-                .map_err(|source| LiveError::Filter {
-                    iface: iface.into(),
-                    source,
-                })?
-                .insns()
-                .iter()
-                .map(|i| libc::sock_filter {
-                    code: i.code,
-                    jt: i.jt,
-                    jf: i.jf,
-                    k: i.k,
-                })
-                .collect(),
+            Some(expr) => match super::filter::compile(expr, linktype, snaplen) {
+                Ok(program) => program
+                    .insns()
+                    .iter()
+                    .map(|i| libc::sock_filter {
+                        code: i.code,
+                        jt: i.jt,
+                        jf: i.jf,
+                        k: i.k,
+                    })
+                    .collect(),
+                // A link type with no LINKTYPE_ value (a GRE or IPIP tunnel
+                // among the default interfaces): libpcap knows its frames no
+                // more than the decoder does, so no packet there could be a
+                // flow. Take none rather than refuse the whole capture.
+                Err(e @ super::filter::FilterError::Compile { .. })
+                    if linktype >= UNKNOWN_LINKTYPE =>
+                {
+                    tracing::warn!("{iface}: {e}; capturing nothing on it");
+                    vec![libc::sock_filter {
+                        code: 0x06, // BPF_RET | BPF_K
+                        jt: 0,
+                        jf: 0,
+                        k: 0,
+                    }]
+                }
+                Err(source) => {
+                    return Err(LiveError::Filter {
+                        iface: iface.into(),
+                        source,
+                    })
+                }
+            },
         };
         // Protocol 0: the socket receives nothing until it is bound below,
         // after its ring is ready, so no other interface's packets slip in.
@@ -462,6 +481,9 @@ fn arphrd_of(iface: &str) -> u32 {
         .unwrap_or(1)
 }
 
+/// Where [`linktype_of`] puts ARPHRD types it has no LINKTYPE_ value for.
+const UNKNOWN_LINKTYPE: u32 = 0x2_0000;
+
 /// LINKTYPE of an interface from its ARPHRD type.
 fn linktype_of(arphrd: u32) -> u32 {
     match arphrd {
@@ -469,6 +491,6 @@ fn linktype_of(arphrd: u32) -> u32 {
         1 | 772 => 1,
         // ARPHRD_NONE (tun) and ARPHRD_RAWIP: packets start at the IP header.
         65534 | 519 => 101,
-        other => 0x2_0000 + other,
+        other => UNKNOWN_LINKTYPE + other,
     }
 }
