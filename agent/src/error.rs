@@ -7,6 +7,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::azure::AzureError;
+use crate::capture::filter::FilterError;
 use crate::capture::live::LiveError;
 use crate::capture::SourceError;
 use crate::certs::CertsError;
@@ -50,6 +51,8 @@ pub enum Error {
     Azure(#[from] AzureError),
     #[error("live capture: {0}")]
     Live(#[from] LiveError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
     #[error("extension: {0}")]
     Extension(#[from] ExtensionError),
     #[error("{}: {source}", path.display())]

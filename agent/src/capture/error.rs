@@ -4,6 +4,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::filter::FilterError;
 use super::live::LiveError;
 use super::CaptureError;
 use crate::pipeline::PipelineError;
@@ -24,6 +25,13 @@ pub enum SourceError {
     },
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// A capture filter that cannot be compiled (for this file's link type).
+    #[error("{}: {source}", path.display())]
+    Filter {
+        path: PathBuf,
+        #[source]
+        source: FilterError,
+    },
     #[error("live capture: {0}")]
     Live(#[from] LiveError),
 }
@@ -32,6 +40,13 @@ impl SourceError {
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         SourceError::Io {
             path: path.into(),
+            source,
+        }
+    }
+
+    pub fn filter(path: &Path, source: FilterError) -> Self {
+        SourceError::Filter {
+            path: path.to_path_buf(),
             source,
         }
     }

@@ -14,6 +14,7 @@ use std::collections::BinaryHeap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::filter::PacketFilter;
 use super::input::{is_stdin, DamageSlot, Input};
 use super::progress::ReadProgress;
 use super::{CaptureError, CaptureReader, RawPacket, SourceError};
@@ -29,18 +30,22 @@ pub fn replay<S: RecordSink>(paths: Vec<PathBuf>, cfg: &Config, sink: S) -> Repo
     report
 }
 
-/// [`replay`], telling `progress` how far it has read as it goes.
+/// [`replay`], telling `progress` how far it has read as it goes, and
+/// handing the engine only the packets `filter` passes (see
+/// [`CaptureFiles::filter`]).
 pub fn replay_with_progress<S: RecordSink>(
     paths: Vec<PathBuf>,
     cfg: &Config,
     sink: S,
     progress: Arc<ReadProgress>,
+    filter: Option<PacketFilter>,
 ) -> Report<SourceError> {
     /// Packets are published in steps: an atomic add per packet would cost
     /// a few percent at top speed.
     const STEP: u64 = 4096;
     let mut files = CaptureFiles::new(paths);
     files.progress = Some(progress.clone());
+    files.filter = filter;
     let mut report = pipeline::run(cfg, sink, |feed| {
         let mut n = 0u64;
         let r = files.for_each(|p| {
@@ -55,14 +60,19 @@ pub fn replay_with_progress<S: RecordSink>(
         r
     });
     report.summary.warnings = files.warnings;
+    report.summary.filtered = files.filter.map_or(0, |f| f.filtered);
     report
 }
 
 /// Every file opens and starts like a capture: checked before a run starts,
 /// so a wrong path or a file that is no capture is an error on its own
 /// rather than after an empty run's summary. Standard input (`-`) can be
-/// read only once, so it is checked when the run reads it.
-pub fn check_readable(paths: &[PathBuf]) -> Result<(), SourceError> {
+/// read only once, so it is checked when the run reads it. With a filter,
+/// it is compiled for each file's link type (its first packet's) now.
+pub fn check_readable(
+    paths: &[PathBuf],
+    mut filter: Option<&mut PacketFilter>,
+) -> Result<(), SourceError> {
     if paths.iter().filter(|p| is_stdin(p)).count() > 1 {
         return Err(SourceError::io(
             "-",
@@ -76,7 +86,13 @@ pub fn check_readable(paths: &[PathBuf]) -> Result<(), SourceError> {
                 std::io::Error::other("is a directory, not a capture file"),
             ));
         }
-        open(p, None)?;
+        let (mut reader, _) = open(p, None)?;
+        if let Some(f) = filter.as_deref_mut() {
+            if let Some(first) = reader.next_packet().map_err(SourceError::capture(p))? {
+                f.prepare(first.linktype)
+                    .map_err(|e| SourceError::filter(p, e))?;
+            }
+        }
     }
     Ok(())
 }
@@ -116,6 +132,10 @@ pub struct CaptureFiles {
     pub warnings: Vec<FileWarning>,
     /// Bytes read are counted here (a progress bar), if set.
     pub progress: Option<Arc<ReadProgress>>,
+    /// Only packets this passes are handed on (the rest are counted in it);
+    /// a file of a link type the expression cannot be compiled for ends
+    /// the run with that error, as tcpdump refuses it.
+    pub filter: Option<PacketFilter>,
 }
 
 impl CaptureFiles {
@@ -124,6 +144,7 @@ impl CaptureFiles {
             paths,
             warnings: Vec::new(),
             progress: None,
+            filter: None,
         }
     }
 
@@ -150,8 +171,22 @@ impl CaptureFiles {
     ) -> Result<(), SourceError> {
         let (mut reader, damage) = open(path, self.progress.as_ref())?;
         let cap = SourceError::capture(path);
-        while let Some(p) = reader.next_packet().map_err(&cap)? {
-            f(p);
+        match self.filter.as_mut() {
+            None => {
+                while let Some(p) = reader.next_packet().map_err(&cap)? {
+                    f(p);
+                }
+            }
+            Some(filter) => {
+                while let Some(p) = reader.next_packet().map_err(&cap)? {
+                    if filter
+                        .accepts(&p)
+                        .map_err(|e| SourceError::filter(path, e))?
+                    {
+                        f(p);
+                    }
+                }
+            }
         }
         self.finish(path, &reader, &damage)
     }
@@ -234,7 +269,15 @@ impl CaptureFiles {
             let Some(lane) = lanes[idx].as_mut() else {
                 continue;
             };
-            f(lane.head.packet());
+            let head = lane.head.packet();
+            let pass = match self.filter.as_mut().map(|flt| flt.accepts(&head)) {
+                None | Some(Ok(true)) => true,
+                Some(Ok(false)) => false,
+                Some(Err(e)) => return Err(SourceError::filter(&paths[idx], e)),
+            };
+            if pass {
+                f(head);
+            }
             match self.advance(&paths[idx], lane) {
                 Ok(true) => heap.push(Reverse((lane.head.ts_ns, idx))),
                 Ok(false) => lanes[idx] = None,

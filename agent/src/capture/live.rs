@@ -99,6 +99,60 @@ impl Ring {
         if ifindex == 0 {
             return Err(LiveError::NoInterface(iface.into()));
         }
+        let arphrd = arphrd_of(iface);
+        let linktype = linktype_of(arphrd);
+        // Header-only capture in the kernel: the classic BPF program returns
+        // the snap length for a packet it keeps, which truncates it before
+        // the copy. Without a capture filter it is the one instruction
+        // "accept snaplen bytes"; with one, libpcap's program for this
+        // interface's frames (the socket is SOCK_RAW: the kernel runs the
+        // filter on the frame from its link-layer header, as libpcap's own
+        // live capture does), compiled with the same snap length. Attached
+        // before the socket is bound, so no unfiltered packet gets in;
+        // compiled before the socket is made, so a mistake in the
+        // expression is reported as such even without CAP_NET_RAW.
+        let snaplen = opts.snaplen.max(64);
+        let prog: Vec<libc::sock_filter> = match super::filter::expression(opts.filter.as_deref()) {
+            None => vec![libc::sock_filter {
+                code: 0x06, // BPF_RET | BPF_K
+                jt: 0,
+                jf: 0,
+                k: snaplen,
+            }],
+            Some(expr) => match super::filter::compile(expr, linktype, snaplen) {
+                Ok(program) => program
+                    .insns()
+                    .iter()
+                    .map(|i| libc::sock_filter {
+                        code: i.code,
+                        jt: i.jt,
+                        jf: i.jf,
+                        k: i.k,
+                    })
+                    .collect(),
+                // A link type with no LINKTYPE_ value (a GRE or IPIP tunnel
+                // among the default interfaces): libpcap knows its frames no
+                // more than the decoder does, so no packet there could be a
+                // flow. Take none rather than refuse the whole capture.
+                Err(e @ super::filter::FilterError::Compile { .. })
+                    if linktype >= UNKNOWN_LINKTYPE =>
+                {
+                    tracing::warn!("{iface}: {e}; capturing nothing on it");
+                    vec![libc::sock_filter {
+                        code: 0x06, // BPF_RET | BPF_K
+                        jt: 0,
+                        jf: 0,
+                        k: 0,
+                    }]
+                }
+                Err(source) => {
+                    return Err(LiveError::Filter {
+                        iface: iface.into(),
+                        source,
+                    })
+                }
+            },
+        };
         // Protocol 0: the socket receives nothing until it is bound below,
         // after its ring is ready, so no other interface's packets slip in.
         // SAFETY: plain socket(2) call; the result is checked.
@@ -122,18 +176,13 @@ impl Ring {
         let version: libc::c_int = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
         setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &version)
             .map_err(|_| err(iface, "PACKET_VERSION"))?;
-        // Header-only capture in the kernel: a one-instruction classic BPF
-        // program "accept snaplen bytes" truncates before the copy.
-        let prog = [libc::sock_filter {
-            code: 0x06, // BPF_RET | BPF_K
-            jt: 0,
-            jf: 0,
-            k: opts.snaplen.max(64),
-        }];
         let fprog = libc::sock_fprog {
-            len: 1,
+            // At most MAX_INSNS (4096): `Program::new` checked it.
+            len: prog.len() as u16,
             filter: prog.as_ptr() as *mut libc::sock_filter,
         };
+        // The kernel copies the program during the call (sk_attach_filter),
+        // so `prog` need only outlive it.
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
             .map_err(|_| err(iface, "SO_ATTACH_FILTER"))?;
         let frame_size = 2048u32;
@@ -164,7 +213,6 @@ impl Ring {
         if map == libc::MAP_FAILED {
             return Err(err(iface, "mmap ring"));
         }
-        let arphrd = arphrd_of(iface);
         let mut ring = Ring {
             fd,
             map: map.cast(),
@@ -172,7 +220,7 @@ impl Ring {
             block_size: opts.block_size,
             blocks: opts.blocks,
             next: 0,
-            linktype: linktype_of(arphrd),
+            linktype,
             scratch: Vec::with_capacity(opts.snaplen as usize + 64),
             stats: IfaceStats {
                 iface: iface.into(),
@@ -433,6 +481,9 @@ fn arphrd_of(iface: &str) -> u32 {
         .unwrap_or(1)
 }
 
+/// Where [`linktype_of`] puts ARPHRD types it has no LINKTYPE_ value for.
+const UNKNOWN_LINKTYPE: u32 = 0x2_0000;
+
 /// LINKTYPE of an interface from its ARPHRD type.
 fn linktype_of(arphrd: u32) -> u32 {
     match arphrd {
@@ -440,6 +491,6 @@ fn linktype_of(arphrd: u32) -> u32 {
         1 | 772 => 1,
         // ARPHRD_NONE (tun) and ARPHRD_RAWIP: packets start at the IP header.
         65534 | 519 => 101,
-        other => 0x2_0000 + other,
+        other => UNKNOWN_LINKTYPE + other,
     }
 }

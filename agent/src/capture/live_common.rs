@@ -19,6 +19,13 @@ pub enum LiveError {
     },
     #[error("no interface to capture on (none is up, has an address and is not loopback)")]
     NothingToCapture,
+    /// The capture filter cannot be compiled for this interface's link type.
+    #[error("{iface}: {source}")]
+    Filter {
+        iface: String,
+        #[source]
+        source: super::filter::FilterError,
+    },
     /// Not Linux: see `platform::LIVE_CAPTURE_UNSUPPORTED`.
     #[error("{}", crate::platform::LIVE_CAPTURE_UNSUPPORTED)]
     Unsupported,
@@ -32,6 +39,9 @@ pub struct RingOptions {
     pub blocks: usize,
     /// A block is handed over after this long even if not full.
     pub block_timeout_ms: u32,
+    /// A capture filter (tcpdump's language), compiled for each interface's
+    /// link type and run by the kernel on the socket.
+    pub filter: Option<String>,
 }
 
 /// 32 MiB per interface in 4 blocks of 8 MiB, handed over when full or after
@@ -49,6 +59,7 @@ impl Default for RingOptions {
             block_size: DEFAULT_BLOCK_KIB << 10,
             blocks: DEFAULT_BLOCKS,
             block_timeout_ms: 200,
+            filter: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 mod buf;
 mod error;
 mod files;
+pub mod filter;
 #[cfg(test)]
 pub(crate) mod fuzz;
 mod input;

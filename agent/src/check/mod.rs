@@ -48,6 +48,19 @@ pub fn check(path: &Path) -> Report {
     r
 }
 
+/// A capture filter compiles, with the libpcap the agent will load.
+fn filter(key: &str, expr: Option<&str>, r: &mut Report) {
+    use crate::capture::filter::{expression, PacketFilter};
+    if let Some(e) = expression(expr) {
+        r.plan.push(format!("{key}: only packets matching {e:?}"));
+        r.check(
+            PacketFilter::new(Some(e))
+                .map(|_| ())
+                .map_err(|err| format!("{key}: {err}")),
+        );
+    }
+}
+
 fn sources(cfg: &Config, r: &mut Report) {
     let s = &cfg.source;
     if let Some(l) = &cfg.capture.live {
@@ -68,6 +81,7 @@ fn sources(cfg: &Config, r: &mut Report) {
             if l.promiscuous { "promiscuous, " } else { "" },
             l.ring_mib
         ));
+        filter("capture.live.filter", l.filter.as_deref(), r);
         if let Err(e) = crate::capture::live::available() {
             r.problem(format!("capture.live: {e}"));
         } else {
@@ -108,6 +122,7 @@ fn sources(cfg: &Config, r: &mut Report) {
             f.poll_interval
         ));
         r.check(files::readable_dir("source.folder.path", &f.path));
+        filter("source.folder.filter", f.filter.as_deref(), r);
     }
     for b in &s.blob {
         r.plan.push(format!(
@@ -126,6 +141,7 @@ fn sources(cfg: &Config, r: &mut Report) {
         if let Some(p) = &b.ca_file {
             r.check(files::readable_file("source.blob.ca_file", p));
         }
+        filter("source.blob.filter", b.filter.as_deref(), r);
     }
     for f in &s.flowlog {
         r.plan.push(format!(

@@ -34,6 +34,7 @@ pub(super) struct BenchArgs {
 
 pub(super) fn cmd(a: BenchArgs) -> Result<ExitCode, Error> {
     let cfg = engine_config(&a.engine)?;
+    let filter = crate::capture::filter::PacketFilter::new(a.engine.filter.as_deref())?;
     let dir = std::env::temp_dir().join(format!("vmflow-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let path = dir.join("bench.pcap");
@@ -54,21 +55,25 @@ pub(super) fn cmd(a: BenchArgs) -> Result<ExitCode, Error> {
         inner: CountSink::default(),
         progress: progress.clone(),
     };
-    let report = crate::capture::replay_with_progress(vec![path.clone()], &cfg, sink, progress);
+    let report =
+        crate::capture::replay_with_progress(vec![path.clone()], &cfg, sink, progress, filter);
     if let Some(b) = bar {
         b.finish();
     }
     let _ = std::fs::remove_dir_all(&dir);
     let s = &report.summary;
+    // Packets read, whether the filter passed them or not.
+    let read = s.packets + s.filtered;
     println!(
-        "bench: packets={} flows={} records={} threads={} synth_s={synth_s:.2} replay_s={:.3} \
-         packets_per_s={:.0} peak_rss_mib={:.1}",
+        "bench: packets={} filtered={} flows={} records={} threads={} synth_s={synth_s:.2} \
+         replay_s={:.3} packets_per_s={:.0} peak_rss_mib={:.1}",
         s.packets,
+        s.filtered,
         s.flows,
         s.records,
         s.threads,
         s.elapsed.as_secs_f64(),
-        s.packets as f64 / s.elapsed.as_secs_f64().max(1e-9),
+        read as f64 / s.elapsed.as_secs_f64().max(1e-9),
         peak_rss_mib().unwrap_or(f64::NAN),
     );
     finish("bench", report)

@@ -100,6 +100,12 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         promiscuous: a.promiscuous,
         blocks: a.ring_blocks,
         block_size: a.ring_block_kib << 10,
+        // The command line's, else the configuration's.
+        filter: a
+            .engine
+            .filter
+            .clone()
+            .or_else(|| cfg.capture.live.as_ref().and_then(|l| l.filter.clone())),
         ..Default::default()
     };
     let mut rings = ifaces
@@ -117,8 +123,11 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         Format::Csv => Box::new(CsvSink::new(out)),
     };
     let sink = super::replay::observing(sink, a.observations.as_deref(), &cfg)?;
+    let filtering = crate::capture::filter::expression(opts.filter.as_deref())
+        .map(|e| format!(", kernel filter {e:?}"))
+        .unwrap_or_default();
     eprintln!(
-        "capture: capturing on {} (snap length {}); {} stops",
+        "capture: capturing on {} (snap length {}{filtering}); {} stops",
         ifaces.join(", "),
         a.snaplen,
         crate::platform::STOP_SIGNALS

@@ -20,6 +20,12 @@ pub(super) struct EngineArgs {
     /// Local network (CIDR); repeat for several. Replaces the configured list.
     #[arg(long = "local-net", value_name = "CIDR")]
     pub(super) local_net: Vec<String>,
+    /// Only packets matching this capture filter, in tcpdump's language
+    /// (`tcp port 443`, `not port 53`, `net 10.0.0.0/8`), compiled by
+    /// libpcap (libpcap0.8 must be installed). Live capture runs it in the
+    /// kernel; files run it on each packet before decoding.
+    #[arg(long, value_name = "EXPR")]
+    pub(super) filter: Option<String>,
 }
 
 pub(super) fn engine_config(a: &EngineArgs) -> Result<Config, Error> {

@@ -12,6 +12,7 @@ use clap::Args;
 use super::engine_args::{engine_config, EngineArgs};
 use super::progress::{Bar, CountRecords, Counting};
 use super::summary::finish;
+use crate::capture::filter::PacketFilter;
 use crate::capture::ReadProgress;
 use crate::error::Error;
 use vmflow_proto::ipfix::IpfixMode;
@@ -70,7 +71,8 @@ enum Mode {
 
 pub(super) fn cmd(a: ReplayArgs) -> Result<ExitCode, Error> {
     let cfg = engine_config(&a.engine)?;
-    crate::capture::check_readable(&a.files)?;
+    let mut filter = PacketFilter::new(a.engine.filter.as_deref())?;
+    crate::capture::check_readable(&a.files, filter.as_mut())?;
     let out: Box<dyn io::Write + Send> = if a.out == "-" {
         Box::new(io::stdout())
     } else {
@@ -105,7 +107,7 @@ pub(super) fn cmd(a: ReplayArgs) -> Result<ExitCode, Error> {
         inner: sink,
         progress: progress.clone(),
     };
-    let report = crate::capture::replay_with_progress(a.files, &cfg, sink, progress);
+    let report = crate::capture::replay_with_progress(a.files, &cfg, sink, progress, filter);
     if let Some(b) = bar {
         b.finish();
     }

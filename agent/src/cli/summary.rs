@@ -35,11 +35,12 @@ fn emit(text: &str) {
 fn summary_lines(err: &mut String, what: &str, s: &Summary) {
     let _ = writeln!(
         err,
-        "{what}: packets={} flow_packets={} ip_bytes={} skipped={} flows={} records={} \
+        "{what}: packets={} filtered={} flow_packets={} ip_bytes={} skipped={} flows={} records={} \
          record_packets={} record_bytes={} evicted={} emergency_expired={} frag_first={} \
          frag_later={} frag_orphaned={} \
          warnings={} threads={} elapsed_s={:.3} mpps={:.2}",
         s.packets,
+        s.filtered,
         s.flow_packets,
         s.ip_bytes,
         s.skipped_total(),

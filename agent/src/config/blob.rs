@@ -52,6 +52,11 @@ pub struct BlobConfig {
     pub max_silence: Seconds,
     pub overlap_window: Seconds,
     pub on_stop: OnStop,
+    /// A capture filter in tcpdump's language, compiled by libpcap for
+    /// each file's link type: only matching packets reach the engine (the
+    /// rest are `filtered` in the summary); overlap and coverage still
+    /// look at every packet.
+    pub filter: Option<String>,
     pub shutdown_grace: Seconds,
 }
 
@@ -76,6 +81,7 @@ impl Default for BlobConfig {
             max_silence: Seconds(10.0),
             overlap_window: Seconds(1.0),
             on_stop: OnStop::Checkpoint,
+            filter: None,
             shutdown_grace: Seconds(5.0),
         }
     }

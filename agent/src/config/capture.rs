@@ -29,6 +29,10 @@ pub struct LiveConfig {
     /// On SIGTERM, how long to wait for the collector to acknowledge the
     /// last records before leaving them in the spool.
     pub shutdown_grace: Seconds,
+    /// A capture filter in tcpdump's language (`not port 22`), compiled by
+    /// libpcap and run by the kernel on each interface's socket: only
+    /// matching packets are captured (and counted). Read at start.
+    pub filter: Option<String>,
 }
 
 impl Default for LiveConfig {
@@ -39,6 +43,7 @@ impl Default for LiveConfig {
             promiscuous: false,
             ring_mib: DEFAULT_RING_BLOCKS * DEFAULT_RING_BLOCK_KIB / 1024,
             shutdown_grace: Seconds(5.0),
+            filter: None,
         }
     }
 }

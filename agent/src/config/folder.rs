@@ -34,6 +34,11 @@ pub struct FolderConfig {
     /// they are compared packet by packet.
     pub overlap_window: Seconds,
     pub on_stop: OnStop,
+    /// A capture filter in tcpdump's language, compiled by libpcap for
+    /// each file's link type: only matching packets reach the engine (the
+    /// rest are `filtered` in the summary); overlap and coverage still
+    /// look at every packet.
+    pub filter: Option<String>,
     /// On SIGTERM, how long to wait for the collector to acknowledge the
     /// last records before leaving them in the spool.
     pub shutdown_grace: Seconds,
@@ -52,6 +57,7 @@ impl Default for FolderConfig {
             settle: Seconds(30.0),
             overlap_window: Seconds(1.0),
             on_stop: OnStop::Checkpoint,
+            filter: None,
             shutdown_grace: Seconds(5.0),
         }
     }

@@ -30,6 +30,7 @@ use super::source::{FollowedSource, Step};
 use super::FollowError;
 use crate::azure::blob::{bare_etag, BlobClient, BlobItem, Get};
 use crate::azure::AzureError;
+use crate::capture::filter::{FilteredFeed, PacketFilter};
 use crate::capture::SourceError;
 use crate::config::{AfterRead, BlobConfig};
 use crate::pipeline::Feed;
@@ -108,6 +109,8 @@ pub struct BlobSource {
     listed: Option<Instant>,
     backoff: Backoff,
     pub stats: BlobStats,
+    /// Only packets this passes reach the engine (`source.blob.filter`).
+    pub filter: Option<PacketFilter>,
 }
 
 struct Kept {
@@ -196,6 +199,7 @@ impl BlobSource {
             pos,
             follower: None,
             kept: None,
+            filter: None,
             queue: Vec::new(),
             too_late: Vec::new(),
             seen: HashMap::new(),
@@ -514,7 +518,11 @@ impl BlobSource {
         };
         // A downloaded blob is whole: read it to the end.
         let seq = &mut self.pos.sequence;
-        let res = f.poll_with(true, &mut |p| seq.packet(p, feed));
+        let mut feed = FilteredFeed {
+            feed,
+            filter: self.filter.as_mut(),
+        };
+        let res = f.poll_with(true, &mut |p| seq.packet(p, &mut feed));
         let lost = match res {
             Ok(p) if p.partial => Some("ends in a cut record".to_string()),
             Ok(_) => None,

@@ -14,6 +14,7 @@ use super::growing::GrowingFile;
 use super::sequence::Sequence;
 use super::source::{FollowedSource, Step};
 use super::FollowError;
+use crate::capture::filter::{FilteredFeed, PacketFilter};
 use crate::capture::{CaptureReader, SourceError};
 use crate::config::FolderConfig;
 use crate::pipeline::Feed;
@@ -57,6 +58,8 @@ pub struct FolderSource {
     /// Since when the current file has been cut at its end with a newer file waiting.
     stuck_since: Option<Instant>,
     warned: HashMap<PathBuf, String>,
+    /// Only packets this passes reach the engine (`source.folder.filter`).
+    pub filter: Option<PacketFilter>,
 }
 
 impl FolderSource {
@@ -71,6 +74,7 @@ impl FolderSource {
             ids: HashMap::new(),
             stuck_since: None,
             warned: HashMap::new(),
+            filter: None,
         }
     }
 
@@ -190,7 +194,11 @@ impl FolderSource {
             return Ok(Step::Idle);
         };
         let seq = &mut self.pos.sequence;
-        let res = follower.poll_with(newer && stuck_long, &mut |p| seq.packet(p, feed));
+        let mut feed = FilteredFeed {
+            feed,
+            filter: self.filter.as_mut(),
+        };
+        let res = follower.poll_with(newer && stuck_long, &mut |p| seq.packet(p, &mut feed));
         let poll = match res {
             Ok(p) => p,
             Err(SourceError::Io { ref source, .. })

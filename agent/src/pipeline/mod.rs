@@ -56,8 +56,12 @@ pub struct FileWarning {
 /// What a replay did, for the summary line and for tests.
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
-    /// Packets read from the input.
+    /// Packets read from the input (that a capture filter passed).
     pub packets: u64,
+    /// Packets a capture filter left out before the engine saw them (files
+    /// and followed sources; live capture filters in the kernel, which
+    /// does not count them).
+    pub filtered: u64,
     /// Packets that reached the flow table.
     pub flow_packets: u64,
     /// IP-layer bytes that reached the flow table.

@@ -9,6 +9,7 @@ use super::lane::Lane;
 use super::runtime;
 use super::signals::stop_flag;
 use super::RunReport;
+use crate::capture::filter::PacketFilter;
 use crate::config::{BlobConfig, Config, ExportConfig, FlowlogConfig, FolderConfig};
 use crate::error::Error;
 use crate::export::ipfix_sender::IpfixSender;
@@ -193,6 +194,11 @@ fn follow_lane(
     signalled: &std::sync::atomic::AtomicBool,
     ipfix: &[IpfixSender],
 ) -> Result<RunReport, Error> {
+    // A filter that does not compile stops the source before anything opens.
+    let filter = PacketFilter::new(match &kind {
+        FollowKind::Folder(f) => f.filter.as_deref(),
+        FollowKind::Blob(b) => b.filter.as_deref(),
+    })?;
     let fw = match kind {
         FollowKind::Folder(f) => Followed::folder(&f, spool_dir),
         FollowKind::Blob(b) => Followed::blob(&b, spool_dir),
@@ -231,7 +237,9 @@ fn follow_lane(
             };
             tracing::info!("following capture files in {}", f.path.display());
             let mut src = FolderSource::new(f, pos);
-            let t = runner::run(cfg, &mut src, engine, &mut sink, &fw.opts, signalled);
+            src.filter = filter;
+            let mut t = runner::run(cfg, &mut src, engine, &mut sink, &fw.opts, signalled);
+            t.report.summary.filtered = src.filter.as_ref().map_or(0, |f| f.filtered);
             let gaps = src.pos.sequence.gaps.iter().cloned().collect();
             covered = src.pos.sequence.covered.iter().copied().collect();
             (t, Some((src.pos.sequence.stats, gaps)), None)
@@ -252,7 +260,9 @@ fn follow_lane(
                 b.prefix
             );
             let mut src = BlobSource::new(b, client, pos, dir)?;
-            let t = runner::run(cfg, &mut src, engine, &mut sink, &fw.opts, signalled);
+            src.filter = filter;
+            let mut t = runner::run(cfg, &mut src, engine, &mut sink, &fw.opts, signalled);
+            t.report.summary.filtered = src.filter.as_ref().map_or(0, |f| f.filtered);
             let gaps = src.pos.sequence.gaps.iter().cloned().collect();
             covered = src.pos.sequence.covered.iter().copied().collect();
             (t, Some((src.pos.sequence.stats, gaps)), Some(src.stats))

@@ -83,7 +83,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
     if followed_n > 0 && x.is_none() {
         return Err(FOLLOW_NEEDS_SPOOL);
     }
-    crate::capture::check_readable(&cfg.source.files)?;
+    crate::capture::check_readable(&cfg.source.files, None)?;
     let tls = x
         .map(|x| crate::tls::client_config(&x.ca, &x.cert, &x.key))
         .transpose()?;
@@ -194,6 +194,7 @@ fn open_rings(l: &LiveConfig) -> Result<(Vec<Ring>, RingOptions), Error> {
         snaplen: l.snaplen,
         promiscuous: l.promiscuous,
         block_size: (l.ring_mib << 20) / live::DEFAULT_BLOCKS,
+        filter: l.filter.clone(),
         ..RingOptions::default()
     };
     let ifaces = if l.interfaces.is_empty() {

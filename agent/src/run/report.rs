@@ -56,6 +56,7 @@ impl RunReport {
     pub fn absorb(&mut self, r: &RunReport) {
         let s = &mut self.summary;
         s.packets += r.summary.packets;
+        s.filtered += r.summary.filtered;
         s.flow_packets += r.summary.flow_packets;
         s.ip_bytes += r.summary.ip_bytes;
         s.records += r.summary.records;
