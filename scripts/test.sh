@@ -26,6 +26,20 @@ if [ "$(cat "$azurite_dir/.version" 2>/dev/null)" != "$AZURITE_VERSION" ] \
     echo "$AZURITE_VERSION" > "$azurite_dir/.version"
 fi
 
+# A free country database (ip-location-db's geo-whois-asn-country, CC BY 4.0
+# by NRO) in MaxMind format and the same data as CSV, pinned: tests/observe.rs
+# enriches observations with it and checks the lookups against the CSV.
+IPDB_VERSION=2.3.2026061719
+ipdb_dir=target/ipdb
+if [ "$(cat "$ipdb_dir/.version" 2>/dev/null)" != "$IPDB_VERSION" ]; then
+    echo "test.sh: installing the ip-location-db country database $IPDB_VERSION"
+    mkdir -p "$ipdb_dir"
+    npm install --silent --no-audit --no-fund --prefix "$ipdb_dir" \
+        "@ip-location-db/geo-whois-asn-country-mmdb@$IPDB_VERSION" \
+        "@ip-location-db/geo-whois-asn-country@$IPDB_VERSION" >/dev/null
+    echo "$IPDB_VERSION" > "$ipdb_dir/.version"
+fi
+
 # The package tests (tests/package.rs) boot a Debian container with systemd
 # and install the .deb in it: the container root is built once per machine,
 # the package (and a newer version of it, for the upgrade test: the same

@@ -279,3 +279,142 @@ fn a_bad_watchlist_line_is_an_error_naming_file_and_line() {
         "{err}"
     );
 }
+
+/// The country database test.sh installs (ip-location-db, pinned).
+fn ipdb(file: &str) -> std::path::PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/ipdb/node_modules/@ip-location-db")
+        .join(file);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/test.sh",
+        p.display()
+    );
+    p
+}
+
+/// `(first, last, country)` rows of the database's CSV edition.
+fn csv_rows(file: &str) -> Vec<(std::net::IpAddr, std::net::IpAddr, String)> {
+    std::fs::read_to_string(ipdb(file))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn country_lookups_agree_with_the_databases_csv_edition() {
+    let mmdb = ipdb("geo-whois-asn-country-mmdb/geo-whois-asn-country.mmdb");
+    let e = vmflow::observe::Enricher::open(&[mmdb]).unwrap();
+    for csv in [
+        "geo-whois-asn-country/geo-whois-asn-country-ipv4.csv",
+        "geo-whois-asn-country/geo-whois-asn-country-ipv6.csv",
+    ] {
+        let rows = csv_rows(csv);
+        assert!(rows.len() > 10_000, "{csv}: {} rows", rows.len());
+        // The CSV lists some ranges inside others (a more specific one
+        // wins in the database): only ranges clear of their neighbours are
+        // an unambiguous answer. Both ends of every 50th of those.
+        let clear: Vec<_> = rows
+            .windows(3)
+            .filter(|w| w[0].1 < w[1].0 && w[1].1 < w[2].0)
+            .map(|w| &w[1])
+            .collect();
+        assert!(clear.len() * 10 > rows.len() * 9, "{csv}: {} clear", clear.len());
+        for (first, last, country) in clear.into_iter().step_by(50) {
+            for ip in [*first, *last] {
+                assert_eq!(
+                    e.lookup(ip).country.as_deref(),
+                    Some(country.as_str()),
+                    "{ip} in {csv}"
+                );
+            }
+        }
+    }
+    // Private space is nowhere.
+    assert_eq!(e.lookup("10.0.0.1".parse().unwrap()).country, None);
+}
+
+#[test]
+fn enriched_observations_name_the_country_and_a_new_one_is_raised() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two sources from one country, then one from another, by the CSV.
+    let rows = csv_rows("geo-whois-asn-country/geo-whois-asn-country-ipv4.csv");
+    let v4 = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(a) => a.octets(),
+        _ => unreachable!(),
+    };
+    let (a1, _, home) = rows[0].clone();
+    let (a2, _, _) = rows
+        .iter()
+        .find(|r| r.2 == home && r.0 != a1)
+        .unwrap()
+        .clone();
+    let (b, _, away) = rows.iter().find(|r| r.2 != home).unwrap().clone();
+    let mut c = Capture::default();
+    c.connection(T0, (v4(a1), 50_001), (HOST, 443));
+    c.connection(T0 + 10 * S, (v4(a2), 50_002), (HOST, 443));
+    c.connection(T0 + 20 * S, (v4(b), 50_003), (HOST, 443));
+    // An SSH handshake from the second country: exposed, with its country.
+    c.connection(T0 + 30 * S, (v4(b), 50_004), (HOST, 22));
+    let cap = dir.path().join("c.pcap");
+    c.write(&cap);
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[enrich]\nmmdb = [{:?}]\n",
+            ipdb("geo-whois-asn-country-mmdb/geo-whois-asn-country.mmdb")
+        ),
+    )
+    .unwrap();
+    let obs_path = dir.path().join("o.ndjson");
+    let out = Command::new(env!("CARGO_BIN_EXE_vmflow"))
+        .args(["replay", "--out", "/dev/null", "--config"])
+        .arg(&cfg)
+        .arg("--observations")
+        .arg(&obs_path)
+        .arg(&cap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let obs: Vec<Value> = std::fs::read_to_string(&obs_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(String, String, String)> = obs
+        .iter()
+        .map(|o| {
+            (
+                o["kind"].as_str().unwrap().to_string(),
+                o["remote_addr"].as_str().unwrap().to_string(),
+                o["remote_country"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    let mut want = vec![
+        ("new_country".to_string(), b.to_string(), away.clone()),
+        ("exposed_service".to_string(), b.to_string(), away.clone()),
+    ];
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    want.sort();
+    assert_eq!(got_sorted, want, "{obs:#?}");
+    let new = obs.iter().find(|o| o["kind"] == "new_country").unwrap();
+    assert_eq!(
+        (new["local_port"].as_u64(), new["first_ns"].as_u64()),
+        (Some(443), Some(T0 + 20 * S))
+    );
+}

@@ -47,6 +47,8 @@ pub enum Error {
     Blocks(#[from] BlockFileError),
     #[error(transparent)]
     Watchlist(#[from] crate::observe::WatchlistError),
+    #[error(transparent)]
+    Enrich(#[from] crate::observe::EnrichError),
     #[error("azure: {0}")]
     Azure(#[from] AzureError),
     #[error("live capture: {0}")]

@@ -126,7 +126,10 @@ pub(super) fn observing(
     };
     let lists = crate::observe::load_watchlists(&cfg.watchlists)?;
     let file = File::create(path).map_err(|e| Error::io(path, e))?;
-    let observer = crate::observe::Observer::new(cfg.observe.clone(), lists);
+    let enricher = (!cfg.enrich.mmdb.is_empty())
+        .then(|| crate::observe::Enricher::open(&cfg.enrich.mmdb))
+        .transpose()?;
+    let observer = crate::observe::Observer::new(cfg.observe.clone(), lists, enricher);
     Ok(Box::new(crate::observe::ObservingSink::new(
         sink, observer, file,
     )))

@@ -37,7 +37,7 @@ pub use flowlog::FlowlogConfig;
 pub use folder::FolderConfig;
 pub use ipfix::{IpfixExportConfig, IpfixModeConfig, IpfixTransport};
 pub use log::{LogConfig, LogFormat};
-pub use observe::{ObserveConfig, WatchlistConfig, ADMIN_PORTS};
+pub use observe::{EnrichConfig, ObserveConfig, WatchlistConfig, ADMIN_PORTS};
 pub use pipeline::PipelineConfig;
 pub use seconds::Seconds;
 pub use secret::Secret;
@@ -79,6 +79,8 @@ pub struct Config {
     pub observe: ObserveConfig,
     /// Address lists flows are checked against (`[[watchlist]]`).
     pub watchlists: Vec<WatchlistConfig>,
+    /// Country and ASN databases for observations (`[enrich]`).
+    pub enrich: EnrichConfig,
 }
 
 /// The file as written: `[export]` holds both the mTLS export's keys and
@@ -96,6 +98,7 @@ struct RawConfig {
     log: LogConfig,
     observe: ObserveConfig,
     watchlist: Vec<WatchlistConfig>,
+    enrich: EnrichConfig,
 }
 
 #[derive(Default, Deserialize)]
@@ -132,6 +135,7 @@ impl TryFrom<RawConfig> for Config {
             log: r.log,
             observe: r.observe,
             watchlists: r.watchlist,
+            enrich: r.enrich,
         })
     }
 }
@@ -196,6 +200,7 @@ impl Config {
         for w in cfg.watchlists.iter_mut() {
             rel(&mut w.file);
         }
+        cfg.enrich.mmdb.iter_mut().for_each(rel);
         Ok(cfg)
     }
 

@@ -31,6 +31,9 @@ pub struct ObserveConfig {
     pub scan: bool,
     pub scan_targets: u32,
     pub scan_window: Seconds,
+    /// A local service hearing from a country it has not heard from since
+    /// start (its first country is the baseline). Needs `[enrich]`.
+    pub new_country: bool,
     /// Entries each kind remembers at most: beyond it new sources are
     /// counted as untracked instead of growing memory.
     pub max_tracked: usize,
@@ -50,6 +53,7 @@ impl Default for ObserveConfig {
             scan: true,
             scan_targets: 100,
             scan_window: Seconds(60.0),
+            new_country: true,
             max_tracked: 100_000,
             evidence: 16,
         }
@@ -90,4 +94,12 @@ impl ObserveConfig {
 pub struct WatchlistConfig {
     pub name: String,
     pub file: PathBuf,
+}
+
+/// `[enrich]`: MaxMind-format databases (country, ASN) that observations
+/// look remote addresses up in.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichConfig {
+    pub mmdb: Vec<PathBuf>,
 }

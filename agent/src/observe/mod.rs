@@ -4,6 +4,7 @@
 //! `observer` is sans-IO (records in, observations out, packet time only);
 //! `sink` puts it behind the record stream.
 
+mod enrich;
 mod observer;
 mod sink;
 mod watchlist;
@@ -13,6 +14,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use vmflow_proto::Direction;
 
+pub use enrich::{EnrichError, Enricher, Place};
 pub use observer::{Observer, ObserverStats};
 pub use sink::ObservingSink;
 pub use watchlist::{Watchlist, WatchlistError};
@@ -24,6 +26,7 @@ pub enum Kind {
     ExposedService,
     Watchlist,
     Scan,
+    NewCountry,
 }
 
 /// One observation: one NDJSON line.
@@ -37,6 +40,13 @@ pub struct Observation {
     pub local_addr: Option<IpAddr>,
     pub local_port: Option<u16>,
     pub remote_addr: IpAddr,
+    /// Where the remote is, if `[enrich]` databases know it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_country: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_asn: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_as_org: Option<String>,
     pub proto: u8,
     /// Attempts, targets or records, by kind.
     pub count: u64,

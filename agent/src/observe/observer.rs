@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use vmflow_proto::{Direction, FlowRecord};
 
+use super::enrich::Enricher;
 use super::watchlist::Watchlist;
 use super::{Kind, Observation};
 use crate::config::ObserveConfig;
@@ -25,6 +26,7 @@ pub struct ObserverStats {
     pub exposed_service: u64,
     pub watchlist: u64,
     pub scan: u64,
+    pub new_country: u64,
     /// Records a full table had no room for (per kind, summed).
     pub untracked: u64,
 }
@@ -53,6 +55,11 @@ pub struct Observer {
     failed_window_ns: u64,
     scan_window_ns: u64,
     lists: Vec<Watchlist>,
+    enricher: Option<Enricher>,
+    /// Countries each local service (address, port, protocol) has heard from.
+    countries: HashMap<(IpAddr, u16, u8), HashSet<String>>,
+    /// Entries of `countries`, summed (what the cap applies to).
+    country_pairs: usize,
     failed: HashMap<(IpAddr, IpAddr, u16), Attempts>,
     exposed: HashSet<(IpAddr, u16, IpAddr)>,
     sweeps: HashMap<IpAddr, Sweep>,
@@ -64,8 +71,11 @@ pub struct Observer {
 }
 
 impl Observer {
-    pub fn new(cfg: ObserveConfig, lists: Vec<Watchlist>) -> Observer {
+    pub fn new(cfg: ObserveConfig, lists: Vec<Watchlist>, enricher: Option<Enricher>) -> Observer {
         Observer {
+            enricher,
+            countries: HashMap::new(),
+            country_pairs: 0,
             failed_window_ns: cfg.failed_access_window.ns(),
             scan_window_ns: cfg.scan_window.ns(),
             cfg,
@@ -84,9 +94,25 @@ impl Observer {
     }
 
     /// One record, in the engine's output order; observations it completes
-    /// are appended to `out`.
+    /// are appended to `out`, with where their remote is if known.
     pub fn record(&mut self, r: &FlowRecord, out: &mut Vec<Observation>) {
+        let start = out.len();
+        self.observe(r, out);
+        if let Some(e) = &self.enricher {
+            for o in &mut out[start..] {
+                let p = e.lookup(o.remote_addr);
+                o.remote_country = o.remote_country.take().or(p.country);
+                o.remote_asn = p.asn;
+                o.remote_as_org = p.as_org;
+            }
+        }
+    }
+
+    fn observe(&mut self, r: &FlowRecord, out: &mut Vec<Observation>) {
         self.now = self.now.max(r.last_ns);
+        if self.cfg.new_country && r.direction == Direction::Inbound && r.segment == 0 {
+            self.new_country(r, out);
+        }
         if self.cfg.watchlist && !self.lists.is_empty() {
             self.watchlist(r, out);
         }
@@ -128,6 +154,9 @@ impl Observer {
                     local_addr: local.map(|l| l.0),
                     local_port: local.map(|l| l.1),
                     remote_addr: remote,
+                    remote_country: None,
+                    remote_asn: None,
+                    remote_as_org: None,
                     proto: r.proto,
                     count: 1,
                     flow_ids: vec![r.flow_id],
@@ -142,6 +171,64 @@ impl Observer {
                 });
             }
         }
+    }
+
+    /// The first country a service hears from is its baseline; each
+    /// country after that is new once.
+    fn new_country(&mut self, r: &FlowRecord, out: &mut Vec<Observation>) {
+        let Some(country) = self
+            .enricher
+            .as_ref()
+            .and_then(|e| e.lookup(r.src_addr).country)
+        else {
+            return;
+        };
+        let key = (r.dst_addr, r.dst_port, r.proto);
+        let known = self
+            .countries
+            .get(&key)
+            .is_some_and(|c| c.contains(&country));
+        if known {
+            return;
+        }
+        if self.country_pairs >= self.cfg.max_tracked {
+            self.stats.untracked += 1;
+            return;
+        }
+        self.country_pairs += 1;
+        let seen = self.countries.entry(key).or_default();
+        let baseline = seen.is_empty();
+        seen.insert(country.clone());
+        if baseline {
+            return;
+        }
+        self.stats.new_country += 1;
+        out.push(Observation {
+            kind: Kind::NewCountry,
+            first_ns: r.first_ns,
+            last_ns: r.last_ns,
+            local_addr: Some(r.dst_addr),
+            local_port: Some(r.dst_port),
+            remote_addr: r.src_addr,
+            remote_country: Some(country.clone()),
+            remote_asn: None,
+            remote_as_org: None,
+            proto: r.proto,
+            count: 1,
+            flow_ids: vec![r.flow_id],
+            watchlist: None,
+            direction: None,
+            bytes: None,
+            summary: format!(
+                "{}:{} ({}) heard from {country} ({}) for the first time since start; it knew {} other countr{}",
+                r.dst_addr,
+                r.dst_port,
+                service(r.dst_port),
+                r.src_addr,
+                seen.len() - 1,
+                if seen.len() == 2 { "y" } else { "ies" }
+            ),
+        });
     }
 
     fn failed_attempt(&mut self, r: &FlowRecord, out: &mut Vec<Observation>) {
@@ -186,6 +273,9 @@ impl Observer {
                 local_addr: Some(r.dst_addr),
                 local_port: Some(r.dst_port),
                 remote_addr: r.src_addr,
+                remote_country: None,
+                remote_asn: None,
+                remote_as_org: None,
                 proto: r.proto,
                 count: e.count,
                 flow_ids: e.flow_ids.clone(),
@@ -223,6 +313,9 @@ impl Observer {
             local_addr: Some(r.dst_addr),
             local_port: Some(r.dst_port),
             remote_addr: r.src_addr,
+            remote_country: None,
+            remote_asn: None,
+            remote_as_org: None,
             proto: r.proto,
             count: 1,
             flow_ids: vec![r.flow_id],
@@ -296,6 +389,9 @@ impl Observer {
                 local_addr: only_host,
                 local_port: only_port,
                 remote_addr: r.src_addr,
+                remote_country: None,
+                remote_asn: None,
+                remote_as_org: None,
                 proto: r.proto,
                 count: targets as u64,
                 flow_ids: s.flow_ids.clone(),
@@ -386,7 +482,7 @@ mod tests {
 
     #[test]
     fn failed_access_needs_the_attempts_within_one_window_and_is_raised_once() {
-        let mut o = Observer::new(ObserveConfig::default(), Vec::new());
+        let mut o = Observer::new(ObserveConfig::default(), Vec::new(), None);
         let a = ip("203.0.113.50");
         // Nine within a minute, the tenth after it: a new window, nothing.
         let mut recs: Vec<_> = (0..9).map(|i| inbound(i, a, 3389, i * 6, false)).collect();
@@ -410,7 +506,7 @@ mod tests {
 
     #[test]
     fn exposed_service_only_for_admin_ports_and_once_per_remote() {
-        let mut o = Observer::new(ObserveConfig::default(), Vec::new());
+        let mut o = Observer::new(ObserveConfig::default(), Vec::new(), None);
         let out = run(
             &mut o,
             &[
@@ -439,7 +535,7 @@ mod tests {
             max_tracked: 10_000,
             ..ObserveConfig::default()
         };
-        let mut o = Observer::new(cfg, Vec::new());
+        let mut o = Observer::new(cfg, Vec::new(), None);
         let mut out = Vec::new();
         for i in 0..1_000_000u32 {
             // All within one second of packet time: nothing expires.
@@ -461,7 +557,7 @@ mod tests {
             max_tracked: 100,
             ..ObserveConfig::default()
         };
-        let mut o = Observer::new(cfg, Vec::new());
+        let mut o = Observer::new(cfg, Vec::new(), None);
         let src = |i: u32| IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + i));
         let early: Vec<_> = (0..100)
             .map(|i| inbound(u64::from(i), src(i), 22, 0, false))
@@ -482,7 +578,7 @@ mod tests {
             scan_targets: 50,
             ..ObserveConfig::default()
         };
-        let mut o = Observer::new(cfg, Vec::new());
+        let mut o = Observer::new(cfg, Vec::new(), None);
         let s = ip("203.0.113.77");
         // The same port twice counts once.
         let mut recs: Vec<_> = (0..49u16)

@@ -72,6 +72,7 @@ impl<S: RecordSink, W: Write + Send> RecordSink for ObservingSink<S, W> {
             exposed_service = s.exposed_service,
             watchlist = s.watchlist,
             scan = s.scan,
+            new_country = s.new_country,
             untracked = s.untracked,
             "observations"
         );
