@@ -327,7 +327,11 @@ fn country_lookups_agree_with_the_databases_csv_edition() {
             .filter(|w| w[0].1 < w[1].0 && w[1].1 < w[2].0)
             .map(|w| &w[1])
             .collect();
-        assert!(clear.len() * 10 > rows.len() * 9, "{csv}: {} clear", clear.len());
+        assert!(
+            clear.len() * 10 > rows.len() * 9,
+            "{csv}: {} clear",
+            clear.len()
+        );
         for (first, last, country) in clear.into_iter().step_by(50) {
             for ip in [*first, *last] {
                 assert_eq!(

@@ -122,7 +122,8 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         Format::Ndjson => Box::new(NdjsonSink::new(out)),
         Format::Csv => Box::new(CsvSink::new(out)),
     };
-    let sink = super::replay::observing(sink, a.observations.as_deref(), &cfg)?;
+    let (sink, reread_lists) =
+        super::replay::observing(sink, a.observations.as_deref(), &cfg, true)?;
     let filtering = crate::capture::filter::expression(opts.filter.as_deref())
         .map(|e| format!(", kernel filter {e:?}"))
         .unwrap_or_default();
@@ -137,6 +138,9 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
     let mut from_file = crate::run::reloader(a.engine.config.clone());
     let (threads, local_net) = (a.engine.threads, a.engine.local_net.clone());
     let mut reload = move || {
+        if let Some(flag) = &reread_lists {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         from_file().map(|mut c| {
             if let Some(t) = threads {
                 c.pipeline.threads = t;

@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::Args;
@@ -95,7 +96,7 @@ pub(super) fn cmd(a: ReplayArgs) -> Result<ExitCode, Error> {
             ))
         }
     };
-    let sink = observing(sink, a.observations.as_deref(), &cfg)?;
+    let (sink, _) = observing(sink, a.observations.as_deref(), &cfg, false)?;
     let progress = Arc::new(ReadProgress::default());
     let bar = Bar::start(
         Counting::Read {
@@ -115,14 +116,18 @@ pub(super) fn cmd(a: ReplayArgs) -> Result<ExitCode, Error> {
 }
 
 /// `sink`, and with `--observations FILE` the observer beside it
-/// (`[observe]`, `[[watchlist]]` of the configuration).
+/// (`[observe]`, `[[watchlist]]`, `[enrich]` of the configuration). A `live`
+/// one reads its lists and databases again when they change, or when the
+/// flag it returns is set (SIGHUP); a replay keeps what it started with, so
+/// its output depends only on the capture and the configuration.
 pub(super) fn observing(
     sink: Box<dyn RecordSink>,
     observations: Option<&std::path::Path>,
     cfg: &crate::config::Config,
-) -> Result<Box<dyn RecordSink>, Error> {
+    live: bool,
+) -> Result<(Box<dyn RecordSink>, Option<Arc<AtomicBool>>), Error> {
     let Some(path) = observations else {
-        return Ok(sink);
+        return Ok((sink, None));
     };
     let lists = crate::observe::load_watchlists(&cfg.watchlists)?;
     let file = File::create(path).map_err(|e| Error::io(path, e))?;
@@ -130,9 +135,16 @@ pub(super) fn observing(
         .then(|| crate::observe::Enricher::open(&cfg.enrich.mmdb))
         .transpose()?;
     let observer = crate::observe::Observer::new(cfg.observe.clone(), lists, enricher);
-    Ok(Box::new(crate::observe::ObservingSink::new(
-        sink, observer, file,
-    )))
+    let observing = crate::observe::ObservingSink::new(sink, observer, file);
+    if !live {
+        return Ok((Box::new(observing), None));
+    }
+    let (reload, asked) = crate::observe::Reload::new(
+        cfg.watchlists.clone(),
+        cfg.enrich.mmdb.clone(),
+        std::time::Duration::from_secs(5),
+    );
+    Ok((Box::new(observing.reloading(reload)), Some(asked)))
 }
 
 /// The bytes of the files on disk (`None` with standard input: unknown).

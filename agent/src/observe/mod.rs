@@ -6,6 +6,7 @@
 
 mod enrich;
 mod observer;
+mod reload;
 mod sink;
 mod watchlist;
 
@@ -16,6 +17,7 @@ use vmflow_proto::Direction;
 
 pub use enrich::{EnrichError, Enricher, Place};
 pub use observer::{Observer, ObserverStats};
+pub use reload::{Reload, Reloaded};
 pub use sink::ObservingSink;
 pub use watchlist::{Watchlist, WatchlistError};
 

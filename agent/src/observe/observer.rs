@@ -89,6 +89,12 @@ impl Observer {
         }
     }
 
+    /// New watchlists and databases; what has been seen so far is kept.
+    pub fn replace(&mut self, lists: Vec<Watchlist>, enricher: Option<Enricher>) {
+        self.lists = lists;
+        self.enricher = enricher;
+    }
+
     pub fn stats(&self) -> &ObserverStats {
         &self.stats
     }

@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Write};
 
 use vmflow_proto::FlowRecord;
 
-use super::{Observation, Observer, ObserverStats};
+use super::{Observation, Observer, ObserverStats, Reload};
 use crate::sink::RecordSink;
 
 pub struct ObservingSink<S, W: Write> {
@@ -14,6 +14,7 @@ pub struct ObservingSink<S, W: Write> {
     observer: Observer,
     out: BufWriter<W>,
     pending: Vec<Observation>,
+    reload: Option<Reload>,
 }
 
 impl<S: RecordSink, W: Write + Send> ObservingSink<S, W> {
@@ -23,7 +24,14 @@ impl<S: RecordSink, W: Write + Send> ObservingSink<S, W> {
             observer,
             out: BufWriter::new(out),
             pending: Vec::new(),
+            reload: None,
         }
+    }
+
+    /// Reads the lists and databases again when they change (long runs).
+    pub fn reloading(mut self, reload: Reload) -> Self {
+        self.reload = Some(reload);
+        self
     }
 
     pub fn stats(&self) -> &ObserverStats {
@@ -31,6 +39,14 @@ impl<S: RecordSink, W: Write + Send> ObservingSink<S, W> {
     }
 
     fn observe(&mut self, records: &[FlowRecord]) -> io::Result<()> {
+        match self.reload.as_mut().and_then(Reload::poll) {
+            Some(Ok((lists, enricher))) => {
+                self.observer.replace(lists, enricher);
+                tracing::info!("observations: watchlists and databases read again");
+            }
+            Some(Err(e)) => tracing::warn!("observations: {e}; the lists read before stay"),
+            None => {}
+        }
         for r in records {
             self.observer.record(r, &mut self.pending);
         }
