@@ -115,6 +115,9 @@ pub(super) fn cmd(a: ReplayArgs) -> Result<ExitCode, Error> {
     finish("replay", report)
 }
 
+/// Set to have a capture's watchlists and databases read again.
+pub(super) type RereadFlag = Arc<AtomicBool>;
+
 /// `sink`, and with `--observations FILE` the observer beside it
 /// (`[observe]`, `[[watchlist]]`, `[enrich]` of the configuration). A `live`
 /// one reads its lists and databases again when they change, or when the
@@ -125,7 +128,7 @@ pub(super) fn observing(
     observations: Option<&std::path::Path>,
     cfg: &crate::config::Config,
     live: bool,
-) -> Result<(Box<dyn RecordSink>, Option<Arc<AtomicBool>>), Error> {
+) -> Result<(Box<dyn RecordSink>, Option<RereadFlag>), Error> {
     let Some(path) = observations else {
         return Ok((sink, None));
     };
