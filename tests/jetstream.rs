@@ -1,0 +1,217 @@
+//! Stateless collectors in front of a replicated JetStream stream, end to
+//! end with the real binaries and real nats-server processes on loopback:
+//! agents → two collectors → a 3-node JetStream cluster (R3) → `vmflow
+//! sink` → hourly NDJSON files equal to `vmflow replay` of the capture,
+//! through SIGKILLs of a collector, a NATS node and the sink.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::agents::*;
+use common::nats::Nats;
+
+/// A collector publishing to JetStream (`extra`: the stream's flags).
+fn js_collector(certs: &Path, urls: &str, extra: &[&str]) -> (Proc, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmflow"));
+    cmd.args(["collect", "--listen", "127.0.0.1:0"])
+        .arg("--cert")
+        .arg(certs.join("collector.pem"))
+        .arg("--key")
+        .arg(certs.join("collector-key.pem"))
+        .arg("--client-ca")
+        .arg(certs.join("ca.pem"))
+        .args(["--jetstream", urls])
+        .args(extra);
+    let p = Proc::spawn(&mut cmd);
+    let line = p.wait_line("listening on", Duration::from_secs(30));
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    (p, addr)
+}
+
+fn sink(urls: &str, out: &Path, extra: &[&str]) -> Proc {
+    let p = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["sink", "--jetstream", urls])
+            .arg("--out")
+            .arg(out)
+            .args(extra),
+    );
+    p.wait_line("delivering from message", Duration::from_secs(30));
+    p
+}
+
+/// Waits until the sink's files hold exactly the capture's records (they
+/// only grow toward it: a record too many stays too many).
+fn wait_exact(out: &Path, cap: &Path, sink: &Proc) {
+    let want = replayed(cap);
+    assert!(want.len() > 5_000);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = collected(out, "agent-1");
+        if got == want {
+            return;
+        }
+        let total: u64 = got.values().sum();
+        let doubled = got
+            .iter()
+            .filter(|(k, n)| want.get(*k).is_none_or(|w| *n > w))
+            .count();
+        assert_eq!(doubled, 0, "records doubled or unknown\n{}", sink.text());
+        assert!(
+            Instant::now() < deadline,
+            "the sink holds {total} of {} records\n{}",
+            want.values().sum::<u64>(),
+            sink.text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The collector of the list the agent is connected to now.
+fn connected_to(agent: &Proc, after: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = agent.text();
+        let line = text
+            .lines()
+            .filter(|l| l.contains("connected to collector"))
+            .nth(after);
+        if let Some(l) = line {
+            let at = l.find("connected to collector ").unwrap() + 23;
+            return l[at..].split(';').next().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "agent never connected:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Fleet {
+    dir: PathBuf,
+    certs: PathBuf,
+    cap: PathBuf,
+    out: PathBuf,
+}
+
+fn fleet(dir: &Path, packets: u64) -> Fleet {
+    let certs = dir.join("certs");
+    certs_init(&certs, &["agent-1"]);
+    Fleet {
+        dir: dir.to_path_buf(),
+        certs,
+        cap: synth_cap(dir, packets),
+        out: dir.join("out"),
+    }
+}
+
+#[test]
+fn kills_of_a_collector_a_nats_node_and_the_sink_lose_and_double_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let f = fleet(d.path(), 600_000);
+    let mut nats = Nats::start(&f.dir, 3);
+    let urls = nats.urls();
+    let r3 = ["--jetstream-replicas", "3"];
+    let (c1, a1) = js_collector(&f.certs, &urls, &r3);
+    let (c2, a2) = js_collector(&f.certs, &urls, &r3);
+    let mut s = sink(&urls, &f.out, &r3);
+    let cfg = agent_config_with(
+        &f.dir,
+        "a",
+        &format!("[source]\nfiles = [{:?}]\n", f.cap),
+        &f.certs,
+        "agent-1",
+        "",
+        "batch_records = 32\nwindow = 1\n",
+    );
+    // `collector` is a list of both.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("collector = \"\"", &format!("collector = [{a1:?}, {a2:?}]"));
+    std::fs::write(&cfg, text).unwrap();
+    let mut a = agent(&cfg);
+
+    // A collector dies under the agent: it goes on with the other.
+    wait_seq(&f.out, "agent-1", 40);
+    let first = connected_to(&a, 0);
+    let (mut dead, other) = if first == a1 { (c1, c2) } else { (c2, c1) };
+    dead.kill();
+    let second = connected_to(&a, 1);
+    assert_ne!(second, first, "{}", a.text());
+
+    // A NATS node dies and comes back: the stream (R3) carries on.
+    let at = collector_seq(&f.out, "agent-1");
+    wait_seq(&f.out, "agent-1", at + 40);
+    nats.kill_node(0);
+    let at = collector_seq(&f.out, "agent-1");
+    wait_seq(&f.out, "agent-1", at + 40);
+    nats.start_node(0);
+    nats.wait_healthy(0);
+
+    // The sink dies and starts again.
+    let at = collector_seq(&f.out, "agent-1");
+    wait_seq(&f.out, "agent-1", at + 40);
+    s.kill();
+    let at_sink_kill = collector_seq(&f.out, "agent-1");
+    let s2 = sink(&urls, &f.out, &r3);
+
+    assert!(a.wait(Duration::from_secs(300)), "{}", a.text());
+    wait_exact(&f.out, &f.cap, &s2);
+    assert!(
+        collector_seq(&f.out, "agent-1") > at_sink_kill + 10,
+        "the kills came mid-run"
+    );
+    assert_eq!(stat(&a.text(), "dropped_records"), 0);
+    assert!(stat(&a.text(), "connections") >= 2);
+    drop(other);
+}
+
+#[test]
+fn with_nats_away_the_collector_refuses_the_agent_spools_and_delivery_resumes_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let f = fleet(d.path(), 300_000);
+    let mut nats = Nats::start(&f.dir, 1);
+    let urls = nats.urls();
+    let (c, addr) = js_collector(&f.certs, &urls, &[]);
+    let s = sink(&urls, &f.out, &[]);
+    let cfg = agent_config(
+        &f.dir,
+        "a",
+        &f.cap,
+        &f.certs,
+        "agent-1",
+        &addr,
+        "batch_records = 32\nwindow = 1\n",
+    );
+    let mut a = agent(&cfg);
+    wait_seq(&f.out, "agent-1", 40);
+    nats.stop_node(0);
+    // Nothing is acknowledged that JetStream does not hold: the collector
+    // refuses, and the agent keeps its batches.
+    c.wait_line("cannot store batch", Duration::from_secs(60));
+    a.wait_line("the collector cannot", Duration::from_secs(60));
+    nats.start_node(0);
+    nats.wait_healthy(0);
+    assert!(a.wait(Duration::from_secs(300)), "{}", a.text());
+    wait_exact(&f.out, &f.cap, &s);
+
+    // A collector asking for another shape of the stream does not start.
+    let mut other = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["collect", "--listen", "127.0.0.1:0"])
+            .arg("--cert")
+            .arg(f.certs.join("collector.pem"))
+            .arg("--key")
+            .arg(f.certs.join("collector-key.pem"))
+            .arg("--client-ca")
+            .arg(f.certs.join("ca.pem"))
+            .args(["--jetstream", &urls, "--jetstream-max-age", "3600"]),
+    );
+    assert_eq!(other.wait_code(Duration::from_secs(30)), Some(1));
+    let text = other.text();
+    assert!(
+        text.contains("VMFLOW exists with max age 0 s, not 3600 s"),
+        "{text}"
+    );
+}
