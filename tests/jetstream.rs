@@ -70,6 +70,28 @@ fn wait_exact(out: &Path, cap: &Path, sink: &Proc) {
     }
 }
 
+/// Waits until the sink holds batch `at_least` of agent-1 (showing what
+/// every process said if it does not come).
+fn wait_batch(out: &Path, at_least: u64, procs: &[(&str, &Proc)], nats: &Nats) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while collector_seq(out, "agent-1") < at_least {
+        if Instant::now() > deadline {
+            let mut text = String::new();
+            for (name, p) in procs {
+                text.push_str(&format!("--- {name}\n{}\n", p.text()));
+            }
+            for i in 0..3 {
+                text.push_str(&format!("--- nats {i}\n{}\n", nats.log(i)));
+            }
+            panic!(
+                "the sink never reached batch {at_least} (at {}):\n{text}",
+                collector_seq(out, "agent-1")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The collector of the list the agent is connected to now.
 fn connected_to(agent: &Proc, after: usize) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -109,7 +131,7 @@ fn fleet(dir: &Path, packets: u64) -> Fleet {
 #[test]
 fn kills_of_a_collector_a_nats_node_and_the_sink_lose_and_double_nothing() {
     let d = tempfile::tempdir().unwrap();
-    let f = fleet(d.path(), 600_000);
+    let f = fleet(d.path(), 1_000_000);
     let mut nats = Nats::start(&f.dir, 3);
     let urls = nats.urls();
     let r3 = ["--jetstream-replicas", "3"];
@@ -123,7 +145,7 @@ fn kills_of_a_collector_a_nats_node_and_the_sink_lose_and_double_nothing() {
         &f.certs,
         "agent-1",
         "",
-        "batch_records = 32\nwindow = 1\n",
+        "batch_records = 8\nwindow = 1\n",
     );
     // `collector` is a list of both.
     let text = std::fs::read_to_string(&cfg)
@@ -132,8 +154,12 @@ fn kills_of_a_collector_a_nats_node_and_the_sink_lose_and_double_nothing() {
     std::fs::write(&cfg, text).unwrap();
     let mut a = agent(&cfg);
 
+    // Kills are timed by what the stream holds (the agent's progress)
+    // and by what the sink wrote (its own).
+    let stream = "VMFLOW";
+
     // A collector dies under the agent: it goes on with the other.
-    wait_seq(&f.out, "agent-1", 40);
+    nats.wait_messages(stream, 500);
     let first = connected_to(&a, 0);
     let (mut dead, other) = if first == a1 { (c1, c2) } else { (c2, c1) };
     dead.kill();
@@ -141,26 +167,32 @@ fn kills_of_a_collector_a_nats_node_and_the_sink_lose_and_double_nothing() {
     assert_ne!(second, first, "{}", a.text());
 
     // A NATS node dies and comes back: the stream (R3) carries on.
-    let at = collector_seq(&f.out, "agent-1");
-    wait_seq(&f.out, "agent-1", at + 40);
+    nats.wait_messages(stream, nats.messages(stream) + 500);
     nats.kill_node(0);
-    let at = collector_seq(&f.out, "agent-1");
-    wait_seq(&f.out, "agent-1", at + 40);
+    nats.wait_messages(stream, nats.messages(stream) + 500);
     nats.start_node(0);
     nats.wait_healthy(0);
+    let nats_back = nats.messages(stream);
 
     // The sink dies and starts again.
-    let at = collector_seq(&f.out, "agent-1");
-    wait_seq(&f.out, "agent-1", at + 40);
+    let procs = [("agent", &a), ("collector", &other), ("sink", &s)];
+    wait_batch(
+        &f.out,
+        collector_seq(&f.out, "agent-1") + 300,
+        &procs,
+        &nats,
+    );
     s.kill();
     let at_sink_kill = collector_seq(&f.out, "agent-1");
     let s2 = sink(&urls, &f.out, &r3);
 
     assert!(a.wait(Duration::from_secs(300)), "{}", a.text());
     wait_exact(&f.out, &f.cap, &s2);
+    let batches = collector_seq(&f.out, "agent-1");
     assert!(
-        collector_seq(&f.out, "agent-1") > at_sink_kill + 10,
-        "the kills came mid-run"
+        nats.messages(stream) > nats_back + 100 && batches > at_sink_kill + 100,
+        "the kills came mid-run: NATS node back at message {nats_back}, sink killed at \
+         batch {at_sink_kill}, of {batches}"
     );
     assert_eq!(stat(&a.text(), "dropped_records"), 0);
     assert!(stat(&a.text(), "connections") >= 2);
@@ -182,7 +214,7 @@ fn with_nats_away_the_collector_refuses_the_agent_spools_and_delivery_resumes_ex
         &f.certs,
         "agent-1",
         &addr,
-        "batch_records = 32\nwindow = 1\n",
+        "batch_records = 8\nwindow = 1\n",
     );
     let mut a = agent(&cfg);
     wait_seq(&f.out, "agent-1", 40);

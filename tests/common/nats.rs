@@ -110,7 +110,44 @@ impl Nats {
         poll(
             &format!("nats node {i} healthy"),
             Duration::from_secs(60),
-            || http_get(http, "/healthz").filter(|r| r.starts_with("HTTP/1.1 200")),
+            || {
+                http_get(http, "/healthz")
+                    .filter(|r| r.lines().next().is_some_and(|l| l.contains(" 200 ")))
+            },
+        );
+    }
+
+    /// Messages in `stream` as the first running node's replica holds
+    /// them (0 before the stream exists).
+    pub fn messages(&self, stream: &str) -> u64 {
+        for n in self.nodes.iter().filter(|n| n.proc.is_some()) {
+            let Some(r) = http_get(&n.http, "/jsz?streams=true") else {
+                continue;
+            };
+            let Some(body) = r.split("\r\n\r\n").nth(1) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+                continue;
+            };
+            let found = v["account_details"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+                .find(|s| s["name"] == stream)
+                .and_then(|s| s["state"]["messages"].as_u64());
+            return found.unwrap_or(0);
+        }
+        0
+    }
+
+    /// Waits until the stream holds `at_least` messages.
+    pub fn wait_messages(&self, stream: &str, at_least: u64) {
+        poll(
+            &format!("{at_least} messages in {stream}"),
+            Duration::from_secs(60),
+            || (self.messages(stream) >= at_least).then_some(()),
         );
     }
 

@@ -13,7 +13,9 @@
 //!   is made afresh to deliver from just after its ack floor: messages
 //!   delivered but not acknowledged before a crash come first and in order,
 //!   instead of after JetStream's ack wait, behind newer ones the store
-//!   would refuse as not following.
+//!   would refuse as not following. So is a consumer whose messages skip
+//!   a stream sequence (a message delivered and lost with a NATS server):
+//!   from the missing one.
 //!
 //! Sharing the work: each sink process owns one durable consumer (two
 //! processes on one consumer would interleave an agent stream's batches).
@@ -85,67 +87,161 @@ pub async fn run(
         Some((i, n)) => format!("{}-{i}-of-{n}", opts.durable),
         None => opts.durable.clone(),
     };
-    let consumer = fresh_consumer(&c, &name).await?;
-    let req = |what, e: Box<dyn std::error::Error + Send + Sync>| JetStreamError::Request {
-        stream: c.opts.stream.clone(),
-        what,
-        source: e,
-    };
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(opts.group.max(1))
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .map_err(|e| req("consuming", Box::new(e)))?;
     let files = FileSink::new(opts.out.clone(), crate::disk::real());
     let mut open: HashMap<Named, Box<dyn StreamSink>> = HashMap::new();
     let mut stats = SinkStats::default();
     tokio::pin!(stop);
+    // Where the consumer is (re)made to start: from its ack floor first.
+    let mut from = None;
     loop {
-        let first = tokio::select! {
-            m = messages.next() => m,
-            _ = &mut stop => return Ok(stats),
-        };
-        let mut group = match first {
-            Some(Ok(m)) => vec![m],
-            Some(Err(e)) => {
-                // Missed heartbeats (the cluster away) and the like: the
-                // stream of messages carries on once it is back.
-                tracing::warn!("JetStream consumer {name}: {e}");
-                continue;
-            }
-            None => return Err(req("consuming", "the message stream ended".into()).into()),
-        };
-        // Whatever else has arrived joins the group (one commit for all).
-        while group.len() < opts.group.max(1) {
-            match tokio::time::timeout(Duration::from_millis(2), messages.next()).await {
-                Ok(Some(Ok(m))) => group.push(m),
-                Ok(Some(Err(e))) => {
+        let mut messages = messages(&c, &name, from, opts.group).await?;
+        // The stream sequence expected next. The consumer's filter takes
+        // every subject of the stream, so its messages come with
+        // consecutive sequences; one missing was delivered and lost on
+        // the way (a NATS server gone with it), and would come again only
+        // after the ack wait, behind later batches the store would refuse
+        // as not following. So the consumer is made afresh from the
+        // missing one. What comes first after that is taken as it is
+        // (messages removed by the stream's limits never come).
+        let mut next: Option<u64> = None;
+        let gap = loop {
+            let first = tokio::select! {
+                m = messages.next() => m,
+                _ = &mut stop => return Ok(stats),
+            };
+            let mut group = match first {
+                Some(Ok(m)) => vec![m],
+                Some(Err(e)) => {
+                    // Missed heartbeats (the cluster away) and the like:
+                    // the messages carry on once it is back.
                     tracing::warn!("JetStream consumer {name}: {e}");
-                    break;
+                    continue;
                 }
-                Ok(None) | Err(_) => break,
+                None => break None,
+            };
+            // Whatever else has arrived joins the group (one commit).
+            while group.len() < opts.group.max(1) {
+                match tokio::time::timeout(Duration::from_millis(2), messages.next()).await {
+                    Ok(Some(Ok(m))) => group.push(m),
+                    Ok(Some(Err(e))) => {
+                        tracing::warn!("JetStream consumer {name}: {e}");
+                        break;
+                    }
+                    Ok(None) | Err(_) => break,
+                }
             }
-        }
-        commit(&c, &files, &mut open, &opts, &group, &mut stats).await?;
-        // In stream order, after the commit (see the module's docs).
-        for m in &group {
-            if let Err(e) = m.ack().await {
-                // Not acknowledged: it comes again and is a repeat.
-                tracing::warn!("JetStream consumer {name}: acknowledging: {e}");
+            let mut missing = None;
+            for (i, m) in group.iter().enumerate() {
+                let seq = stream_seq(m);
+                match next {
+                    Some(n) if seq > n => {
+                        missing = Some((i, n));
+                        break;
+                    }
+                    // A message delivered again: a repeat to the store.
+                    Some(n) if seq < n => {}
+                    _ => {
+                        if let (None, Some(f)) = (next, from) {
+                            if seq > f {
+                                tracing::warn!(
+                                    "JetStream stream {}: messages {f}..{} are gone (the stream's limits removed them before this sink took them)",
+                                    c.opts.stream,
+                                    seq - 1
+                                );
+                            }
+                        }
+                        next = Some(seq + 1);
+                    }
+                }
             }
-        }
-        stats.messages += group.len() as u64;
+            if let Some((i, _)) = missing {
+                // The ones from the gap on come again.
+                group.truncate(i);
+            }
+            commit(&c, &files, &mut open, &opts, &group, &mut stats).await?;
+            // In stream order, after the commit (see the module's docs).
+            for m in &group {
+                if let Err(e) = m.ack().await {
+                    // Not acknowledged: it comes again and is a repeat.
+                    tracing::warn!("JetStream consumer {name}: acknowledging: {e}");
+                }
+            }
+            stats.messages += group.len() as u64;
+            if let Some((_, n)) = missing {
+                break Some(n);
+            }
+        };
+        let Some(n) = gap else {
+            return Err(JetStreamError::Request {
+                stream: c.opts.stream.clone(),
+                what: "consuming",
+                source: "the message stream ended".into(),
+            }
+            .into());
+        };
+        tracing::info!(
+            "JetStream consumer {name}: message {n} did not come (lost in delivery); delivering again from it"
+        );
+        from = Some(n);
     }
 }
 
-/// The durable consumer, made afresh to deliver from just after its ack
-/// floor (from the stream's start if there was none).
+fn stream_seq(m: &Message) -> u64 {
+    m.info().map(|i| i.stream_sequence).unwrap_or(0)
+}
+
+/// The consumer's messages, the consumer made afresh (see
+/// [`fresh_consumer`]).
+async fn messages(
+    c: &Connected,
+    name: &str,
+    from: Option<u64>,
+    group: usize,
+) -> Result<pull::Stream, JetStreamError> {
+    let consumer = fresh_consumer(c, name, from).await?;
+    consumer
+        .stream()
+        .max_messages_per_batch(group.max(1))
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| JetStreamError::Request {
+            stream: c.opts.stream.clone(),
+            what: "consuming",
+            source: Box::new(e),
+        })
+}
+
+/// The durable consumer, made afresh to deliver from `from`, or without
+/// it from just after its ack floor (from the stream's start if there was
+/// none). A cluster that just lost a server may take seconds to carry out
+/// the deletion or to take the new consumer: tried again for up to a
+/// minute.
 async fn fresh_consumer(
     c: &Connected,
     name: &str,
+    from: Option<u64>,
+) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, JetStreamError> {
+    let mut wait = Duration::from_millis(100);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match try_fresh_consumer(c, name, from).await {
+            Ok(consumer) => return Ok(consumer),
+            Err(e) if tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!("JetStream consumer {name}: {e}; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn try_fresh_consumer(
+    c: &Connected,
+    name: &str,
+    from: Option<u64>,
 ) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>, JetStreamError> {
     let req = |what, e: Box<dyn std::error::Error + Send + Sync>| JetStreamError::Request {
         stream: c.opts.stream.clone(),
@@ -167,17 +263,17 @@ async fn fresh_consumer(
         }
         Err(_) => 0,
     };
-    let deliver_policy = if floor == 0 {
+    let start = from.unwrap_or(floor + 1);
+    let deliver_policy = if start <= 1 {
         DeliverPolicy::All
     } else {
         DeliverPolicy::ByStartSequence {
-            start_sequence: floor + 1,
+            start_sequence: start,
         }
     };
     tracing::info!(
-        "JetStream consumer {name} on {}: delivering from message {}",
-        c.opts.stream,
-        floor + 1
+        "JetStream consumer {name} on {}: delivering from message {start}",
+        c.opts.stream
     );
     stream
         .create_consumer(pull::Config {
@@ -243,7 +339,6 @@ async fn commit(
     group: &[Message],
     stats: &mut SinkStats,
 ) -> Result<(), SinkError> {
-    let stream_seq = |m: &Message| m.info().map(|i| i.stream_sequence).unwrap_or(0);
     let mut run: Option<Run> = None;
     let mut runs = Vec::new();
     for m in group {
