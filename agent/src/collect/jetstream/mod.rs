@@ -463,3 +463,32 @@ impl JsStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses_are_shown_without_their_secrets() {
+        let o = JetStreamOptions::new(vec![
+            "nats://user:s3cret@n1:4222".into(),
+            "tls://tok3n@n2:4222".into(),
+            "n3:4222".into(),
+        ]);
+        let shown = o.shown();
+        assert_eq!(shown, "nats://***@n1:4222,tls://***@n2:4222,n3:4222");
+        assert!(!shown.contains("s3cret") && !shown.contains("tok3n"));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_does_not_answer_is_named_without_its_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let mut o = JetStreamOptions::new(vec![format!("nats://u:s3cret@127.0.0.1:{port}")]);
+        o.timeout = Duration::from_millis(500);
+        let e = connect(o).await.err().unwrap().to_string();
+        assert!(e.contains("***@127.0.0.1") && !e.contains("s3cret"), "{e}");
+    }
+}
