@@ -247,3 +247,48 @@ fn with_nats_away_the_collector_refuses_the_agent_spools_and_delivery_resumes_ex
         "{text}"
     );
 }
+
+/// Two sinks share the work by `--shard I/N`: each agent's records are in
+/// exactly one sink's files, whole.
+#[test]
+fn sharded_sinks_each_write_their_agents_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let certs = d.path().join("certs");
+    // (crc32: agent-1 goes to shard 1, agent-4 to shard 0.)
+    certs_init(&certs, &["agent-1", "agent-4"]);
+    let nats = Nats::start(d.path(), 1);
+    let urls = nats.urls();
+    let (_c, addr) = js_collector(&certs, &urls, &[]);
+    let out = [d.path().join("out0"), d.path().join("out1")];
+    let sinks: Vec<Proc> = (0..2)
+        .map(|i| sink(&urls, &out[i], &["--shard", &format!("{i}/2")]))
+        .collect();
+    let mut want = Vec::new();
+    for (agent, seed) in [("agent-1", 3), ("agent-4", 4)] {
+        let cap = synth_cap_seeded(d.path(), &format!("{agent}.pcap"), 100_000, seed);
+        let cfg = agent_config(d.path(), agent, &cap, &certs, agent, &addr, "");
+        let mut a = common::agents::agent(&cfg);
+        assert!(a.wait(Duration::from_secs(120)), "{}", a.text());
+        want.push((agent, replayed(&cap)));
+    }
+    for (shard, agent) in [(1, "agent-1"), (0, "agent-4")] {
+        let w = &want.iter().find(|(a, _)| *a == agent).unwrap().1;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while collected(&out[shard], agent) != *w {
+            assert!(
+                Instant::now() < deadline,
+                "sink {shard} never held {agent}'s records\n{}",
+                sinks[shard].text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // By now both sinks have been given every message (agent-4's came
+    // last, and sink 0 holds them all).
+    for (shard, other) in [(1, "agent-4"), (0, "agent-1")] {
+        assert!(
+            !out[shard].join(other).exists(),
+            "sink {shard} wrote {other}"
+        );
+    }
+}
