@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 echo "wireshark-common wireshark-common/install-setuid boolean false" | as_root debconf-set-selections
 echo "iperf3 iperf3/start_daemon boolean false" | as_root debconf-set-selections
 need_tools test.sh tshark:tshark tcpdump:tcpdump ping:iputils-ping curl:curl ip:iproute2 python3:python3 \
-    iperf3:iperf3 setpriv:util-linux node:nodejs npm:npm nfcapd:nfdump wine:wine64 chromium:chromium tmux:tmux
+    iperf3:iperf3 setpriv:util-linux node:nodejs npm:npm nfcapd:nfdump wine:wine64 chromium:chromium tmux:tmux \
+    nats-server:nats-server
 
 # Azurite, the Blob storage emulator, pinned: 3.36+ needs Node.js 21 or
 # later, 3.35.0 runs on what Debian and this machine carry.

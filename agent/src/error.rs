@@ -11,6 +11,8 @@ use crate::capture::filter::FilterError;
 use crate::capture::live::LiveError;
 use crate::capture::SourceError;
 use crate::certs::CertsError;
+use crate::collect::jetstream::consume::SinkError;
+use crate::collect::jetstream::JetStreamError;
 use crate::collect::ServeError;
 use crate::config::ConfigError;
 use crate::export::blocks::BlockFileError;
@@ -72,6 +74,10 @@ pub enum Error {
     Service(String),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error(transparent)]
+    JetStream(#[from] JetStreamError),
+    #[error("sink: {0}")]
+    Sink(#[from] SinkError),
     #[error("query: {0}")]
     Query(#[from] QueryError),
     #[error("collector: bind {addr}: {source}")]

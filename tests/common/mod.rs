@@ -10,6 +10,7 @@ pub mod container;
 pub mod fleet;
 pub mod flowlogs;
 pub mod http_stub;
+pub mod nats;
 pub mod netns;
 pub mod nfcapd;
 pub mod test_cert;

@@ -175,7 +175,9 @@ fn outputs(cfg: &Config, r: &mut Report) {
             x.spool_dir.display(),
             x.spool_max_mib
         ));
-        resolves("export.collector", &x.collector, r);
+        for c in x.collectors() {
+            resolves("export.collector", c, r);
+        }
         r.check(files::writable_dir("export.spool_dir", &x.spool_dir));
         let mut tls_ok = true;
         for (key, p) in [

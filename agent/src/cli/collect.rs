@@ -26,8 +26,19 @@ pub(super) struct CollectCmd {
     #[arg(long = "client-ca")]
     client_ca: PathBuf,
     /// Output directory: one subdirectory per agent, hourly NDJSON files.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "jetstream",
+        conflicts_with = "jetstream"
+    )]
+    out: Option<PathBuf>,
+    /// Instead of --out: publish each batch to a JetStream stream on these
+    /// NATS servers (nats://HOST:PORT[,…]); the collector keeps no state,
+    /// so several can serve the same agents. `vmflow sink` writes the files.
+    #[arg(long, value_name = "URLS")]
+    jetstream: Option<String>,
+    #[command(flatten)]
+    jetstream_args: super::jetstream::JetStreamArgs,
     /// Connections at once (default: the descriptor limit less 64); more
     /// wait in the listen backlog.
     #[arg(long)]
@@ -50,18 +61,23 @@ pub(super) struct CollectCmd {
 
 pub(super) fn cmd(a: CollectCmd) -> Result<ExitCode, Error> {
     let listen = crate::config::listen_addr("--listen", &a.listen)?;
-    if a.out.exists() && !a.out.is_dir() {
+    if let Some(out) = a.out.as_ref().filter(|o| o.exists() && !o.is_dir()) {
         return Err(Error::io(
-            &a.out,
+            out,
             std::io::Error::other("--out is not a directory"),
         ));
     }
+    let jetstream = match &a.jetstream {
+        Some(urls) => Some(a.jetstream_args.options(urls)?),
+        None => None,
+    };
     crate::run::run_collector(crate::run::CollectArgs {
         listen,
         cert: a.cert,
         key: a.key,
         client_ca: a.client_ca,
         out: a.out,
+        jetstream,
         max_connections: a.max_connections,
         max_handshakes: a.max_handshakes,
         handshake_timeout: Duration::from_secs_f64(a.handshake_timeout.clamp(0.1, 3600.0)),

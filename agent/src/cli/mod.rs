@@ -19,6 +19,7 @@ mod demo;
 mod docs;
 mod engine_args;
 mod extension;
+mod jetstream;
 mod logging;
 mod progress;
 mod query;
@@ -26,6 +27,7 @@ mod replay;
 mod report;
 mod run;
 mod service;
+mod sink;
 mod summary;
 mod synth;
 
@@ -88,6 +90,8 @@ enum Cmd {
     Cat(cat::CatArgs),
     /// The collector: accept agents over mutual TLS, write their records.
     Collect(collect::CollectCmd),
+    /// Write what collectors published to a JetStream stream as the collector's files.
+    Sink(sink::SinkCmd),
     /// Read records back (the collector's output or NDJSON): filter, group, sort.
     Query(query::QueryArgs),
     /// An HTML page of the records: coverage, traffic over time, top talkers and services, agents.
@@ -143,6 +147,7 @@ pub fn main() -> ExitCode {
         Cmd::Capture(a) => capture::cmd(a),
         Cmd::Cat(a) => cat::cmd(a),
         Cmd::Collect(a) => collect::cmd(a),
+        Cmd::Sink(a) => sink::cmd(a),
         Cmd::Query(a) => query::cmd(a),
         Cmd::Report(a) => report::cmd(a),
         Cmd::Azure(c) => azure::cmd(c),

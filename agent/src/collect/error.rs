@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use vmflow_proto::{ProtoError, SessionError};
 
+use super::jetstream::JetStreamError;
 use super::store::StoreError;
 
 /// The collector could not start: its output directory is not usable.
@@ -132,6 +133,8 @@ pub enum StoreFailure {
     Poisoned,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    JetStream(#[from] JetStreamError),
 }
 
 /// A stream's store could not be opened.
@@ -150,4 +153,9 @@ pub enum OpenError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Task(#[source] tokio::task::JoinError),
+    /// The agent's name cannot name its output (from `names`).
+    #[error("{0}")]
+    Name(String),
+    #[error(transparent)]
+    JetStream(#[from] JetStreamError),
 }

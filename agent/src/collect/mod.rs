@@ -16,13 +16,15 @@
 //!   memory stays bounded whatever the agents send.
 
 mod error;
+pub mod files;
+pub mod jetstream;
 pub mod names;
+pub mod sink;
 pub mod store;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,14 +33,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{timeout_at, Instant};
 use tokio_rustls::TlsAcceptor;
 use vmflow_proto::session::{CollectorEvent, CollectorSession};
-use vmflow_proto::{decode_records, SessionError};
+use vmflow_proto::SessionError;
 
 use crate::disk::SharedFs;
 use crate::episode::{Backoff, Episode, Say};
 pub use error::{
     ConnectionError, ConnectionFailure, OpenError, ReadError, Refusal, ServeError, StoreFailure,
 };
-use store::{BatchInfo, Outcome, StreamStore};
+use sink::{Reject, Sink};
+use store::{BatchInfo, Outcome};
 
 #[derive(Clone)]
 pub struct CollectorOptions {
@@ -57,6 +60,8 @@ pub struct CollectorOptions {
     pub max_handshakes: usize,
     /// Bytes of frames buffered across all connections.
     pub frame_budget: usize,
+    /// Where batches go; `None`: the file store in `out`.
+    pub sink: Option<Arc<dyn Sink>>,
 }
 
 impl CollectorOptions {
@@ -71,6 +76,7 @@ impl CollectorOptions {
             max_connections: default_max_connections(),
             max_handshakes: 64,
             frame_budget: 64 << 20,
+            sink: None,
         }
     }
 }
@@ -91,35 +97,35 @@ const FREE_FRAME: usize = 64 << 10;
 struct Shared {
     opts: CollectorOptions,
     acceptor: TlsAcceptor,
-    stores: Mutex<HashMap<PathBuf, Arc<Mutex<StreamStore>>>>,
-    /// One store is opened at a time: two connections of one stream must
-    /// not both create it.
-    opening: tokio::sync::Mutex<()>,
+    sink: Arc<dyn Sink>,
     connections: Arc<Semaphore>,
     handshakes: Arc<Semaphore>,
     /// The frame budget in KiB.
     budget: Arc<Semaphore>,
-    decoders: Semaphore,
 }
 
 /// Serves until the task is dropped. Connections run as independent tasks.
 pub async fn serve(listener: TcpListener, opts: CollectorOptions) -> Result<(), ServeError> {
-    opts.fs
-        .create_dir_all(&opts.out)
-        .and_then(|_| opts.fs.restrict(&opts.out))
-        .map_err(|source| ServeError {
-            out: opts.out.clone(),
-            source,
-        })?;
+    let sink = match &opts.sink {
+        Some(s) => s.clone(),
+        None => {
+            opts.fs
+                .create_dir_all(&opts.out)
+                .and_then(|_| opts.fs.restrict(&opts.out))
+                .map_err(|source| ServeError {
+                    out: opts.out.clone(),
+                    source,
+                })?;
+            Arc::new(files::FileSink::new(opts.out.clone(), opts.fs.clone()))
+        }
+    };
     let budget_kib = (opts.frame_budget.max(opts.max_frame + 4) >> 10) + 1;
     let sh = Arc::new(Shared {
         acceptor: TlsAcceptor::from(opts.tls.clone()),
-        stores: Mutex::default(),
-        opening: tokio::sync::Mutex::new(()),
+        sink,
         connections: Arc::new(Semaphore::new(opts.max_connections.max(1))),
         handshakes: Arc::new(Semaphore::new(opts.max_handshakes.max(1))),
         budget: Arc::new(Semaphore::new(budget_kib.min(u32::MAX as usize))),
-        decoders: Semaphore::new(2),
         opts,
     });
     let mut accept_errors = Episode::new(Duration::from_secs(60));
@@ -246,13 +252,10 @@ async fn connection(
         .and_then(crate::tls::agent_cn)
         .ok_or_else(|| fail(None, ConnectionFailure::NoCommonName))?;
     let mut session = CollectorSession::new(opts.max_frame);
-    let agent_dir = match names::agent_dir(&opts.out, &cn) {
-        Ok(d) => d,
-        Err(why) => {
-            let why = refuse(&mut tls, &mut session, Refusal::AgentName(why)).await;
-            return Err(fail(Some("agent"), why));
-        }
-    };
+    if let Err(why) = sh.sink.check_agent(&cn) {
+        let why = refuse(&mut tls, &mut session, Refusal::AgentName(why)).await;
+        return Err(fail(Some("agent"), why));
+    }
     let id = names::encode(&cn);
     let mut rd = Reader {
         buf: vec![0u8; 256 * 1024],
@@ -289,13 +292,13 @@ async fn connection(
         let why = refuse(&mut tls, &mut session, Refusal::StreamName(stream)).await;
         return Err(fail(Some(&id), why));
     }
-    let dir = names::stream_dir(&agent_dir, &stream);
     let id = if stream.is_empty() {
         id
     } else {
         format!("{id}/{}", names::encode(&stream))
     };
-    let store = match open_store(sh, &agent_dir, &stream, &dir).await {
+    let epoch = hello.epoch;
+    let (mut store, held) = match sh.sink.open(&cn, &stream, epoch).await {
         Ok(s) => s,
         Err(why) => {
             tracing::error!("{id}: {why}");
@@ -303,13 +306,7 @@ async fn connection(
             return Err(fail(Some(&id), why));
         }
     };
-    let epoch = hello.epoch;
-    let (held, new_epoch, epochs) = {
-        let st = store
-            .lock()
-            .map_err(|_| fail(None, ConnectionFailure::StorePoisoned))?;
-        (st.epoch(epoch), st.is_new_epoch(epoch), st.epochs())
-    };
+    let (held, new_epoch, epochs) = (held.state, held.new_epoch, held.epochs);
     // Proven: the connection no longer counts against the handshake slots.
     drop(handshake_slot);
     if new_epoch && epochs > 0 {
@@ -391,16 +388,10 @@ async fn connection(
                 source_drops: b.source_drops,
             })
             .collect();
-        let written = {
-            let _decoding = sh
-                .decoders
-                .acquire()
-                .await
-                .map_err(|e| fail(None, ConnectionFailure::Decoders(e)))?;
-            let (st, infos) = (store.clone(), infos.clone());
-            tokio::task::spawn_blocking(move || store_batches(&st, &infos, &group))
-                .await
-                .map_err(|e| fail(Some(&id), ConnectionFailure::Task(e)))?
+        let written = match store.write(infos.clone(), group).await {
+            Ok(w) => w,
+            Err(e @ ConnectionFailure::Decoders(_)) => return Err(fail(None, e)),
+            Err(e) => return Err(fail(Some(&id), e)),
         };
         drop(held);
         let mut refusal = None;
@@ -448,11 +439,8 @@ async fn connection(
                 let why = refuse(&mut tls, &mut session, why).await;
                 return Err(fail(Some(&id), why));
             }
-            Some(Reject::Store { seq, why, broken }) => {
+            Some(Reject::Store { seq, why }) => {
                 tracing::error!("{id}: cannot store batch {seq}: {why}");
-                if broken {
-                    forget_store(sh, &dir, &store);
-                }
                 let why = refuse(&mut tls, &mut session, Refusal::Store { seq, why }).await;
                 return Err(fail(Some(&id), why));
             }
@@ -497,146 +485,6 @@ async fn next_buffered<S: tokio::io::AsyncRead + Unpin>(
             Ok(Ok(0)) | Err(_) => return Ok(None),
             Ok(Ok(n)) => session.handle_input(&rd.buf[..n]),
             Ok(Err(e)) => return Err(ReadError::Io(e)),
-        }
-    }
-}
-
-/// What a group commit came to: the outcomes of the batches it looked at,
-/// and the error that stopped it, if any (after the outcomes).
-struct Written {
-    outcomes: Vec<Outcome>,
-    error: Option<Reject>,
-}
-
-enum Reject {
-    /// A batch itself is bad (the agent's fault).
-    Bad(Refusal),
-    /// The store failed; whether it must be reopened.
-    Store {
-        seq: u64,
-        why: StoreFailure,
-        broken: bool,
-    },
-}
-
-/// Decodes a group of batches and writes them with one commit. A batch that
-/// does not decode ends the group there: the ones before it are written.
-fn store_batches(
-    store: &Mutex<StreamStore>,
-    infos: &[BatchInfo],
-    batches: &[vmflow_proto::Batch],
-) -> Written {
-    let mut decoded = Vec::with_capacity(batches.len());
-    let mut error = None;
-    for b in batches {
-        match decode_records(&b.block) {
-            Ok(r) if r.len() == b.records as usize => decoded.push(r),
-            Ok(r) => {
-                error = Some(Reject::Bad(Refusal::RecordCount {
-                    seq: b.seq,
-                    claims: b.records,
-                    holds: r.len(),
-                }));
-                break;
-            }
-            Err(source) => {
-                error = Some(Reject::Bad(Refusal::BadBlock { seq: b.seq, source }));
-                break;
-            }
-        }
-    }
-    let group: Vec<(BatchInfo, &[vmflow_proto::FlowRecord])> = infos
-        .iter()
-        .copied()
-        .zip(decoded.iter().map(Vec::as_slice))
-        .collect();
-    let first = batches.first().map_or(0, |b| b.seq);
-    let mut st = match store.lock() {
-        Ok(st) => st,
-        Err(_) => {
-            return Written {
-                outcomes: Vec::new(),
-                error: Some(Reject::Store {
-                    seq: first,
-                    why: StoreFailure::Poisoned,
-                    broken: true,
-                }),
-            }
-        }
-    };
-    match st.write_batches(&group) {
-        Ok(outcomes) => Written { outcomes, error },
-        Err(e) => Written {
-            outcomes: Vec::new(),
-            error: Some(Reject::Store {
-                seq: first,
-                why: e.into(),
-                broken: st.is_broken(),
-            }),
-        },
-    }
-}
-
-/// The stream's store, opened once and shared by its connections. An
-/// earlier version kept named streams in `OUT/<agent>/<stream>`: moved to
-/// their own namespace on first use.
-async fn open_store(
-    sh: &Shared,
-    agent_dir: &Path,
-    stream: &str,
-    dir: &Path,
-) -> Result<Arc<Mutex<StreamStore>>, OpenError> {
-    let _one_at_a_time = sh.opening.lock().await;
-    if let Some(s) = sh.stores.lock().map_err(|_| OpenError::Poisoned)?.get(dir) {
-        return Ok(s.clone());
-    }
-    let fs = sh.opts.fs.clone();
-    let (agent_dir, stream, d) = (
-        agent_dir.to_path_buf(),
-        stream.to_string(),
-        dir.to_path_buf(),
-    );
-    let opened = tokio::task::spawn_blocking(move || {
-        // ("streams" itself is the new namespace: a stream of that name
-        // from before is left where it is.)
-        if !stream.is_empty() && stream != "streams" && !fs.is_dir(&d) {
-            let old = names::legacy_stream_dir(&agent_dir, &stream);
-            let state = old.join("state");
-            if !fs.is_dir(&state) && fs.len(&state).ok().flatten().is_some() {
-                let parent = crate::disk::parent(&d).to_path_buf();
-                fs.create_dir_all(&parent)
-                    .and_then(|_| fs.rename(&old, &d))
-                    .and_then(|_| fs.sync_dir(&parent))
-                    .and_then(|_| fs.sync_dir(&agent_dir))
-                    .map_err(|source| OpenError::Move {
-                        from: old.clone(),
-                        to: d.clone(),
-                        source,
-                    })?;
-                tracing::info!(
-                    "{}: moved to {} (streams now have their own namespace)",
-                    old.display(),
-                    d.display()
-                );
-            }
-        }
-        StreamStore::open(fs, &d).map_err(OpenError::Store)
-    })
-    .await
-    .map_err(OpenError::Task)??;
-    let mut map = sh.stores.lock().map_err(|_| OpenError::Poisoned)?;
-    Ok(map
-        .entry(dir.to_path_buf())
-        .or_insert_with(|| Arc::new(Mutex::new(opened)))
-        .clone())
-}
-
-/// A store whose state on disk is unknown after a failed write: the next
-/// connection opens it afresh.
-fn forget_store(sh: &Shared, dir: &Path, store: &Arc<Mutex<StreamStore>>) {
-    if let Ok(mut map) = sh.stores.lock() {
-        if map.get(dir).is_some_and(|s| Arc::ptr_eq(s, store)) {
-            map.remove(dir);
         }
     }
 }

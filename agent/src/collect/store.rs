@@ -93,6 +93,41 @@ pub enum Outcome {
     Refused(String),
 }
 
+/// What a batch is to an epoch that stands at `before`.
+pub enum Verdict {
+    /// Held already: acknowledge it again.
+    Repeat,
+    /// Not the batch that can come next, and why.
+    Refuse(String),
+    /// The next batch: where the epoch stands once it is durable.
+    Next(EpochState),
+}
+
+/// The rules every back end applies: a batch must follow the last one held
+/// (or be a repeat of one held).
+pub fn judge(before: EpochState, b: &BatchInfo) -> Verdict {
+    if b.seq <= before.last_seq {
+        return Verdict::Repeat;
+    }
+    if b.seq == u64::MAX {
+        return Verdict::Refuse(
+            "batch number 2^64-1 is reserved (no batch could follow it)".into(),
+        );
+    }
+    if b.follows != before.last_seq || b.follows >= b.seq {
+        return Verdict::Refuse(format!(
+            "batch {} follows batch {}, but this collector holds batches up to {} of the stream: \
+             the next batch must follow {}",
+            b.seq, b.follows, before.last_seq, before.last_seq
+        ));
+    }
+    Verdict::Next(EpochState {
+        last_seq: b.seq,
+        source_drops: before.source_drops.max(b.source_drops),
+        agent_dropped: before.agent_dropped + (b.seq - b.follows - 1),
+    })
+}
+
 pub struct StreamStore {
     fs: SharedFs,
     dir: PathBuf,
@@ -331,24 +366,17 @@ impl StreamStore {
         let mut by_hour: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         for (b, records) in batches {
             let before = epochs.get(&b.epoch).copied().unwrap_or_default();
-            if b.seq <= before.last_seq {
-                outcomes.push(Outcome::Duplicate);
-                continue;
-            }
-            if b.seq == u64::MAX {
-                outcomes.push(Outcome::Refused(
-                    "batch number 2^64-1 is reserved (no batch could follow it)".into(),
-                ));
-                break;
-            }
-            if b.follows != before.last_seq || b.follows >= b.seq {
-                outcomes.push(Outcome::Refused(format!(
-                    "batch {} follows batch {}, but this collector holds batches up to {} of the stream: \
-                     the next batch must follow {}",
-                    b.seq, b.follows, before.last_seq, before.last_seq
-                )));
-                break;
-            }
+            let after = match judge(before, b) {
+                Verdict::Repeat => {
+                    outcomes.push(Outcome::Duplicate);
+                    continue;
+                }
+                Verdict::Refuse(why) => {
+                    outcomes.push(Outcome::Refused(why));
+                    break;
+                }
+                Verdict::Next(after) => after,
+            };
             for r in records.iter() {
                 let out = by_hour.entry(r.first_ns / HOUR_NS).or_insert_with(|| {
                     let mut v = self.scratch.pop().unwrap_or_default();
@@ -358,14 +386,7 @@ impl StreamStore {
                 encode_ndjson(r, out);
                 out.push(b'\n');
             }
-            epochs.insert(
-                b.epoch,
-                EpochState {
-                    last_seq: b.seq,
-                    source_drops: before.source_drops.max(b.source_drops),
-                    agent_dropped: before.agent_dropped + (b.seq - b.follows - 1),
-                },
-            );
+            epochs.insert(b.epoch, after);
             outcomes.push(Outcome::Written(before));
         }
         if epochs == self.epochs {

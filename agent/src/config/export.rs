@@ -9,7 +9,11 @@ use super::{ConfigError, Seconds};
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ExportConfig {
-    /// `host:port` of `vmflow collect`.
+    /// `host:port` of `vmflow collect`, or several (a TOML list, or one
+    /// string with commas): the shipper moves to the next when one fails.
+    /// Kept as one comma-separated string; [`ExportConfig::collectors`]
+    /// lists them.
+    #[serde(deserialize_with = "one_or_many")]
     pub collector: String,
     /// Name the collector's certificate must carry.
     #[serde(default = "default_server_name")]
@@ -38,6 +42,29 @@ pub struct ExportConfig {
     pub agent_id: String,
 }
 
+/// A string, or a list of strings joined with commas.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s,
+        OneOrMany::Many(v) => v.join(","),
+    })
+}
+
+/// The addresses of a `collector` value, in order.
+pub fn collector_list(collector: &str) -> Vec<&str> {
+    collector
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 fn default_server_name() -> String {
     "localhost".into()
 }
@@ -55,10 +82,22 @@ fn default_window() -> usize {
 }
 
 impl ExportConfig {
+    /// The collectors' addresses, in order.
+    pub fn collectors(&self) -> Vec<&str> {
+        collector_list(&self.collector)
+    }
+
     /// Batch size and age, window and spool size in their ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let x = self;
-        super::address::host_port("export.collector", &x.collector)?;
+        if x.collectors().is_empty() {
+            return Err(ConfigError::Invalid(
+                "export.collector: no address (host:port, or a list of them)".into(),
+            ));
+        }
+        for c in x.collectors() {
+            super::address::host_port("export.collector", c)?;
+        }
         if x.batch_records == 0 || x.batch_records > 1 << 20 {
             return Err(ConfigError::Invalid(format!(
                 "export.batch_records = {}: must be in 1..=1048576",
@@ -99,5 +138,24 @@ mod tests {
         assert_eq!(x.spool_dir, crate::platform::default_spool_dir());
         assert!(x.spool_dir.ends_with("spool"), "{}", x.spool_dir.display());
         assert!(x.spool_dir.is_absolute());
+    }
+
+    #[test]
+    fn collector_takes_one_address_or_a_list() {
+        let parse = |v: &str| {
+            Config::parse(&format!(
+                "[export]\ncollector = {v}\nca = \"a\"\ncert = \"b\"\nkey = \"k\"\n"
+            ))
+        };
+        let one = parse("\"c:1\"").unwrap().export.unwrap();
+        assert_eq!(one.collectors(), ["c:1"]);
+        let list = parse("[\"c:1\", \"[::1]:2\"]").unwrap().export.unwrap();
+        assert_eq!(list.collectors(), ["c:1", "[::1]:2"]);
+        let commas = parse("\"c:1, d:2\"").unwrap().export.unwrap();
+        assert_eq!(commas.collectors(), ["c:1", "d:2"]);
+        for bad in ["[]", "[\"c:1\", \"d\"]", "\",\""] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("export.collector"), "{bad}: {e}");
+        }
     }
 }

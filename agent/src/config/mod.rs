@@ -31,7 +31,7 @@ pub use address::listen_addr;
 pub use azure::{AzureConfig, CapturesConfig, IdentityKind};
 pub use blob::{AfterRead, BlobConfig};
 pub use capture::{CaptureConfig, LiveConfig, DEFAULT_RING_BLOCKS, DEFAULT_RING_BLOCK_KIB};
-pub use export::ExportConfig;
+pub use export::{collector_list, ExportConfig};
 pub use flow::FlowConfig;
 pub use flowlog::FlowlogConfig;
 pub use folder::FolderConfig;

@@ -26,7 +26,9 @@ use crate::episode::{Backoff, Episode, Say};
 
 #[derive(Clone)]
 pub struct ShipOptions {
-    /// `host:port` of the collector.
+    /// `host:port` of the collector, or several separated by commas: a
+    /// failed connection moves on to the next (collectors that share their
+    /// state, e.g. in front of one JetStream stream).
     pub collector: String,
     /// Name the collector's certificate must carry.
     pub server_name: String,
@@ -164,14 +166,30 @@ pub async fn ship(
     // error, instead of a warning per attempt.
     let mut told: Option<String> = None;
     let mut jitter = crate::rng::Rng::new(u64::from(std::process::id()) ^ 0x9e37);
+    let addrs: Vec<String> = crate::config::collector_list(&opts.collector)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    // Agents of one fleet start at different collectors of the list.
+    let mut at = if addrs.len() > 1 {
+        (jitter.unit() * addrs.len() as f64) as usize % addrs.len()
+    } else {
+        0
+    };
     loop {
         if *stop.borrow() {
             return stats;
         }
         let mut progress = false;
         let started = Instant::now();
+        let addr = addrs.get(at).unwrap_or(&opts.collector);
+        // This connection's collector, one of the list.
+        let one = ShipOptions {
+            collector: addr.clone(),
+            ..opts.clone()
+        };
         let result = session(
-            &opts,
+            &one,
             &spool,
             &new_batch,
             &mut input_done,
@@ -181,7 +199,7 @@ pub async fn ship(
         )
         .await
         .map_err(|cause| ShipError {
-            collector: opts.collector.clone(),
+            collector: addr.clone(),
             cause,
         });
         // Only a session that moved data (or stayed up) resets the backoff:
@@ -192,8 +210,7 @@ pub async fn ship(
             told = None;
             if let Some((n, t)) = outage.recover() {
                 tracing::info!(
-                    "collector {}: delivering again after {n} failed attempts over {:.0} s",
-                    opts.collector,
+                    "collector {addr}: delivering again after {n} failed attempts over {:.0} s",
                     t.as_secs_f64()
                 );
             }
@@ -202,6 +219,8 @@ pub async fn ship(
             Ok(()) => return stats,
             Err(e) => {
                 stats.connect_failures += 1;
+                // The next attempt goes to the next collector of the list.
+                at = (at + 1) % addrs.len().max(1);
                 let exp = backoff.fail();
                 // Full jitter: agents that lost the collector together do not
                 // come back in lockstep.

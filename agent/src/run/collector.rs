@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use super::runtime;
 use super::signals::wait_for_signal;
+use crate::collect::jetstream::{self, JetStreamOptions};
+use crate::collect::sink::Sink;
 use crate::collect::{self, CollectorOptions};
 use crate::error::Error;
 
@@ -16,7 +18,9 @@ pub struct CollectArgs {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
-    pub out: PathBuf,
+    /// The file store's directory; `None` with `jetstream`.
+    pub out: Option<PathBuf>,
+    pub jetstream: Option<JetStreamOptions>,
     pub max_connections: Option<usize>,
     pub max_handshakes: usize,
     pub handshake_timeout: Duration,
@@ -29,11 +33,26 @@ pub struct CollectArgs {
 pub fn run_collector(a: CollectArgs) -> Result<(), Error> {
     let tls = crate::tls::server_config(&a.cert, &a.key, &a.client_ca)?;
     let fs = crate::disk::real();
-    fs.create_dir_all(&a.out)
-        .and_then(|_| fs.restrict(&a.out))
-        .map_err(|e| Error::io(&a.out, e))?;
+    if let Some(out) = &a.out {
+        fs.create_dir_all(out)
+            .and_then(|_| fs.restrict(out))
+            .map_err(|e| Error::io(out, e))?;
+    }
     let rt = runtime()?;
     rt.block_on(async move {
+        // The stream is checked (or created) before agents are taken.
+        let sink: Option<Arc<dyn Sink>> = match a.jetstream {
+            Some(o) => {
+                let shown = o.shown();
+                let c = jetstream::connect(o).await?;
+                tracing::info!(
+                    "publishing to JetStream stream {} on {shown}",
+                    c.opts.stream
+                );
+                Some(Arc::new(jetstream::JetStreamSink::new(c)))
+            }
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -42,7 +61,8 @@ pub fn run_collector(a: CollectArgs) -> Result<(), Error> {
             })?;
         let addr = listener.local_addr().map_err(Error::Listener)?;
         eprintln!("collect: listening on {addr}");
-        let mut opts = CollectorOptions::new(tls, a.out.clone());
+        let mut opts = CollectorOptions::new(tls, a.out.clone().unwrap_or_default());
+        opts.sink = sink;
         if let Some(n) = a.max_connections {
             opts.max_connections = n;
         }

@@ -9,6 +9,7 @@ mod followed;
 mod lane;
 mod report;
 mod signals;
+mod sink;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,7 @@ pub use collector::{run_collector, spawn_collector, CollectArgs};
 pub use lane::Lane;
 pub use report::RunReport;
 pub use signals::{reloader, stop_flag};
+pub use sink::run_sink;
 
 use crate::capture::live::{self, Ring, RingOptions};
 use crate::config::{Config, ExportConfig, LiveConfig};
@@ -233,7 +235,7 @@ fn run_live(
     // or without one the first IPFIX collector.
     let exclude = mtls
         .as_ref()
-        .map(|m| m.x.collector.as_str())
+        .and_then(|m| m.x.collectors().first().copied())
         .or(cfg.ipfix.first().map(|i| i.collector.as_str()))
         .and_then(|c| std::net::ToSocketAddrs::to_socket_addrs(c).ok())
         .and_then(|mut a| a.next());

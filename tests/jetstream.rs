@@ -1,0 +1,294 @@
+//! Stateless collectors in front of a replicated JetStream stream, end to
+//! end with the real binaries and real nats-server processes on loopback:
+//! agents → two collectors → a 3-node JetStream cluster (R3) → `vmflow
+//! sink` → hourly NDJSON files equal to `vmflow replay` of the capture,
+//! through SIGKILLs of a collector, a NATS node and the sink.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::agents::*;
+use common::nats::Nats;
+
+/// A collector publishing to JetStream (`extra`: the stream's flags).
+fn js_collector(certs: &Path, urls: &str, extra: &[&str]) -> (Proc, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmflow"));
+    cmd.args(["collect", "--listen", "127.0.0.1:0"])
+        .arg("--cert")
+        .arg(certs.join("collector.pem"))
+        .arg("--key")
+        .arg(certs.join("collector-key.pem"))
+        .arg("--client-ca")
+        .arg(certs.join("ca.pem"))
+        .args(["--jetstream", urls])
+        .args(extra);
+    let p = Proc::spawn(&mut cmd);
+    let line = p.wait_line("listening on", Duration::from_secs(30));
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    (p, addr)
+}
+
+fn sink(urls: &str, out: &Path, extra: &[&str]) -> Proc {
+    let p = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["sink", "--jetstream", urls])
+            .arg("--out")
+            .arg(out)
+            .args(extra),
+    );
+    p.wait_line("delivering from message", Duration::from_secs(30));
+    p
+}
+
+/// Waits until the sink's files hold exactly the capture's records (they
+/// only grow toward it: a record too many stays too many).
+fn wait_exact(out: &Path, cap: &Path, sink: &Proc) {
+    let want = replayed(cap);
+    assert!(want.len() > 5_000);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = collected(out, "agent-1");
+        if got == want {
+            return;
+        }
+        let total: u64 = got.values().sum();
+        let doubled = got
+            .iter()
+            .filter(|(k, n)| want.get(*k).is_none_or(|w| *n > w))
+            .count();
+        assert_eq!(doubled, 0, "records doubled or unknown\n{}", sink.text());
+        assert!(
+            Instant::now() < deadline,
+            "the sink holds {total} of {} records\n{}",
+            want.values().sum::<u64>(),
+            sink.text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until the sink holds batch `at_least` of agent-1 (showing what
+/// every process said if it does not come).
+fn wait_batch(out: &Path, at_least: u64, procs: &[(&str, &Proc)], nats: &Nats) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while collector_seq(out, "agent-1") < at_least {
+        if Instant::now() > deadline {
+            let mut text = String::new();
+            for (name, p) in procs {
+                text.push_str(&format!("--- {name}\n{}\n", p.text()));
+            }
+            for i in 0..3 {
+                text.push_str(&format!("--- nats {i}\n{}\n", nats.log(i)));
+            }
+            panic!(
+                "the sink never reached batch {at_least} (at {}):\n{text}",
+                collector_seq(out, "agent-1")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The collector of the list the agent is connected to now.
+fn connected_to(agent: &Proc, after: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = agent.text();
+        let line = text
+            .lines()
+            .filter(|l| l.contains("connected to collector"))
+            .nth(after);
+        if let Some(l) = line {
+            let at = l.find("connected to collector ").unwrap() + 23;
+            return l[at..].split(';').next().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "agent never connected:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Fleet {
+    dir: PathBuf,
+    certs: PathBuf,
+    cap: PathBuf,
+    out: PathBuf,
+}
+
+fn fleet(dir: &Path, packets: u64) -> Fleet {
+    let certs = dir.join("certs");
+    certs_init(&certs, &["agent-1"]);
+    Fleet {
+        dir: dir.to_path_buf(),
+        certs,
+        cap: synth_cap(dir, packets),
+        out: dir.join("out"),
+    }
+}
+
+#[test]
+fn kills_of_a_collector_a_nats_node_and_the_sink_lose_and_double_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let f = fleet(d.path(), 1_000_000);
+    let mut nats = Nats::start(&f.dir, 3);
+    let urls = nats.urls();
+    let r3 = ["--jetstream-replicas", "3"];
+    let (c1, a1) = js_collector(&f.certs, &urls, &r3);
+    let (c2, a2) = js_collector(&f.certs, &urls, &r3);
+    let mut s = sink(&urls, &f.out, &r3);
+    let cfg = agent_config_with(
+        &f.dir,
+        "a",
+        &format!("[source]\nfiles = [{:?}]\n", f.cap),
+        &f.certs,
+        "agent-1",
+        "",
+        "batch_records = 8\nwindow = 1\n",
+    );
+    // `collector` is a list of both.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("collector = \"\"", &format!("collector = [{a1:?}, {a2:?}]"));
+    std::fs::write(&cfg, text).unwrap();
+    let mut a = agent(&cfg);
+
+    // Kills are timed by what the stream holds (the agent's progress)
+    // and by what the sink wrote (its own).
+    let stream = "VMFLOW";
+
+    // A collector dies under the agent: it goes on with the other.
+    nats.wait_messages(stream, 500);
+    let first = connected_to(&a, 0);
+    let (mut dead, other) = if first == a1 { (c1, c2) } else { (c2, c1) };
+    dead.kill();
+    let second = connected_to(&a, 1);
+    assert_ne!(second, first, "{}", a.text());
+
+    // A NATS node dies and comes back: the stream (R3) carries on.
+    nats.wait_messages(stream, nats.messages(stream) + 500);
+    nats.kill_node(0);
+    nats.wait_messages(stream, nats.messages(stream) + 500);
+    nats.start_node(0);
+    nats.wait_healthy(0);
+    let nats_back = nats.messages(stream);
+
+    // The sink dies and starts again.
+    let procs = [("agent", &a), ("collector", &other), ("sink", &s)];
+    wait_batch(
+        &f.out,
+        collector_seq(&f.out, "agent-1") + 300,
+        &procs,
+        &nats,
+    );
+    s.kill();
+    let at_sink_kill = collector_seq(&f.out, "agent-1");
+    let s2 = sink(&urls, &f.out, &r3);
+
+    assert!(a.wait(Duration::from_secs(300)), "{}", a.text());
+    wait_exact(&f.out, &f.cap, &s2);
+    let batches = collector_seq(&f.out, "agent-1");
+    assert!(
+        nats.messages(stream) > nats_back + 100 && batches > at_sink_kill + 100,
+        "the kills came mid-run: NATS node back at message {nats_back}, sink killed at \
+         batch {at_sink_kill}, of {batches}"
+    );
+    assert_eq!(stat(&a.text(), "dropped_records"), 0);
+    assert!(stat(&a.text(), "connections") >= 2);
+    drop(other);
+}
+
+#[test]
+fn with_nats_away_the_collector_refuses_the_agent_spools_and_delivery_resumes_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let f = fleet(d.path(), 300_000);
+    let mut nats = Nats::start(&f.dir, 1);
+    let urls = nats.urls();
+    let (c, addr) = js_collector(&f.certs, &urls, &[]);
+    let s = sink(&urls, &f.out, &[]);
+    let cfg = agent_config(
+        &f.dir,
+        "a",
+        &f.cap,
+        &f.certs,
+        "agent-1",
+        &addr,
+        "batch_records = 8\nwindow = 1\n",
+    );
+    let mut a = agent(&cfg);
+    wait_seq(&f.out, "agent-1", 40);
+    nats.stop_node(0);
+    // Nothing is acknowledged that JetStream does not hold: the collector
+    // refuses, and the agent keeps its batches.
+    c.wait_line("cannot store batch", Duration::from_secs(60));
+    a.wait_line("the collector cannot", Duration::from_secs(60));
+    nats.start_node(0);
+    nats.wait_healthy(0);
+    assert!(a.wait(Duration::from_secs(300)), "{}", a.text());
+    wait_exact(&f.out, &f.cap, &s);
+
+    // A collector asking for another shape of the stream does not start.
+    let mut other = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["collect", "--listen", "127.0.0.1:0"])
+            .arg("--cert")
+            .arg(f.certs.join("collector.pem"))
+            .arg("--key")
+            .arg(f.certs.join("collector-key.pem"))
+            .arg("--client-ca")
+            .arg(f.certs.join("ca.pem"))
+            .args(["--jetstream", &urls, "--jetstream-max-age", "3600"]),
+    );
+    assert_eq!(other.wait_code(Duration::from_secs(30)), Some(1));
+    let text = other.text();
+    assert!(
+        text.contains("VMFLOW exists with max age 0 s, not 3600 s"),
+        "{text}"
+    );
+}
+
+/// Two sinks share the work by `--shard I/N`: each agent's records are in
+/// exactly one sink's files, whole.
+#[test]
+fn sharded_sinks_each_write_their_agents_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let certs = d.path().join("certs");
+    // (crc32: agent-1 goes to shard 1, agent-4 to shard 0.)
+    certs_init(&certs, &["agent-1", "agent-4"]);
+    let nats = Nats::start(d.path(), 1);
+    let urls = nats.urls();
+    let (_c, addr) = js_collector(&certs, &urls, &[]);
+    let out = [d.path().join("out0"), d.path().join("out1")];
+    let sinks: Vec<Proc> = (0..2)
+        .map(|i| sink(&urls, &out[i], &["--shard", &format!("{i}/2")]))
+        .collect();
+    let mut want = Vec::new();
+    for (agent, seed) in [("agent-1", 3), ("agent-4", 4)] {
+        let cap = synth_cap_seeded(d.path(), &format!("{agent}.pcap"), 100_000, seed);
+        let cfg = agent_config(d.path(), agent, &cap, &certs, agent, &addr, "");
+        let mut a = common::agents::agent(&cfg);
+        assert!(a.wait(Duration::from_secs(120)), "{}", a.text());
+        want.push((agent, replayed(&cap)));
+    }
+    for (shard, agent) in [(1, "agent-1"), (0, "agent-4")] {
+        let w = &want.iter().find(|(a, _)| *a == agent).unwrap().1;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while collected(&out[shard], agent) != *w {
+            assert!(
+                Instant::now() < deadline,
+                "sink {shard} never held {agent}'s records\n{}",
+                sinks[shard].text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // By now both sinks have been given every message (agent-4's came
+    // last, and sink 0 holds them all).
+    for (shard, other) in [(1, "agent-4"), (0, "agent-1")] {
+        assert!(
+            !out[shard].join(other).exists(),
+            "sink {shard} wrote {other}"
+        );
+    }
+}
