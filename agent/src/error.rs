@@ -65,6 +65,8 @@ pub enum Error {
     Service(String),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("query: {0}")]
     Query(#[from] QueryError),
     #[error("collector: bind {addr}: {source}")]

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::engine_args::{engine_config, EngineArgs};
+use super::observe_args::ObserveArgs;
 use super::summary::print_summary;
 use crate::error::Error;
 use crate::export::{CsvSink, NdjsonSink, RecordSink};
@@ -41,6 +42,8 @@ pub(super) struct CaptureArgs {
     /// the same fields in the same order).
     #[arg(long, value_enum, default_value_t = Format::Ndjson)]
     format: Format,
+    #[command(flatten)]
+    observe: ObserveArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -97,10 +100,14 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         block_size: a.ring_block_kib << 10,
         ..Default::default()
     };
+    let observer = a.observe.start(&cfg)?;
+    let board = &observer.board;
     let mut rings = ifaces
         .iter()
         .map(|i| crate::capture::live::Ring::open(i, &opts))
         .collect::<Result<Vec<_>, _>>()?;
+    board.health.source(crate::metrics::SourceState::Open);
+    let live = board.engine("");
     let stop = stop_flag()?;
     let out: Box<dyn io::Write + Send> = if a.out == "-" {
         Box::new(io::stdout())
@@ -111,6 +118,7 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
         Format::Ndjson => Box::new(NdjsonSink::new(out)),
         Format::Csv => Box::new(CsvSink::new(out)),
     };
+    let sink = crate::pipeline::live::CountingSink::new(sink, Some(live.clone()));
     eprintln!(
         "capture: capturing on {} (snap length {}); {} stops",
         ifaces.join(", "),
@@ -147,7 +155,9 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
             ring: opts.clone(),
             every: std::time::Duration::from_secs(2),
         }),
+        Some(&*live),
     );
+    drop(observer);
     print_summary("capture", &report.summary);
     for s in &stats {
         eprintln!(

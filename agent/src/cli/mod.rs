@@ -20,6 +20,7 @@ mod docs;
 mod engine_args;
 mod extension;
 mod logging;
+mod observe_args;
 mod progress;
 mod query;
 mod replay;

@@ -16,6 +16,7 @@
 //!   memory stays bounded whatever the agents send.
 
 mod error;
+pub mod live;
 pub mod names;
 pub mod store;
 
@@ -57,6 +58,8 @@ pub struct CollectorOptions {
     pub max_handshakes: usize,
     /// Bytes of frames buffered across all connections.
     pub frame_budget: usize,
+    /// Where the collector shows what it is doing (metrics, stats line).
+    pub live: Arc<live::CollectLive>,
 }
 
 impl CollectorOptions {
@@ -71,6 +74,7 @@ impl CollectorOptions {
             max_connections: default_max_connections(),
             max_handshakes: 64,
             frame_budget: 64 << 20,
+            live: Arc::default(),
         }
     }
 }
@@ -202,7 +206,10 @@ pub async fn serve(listener: TcpListener, opts: CollectorOptions) -> Result<(), 
             let _slot = permit;
             match connection(tcp, peer, &sh, hs).await {
                 Ok(id) => tracing::info!("{peer} ({id}): connection closed"),
-                Err(e) => tracing::warn!("{e}"),
+                Err(e) => {
+                    sh.opts.live.ended(&e.cause);
+                    tracing::warn!("{e}")
+                }
             }
         });
     }
@@ -325,6 +332,7 @@ async fn connection(
         held.last_seq
     );
     session.accept(held.last_seq);
+    let _connected = opts.live.connected();
     let mut out = Vec::new();
     session.poll_transmit(&mut out);
     tls.write_all(&out)
@@ -382,6 +390,7 @@ async fn connection(
             }
         }
         let seqs: Vec<u64> = group.iter().map(|b| b.seq).collect();
+        let counts: Vec<u32> = group.iter().map(|b| b.records).collect();
         let infos: Vec<BatchInfo> = group
             .iter()
             .map(|b| BatchInfo {
@@ -403,11 +412,15 @@ async fn connection(
                 .map_err(|e| fail(Some(&id), ConnectionFailure::Task(e)))?
         };
         drop(held);
+        if let Some(t) = written.took {
+            opts.live.committed(t);
+        }
         let mut refusal = None;
         for (i, o) in written.outcomes.iter().enumerate() {
             let (info, seq) = (infos[i], seqs[i]);
             match o {
                 Outcome::Written(before) => {
+                    opts.live.written(u64::from(counts[i]));
                     if info.seq > info.follows + 1 {
                         tracing::warn!(
                             "{id}: batches {}..={} never arrive: the agent dropped them (spool overflow or damage)",
@@ -423,7 +436,10 @@ async fn connection(
                         );
                     }
                 }
-                Outcome::Duplicate => tracing::debug!("{id}: batch {seq} already durable (resend)"),
+                Outcome::Duplicate => {
+                    opts.live.duplicate();
+                    tracing::debug!("{id}: batch {seq} already durable (resend)")
+                }
                 Outcome::Refused(why) => {
                     refusal = Some(why.clone());
                     break;
@@ -506,6 +522,8 @@ async fn next_buffered<S: tokio::io::AsyncRead + Unpin>(
 struct Written {
     outcomes: Vec<Outcome>,
     error: Option<Reject>,
+    /// How long the commit (writes and fsyncs) took, when it was tried.
+    took: Option<Duration>,
 }
 
 enum Reject {
@@ -561,11 +579,19 @@ fn store_batches(
                     why: StoreFailure::Poisoned,
                     broken: true,
                 }),
+                took: None,
             }
         }
     };
-    match st.write_batches(&group) {
-        Ok(outcomes) => Written { outcomes, error },
+    let started = std::time::Instant::now();
+    let r = st.write_batches(&group);
+    let took = Some(started.elapsed());
+    match r {
+        Ok(outcomes) => Written {
+            outcomes,
+            error,
+            took,
+        },
         Err(e) => Written {
             outcomes: Vec::new(),
             error: Some(Reject::Store {
@@ -573,6 +599,7 @@ fn store_batches(
                 why: e.into(),
                 broken: st.is_broken(),
             }),
+            took,
         },
     }
 }

@@ -13,6 +13,7 @@ mod flowlog;
 mod folder;
 mod ipfix;
 mod log;
+mod metrics;
 mod pipeline;
 mod seconds;
 mod secret;
@@ -36,6 +37,7 @@ pub use flowlog::FlowlogConfig;
 pub use folder::FolderConfig;
 pub use ipfix::{IpfixExportConfig, IpfixModeConfig, IpfixTransport};
 pub use log::{LogConfig, LogFormat};
+pub use metrics::MetricsConfig;
 pub use pipeline::PipelineConfig;
 pub use seconds::Seconds;
 pub use secret::Secret;
@@ -73,6 +75,8 @@ pub struct Config {
     pub azure: AzureConfig,
     /// Log line format (`[log]`).
     pub log: LogConfig,
+    /// The Prometheus endpoint and `/healthz` (`[metrics]`).
+    pub metrics: MetricsConfig,
 }
 
 /// The file as written: `[export]` holds both the mTLS export's keys and
@@ -88,6 +92,7 @@ struct RawConfig {
     export: Option<RawExport>,
     azure: AzureConfig,
     log: LogConfig,
+    metrics: MetricsConfig,
 }
 
 #[derive(Default, Deserialize)]
@@ -122,6 +127,7 @@ impl TryFrom<RawConfig> for Config {
             ipfix,
             azure: r.azure,
             log: r.log,
+            metrics: r.metrics,
         })
     }
 }
@@ -219,6 +225,8 @@ impl Config {
         for (i, x) in self.ipfix.iter().enumerate() {
             x.validate(i)?;
         }
+        self.log.validate()?;
+        self.metrics.validate()?;
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use super::runtime;
 use super::signals::wait_for_signal;
 use crate::collect::{self, CollectorOptions};
 use crate::error::Error;
+use crate::metrics::{Board, SourceState};
 
 pub struct CollectArgs {
     pub listen: SocketAddr,
@@ -22,6 +23,8 @@ pub struct CollectArgs {
     pub handshake_timeout: Duration,
     pub frame_budget: usize,
     pub idle_timeout: Duration,
+    /// Where the collector shows what it does (metrics, stats, /healthz).
+    pub board: Option<Arc<Board>>,
 }
 
 /// Runs the collector until SIGTERM / SIGINT. Prints the bound address on
@@ -43,6 +46,11 @@ pub fn run_collector(a: CollectArgs) -> Result<(), Error> {
         let addr = listener.local_addr().map_err(Error::Listener)?;
         eprintln!("collect: listening on {addr}");
         let mut opts = CollectorOptions::new(tls, a.out.clone());
+        if let Some(b) = &a.board {
+            b.collector(opts.live.clone());
+            b.health.writable("output", &a.out);
+            b.health.source(SourceState::Open);
+        }
         if let Some(n) = a.max_connections {
             opts.max_connections = n;
         }
