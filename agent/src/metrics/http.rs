@@ -322,7 +322,7 @@ mod tests {
         for _ in 0..20_000 {
             let n = (rng.next_u64() % 64) as usize;
             let mut h: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
-            if rng.next_u64() % 2 == 0 {
+            if rng.chance(0.5) {
                 // Near misses: a valid start with noise after it.
                 let mut v = b"GET /metrics ".to_vec();
                 v.append(&mut h);
