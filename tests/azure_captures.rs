@@ -327,6 +327,7 @@ fn timeline(refuse: bool) -> Timeline {
         poll: Duration::from_millis(1),
         interval: Duration::from_secs(3600),
         on_stop: OnStop::Finish,
+        live: None,
     };
     let rep = runner::run(
         &Config::default(),

@@ -142,6 +142,7 @@ fn tail_once(
         poll: Duration::from_millis(1),
         interval: Duration::from_secs(3600),
         on_stop: OnStop::Finish,
+        live: None,
     };
     let stop = AtomicBool::new(true);
     let t = runner::run(&cfg, &mut src, None, &mut sink, &opts, &stop);

@@ -23,7 +23,8 @@ fn a_good_configuration_passes_with_its_plan() {
     let cap = write(d.path(), "cap.pcap", b"not read by check");
     let text = format!(
         "[source]\nfiles = [{cap:?}]\n[export]\ncollector = \"127.0.0.1:4739\"\nca = {:?}\ncert = {:?}\n\
-         key = {:?}\nspool_dir = {:?}\n[[export.ipfix]]\ncollector = \"127.0.0.1:2055\"\n",
+         key = {:?}\nspool_dir = {:?}\n[[export.ipfix]]\ncollector = \"127.0.0.1:2055\"\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n",
         certs.join("ca.pem"),
         certs.join("agent-1.pem"),
         certs.join("agent-1-key.pem"),
@@ -47,6 +48,10 @@ fn a_good_configuration_passes_with_its_plan() {
     );
     assert!(
         stdout.contains("output: IPFIX over Udp to 127.0.0.1:2055"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("metrics: http://127.0.0.1:0/metrics and /healthz"),
         "{stdout}"
     );
     assert!(stdout.contains(": ok"), "{stdout}");
@@ -230,5 +235,26 @@ fn flags_are_validated_like_the_configuration() {
     assert!(
         err.contains(&format!("{}: --out is not a directory", file.display())),
         "{err}"
+    );
+}
+
+#[test]
+fn a_metrics_port_already_taken_is_a_problem() {
+    let d = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let cap = write(d.path(), "cap.pcap", b"not read by check");
+    let text = format!(
+        "[source]\nfiles = [{cap:?}]\n[[export.ipfix]]\ncollector = \"127.0.0.1:2055\"\n\
+         [metrics]\nlisten = \"{addr}\"\n"
+    );
+    let cfg = write(d.path(), "taken.toml", text.as_bytes());
+    let (out, stdout, stderr) = check(&cfg);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "check: problem: metrics.listen: cannot listen on {addr}"
+        )),
+        "{stderr}"
     );
 }

@@ -38,6 +38,9 @@ const LAYERS: &[&[&str]] = &[
     // Sources followed over time (folders, Blob containers) and their
     // checkpoints.
     &["follow"],
+    // Seeing a running job: metrics, /healthz, the stats line (reads what
+    // the rooms below publish).
+    &["metrics"],
     // Wiring the jobs together, the error a job ends with, and the Azure VM
     // extension handler (which drives the agent through its service unit).
     &["run", "error", "extension", "check"],

@@ -78,6 +78,8 @@ pub enum Error {
     JetStream(#[from] JetStreamError),
     #[error("sink: {0}")]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("query: {0}")]
     Query(#[from] QueryError),
     #[error("collector: bind {addr}: {source}")]

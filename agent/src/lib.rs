@@ -21,6 +21,7 @@ pub mod extension;
 pub mod flowlog;
 pub mod follow;
 pub mod identity;
+pub mod metrics;
 pub mod observe;
 pub mod pipeline;
 pub mod platform;

@@ -99,6 +99,17 @@ pub trait Dispatch {
     }
     /// Ends such a run: the output is finished, the flows stay open.
     fn end_kept_open(&mut self) {}
+    /// The tables at a glance, where they are on this thread.
+    fn tables_now(&self) -> Option<TablesNow> {
+        None
+    }
+}
+
+/// The flow tables of an inline engine, at a glance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TablesNow {
+    pub open_flows: u64,
+    pub evicted: u64,
 }
 
 /// One batch through the tables a shard owns, then the batch-boundary tick

@@ -2,8 +2,11 @@
 //! an inline one, which can also be reconfigured, checkpointed and ended at
 //! will between two packets.
 
+use std::collections::BTreeMap;
+
 use vmflow_proto::EndReason;
 
+pub use crate::batch::TablesNow;
 use crate::error::EngineError;
 use crate::packet::RawPacket;
 use crate::settings::Settings;
@@ -19,6 +22,27 @@ pub trait Feed {
     /// may have flowed: flows open then are marked `gap`. Travels in the
     /// packet stream, so it changes no batch boundary.
     fn gap(&mut self, start_ns: u64, end_ns: u64);
+    /// What the engine has counted so far, for whoever watches a long run
+    /// (metrics, a periodic stats line). Meant for between packets, a few
+    /// times a second at most: it builds the map of skip reasons.
+    fn progress(&self) -> Progress {
+        Progress::default()
+    }
+}
+
+/// The engine's counts while it runs (its final ones are `Counts`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Packets fed.
+    pub packets: u64,
+    /// Packets that reached the flow tables, and their IP-layer bytes.
+    pub flow_packets: u64,
+    pub ip_bytes: u64,
+    /// Packets left out, by reason.
+    pub skipped: BTreeMap<String, u64>,
+    /// Flows in the tables now and flows evicted at the bound so far: known
+    /// only when the tables are on the feeding thread (an inline engine).
+    pub tables: Option<TablesNow>,
 }
 
 /// An engine running on the caller's thread: besides packets it can be

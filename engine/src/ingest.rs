@@ -12,7 +12,7 @@ use vmflow_proto::EndReason;
 use crate::batch::{Dispatch, Routed};
 use crate::decode::{decode, fast, Skip};
 use crate::error::EngineError;
-use crate::feed::{Feed, InlineFeed};
+use crate::feed::{Feed, InlineFeed, Progress};
 use crate::flow::{from_ip, FlowKey, FragStats, FragTable};
 use crate::inline::Inline;
 use crate::packet::RawPacket;
@@ -85,14 +85,7 @@ impl<D: Dispatch> Ingest<D> {
             self.frag.drain(&mut |ts, d| reader.push(ts, &d));
             reader.send(true, end);
         }
-        let mut skipped: BTreeMap<String, u64> = self
-            .skips
-            .into_iter()
-            .map(|(k, v)| (k.reason(), v))
-            .collect();
-        if self.own_export > 0 {
-            skipped.insert("own_export".into(), self.own_export);
-        }
+        let skipped = self.skipped();
         let counts = Counts {
             packets: self.packets,
             flow_packets: self.reader.flow_packets,
@@ -102,6 +95,16 @@ impl<D: Dispatch> Ingest<D> {
             failed: self.reader.failed,
         };
         (counts, self.reader.dispatch)
+    }
+
+    /// Packets left out so far, by reason (`own_export` among them).
+    fn skipped(&self) -> BTreeMap<String, u64> {
+        let mut skipped: BTreeMap<String, u64> =
+            self.skips.iter().map(|(k, v)| (k.reason(), *v)).collect();
+        if self.own_export > 0 {
+            skipped.insert("own_export".into(), self.own_export);
+        }
+        skipped
     }
 
     /// Either end of the key (oriented or canonical) is the export address.
@@ -174,6 +177,16 @@ impl<D: Dispatch> Feed for Ingest<D> {
             return;
         }
         self.reader.push_gap(start_ns, end_ns);
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            packets: self.packets,
+            flow_packets: self.reader.flow_packets,
+            ip_bytes: self.reader.ip_bytes,
+            skipped: self.skipped(),
+            tables: self.reader.dispatch.tables_now(),
+        }
     }
 }
 

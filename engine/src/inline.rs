@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use vmflow_proto::{EndReason, FlowRecord};
 
-use crate::batch::{process, Dispatch, Routed};
+use crate::batch::{process, Dispatch, Routed, TablesNow};
 use crate::error::EngineError;
 use crate::flow::{FlowTable, TableSnapshot};
 use crate::net::LocalNets;
@@ -121,5 +121,12 @@ impl Dispatch for Inline<'_> {
 
     fn end_kept_open(&mut self) {
         self.finish_output();
+    }
+
+    fn tables_now(&self) -> Option<TablesNow> {
+        Some(TablesNow {
+            open_flows: self.tables.iter().map(|t| t.len() as u64).sum(),
+            evicted: self.tables.iter().map(|t| t.stats().evicted).sum(),
+        })
     }
 }

@@ -34,7 +34,7 @@ pub mod state;
 
 pub use batch::{process, Dispatch, Routed};
 pub use error::EngineError;
-pub use feed::{Feed, InlineFeed};
+pub use feed::{Feed, InlineFeed, Progress, TablesNow};
 pub use ingest::{Counts, Ingest};
 pub use inline::Inline;
 pub use records::{sum_stats, write_epoch, Written};

@@ -19,6 +19,7 @@ use super::input::{is_stdin, DamageSlot, Input};
 use super::progress::ReadProgress;
 use super::{CaptureError, CaptureReader, RawPacket, SourceError};
 use crate::config::Config;
+use crate::pipeline::live::EngineLive;
 use crate::pipeline::{self, FileWarning, Report};
 use crate::sink::RecordSink;
 
@@ -27,6 +28,34 @@ pub fn replay<S: RecordSink>(paths: Vec<PathBuf>, cfg: &Config, sink: S) -> Repo
     let mut files = CaptureFiles::new(paths);
     let mut report = pipeline::run(cfg, sink, |feed| files.for_each(|p| feed.packet(p)));
     report.summary.warnings = files.warnings;
+    report
+}
+
+/// [`replay`], showing the engine's counts on `live` as it goes (every
+/// 64 Ki packets) and its final ones at the end.
+pub fn replay_watched<S: RecordSink>(
+    paths: Vec<PathBuf>,
+    cfg: &Config,
+    sink: S,
+    live: &EngineLive,
+) -> Report<SourceError> {
+    const STEP: u32 = 1 << 16;
+    let mut files = CaptureFiles::new(paths);
+    let mut report = pipeline::run(cfg, sink, |feed| {
+        let mut n = 0u32;
+        let r = files.for_each(|p| {
+            feed.packet(p);
+            n += 1;
+            if n == STEP {
+                live.publish(feed.progress());
+                n = 0;
+            }
+        });
+        live.publish(feed.progress());
+        r
+    });
+    report.summary.warnings = files.warnings;
+    live.publish_summary(&report.summary);
     report
 }
 

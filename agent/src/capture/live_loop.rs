@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::live::{self, IfaceStats, Ring, RingOptions};
 use super::SourceError;
 use crate::config::Config;
+use crate::pipeline::live::{EngineLive, IfaceNow};
 use crate::pipeline::{self, InlineFeed, PipelineError};
 use crate::sink::RecordSink;
 
@@ -28,6 +29,7 @@ pub fn capture<S: RecordSink>(
     tick: Duration,
     block_timeout_ms: u32,
     follow: Option<&IfaceWatch>,
+    live: Option<&EngineLive>,
 ) -> (pipeline::Report<SourceError>, Vec<IfaceStats>) {
     use std::sync::atomic::Ordering;
     use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -70,13 +72,22 @@ pub fn capture<S: RecordSink>(
                 last_tick = Instant::now();
                 // Kernel drops are coverage gaps: say where and how many, as
                 // they happen, and keep the running total for the batches.
+                let mut ifaces = Vec::new();
                 for r in rings.iter_mut() {
                     let before = r.drops();
                     let st = r.kernel_stats();
+                    ifaces.push(IfaceNow {
+                        iface: st.iface.clone(),
+                        packets: st.packets,
+                        kernel_drops: st.kernel_drops,
+                    });
                     if st.kernel_drops > before {
                         // The drops happened since the last look: flows
                         // open then may be short.
                         feed.gap(last_look, now);
+                        if let Some(l) = live {
+                            l.add_gap();
+                        }
                         tracing::warn!(
                             "{}: coverage gap: the kernel dropped {} packets (ring full) up to {} ns",
                             st.iface,
@@ -85,6 +96,16 @@ pub fn capture<S: RecordSink>(
                         );
                         drops.fetch_add(st.kernel_drops - before, Ordering::Relaxed);
                     }
+                }
+                if let Some(l) = live {
+                    // Interfaces that went away keep their last counts.
+                    ifaces.extend(gone.iter().map(|st| IfaceNow {
+                        iface: st.iface.clone(),
+                        packets: st.packets,
+                        kernel_drops: st.kernel_drops,
+                    }));
+                    l.set_ifaces(ifaces);
+                    l.publish(feed.progress());
                 }
                 if let Some(f) = follow {
                     if last_scan.elapsed() >= f.every {
@@ -122,6 +143,19 @@ pub fn capture<S: RecordSink>(
     });
     let mut stats: Vec<IfaceStats> = gone;
     stats.extend(rings.iter_mut().map(|r| r.kernel_stats()));
+    if let Some(l) = live {
+        l.set_ifaces(
+            stats
+                .iter()
+                .map(|st| IfaceNow {
+                    iface: st.iface.clone(),
+                    packets: st.packets,
+                    kernel_drops: st.kernel_drops,
+                })
+                .collect(),
+        );
+        l.publish_summary(&report.summary);
+    }
     (report, stats)
 }
 

@@ -27,7 +27,7 @@ pub mod progress;
 
 pub use crate::pipeline::FileWarning;
 pub use error::SourceError;
-pub use files::{check_readable, replay, replay_with_progress, CaptureFiles};
+pub use files::{check_readable, replay, replay_watched, replay_with_progress, CaptureFiles};
 pub use progress::ReadProgress;
 
 use std::io::{self, Read, Seek};

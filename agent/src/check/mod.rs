@@ -209,6 +209,20 @@ fn outputs(cfg: &Config, r: &mut Report) {
             "no output: give [export] (mutual TLS to vmflow collect) or [[export.ipfix]]".into(),
         );
     }
+    metrics(cfg, r);
+}
+
+/// `[metrics] listen`: said in the plan, and the port must be free now
+/// (bound and released at once: `run` binds it before anything else).
+fn metrics(cfg: &Config, r: &mut Report) {
+    let Ok(Some(addr)) = cfg.metrics.addr() else {
+        return;
+    };
+    r.plan
+        .push(format!("metrics: http://{addr}/metrics and /healthz"));
+    if let Err(e) = std::net::TcpListener::bind(addr) {
+        r.problem(format!("metrics.listen: cannot listen on {addr}: {e}"));
+    }
 }
 
 /// A name that does not resolve now may later (DNS down, not yet

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::engine_args::{engine_config, EngineArgs};
+use super::observe_args::ObserveArgs;
 use super::summary::print_summary;
 use crate::error::Error;
 use crate::export::{CsvSink, NdjsonSink, RecordSink};
@@ -46,6 +47,8 @@ pub(super) struct CaptureArgs {
     /// them here as NDJSON, each as soon as it is raised.
     #[arg(long, value_name = "FILE")]
     observations: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    observe: ObserveArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -108,10 +111,14 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
             .or_else(|| cfg.capture.live.as_ref().and_then(|l| l.filter.clone())),
         ..Default::default()
     };
+    let observer = a.observe.start(&cfg)?;
+    let board = &observer.board;
     let mut rings = ifaces
         .iter()
         .map(|i| crate::capture::live::Ring::open(i, &opts))
         .collect::<Result<Vec<_>, _>>()?;
+    board.health.source(crate::metrics::SourceState::Open);
+    let live = board.engine("");
     let stop = stop_flag()?;
     let out: Box<dyn io::Write + Send> = if a.out == "-" {
         Box::new(io::stdout())
@@ -124,6 +131,7 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
     };
     let (sink, reread_lists) =
         super::replay::observing(sink, a.observations.as_deref(), &cfg, true)?;
+    let sink = crate::pipeline::live::CountingSink::new(sink, Some(live.clone()));
     let filtering = crate::capture::filter::expression(opts.filter.as_deref())
         .map(|e| format!(", kernel filter {e:?}"))
         .unwrap_or_default();
@@ -166,7 +174,9 @@ pub(super) fn cmd(a: CaptureArgs) -> Result<ExitCode, Error> {
             ring: opts.clone(),
             every: std::time::Duration::from_secs(2),
         }),
+        Some(&*live),
     );
+    drop(observer);
     print_summary("capture", &report.summary);
     for s in &stats {
         eprintln!(

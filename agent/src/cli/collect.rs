@@ -57,6 +57,8 @@ pub(super) struct CollectCmd {
     /// heartbeat every 10 s).
     #[arg(long, default_value_t = 60.0)]
     idle_timeout: f64,
+    #[command(flatten)]
+    observe: super::observe_args::ObserveArgs,
 }
 
 pub(super) fn cmd(a: CollectCmd) -> Result<ExitCode, Error> {
@@ -71,6 +73,7 @@ pub(super) fn cmd(a: CollectCmd) -> Result<ExitCode, Error> {
         Some(urls) => Some(a.jetstream_args.options(urls)?),
         None => None,
     };
+    let observer = a.observe.start(&crate::config::Config::default())?;
     crate::run::run_collector(crate::run::CollectArgs {
         listen,
         cert: a.cert,
@@ -83,6 +86,7 @@ pub(super) fn cmd(a: CollectCmd) -> Result<ExitCode, Error> {
         handshake_timeout: Duration::from_secs_f64(a.handshake_timeout.clamp(0.1, 3600.0)),
         frame_budget: a.max_buffer_mib.clamp(17, 1 << 16) << 20,
         idle_timeout: Duration::from_secs_f64(a.idle_timeout.clamp(1.0, 86_400.0)),
+        board: Some(observer.board.clone()),
     })
     .map(|_| ExitCode::SUCCESS)
 }

@@ -21,6 +21,7 @@ mod engine_args;
 mod extension;
 mod jetstream;
 mod logging;
+mod observe_args;
 mod progress;
 mod query;
 mod replay;

@@ -132,18 +132,43 @@ fn store_batches(
                 why: StoreFailure::Poisoned,
             });
             let outcomes = Vec::new();
-            return (Written { outcomes, error }, true);
+            let took = None;
+            return (
+                Written {
+                    outcomes,
+                    error,
+                    took,
+                },
+                true,
+            );
         }
     };
-    match st.write_batches(&group) {
-        Ok(outcomes) => (Written { outcomes, error }, false),
+    let started = std::time::Instant::now();
+    let r = st.write_batches(&group);
+    let took = Some(started.elapsed());
+    match r {
+        Ok(outcomes) => (
+            Written {
+                outcomes,
+                error,
+                took,
+            },
+            false,
+        ),
         Err(e) => {
             let error = Some(Reject::Store {
                 seq: first,
                 why: e.into(),
             });
             let outcomes = Vec::new();
-            (Written { outcomes, error }, st.is_broken())
+            (
+                Written {
+                    outcomes,
+                    error,
+                    took,
+                },
+                st.is_broken(),
+            )
         }
     }
 }

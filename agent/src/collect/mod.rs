@@ -18,6 +18,7 @@
 mod error;
 pub mod files;
 pub mod jetstream;
+pub mod live;
 pub mod names;
 pub mod sink;
 pub mod store;
@@ -62,6 +63,8 @@ pub struct CollectorOptions {
     pub frame_budget: usize,
     /// Where batches go; `None`: the file store in `out`.
     pub sink: Option<Arc<dyn Sink>>,
+    /// Where the collector shows what it is doing (metrics, stats line).
+    pub live: Arc<live::CollectLive>,
 }
 
 impl CollectorOptions {
@@ -77,6 +80,7 @@ impl CollectorOptions {
             max_handshakes: 64,
             frame_budget: 64 << 20,
             sink: None,
+            live: Arc::default(),
         }
     }
 }
@@ -208,7 +212,10 @@ pub async fn serve(listener: TcpListener, opts: CollectorOptions) -> Result<(), 
             let _slot = permit;
             match connection(tcp, peer, &sh, hs).await {
                 Ok(id) => tracing::info!("{peer} ({id}): connection closed"),
-                Err(e) => tracing::warn!("{e}"),
+                Err(e) => {
+                    sh.opts.live.ended(&e.cause);
+                    tracing::warn!("{e}")
+                }
             }
         });
     }
@@ -322,6 +329,7 @@ async fn connection(
         held.last_seq
     );
     session.accept(held.last_seq);
+    let _connected = opts.live.connected();
     let mut out = Vec::new();
     session.poll_transmit(&mut out);
     tls.write_all(&out)
@@ -379,6 +387,7 @@ async fn connection(
             }
         }
         let seqs: Vec<u64> = group.iter().map(|b| b.seq).collect();
+        let counts: Vec<u32> = group.iter().map(|b| b.records).collect();
         let infos: Vec<BatchInfo> = group
             .iter()
             .map(|b| BatchInfo {
@@ -394,11 +403,15 @@ async fn connection(
             Err(e) => return Err(fail(Some(&id), e)),
         };
         drop(held);
+        if let Some(t) = written.took {
+            opts.live.committed(t);
+        }
         let mut refusal = None;
         for (i, o) in written.outcomes.iter().enumerate() {
             let (info, seq) = (infos[i], seqs[i]);
             match o {
                 Outcome::Written(before) => {
+                    opts.live.written(u64::from(counts[i]));
                     if info.seq > info.follows + 1 {
                         tracing::warn!(
                             "{id}: batches {}..={} never arrive: the agent dropped them (spool overflow or damage)",
@@ -414,7 +427,10 @@ async fn connection(
                         );
                     }
                 }
-                Outcome::Duplicate => tracing::debug!("{id}: batch {seq} already durable (resend)"),
+                Outcome::Duplicate => {
+                    opts.live.duplicate();
+                    tracing::debug!("{id}: batch {seq} already durable (resend)")
+                }
                 Outcome::Refused(why) => {
                     refusal = Some(why.clone());
                     break;

@@ -65,6 +65,9 @@ pub struct Held {
 pub struct Written {
     pub outcomes: Vec<Outcome>,
     pub error: Option<Reject>,
+    /// How long making the group durable took (writes and fsyncs, or
+    /// publish acks), when it was tried: the commit latency metric.
+    pub took: Option<std::time::Duration>,
 }
 
 pub enum Reject {

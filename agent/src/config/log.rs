@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use super::{ConfigError, Seconds};
+
 /// Log line format: human text (the default) or one JSON object a line.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -12,13 +14,39 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub format: LogFormat,
+    /// Seconds between the one-line stats in the log (`run`); 0: none.
+    pub stats_interval: Seconds,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            stats_interval: Seconds(60.0),
+        }
+    }
 }
 
 impl LogConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = self.stats_interval.get();
+        if !(s.is_finite() && (s == 0.0 || (0.1..=86_400.0).contains(&s))) {
+            return Err(ConfigError::Invalid(format!(
+                "log.stats_interval = {s}: must be 0 (off) or 0.1..=86400 seconds"
+            )));
+        }
+        Ok(())
+    }
+
+    /// How often the stats line is written, if at all.
+    pub fn stats_every(&self) -> Option<std::time::Duration> {
+        (self.stats_interval.get() > 0.0).then(|| self.stats_interval.duration())
+    }
+
     /// `[log]` of the file at `path`, read before logging starts so the
     /// first lines already have the configured format. A file that cannot
     /// be read or parsed gives the default here: loading the whole file
@@ -55,6 +83,23 @@ mod tests {
         assert_eq!(c.log.format, LogFormat::Json);
         assert!(Config::parse("[log]\nformat = \"xml\"\n").is_err());
         assert!(Config::parse("[log]\nlevel = \"info\"\n").is_err());
+    }
+
+    #[test]
+    fn stats_interval_reads_defaults_and_is_bounded() {
+        let d = Config::parse("").unwrap().log;
+        assert_eq!(d.stats_every(), Some(std::time::Duration::from_secs(60)));
+        let c = Config::parse("[log]\nstats_interval = 0\n").unwrap();
+        assert_eq!(c.log.stats_every(), None);
+        let c = Config::parse("[log]\nstats_interval = 0.5\n").unwrap();
+        assert_eq!(
+            c.log.stats_every(),
+            Some(std::time::Duration::from_millis(500))
+        );
+        let e = Config::parse("[log]\nstats_interval = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log.stats_interval"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod flowlog;
 mod folder;
 mod ipfix;
 mod log;
+mod metrics;
 mod observe;
 mod pipeline;
 mod seconds;
@@ -37,6 +38,7 @@ pub use flowlog::FlowlogConfig;
 pub use folder::FolderConfig;
 pub use ipfix::{IpfixExportConfig, IpfixModeConfig, IpfixTransport};
 pub use log::{LogConfig, LogFormat};
+pub use metrics::MetricsConfig;
 pub use observe::{EnrichConfig, ObserveConfig, WatchlistConfig, ADMIN_PORTS};
 pub use pipeline::PipelineConfig;
 pub use seconds::Seconds;
@@ -81,6 +83,8 @@ pub struct Config {
     pub watchlists: Vec<WatchlistConfig>,
     /// Country and ASN databases for observations (`[enrich]`).
     pub enrich: EnrichConfig,
+    /// The Prometheus endpoint and `/healthz` (`[metrics]`).
+    pub metrics: MetricsConfig,
 }
 
 /// The file as written: `[export]` holds both the mTLS export's keys and
@@ -99,6 +103,7 @@ struct RawConfig {
     observe: ObserveConfig,
     watchlist: Vec<WatchlistConfig>,
     enrich: EnrichConfig,
+    metrics: MetricsConfig,
 }
 
 #[derive(Default, Deserialize)]
@@ -136,6 +141,7 @@ impl TryFrom<RawConfig> for Config {
             observe: r.observe,
             watchlists: r.watchlist,
             enrich: r.enrich,
+            metrics: r.metrics,
         })
     }
 }
@@ -247,6 +253,8 @@ impl Config {
                 )));
             }
         }
+        self.log.validate()?;
+        self.metrics.validate()?;
         Ok(())
     }
 

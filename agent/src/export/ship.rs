@@ -8,6 +8,7 @@
 //! the one it follows, so batches the spool dropped are a declared gap at the
 //! collector, never a silent one.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -49,6 +50,70 @@ pub struct ShipOptions {
     pub healthy_after: Duration,
     /// The CA and certificate files, named when TLS fails because of them.
     pub trust: TrustFiles,
+    /// Where the shipper shows how it is doing while it runs.
+    pub live: Arc<ShipLive>,
+}
+
+/// The shipper's counts and connection state while it runs (the metrics
+/// endpoint, the stats line, /healthz), updated per batch and per
+/// connection, never per record.
+#[derive(Debug, Default)]
+pub struct ShipLive {
+    batches_sent: AtomicU64,
+    batches_acked: AtomicU64,
+    connections: AtomicU64,
+    connect_failures: AtomicU64,
+    connected: AtomicBool,
+    /// Failed attempts since the last connection that was established.
+    failing: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A copy of [`ShipLive`] at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShipNow {
+    pub stats: ShipStats,
+    pub connected: bool,
+    pub failing: u64,
+    pub last_error: Option<String>,
+}
+
+impl ShipLive {
+    fn set(&self, s: &ShipStats) {
+        self.batches_sent.store(s.batches_sent, Relaxed);
+        self.batches_acked.store(s.batches_acked, Relaxed);
+        self.connections.store(s.connections, Relaxed);
+        self.connect_failures.store(s.connect_failures, Relaxed);
+    }
+
+    fn up(&self) {
+        self.connected.store(true, Relaxed);
+        self.failing.store(0, Relaxed);
+    }
+
+    fn down(&self, why: Option<String>) {
+        self.connected.store(false, Relaxed);
+        if let Some(w) = why {
+            self.failing.fetch_add(1, Relaxed);
+            if let Ok(mut g) = self.last_error.lock() {
+                *g = Some(w);
+            }
+        }
+    }
+
+    pub fn now(&self) -> ShipNow {
+        ShipNow {
+            stats: ShipStats {
+                batches_sent: self.batches_sent.load(Relaxed),
+                batches_acked: self.batches_acked.load(Relaxed),
+                connections: self.connections.load(Relaxed),
+                connect_failures: self.connect_failures.load(Relaxed),
+            },
+            connected: self.connected.load(Relaxed),
+            failing: self.failing.load(Relaxed),
+            last_error: self.last_error.lock().ok().and_then(|g| g.clone()),
+        }
+    }
 }
 
 impl ShipOptions {
@@ -67,11 +132,12 @@ impl ShipOptions {
             heartbeat: Duration::from_secs(10),
             healthy_after: Duration::from_secs(60),
             trust: TrustFiles::default(),
+            live: Arc::default(),
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShipStats {
     pub batches_sent: u64,
     /// Batches of the spool the collector acknowledged during this run.
@@ -202,6 +268,7 @@ pub async fn ship(
             collector: addr.clone(),
             cause,
         });
+        opts.live.down(result.as_ref().err().map(|e| e.to_string()));
         // Only a session that moved data (or stayed up) resets the backoff:
         // a collector that accepts and then fails every time must not be
         // hammered.
@@ -219,6 +286,7 @@ pub async fn ship(
             Ok(()) => return stats,
             Err(e) => {
                 stats.connect_failures += 1;
+                opts.live.set(&stats);
                 // The next attempt goes to the next collector of the list.
                 at = (at + 1) % addrs.len().max(1);
                 let exp = backoff.fail();
@@ -358,13 +426,15 @@ async fn session(
         stats.batches_acked += newly;
         *progress |= newly > 0;
     }
+    opts.live.set(stats);
+    opts.live.up();
     tracing::info!(
         "connected to collector {}; it holds batches up to {last_seq}",
         opts.collector
     );
     // Whatever came with hello_ack (a correct collector sends nothing more
     // before it has a batch).
-    on_events(&mut s, spool, stats, progress)?;
+    on_events(&mut s, &opts.live, spool, stats, progress)?;
     let mut sync_failing = Episode::new(Duration::from_secs(300));
     loop {
         // What the engine appended becomes durable before it can be sent.
@@ -419,6 +489,7 @@ async fn session(
             s.poll_transmit(&mut out);
             tls.write_all(&out).await.map_err(ShipFailure::Send)?;
             stats.batches_sent += 1;
+            opts.live.set(stats);
         }
         if s.is_idle() && *input_done.borrow() && !pending(spool) {
             lock(spool)?.settle_missing();
@@ -434,7 +505,7 @@ async fn session(
                     return Err(ShipFailure::Closed);
                 }
                 s.handle_input(&buf[..n], Instant::now().into_std());
-                on_events(&mut s, spool, stats, progress)?;
+                on_events(&mut s, &opts.live, spool, stats, progress)?;
             }
             _ = new_batch.notified() => {}
             _ = input_done.changed() => {}
@@ -444,7 +515,7 @@ async fn session(
                 // reads a hair earlier.
                 let now = timer.map_or_else(Instant::now, |t| t.max(Instant::now()));
                 s.handle_timeout(now.into_std());
-                on_events(&mut s, spool, stats, progress)?;
+                on_events(&mut s, &opts.live, spool, stats, progress)?;
                 out.clear();
                 s.poll_transmit(&mut out);
                 if !out.is_empty() {
@@ -459,6 +530,7 @@ async fn session(
 /// session ends the connection.
 fn on_events(
     s: &mut AgentSession,
+    live: &ShipLive,
     spool: &Mutex<Spool>,
     stats: &mut ShipStats,
     progress: &mut bool,
@@ -471,6 +543,7 @@ fn on_events(
                 let newly = lock(spool)?.ack(seq);
                 stats.batches_acked += newly;
                 *progress |= newly > 0;
+                live.set(stats);
             }
             AgentEvent::Lost(e) => return Err(e.into()),
             // Reported once, before the session's first batch.

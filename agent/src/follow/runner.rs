@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -14,6 +15,7 @@ use super::source::{FollowedSource, Step};
 use super::FollowError;
 use crate::config::{Config, OnStop};
 use crate::follow::failures::Failures;
+use crate::pipeline::live::EngineLive;
 use crate::pipeline::{self, EngineState, InlineFeed, InlineOptions, Report, RunOptions};
 use crate::sink::RecordSink;
 
@@ -26,6 +28,9 @@ pub struct RunnerOptions {
     pub poll: Duration,
     pub interval: Duration,
     pub on_stop: OnStop,
+    /// Where the engine's counts and the checkpoint time are shown while
+    /// it runs (metrics, stats line).
+    pub live: Option<Arc<EngineLive>>,
 }
 
 pub struct RunnerReport {
@@ -68,8 +73,16 @@ pub fn run<T: FollowedSource, S: RecordSink>(
             let ck = Checkpoint::new(opts.key.clone(), engine, src.position());
             checkpoint::save(&*opts.fs, &opts.checkpoint, &ck)?;
             src.checkpointed();
+            if let Some(l) = &opts.live {
+                l.checkpointed(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                );
+            }
             Ok(())
         };
+        let mut shown = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let step = match src.step(feed) {
                 Ok(s) => {
@@ -82,6 +95,13 @@ pub fn run<T: FollowedSource, S: RecordSink>(
                 }
             };
             moved |= step == Step::Progress;
+            if let Some(l) = &opts.live {
+                // A few times a second: the counts cost a map of skip reasons.
+                if shown.elapsed() >= Duration::from_millis(250) {
+                    l.publish(feed.progress());
+                    shown = Instant::now();
+                }
+            }
             if moved && last.elapsed() >= opts.interval {
                 moved = false;
                 match save(feed, src) {
@@ -102,8 +122,14 @@ pub fn run<T: FollowedSource, S: RecordSink>(
         save(feed, src)?;
         checkpoints += 1;
         feed.keep_open();
+        if let Some(l) = &opts.live {
+            l.publish(feed.progress());
+        }
         Ok(())
     });
+    if let Some(l) = &opts.live {
+        l.publish_summary(&report.summary);
+    }
     RunnerReport {
         report,
         checkpoints,
@@ -162,6 +188,7 @@ mod tests {
             poll: Duration::from_millis(1),
             interval: Duration::ZERO,
             on_stop: OnStop::Finish,
+            live: None,
         };
         sim.clear_log();
         let stop = AtomicBool::new(true);

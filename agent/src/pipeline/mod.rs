@@ -12,6 +12,7 @@
 //! ([`run_with`]) or on the caller's thread ([`run_inline`]), and sums up
 //! what it did.
 
+pub mod live;
 mod shards;
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,7 @@ use crate::collect::jetstream::{self, JetStreamOptions};
 use crate::collect::sink::Sink;
 use crate::collect::{self, CollectorOptions};
 use crate::error::Error;
+use crate::metrics::{Board, SourceState};
 
 pub struct CollectArgs {
     pub listen: SocketAddr,
@@ -26,6 +27,8 @@ pub struct CollectArgs {
     pub handshake_timeout: Duration,
     pub frame_budget: usize,
     pub idle_timeout: Duration,
+    /// Where the collector shows what it does (metrics, stats, /healthz).
+    pub board: Option<Arc<Board>>,
 }
 
 /// Runs the collector until SIGTERM / SIGINT. Prints the bound address on
@@ -63,6 +66,14 @@ pub fn run_collector(a: CollectArgs) -> Result<(), Error> {
         eprintln!("collect: listening on {addr}");
         let mut opts = CollectorOptions::new(tls, a.out.clone().unwrap_or_default());
         opts.sink = sink;
+        if let Some(b) = &a.board {
+            b.collector(opts.live.clone());
+            // With JetStream the collector writes no files of its own.
+            if let Some(out) = &a.out {
+                b.health.writable("output", out);
+            }
+            b.health.source(SourceState::Open);
+        }
         if let Some(n) = a.max_connections {
             opts.max_connections = n;
         }

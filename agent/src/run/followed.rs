@@ -19,6 +19,8 @@ use crate::follow::blob::{BlobPosition, BlobSource};
 use crate::follow::folder::{FolderPosition, FolderSource};
 use crate::follow::runner::{self, RunnerOptions};
 use crate::identity;
+use crate::metrics::{Board, SourceState};
+use crate::pipeline::live::CountingSink;
 
 enum FollowKind {
     Folder(FolderConfig),
@@ -56,6 +58,7 @@ impl Followed {
                 poll: f.poll_interval.duration(),
                 interval: f.checkpoint_interval.duration(),
                 on_stop: f.on_stop,
+                live: None,
             },
             grace: f.shutdown_grace.duration(),
             kind: FollowKind::Folder(f.clone()),
@@ -78,6 +81,7 @@ impl Followed {
                 poll: Duration::from_millis(50).min(b.poll_interval.duration()),
                 interval: b.checkpoint_interval.duration(),
                 on_stop: b.on_stop,
+                live: None,
             },
             grace: b.shutdown_grace.duration(),
             kind: FollowKind::Blob(b.clone()),
@@ -93,8 +97,12 @@ pub(super) fn run_followed(
     x: &ExportConfig,
     tls: Arc<rustls::ClientConfig>,
     ipfix: &[IpfixSender],
+    board: &Board,
 ) -> Result<RunReport, Error> {
     let signalled = stop_flag()?;
+    // Each lane's own failure is in its report and the log; readiness
+    // covers the spools and collectors.
+    board.health.source(SourceState::Open);
     let names = cfg.source.stream_names();
     let single = names.len() == 1;
     let lanes: Vec<(String, std::path::PathBuf, LaneSource)> = cfg
@@ -131,7 +139,7 @@ pub(super) fn run_followed(
                 let n = name.clone();
                 let h = scope.spawn(move || match kind {
                     LaneSource::Packets(k) => {
-                        follow_lane(cfg, x, tls, &n, &dir, k, &handle, &signalled, ipfix)
+                        follow_lane(cfg, x, tls, &n, &dir, k, &handle, &signalled, ipfix, board)
                     }
                     LaneSource::Flowlog(f) => super::flowlog::flowlog_lane(
                         cfg, x, tls, &n, &dir, &f, &handle, &signalled, ipfix,
@@ -193,13 +201,14 @@ fn follow_lane(
     rt: &tokio::runtime::Handle,
     signalled: &std::sync::atomic::AtomicBool,
     ipfix: &[IpfixSender],
+    board: &Board,
 ) -> Result<RunReport, Error> {
     // A filter that does not compile stops the source before anything opens.
     let filter = PacketFilter::new(match &kind {
         FollowKind::Folder(f) => f.filter.as_deref(),
         FollowKind::Blob(b) => b.filter.as_deref(),
     })?;
-    let fw = match kind {
+    let mut fw = match kind {
         FollowKind::Folder(f) => Followed::folder(&f, spool_dir),
         FollowKind::Blob(b) => Followed::blob(&b, spool_dir),
     };
@@ -221,7 +230,11 @@ fn follow_lane(
     let want = identity::followed(cfg, &fw.opts.key);
     let resumed_after = identity::resume(&mut spool, &want, engine.as_ref().map(|e| e.records))?;
     let lane = Lane::start(rt, x, tls, stream, spool, resumed_after);
-    let mut sink = Outputs::new(Some(lane.sink()), ipfix);
+    lane.show_on(board, spool_dir);
+    let live = board.engine(stream);
+    fw.opts.live = Some(live.clone());
+    let mut outputs = Outputs::new(Some(lane.sink()), ipfix);
+    let mut sink = CountingSink::new(&mut outputs, Some(live));
     if engine.is_some() {
         tracing::info!(
             "resuming from {} ({resumed_after} records spooled after it)",

@@ -14,8 +14,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::ExportConfig;
 use crate::export::batcher::SpoolSink;
-use crate::export::ship::{self, ShipOptions, ShipStats};
+use crate::export::ship::{self, ShipLive, ShipOptions, ShipStats};
 use crate::export::spool::{Spool, SpoolStats};
+use crate::metrics::{Board, LaneView};
 
 pub struct Lane {
     rt: Handle,
@@ -26,6 +27,8 @@ pub struct Lane {
     shipper: JoinHandle<ShipStats>,
     batch_records: usize,
     batch_age: Duration,
+    stream: String,
+    ship_live: Arc<ShipLive>,
     /// Records an earlier run had already spooled: the sink skips them.
     pub resumed_after: u64,
 }
@@ -45,8 +48,10 @@ impl Lane {
         let notify = Arc::new(Notify::new());
         let (done, done_rx) = watch::channel(false);
         let (stop, stop_rx) = watch::channel(false);
+        let opts = ship_options(x, tls, stream);
+        let ship_live = opts.live.clone();
         let shipper = rt.spawn(ship::ship(
-            ship_options(x, tls, stream),
+            opts,
             spool.clone(),
             notify.clone(),
             done_rx,
@@ -61,8 +66,22 @@ impl Lane {
             shipper,
             batch_records: x.batch_records,
             batch_age: x.batch_age.duration(),
+            stream: stream.to_string(),
+            ship_live,
             resumed_after,
         }
+    }
+
+    /// Shows this lane's spool and shipper on `board` (metrics, stats
+    /// line, /healthz), and its spool directory among those that must
+    /// take writes.
+    pub fn show_on(&self, board: &Board, spool_dir: &std::path::Path) {
+        board.lane(LaneView {
+            stream: self.stream.clone(),
+            spool: self.spool.clone(),
+            ship: self.ship_live.clone(),
+        });
+        board.health.writable("spool", spool_dir);
     }
 
     /// Where the engine's records go: batches into the spool, the shipper

@@ -30,6 +30,8 @@ use crate::export::ipfix_sender::IpfixSender;
 use crate::export::outputs::Outputs;
 use crate::export::spool::Spool;
 use crate::identity;
+use crate::metrics::{Board, Observer, SourceState};
+use crate::pipeline::live::CountingSink;
 
 /// Stops and joins the lifecycle thread however `run_agent` returns.
 struct StopOnDrop(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
@@ -86,6 +88,10 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
         return Err(FOLLOW_NEEDS_SPOOL);
     }
     crate::capture::check_readable(&cfg.source.files, None)?;
+    // Metrics and the stats line from the start: /healthz says "not open
+    // yet" until the source is.
+    let observer = Observer::start(cfg.metrics.addr()?, cfg.log.stats_every())?;
+    let board = &observer.board;
     let tls = x
         .map(|x| crate::tls::client_config(&x.ca, &x.cert, &x.key))
         .transpose()?;
@@ -123,7 +129,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
     let mtls = x.zip(tls);
     let mut report = if followed_n > 0 {
         let (x, tls) = mtls.ok_or(FOLLOW_NEEDS_SPOOL)?;
-        followed::run_followed(cfg, x, tls, &ipfix)?
+        followed::run_followed(cfg, x, tls, &ipfix, board)?
     } else {
         match (live, rings) {
             (Some(l), Some((rings, ring_opts))) => {
@@ -142,7 +148,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
                         })
                     })
                     .transpose()?;
-                run_live(cfg, mtls, &ipfix, &l, rings, ring_opts, config_path)?
+                run_live(cfg, mtls, &ipfix, &l, rings, ring_opts, config_path, board)?
             }
             _ => {
                 // A file source is deterministic: a rerun skips what the
@@ -162,7 +168,7 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
                         })
                     })
                     .transpose()?;
-                run_files(cfg, mtls, &ipfix)?
+                run_files(cfg, mtls, &ipfix, board)?
             }
         }
     };
@@ -185,8 +191,11 @@ struct Mtls<'a> {
 }
 
 impl Mtls<'_> {
-    fn start(self, rt: &tokio::runtime::Handle) -> Lane {
-        Lane::start(rt, self.x, self.tls, "", self.spool, self.resumed_after)
+    fn start(self, rt: &tokio::runtime::Handle, board: &Board) -> Lane {
+        let dir = self.x.spool_dir.clone();
+        let lane = Lane::start(rt, self.x, self.tls, "", self.spool, self.resumed_after);
+        lane.show_on(board, &dir);
+        lane
     }
 }
 
@@ -220,6 +229,7 @@ fn open_rings(l: &LiveConfig) -> Result<(Vec<Ring>, RingOptions), Error> {
 }
 
 /// Live capture through one lane until SIGTERM/SIGINT.
+#[allow(clippy::too_many_arguments)]
 fn run_live(
     cfg: &Config,
     mtls: Option<Mtls>,
@@ -228,6 +238,7 @@ fn run_live(
     mut rings: Vec<Ring>,
     ring_opts: RingOptions,
     config_path: Option<PathBuf>,
+    board: &Board,
 ) -> Result<RunReport, Error> {
     let signalled = stop_flag()?;
     let rt = runtime()?;
@@ -239,12 +250,14 @@ fn run_live(
         .or(cfg.ipfix.first().map(|i| i.collector.as_str()))
         .and_then(|c| std::net::ToSocketAddrs::to_socket_addrs(c).ok())
         .and_then(|mut a| a.next());
-    let lane = mtls.map(|m| m.start(rt.handle()));
+    let lane = mtls.map(|m| m.start(rt.handle(), board));
     let resumed_after = lane.as_ref().map_or(0, |l| l.resumed_after);
     // Kernel drops so far, stamped on every batch.
     let drops = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let spool = lane.as_ref().map(|l| l.sink().with_drops(drops.clone()));
-    let mut sink = Outputs::new(spool, ipfix);
+    let live = board.engine("");
+    let mut sink = CountingSink::new(Outputs::new(spool, ipfix), Some(live.clone()));
+    board.health.source(SourceState::Open);
     let mut reload = reloader(config_path);
     let watch = IfaceWatch {
         configured: l.interfaces.clone(),
@@ -262,7 +275,12 @@ fn run_live(
         Duration::from_millis(200),
         ring_opts.block_timeout_ms,
         Some(&watch),
+        Some(&*live),
     );
+    board.health.source(match &report.error {
+        Some(e) => SourceState::Failed(e.to_string()),
+        None => SourceState::Ended,
+    });
     tracing::info!(
         "capture stopped: {} records; flushing",
         report.summary.records
@@ -278,18 +296,34 @@ fn run_live(
 
 /// Capture files through one lane, then ship until the collector holds
 /// every record (or SIGTERM/SIGINT).
-fn run_files(cfg: &Config, mtls: Option<Mtls>, ipfix: &[IpfixSender]) -> Result<RunReport, Error> {
+fn run_files(
+    cfg: &Config,
+    mtls: Option<Mtls>,
+    ipfix: &[IpfixSender],
+    board: &Board,
+) -> Result<RunReport, Error> {
     let signalled = stop_flag()?;
     let rt = runtime()?;
-    let lane = mtls.map(|m| m.start(rt.handle()));
+    let lane = mtls.map(|m| m.start(rt.handle(), board));
     let resumed_after = lane.as_ref().map_or(0, |l| l.resumed_after);
     let mut sink = Outputs::new(lane.as_ref().map(Lane::sink), ipfix);
+    let live = board.engine("");
+    board.health.source(SourceState::Open);
     if resumed_after > 0 {
         tracing::info!(
             "resuming: the first {resumed_after} records were spooled by an earlier run"
         );
     }
-    let report = crate::capture::replay(cfg.source.files.clone(), cfg, &mut sink);
+    let report = crate::capture::replay_watched(
+        cfg.source.files.clone(),
+        cfg,
+        CountingSink::new(&mut sink, Some(live.clone())),
+        &live,
+    );
+    board.health.source(match &report.error {
+        Some(e) => SourceState::Failed(e.to_string()),
+        None => SourceState::Ended,
+    });
     let skipped = sink.spool.as_ref().map_or(0, |s| s.skipped);
     let done = match lane {
         Some(lane) => {

@@ -381,6 +381,7 @@ impl StreamSink for JsStream {
                 .map_err(ConnectionFailure::Task)?
             };
             let mut outcomes = Vec::with_capacity(batches.len());
+            let started = std::time::Instant::now();
             for (info, b) in infos.iter().zip(batches) {
                 let before = self.state;
                 let after = match judge(before, info) {
@@ -399,11 +400,21 @@ impl StreamSink for JsStream {
                     Err(e) => {
                         let why = StoreFailure::JetStream(e);
                         let error = Some(Reject::Store { seq: info.seq, why });
-                        return Ok(Written { outcomes, error });
+                        let took = Some(started.elapsed());
+                        return Ok(Written {
+                            outcomes,
+                            error,
+                            took,
+                        });
                     }
                 }
             }
-            Ok(Written { outcomes, error })
+            let took = Some(started.elapsed());
+            Ok(Written {
+                outcomes,
+                error,
+                took,
+            })
         })
     }
 }

@@ -40,6 +40,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::disk::{self, SharedFs};
 use ledger::{Ledger, LedgerFile};
@@ -154,6 +155,11 @@ pub struct Spool {
     /// Batches found missing at open, not yet known lost or delivered.
     missing: Vec<Missing>,
     stats: SpoolStats,
+    /// When this process appended each batch not yet acknowledged (for the
+    /// age of the oldest; not kept on disk).
+    appended: VecDeque<(u64, SystemTime)>,
+    /// Batches an earlier run left count as waiting since the spool opened.
+    opened: SystemTime,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -357,6 +363,8 @@ impl Spool {
             ledger_episode: false,
             missing: Vec::new(),
             stats,
+            appended: VecDeque::new(),
+            opened: SystemTime::now(),
         };
         spool.find_missing(&ledger);
         // What survived a crash may still be only in the page cache: make it
@@ -618,6 +626,7 @@ impl Spool {
         });
         seg.bytes += need;
         seg.unsynced = true;
+        self.appended.push_back((seq, SystemTime::now()));
         self.next_seq += 1;
         self.stats.batches += 1;
         self.stats.records += u64::from(records);
@@ -717,6 +726,9 @@ impl Spool {
             .filter(|e| e.seq > self.acked && e.seq <= upto)
             .count() as u64;
         self.acked = upto;
+        while self.appended.front().is_some_and(|(s, _)| *s <= upto) {
+            self.appended.pop_front();
+        }
         // Batches found missing that the collector acknowledges were
         // delivered before the spool lost them (or declared and counted).
         self.missing.retain(|m| m.to > upto);
@@ -898,6 +910,25 @@ impl Spool {
 
     pub fn acked(&self) -> u64 {
         self.acked
+    }
+
+    /// Since when the oldest batch not yet acknowledged has waited (`None`:
+    /// nothing waits). A batch an earlier run left waits since this run
+    /// opened the spool.
+    pub fn oldest_waiting_since(&self) -> Option<SystemTime> {
+        let oldest = self
+            .segments
+            .iter()
+            .flat_map(|s| s.entries.iter())
+            .find(|e| e.seq > self.acked)?
+            .seq;
+        Some(
+            self.appended
+                .iter()
+                .find(|(s, _)| *s >= oldest)
+                .filter(|(s, _)| *s == oldest)
+                .map_or(self.opened, |(_, t)| *t),
+        )
     }
 
     /// The sequence number the next batch gets.

@@ -368,3 +368,30 @@ fn a_new_stream_needs_an_empty_spool() {
     assert_eq!(s.identity(), b);
     assert_eq!(s.pending_after(0), vec![1]);
 }
+
+#[test]
+fn the_oldest_waiting_batch_is_the_first_unacknowledged() {
+    let (_sim, fs) = sim();
+    let mut s = open(&fs, 1 << 20);
+    assert_eq!(s.oldest_waiting_since(), None);
+    let before = std::time::SystemTime::now();
+    s.append(1, 0, &block(1)).unwrap();
+    let first = s.oldest_waiting_since().unwrap();
+    assert!(first >= before);
+    s.append(1, 0, &block(2)).unwrap();
+    // Still the first one's time while it waits.
+    assert_eq!(s.oldest_waiting_since(), Some(first));
+    s.sync_now().unwrap();
+    s.ack(1);
+    let second = s.oldest_waiting_since().unwrap();
+    assert!(second >= first);
+    s.ack(2);
+    assert_eq!(s.oldest_waiting_since(), None);
+    // Batches an earlier run left wait since this run opened the spool.
+    s.append(1, 0, &block(3)).unwrap();
+    s.sync_now().unwrap();
+    drop(s);
+    let opened = std::time::SystemTime::now();
+    let s = open(&fs, 1 << 20);
+    assert!(s.oldest_waiting_since().unwrap() >= opened);
+}
