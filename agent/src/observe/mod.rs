@@ -63,6 +63,32 @@ pub struct Observation {
     pub summary: String,
 }
 
+impl Observation {
+    /// The fields an observation takes from the record that raised it
+    /// (times, protocol, the flow as evidence); the kind-specific ones are
+    /// set over it.
+    fn base(r: &vmflow_proto::FlowRecord) -> Observation {
+        Observation {
+            kind: Kind::Watchlist,
+            first_ns: r.first_ns,
+            last_ns: r.last_ns,
+            local_addr: None,
+            local_port: None,
+            remote_addr: r.src_addr,
+            remote_country: None,
+            remote_asn: None,
+            remote_as_org: None,
+            proto: r.proto,
+            count: 1,
+            flow_ids: vec![r.flow_id],
+            watchlist: None,
+            direction: None,
+            bytes: None,
+            summary: String::new(),
+        }
+    }
+}
+
 /// The lists of `[[watchlist]]`, loaded.
 pub fn load_watchlists(
     cfg: &[crate::config::WatchlistConfig],

@@ -155,17 +155,9 @@ impl Observer {
                 let bytes = r.fwd_bytes + r.rev_bytes;
                 out.push(Observation {
                     kind: Kind::Watchlist,
-                    first_ns: r.first_ns,
-                    last_ns: r.last_ns,
                     local_addr: local.map(|l| l.0),
                     local_port: local.map(|l| l.1),
                     remote_addr: remote,
-                    remote_country: None,
-                    remote_asn: None,
-                    remote_as_org: None,
-                    proto: r.proto,
-                    count: 1,
-                    flow_ids: vec![r.flow_id],
                     watchlist: Some(list.name.clone()),
                     direction: Some(r.direction),
                     bytes: Some(bytes),
@@ -174,6 +166,7 @@ impl Observer {
                         direction_word(r.direction),
                         list.name
                     ),
+                    ..Observation::base(r)
                 });
             }
         }
@@ -211,20 +204,10 @@ impl Observer {
         self.stats.new_country += 1;
         out.push(Observation {
             kind: Kind::NewCountry,
-            first_ns: r.first_ns,
-            last_ns: r.last_ns,
             local_addr: Some(r.dst_addr),
             local_port: Some(r.dst_port),
             remote_addr: r.src_addr,
             remote_country: Some(country.clone()),
-            remote_asn: None,
-            remote_as_org: None,
-            proto: r.proto,
-            count: 1,
-            flow_ids: vec![r.flow_id],
-            watchlist: None,
-            direction: None,
-            bytes: None,
             summary: format!(
                 "{}:{} ({}) heard from {country} ({}) for the first time since start; it knew {} other countr{}",
                 r.dst_addr,
@@ -234,6 +217,7 @@ impl Observer {
                 seen.len() - 1,
                 if seen.len() == 2 { "y" } else { "ies" }
             ),
+            ..Observation::base(r)
         });
     }
 
@@ -279,15 +263,8 @@ impl Observer {
                 local_addr: Some(r.dst_addr),
                 local_port: Some(r.dst_port),
                 remote_addr: r.src_addr,
-                remote_country: None,
-                remote_asn: None,
-                remote_as_org: None,
-                proto: r.proto,
                 count: e.count,
                 flow_ids: e.flow_ids.clone(),
-                watchlist: None,
-                direction: None,
-                bytes: None,
                 summary: format!(
                     "{} failed connection attempts from {} to {}:{} ({}) within {} s",
                     e.count,
@@ -297,6 +274,7 @@ impl Observer {
                     service(r.dst_port),
                     self.cfg.failed_access_window
                 ),
+                ..Observation::base(r)
             });
         }
     }
@@ -314,20 +292,9 @@ impl Observer {
         self.stats.exposed_service += 1;
         out.push(Observation {
             kind: Kind::ExposedService,
-            first_ns: r.first_ns,
-            last_ns: r.last_ns,
             local_addr: Some(r.dst_addr),
             local_port: Some(r.dst_port),
             remote_addr: r.src_addr,
-            remote_country: None,
-            remote_asn: None,
-            remote_as_org: None,
-            proto: r.proto,
-            count: 1,
-            flow_ids: vec![r.flow_id],
-            watchlist: None,
-            direction: None,
-            bytes: None,
             summary: format!(
                 "{} ({}) on {} completed a handshake with {}, an address outside the local networks",
                 service(r.dst_port),
@@ -335,6 +302,7 @@ impl Observer {
                 r.dst_addr,
                 r.src_addr
             ),
+            ..Observation::base(r)
         });
     }
 
@@ -395,19 +363,13 @@ impl Observer {
                 local_addr: only_host,
                 local_port: only_port,
                 remote_addr: r.src_addr,
-                remote_country: None,
-                remote_asn: None,
-                remote_as_org: None,
-                proto: r.proto,
                 count: targets as u64,
                 flow_ids: s.flow_ids.clone(),
-                watchlist: None,
-                direction: None,
-                bytes: None,
                 summary: format!(
                     "{} reached {targets} local targets ({ports} ports on {hosts} addresses) within {} s",
                     r.src_addr, self.cfg.scan_window
                 ),
+                ..Observation::base(r)
             });
         }
     }
