@@ -216,6 +216,18 @@ fn replay_stdin(input: &[u8], files: &[PathBuf]) -> std::process::Output {
 }
 
 #[test]
+fn an_empty_standard_input_is_an_error_with_no_summary() {
+    let out = replay_stdin(&[], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("-: not a capture"), "{err}");
+    assert!(
+        !err.contains("packets="),
+        "no summary of a run that read nothing: {err}"
+    );
+}
+
+#[test]
 fn compressed_and_piped_captures_give_identical_records() {
     let dir = tempfile::tempdir().unwrap();
     let (cap, _) = synth(dir.path(), 50_000, 500, 11, None);

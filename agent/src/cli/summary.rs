@@ -10,9 +10,13 @@ use crate::error::Error;
 use crate::pipeline::{Report, Summary};
 
 /// The summary comes first even when the run failed: it says how far the
-/// run got before the error.
+/// run got before the error. A run that failed before it read a packet (an
+/// empty standard input, say) has nothing to report but the error.
 pub(super) fn finish<E: Into<Error>>(what: &str, report: Report<E>) -> Result<ExitCode, Error> {
-    print_summary(what, &report.summary);
+    let read = report.summary.packets + report.summary.filtered;
+    if report.error.is_none() || read > 0 {
+        print_summary(what, &report.summary);
+    }
     match report.error {
         None => Ok(ExitCode::SUCCESS),
         Some(e) => Err(e.into()),
