@@ -432,7 +432,11 @@ fn replayed_key(r: &Value) -> String {
 }
 
 fn tcp_run(dir: &Path, port: u16, extra: &str) -> (Vec<Value>, String) {
-    let cap = synth_cap_seeded(dir, "in.pcap", 12_000, 9);
+    tcp_run_of(dir, port, extra, 12_000)
+}
+
+fn tcp_run_of(dir: &Path, port: u16, extra: &str, packets: u64) -> (Vec<Value>, String) {
+    let cap = synth_cap_seeded(dir, "in.pcap", packets, 9);
     // Short timeouts and small engine batches: records leave in many
     // writes, as from a long capture.
     let flow = "[flow]\nidle_timeout = 0.02\n[pipeline]\nbatch_packets = 500\n";
@@ -517,6 +521,63 @@ fn run_exports_over_tls_to_a_server_that_checks_the_agent_certificate() {
         records.len() as u64,
         "{text}"
     );
+    assert_eq!(stat(&text, "ipfix.0.dropped_records"), 0, "{text}");
+    assert_decoded(&records, &reader.join().unwrap());
+}
+
+/// A collector that reads only after the agent has exited, through a
+/// small receive window: most of the session is still queued in the agent's
+/// kernel when it closes, behind session tickets it never asked for. Closing
+/// a socket with unread bytes resets the connection and throws that queue
+/// away; the agent has to half-close and read the collector's side first.
+#[test]
+fn a_tls_session_ends_without_losing_what_the_collector_has_not_read_yet() {
+    let d = tempfile::tempdir().unwrap();
+    let certs = d.path().join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let server = vmflow::tls::server_config(
+        &certs.join("collector.pem"),
+        &certs.join("collector-key.pem"),
+        &certs.join("ca.pem"),
+    )
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let small: libc::c_int = 4096;
+    // SAFETY: a valid listening socket's descriptor, and a pointer to an
+    // int that lives across the call with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&listener),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    let (exited, agent_gone) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut conn = rustls::ServerConnection::new(server).unwrap();
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock).unwrap();
+        }
+        // The session tickets rustls sends once the handshake is done.
+        while conn.wants_write() {
+            conn.write_tls(&mut sock).unwrap();
+        }
+        agent_gone.recv().unwrap();
+        read_stream(rustls::StreamOwned::new(conn, sock))
+    });
+    let tls = format!(
+        "tls = true\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+        certs.join("ca.pem"),
+        certs.join("agent-1.pem"),
+        certs.join("agent-1-key.pem")
+    );
+    let (records, text) = tcp_run_of(d.path(), port, &tls, 3_000);
+    exited.send(()).unwrap();
     assert_eq!(stat(&text, "ipfix.0.dropped_records"), 0, "{text}");
     assert_decoded(&records, &reader.join().unwrap());
 }

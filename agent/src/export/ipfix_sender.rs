@@ -6,7 +6,7 @@
 //! it is down the queue fills, then drops. Nothing is retried from disk:
 //! that is what the mTLS export is for.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +26,9 @@ use crate::episode::{Backoff, Episode, Say};
 const FINISH_GRACE: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the end of a TCP session waits for the collector to close its
+/// side (one that reads as it should answers at once).
+const CLOSE_LINGER: Duration = Duration::from_secs(3);
 /// Sends without an error for this long end a run of failures.
 const RECOVERED_AFTER: Duration = Duration::from_secs(10);
 
@@ -257,11 +260,45 @@ impl Conn {
     }
 
     /// The end of the session, said as TLS says it (a plain close would
-    /// look like a truncation attack to the collector).
+    /// look like a truncation attack to the collector), then a half-close
+    /// and the collector's side read to its end: closing a socket with bytes
+    /// unread (a TLS server's session tickets, anything a collector sends)
+    /// makes the kernel reset the connection and throw away what it still
+    /// holds to send, the session's last records.
     fn close(self) {
-        if let Conn::Tls(mut s) = self {
-            s.conn.send_close_notify();
-            let _ = s.flush();
+        let sock = match self {
+            Conn::Udp(_) => return,
+            Conn::Tcp(s) => s,
+            Conn::Tls(mut s) => {
+                s.conn.send_close_notify();
+                if s.flush().is_err() {
+                    return;
+                }
+                s.sock
+            }
+        };
+        drain_to_end(sock, Instant::now() + CLOSE_LINGER);
+    }
+}
+
+/// Half-closes `sock` and reads it until the peer closes its side or
+/// `until` passes. What is still unsent then leaves after the process, as
+/// with any orderly close.
+fn drain_to_end(mut sock: TcpStream, until: Instant) {
+    if sock.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match sock.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
         }
     }
 }
