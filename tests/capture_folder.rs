@@ -120,12 +120,17 @@ fn a_followed_rotated_folder_survives_a_hard_kill_mid_file() {
 }
 
 /// Follows `dir` in-process until everything in it is read, then ends the
-/// flows; returns the records and the source.
+/// flows; returns the records, the source and what the run published for
+/// the metrics endpoint.
 fn tail_once(
     dir: &Path,
     ckpt: &Path,
     tweak: impl Fn(&mut FolderConfig),
-) -> (Vec<FlowRecord>, FolderSource) {
+) -> (
+    Vec<FlowRecord>,
+    FolderSource,
+    vmflow::pipeline::live::EngineNow,
+) {
     let mut f = FolderConfig {
         path: dir.to_path_buf(),
         on_stop: OnStop::Finish,
@@ -142,13 +147,14 @@ fn tail_once(
         poll: Duration::from_millis(1),
         interval: Duration::from_secs(3600),
         on_stop: OnStop::Finish,
-        live: None,
+        live: Some(vmflow::pipeline::live::EngineLive::new()),
     };
     let stop = AtomicBool::new(true);
     let t = runner::run(&cfg, &mut src, None, &mut sink, &opts, &stop);
     assert!(t.report.error.is_none(), "{:?}", t.report.error);
     assert!(!stop.load(Ordering::Relaxed) || t.checkpoints >= 1);
-    (sink.0, src)
+    let live = opts.live.as_ref().unwrap().now();
+    (sink.0, src, live)
 }
 
 fn replay_lib(paths: Vec<PathBuf>) -> Vec<FlowRecord> {
@@ -180,10 +186,11 @@ fn overlapping_captures_count_every_packet_once() {
     std::fs::create_dir_all(&caps).unwrap();
     write(&caps, "pc1.cap", &file_of(&header, &recs[..n * 7 / 10]));
     write(&caps, "pc2.cap", &file_of(&header, &recs[n * 4 / 10..]));
-    let (got, src) = tail_once(&caps, &d.path().join("ck"), |_| {});
+    let (got, src, live) = tail_once(&caps, &d.path().join("ck"), |_| {});
     let overlap = (n * 7 / 10 - n * 4 / 10) as u64;
     assert_eq!(src.pos.sequence.stats.duplicates, overlap);
     assert_eq!(src.pos.sequence.stats.gaps, 0);
+    assert_eq!(live.gaps, 0);
     assert!(got.iter().all(|r| !r.gap));
     assert!(canon(got) == want);
 }
@@ -239,10 +246,12 @@ fn time_no_file_covers_is_a_gap_and_marks_the_flows_open_across_it() {
         "b.cap",
         &pcap(&frames(&after, Link::Ethernet), false, true),
     );
-    let (got, src) = tail_once(&caps, &d.path().join("ck"), |f| {
+    let (got, src, live) = tail_once(&caps, &d.path().join("ck"), |f| {
         f.max_silence = vmflow::config::Seconds(10.0)
     });
     assert_eq!(src.pos.sequence.stats.gaps, 1);
+    // What vmflow_coverage_gaps says for a followed folder.
+    assert_eq!(live.gaps, 1);
     let g = &src.pos.sequence.gaps[0];
     assert_eq!((g.start_ns, g.end_ns), (t + 5 * MS, t + 30 * S + 4 * MS));
     let marked: Vec<_> = got.iter().filter(|r| r.gap).collect();

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use common::agents::*;
 use common::azurite::*;
 use common::flowlogs::*;
+use common::scrape::{metrics_addr, scrape};
 use common::*;
 use vmflow::azure::blob::{BlobAuth, BlobClient};
 use vmflow_proto::FlowRecord;
@@ -331,8 +332,9 @@ fn damaged_blocks_a_rewritten_blob_and_a_shrunk_block_list_are_counted_and_logge
     y.append(&mut c, t, &[denied(11)]);
     y.append(&mut c, t, &[denied(12)]);
 
-    let (_collector, out, cfg) = rig(dir, &az, "");
+    let (_collector, out, cfg) = rig(dir, &az, "[metrics]\nlisten = \"127.0.0.1:0\"\n");
     let mut a = start(&cfg);
+    let metrics = metrics_addr(&a);
     a.wait_line(&format!("..5 of {xname}"), Duration::from_secs(60));
     a.wait_line(&format!("..4 of {yname}"), Duration::from_secs(60));
     wait_collected(&out, 5, &a);
@@ -377,6 +379,31 @@ fn damaged_blocks_a_rewritten_blob_and_a_shrunk_block_list_are_counted_and_logge
     a.wait_line(&format!("..2 of {yname}"), Duration::from_secs(60));
     // The rewritten blob's five records and the shrunk blob's first again.
     let got = wait_collected(&out, 11, &a);
+    // The endpoint says what the stop line below says, and what the
+    // collector holds.
+    let m = scrape(&metrics);
+    let at = |k: &str| {
+        m.get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("no {k} in {m:#?}"))
+    };
+    for what in ["block", "record", "tuple"] {
+        let k = format!("vmflow_flowlog_skipped_total{{stream=\"\",what=\"{what}\"}}");
+        assert_eq!(at(&k), 1.0, "{k}");
+    }
+    for (event, n) in [("rewritten", 1.0), ("shrunk", 1.0), ("abandoned", 0.0)] {
+        let k = format!("vmflow_flowlog_blob_events_total{{stream=\"\",event=\"{event}\"}}");
+        assert_eq!(at(&k), n, "{k}");
+    }
+    assert_eq!(
+        common::scrape::total(&m, "vmflow_records_total"),
+        total(&got),
+        "{m:#?}"
+    );
+    assert!(at("vmflow_flowlog_tuples_total{stream=\"\"}") >= total(&got) as f64);
+    assert!(at("vmflow_flowlog_reads_total{stream=\"\"}") >= 4.0);
+    assert!(m.contains_key("vmflow_open_flows{stream=\"\"}"), "{m:#?}");
+    assert!(m.contains_key("vmflow_checkpoint_age_seconds{stream=\"\"}"));
     a.sigterm();
     assert!(a.wait(Duration::from_secs(60)), "{}", a.text());
     let text = a.text();

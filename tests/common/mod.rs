@@ -13,6 +13,7 @@ pub mod http_stub;
 pub mod nats;
 pub mod netns;
 pub mod nfcapd;
+pub mod scrape;
 pub mod test_cert;
 pub mod tmpfs;
 pub mod wire;

@@ -99,6 +99,7 @@ pub fn run<T: FollowedSource, S: RecordSink>(
                 // A few times a second: the counts cost a map of skip reasons.
                 if shown.elapsed() >= Duration::from_millis(250) {
                     l.publish(feed.progress());
+                    l.set_gaps(src.sequence().stats.gaps);
                     shown = Instant::now();
                 }
             }
@@ -124,6 +125,7 @@ pub fn run<T: FollowedSource, S: RecordSink>(
         feed.keep_open();
         if let Some(l) = &opts.live {
             l.publish(feed.progress());
+            l.set_gaps(src.sequence().stats.gaps);
         }
         Ok(())
     });

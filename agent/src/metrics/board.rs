@@ -8,6 +8,7 @@ use super::health::Health;
 use crate::collect::live::{CollectLive, CollectNow};
 use crate::export::ship::{ShipLive, ShipNow};
 use crate::export::spool::{Spool, SpoolStats};
+use crate::follow::flowlog::live::{FlowlogLive, FlowlogNow};
 use crate::pipeline::live::{EngineLive, EngineNow};
 
 /// One lane: its spool (read under its lock, briefly, when asked) and its
@@ -34,6 +35,7 @@ pub struct LaneNow {
 #[derive(Default)]
 pub struct Board {
     engines: Mutex<Vec<(String, Arc<EngineLive>)>>,
+    flowlogs: Mutex<Vec<(String, Arc<FlowlogLive>)>>,
     lanes: Mutex<Vec<LaneView>>,
     collector: Mutex<Option<Arc<CollectLive>>>,
     pub health: Health,
@@ -43,6 +45,8 @@ pub struct Board {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub engines: Vec<(String, EngineNow)>,
+    /// Flow-log sources: what reading their containers did.
+    pub flowlogs: Vec<(String, FlowlogNow)>,
     pub lanes: Vec<LaneNow>,
     pub collector: Option<CollectNow>,
 }
@@ -53,6 +57,15 @@ impl Board {
     pub fn engine(&self, stream: &str) -> Arc<EngineLive> {
         let live = EngineLive::new();
         if let Ok(mut g) = self.engines.lock() {
+            g.push((stream.to_string(), live.clone()));
+        }
+        live
+    }
+
+    /// A flow-log source for `stream`; returns what it publishes on.
+    pub fn flowlog(&self, stream: &str) -> Arc<FlowlogLive> {
+        let live = Arc::new(FlowlogLive::default());
+        if let Ok(mut g) = self.flowlogs.lock() {
             g.push((stream.to_string(), live.clone()));
         }
         live
@@ -77,6 +90,11 @@ impl Board {
     pub fn snapshot(&self) -> Snapshot {
         let engines = self
             .engines
+            .lock()
+            .map(|g| g.iter().map(|(s, l)| (s.clone(), l.now())).collect())
+            .unwrap_or_default();
+        let flowlogs = self
+            .flowlogs
             .lock()
             .map(|g| g.iter().map(|(s, l)| (s.clone(), l.now())).collect())
             .unwrap_or_default();
@@ -112,6 +130,7 @@ impl Board {
             .and_then(|g| g.as_ref().map(|c| c.now()));
         Snapshot {
             engines,
+            flowlogs,
             lanes,
             collector,
         }

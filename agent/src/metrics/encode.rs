@@ -86,6 +86,7 @@ impl Collector for BoardCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let snap = self.0.snapshot();
         engine(&mut enc, &snap)?;
+        flowlogs(&mut enc, &snap)?;
         lanes(&mut enc, &snap)?;
         collector(&mut enc, &snap)?;
         let ready = u64::from(self.0.health.problems(&self.0).is_empty());
@@ -139,14 +140,14 @@ fn engine(enc: &mut DescriptorEncoder, snap: &Snapshot) -> std::fmt::Result {
     gauges(
         enc,
         "vmflow_open_flows",
-        "Flows in the flow table now (live capture and followed sources)",
+        "Flows in the flow table now (live capture, followed sources, flow-log stitchers)",
         e.iter()
             .filter_map(|(n, x)| Some((s(n), x.progress.tables?.open_flows))),
     )?;
     counters(
         enc,
         "vmflow_flows_evicted",
-        "Flows evicted because the table was full (live capture and followed sources)",
+        "Flows evicted because the table was full (live capture, followed sources, flow-log stitchers)",
         e.iter()
             .filter_map(|(n, x)| Some((s(n), x.progress.tables?.evicted))),
     )?;
@@ -178,7 +179,7 @@ fn engine(enc: &mut DescriptorEncoder, snap: &Snapshot) -> std::fmt::Result {
     counters(
         enc,
         "vmflow_coverage_gaps",
-        "Coverage gaps reported (kernel drops in live capture)",
+        "Coverage gaps reported (kernel drops in live capture; packet time no capture file covers in followed folders and containers)",
         each(|x| x.gaps),
     )?;
     counters(
@@ -210,6 +211,88 @@ fn engine(enc: &mut DescriptorEncoder, snap: &Snapshot) -> std::fmt::Result {
         "Seconds since the last checkpoint of a followed source",
         e.iter()
             .filter_map(|(n, x)| Some((s(n), now.saturating_sub(x.checkpoint_unix?) as f64))),
+    )
+}
+
+/// Flow-log sources: reading the container and stitching its tuples (their
+/// records, open flows and checkpoints are on the engine families).
+fn flowlogs(enc: &mut DescriptorEncoder, snap: &Snapshot) -> std::fmt::Result {
+    use crate::follow::flowlog::live::FlowlogNow;
+    let f = &snap.flowlogs;
+    let each = |f2: fn(&FlowlogNow) -> u64| {
+        f.iter()
+            .map(move |(n, x)| (vec![("stream", n.as_str())], f2(x)))
+    };
+    let by = |label: &'static str, parts: &'static [(&'static str, fn(&FlowlogNow) -> u64)]| {
+        f.iter().flat_map(move |(n, x)| {
+            parts
+                .iter()
+                .map(move |(k, g)| (vec![("stream", n.as_str()), (label, *k)], g(x)))
+        })
+    };
+    counters(
+        enc,
+        "vmflow_flowlog_reads",
+        "Ranged GETs of new committed blocks of flow-log blobs",
+        each(|x| x.read.downloads),
+    )?;
+    counters(
+        enc,
+        "vmflow_flowlog_read_bytes",
+        "Bytes those reads brought",
+        each(|x| x.read.bytes),
+    )?;
+    counters(
+        enc,
+        "vmflow_flowlog_blocks",
+        "Blocks of flow-log blobs parsed",
+        each(|x| x.read.blocks),
+    )?;
+    counters(
+        enc,
+        "vmflow_flowlog_tuples",
+        "Flow tuples read from flow logs",
+        each(|x| x.read.tuples),
+    )?;
+    counters(
+        enc,
+        "vmflow_flowlog_skipped",
+        "Parts of flow logs that could not be read, by what (logged each time)",
+        by(
+            "what",
+            &[
+                ("block", |x| x.read.bad_blocks),
+                ("record", |x| x.read.bad_records),
+                ("tuple", |x| x.read.bad_tuples),
+            ],
+        ),
+    )?;
+    counters(
+        enc,
+        "vmflow_flowlog_blob_events",
+        "Flow-log blobs read again from their start (rewritten, shrunk), looked at again (raced), or whose pending read was lost (abandoned)",
+        by(
+            "event",
+            &[
+                ("rewritten", |x| x.read.rewritten),
+                ("shrunk", |x| x.read.shrunk),
+                ("raced", |x| x.read.raced),
+                ("abandoned", |x| x.read.abandoned),
+            ],
+        ),
+    )?;
+    counters(
+        enc,
+        "vmflow_flowlog_stitch_events",
+        "Stitching events: a continuation without its begin tuple, a flow begun again before its end, a flow closed idle",
+        by(
+            "event",
+            &[
+                ("without_begin", |x| x.stitch.without_begin),
+                ("reopened", |x| x.stitch.reopened),
+                ("idle_closed", |x| x.stitch.idle_closed),
+            ],
+        ),
     )
 }
 

@@ -60,6 +60,9 @@ pub fn lines(s: &Snapshot) -> Vec<String> {
         if let Some(t) = e.progress.tables {
             l.push_str(&format!(" open_flows={}", t.open_flows));
         }
+        if let Some((_, f)) = s.flowlogs.iter().find(|(n, _)| n == name) {
+            l.push_str(&format!(" flowlog_tuples={}", f.read.tuples));
+        }
         if !e.ifaces.is_empty() {
             let drops: u64 = e.ifaces.iter().map(|i| i.kernel_drops).sum();
             l.push_str(&format!(" kernel_drops={drops}"));

@@ -15,9 +15,10 @@ use crate::export::outputs::Outputs;
 use crate::export::spool::Spool;
 use crate::flowlog::{StitchSettings, Stitcher};
 use crate::follow::flowlog::position;
-use crate::follow::flowlog::runner::{self, FlowlogRunOptions};
+use crate::follow::flowlog::runner::{self, FlowlogRunOptions, Watch};
 use crate::follow::flowlog::FlowlogSource;
 use crate::identity;
+use crate::metrics::Board;
 
 /// One flow-log container through its own stitcher, spool and shipper.
 #[allow(clippy::too_many_arguments)]
@@ -31,6 +32,7 @@ pub(super) fn flowlog_lane(
     rt: &tokio::runtime::Handle,
     signalled: &std::sync::atomic::AtomicBool,
     ipfix: &[IpfixSender],
+    board: &Board,
 ) -> Result<RunReport, Error> {
     let fs = crate::disk::real();
     let key = crate::follow::flowlog::checkpoint_key(f);
@@ -67,6 +69,11 @@ pub(super) fn flowlog_lane(
     };
     let client = crate::azure::credentials::blob_client(&f.storage(), &cfg.azure)?;
     let lane = Lane::start(rt, x, tls, stream, spool, resumed_after);
+    lane.show_on(board, spool_dir);
+    let watch = Watch {
+        engine: board.engine(stream),
+        flowlog: board.flowlog(stream),
+    };
     let mut sink = Outputs::new(Some(lane.sink()), ipfix);
     tracing::info!(
         "following flow logs in container {} (prefix {:?})",
@@ -80,6 +87,7 @@ pub(super) fn flowlog_lane(
         checkpoint,
         idle: Duration::from_millis(50).min(f.poll_interval.duration()),
         on_stop: f.on_stop,
+        watch: Some(watch),
     };
     let t = runner::run(&mut src, &mut sink, &opts, at, signalled);
     let s = src.stats;

@@ -142,7 +142,7 @@ pub(super) fn run_followed(
                         follow_lane(cfg, x, tls, &n, &dir, k, &handle, &signalled, ipfix, board)
                     }
                     LaneSource::Flowlog(f) => super::flowlog::flowlog_lane(
-                        cfg, x, tls, &n, &dir, &f, &handle, &signalled, ipfix,
+                        cfg, x, tls, &n, &dir, &f, &handle, &signalled, ipfix, board,
                     ),
                 });
                 (name, h)

@@ -17,6 +17,7 @@
 //! The closing block, which the service keeps last as it appends before
 //! it, is never read (see [`without_closing`]).
 
+pub mod live;
 pub mod names;
 pub mod position;
 pub mod runner;

@@ -7,16 +7,19 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vmflow_proto::{EndReason, FlowRecord};
 
+use super::live::{FlowlogLive, FlowlogNow};
 use super::position::{self, FlowlogCheckpoint};
 use super::FlowlogSource;
 use crate::config::OnStop;
 use crate::export::batcher::Skips;
 use crate::follow::failures::Failures;
 use crate::follow::FollowError;
+use crate::pipeline::live::EngineLive;
 use crate::pipeline::{Report, Summary};
 
 pub struct FlowlogRunOptions {
@@ -27,6 +30,16 @@ pub struct FlowlogRunOptions {
     /// How long to wait when there is nothing to read.
     pub idle: Duration,
     pub on_stop: OnStop,
+    /// Where the run shows what it does (metrics, stats line), if anywhere.
+    pub watch: Option<Watch>,
+}
+
+/// The boards a flow-log run publishes on: its records, open flows and
+/// checkpoints as an engine's, and what reading the container did.
+#[derive(Clone)]
+pub struct Watch {
+    pub engine: Arc<EngineLive>,
+    pub flowlog: Arc<FlowlogLive>,
 }
 
 pub struct FlowlogRunReport {
@@ -78,7 +91,9 @@ impl Runner {
         let mut failing = Failures::default();
         let mut out = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            match self.step(src, sink, opts, &mut out) {
+            let step = self.step(src, sink, opts, &mut out);
+            show(src, opts);
+            match step {
                 Ok(true) => failing.succeeded(&opts.key),
                 Ok(false) => {
                     failing.succeeded(&opts.key);
@@ -94,9 +109,11 @@ impl Runner {
             // What the container holds now, then every flow ends.
             while let Ok(true) = self.step(src, sink, opts, &mut out) {}
             src.stitcher.end_all(EndReason::Shutdown, &mut out);
-            self.emit(sink, &mut out)?;
+            self.emit(sink, &mut out, opts)?;
         }
-        self.save(src, sink, opts)
+        self.save(src, sink, opts)?;
+        show(src, opts);
+        Ok(())
     }
 
     /// One read; `false` when there was nothing to read.
@@ -126,7 +143,7 @@ impl Runner {
         if !src.read(&work, out)? {
             return Ok(true);
         }
-        self.emit(sink, out)?;
+        self.emit(sink, out, opts)?;
         self.save(src, sink, opts)?;
         Ok(true)
     }
@@ -135,8 +152,12 @@ impl Runner {
         &mut self,
         sink: &mut S,
         out: &mut Vec<FlowRecord>,
+        opts: &FlowlogRunOptions,
     ) -> Result<(), FollowError> {
         sink.write(out).map_err(FollowError::Spool)?;
+        if let Some(w) = &opts.watch {
+            w.engine.count_records(out);
+        }
         let s = &mut self.summary;
         for r in out.iter() {
             s.records += 1;
@@ -166,6 +187,32 @@ impl Runner {
         );
         position::save(&*opts.fs, &opts.checkpoint, &ck)?;
         self.checkpoints += 1;
+        if let Some(w) = &opts.watch {
+            w.engine.checkpointed(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            );
+        }
         Ok(())
     }
+}
+
+/// Publishes what the source has done (after each read: cheap copies).
+fn show(src: &FlowlogSource, opts: &FlowlogRunOptions) {
+    let Some(w) = &opts.watch else { return };
+    let stitch = src.stitcher.stats;
+    let open_flows = src.stitcher.open_flows() as u64;
+    w.flowlog.publish(FlowlogNow {
+        read: src.stats,
+        stitch,
+        open_flows,
+    });
+    w.engine.publish(vmflow_engine::Progress {
+        tables: Some(vmflow_engine::TablesNow {
+            open_flows,
+            evicted: stitch.evicted,
+        }),
+        ..Default::default()
+    });
 }
