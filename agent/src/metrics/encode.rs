@@ -223,7 +223,8 @@ fn flowlogs(enc: &mut DescriptorEncoder, snap: &Snapshot) -> std::fmt::Result {
         f.iter()
             .map(move |(n, x)| (vec![("stream", n.as_str())], f2(x)))
     };
-    let by = |label: &'static str, parts: &'static [(&'static str, fn(&FlowlogNow) -> u64)]| {
+    type Parts = &'static [(&'static str, fn(&FlowlogNow) -> u64)];
+    let by = |label: &'static str, parts: Parts| {
         f.iter().flat_map(move |(n, x)| {
             parts
                 .iter()
