@@ -61,6 +61,11 @@ pub trait Fs: Send + Sync {
     fn share_with_group(&self, path: &Path, gid: u32) -> io::Result<()>;
     /// Removes an empty directory.
     fn remove_dir(&self, dir: &Path) -> io::Result<()>;
+    /// When the file was last written, where the filesystem says (a figure
+    /// for people, never for correctness).
+    fn modified(&self, _path: &Path) -> Option<std::time::SystemTime> {
+        None
+    }
 }
 
 pub type SharedFs = Arc<dyn Fs>;
@@ -134,6 +139,10 @@ impl Fs for StdFs {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn modified(&self, path: &Path) -> Option<std::time::SystemTime> {
+        std::fs::metadata(path).and_then(|m| m.modified()).ok()
     }
 
     fn is_dir(&self, path: &Path) -> bool {

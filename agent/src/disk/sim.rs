@@ -31,6 +31,7 @@ struct Inode {
     data: Vec<u8>,
     durable: Vec<u8>,
     ops: Vec<FileOp>,
+    modified: Option<std::time::SystemTime>,
 }
 
 #[derive(Clone, Debug)]
@@ -140,6 +141,7 @@ impl State {
             n.data.resize(end, 0);
         }
         n.data[at as usize..end].copy_from_slice(&data[..fits]);
+        n.modified = Some(std::time::SystemTime::now());
         n.ops.push(FileOp::Write {
             at,
             data: data[..fits].to_vec(),
@@ -152,6 +154,13 @@ impl State {
 }
 
 impl SimFs {
+    /// Makes the files' times unknown, as on a filesystem that keeps none.
+    pub fn forget_times(&self) {
+        for n in self.st.lock().unwrap().inodes.values_mut() {
+            n.modified = None;
+        }
+    }
+
     pub fn new() -> SimFs {
         SimFs::default()
     }
@@ -324,6 +333,11 @@ impl Fs for SimFs {
         };
         let at = st.inodes[&ino].data.len() as u64;
         st.write(ino, at, data)
+    }
+
+    fn modified(&self, path: &Path) -> Option<std::time::SystemTime> {
+        let st = self.st.lock().unwrap();
+        st.inodes.get(&st.lookup(path)?)?.modified
     }
 
     fn write_at(&self, path: &Path, offset: u64, data: &[u8]) -> io::Result<()> {

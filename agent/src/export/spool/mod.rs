@@ -126,6 +126,9 @@ struct Segment {
     /// Holds entries not yet synced; its directory entry is not yet synced.
     unsynced: bool,
     unsynced_dir: bool,
+    /// For a segment an earlier run left: when it was last written, as the
+    /// filesystem said at open (its batches have waited at least since).
+    written_by: Option<SystemTime>,
 }
 
 /// Batches read back for sending.
@@ -320,6 +323,7 @@ impl Spool {
                 );
             }
             scan.entries.retain(|e| e.seq >= ledger.head_seq);
+            let written_by = fs.modified(&path);
             segments.push_back(Segment {
                 path,
                 first_seq,
@@ -328,6 +332,7 @@ impl Spool {
                 open: false,
                 unsynced: false,
                 unsynced_dir: false,
+                written_by,
             });
         }
         let last = segments
@@ -662,6 +667,7 @@ impl Spool {
             open: true,
             unsynced: true,
             unsynced_dir: true,
+            written_by: None,
         });
         Ok(())
     }
@@ -913,21 +919,23 @@ impl Spool {
     }
 
     /// Since when the oldest batch not yet acknowledged has waited (`None`:
-    /// nothing waits). A batch an earlier run left waits since this run
-    /// opened the spool.
+    /// nothing waits). A batch an earlier run left has waited at least since
+    /// its segment was last written (or, where the filesystem cannot say,
+    /// since this run opened the spool).
     pub fn oldest_waiting_since(&self) -> Option<SystemTime> {
-        let oldest = self
-            .segments
-            .iter()
-            .flat_map(|s| s.entries.iter())
-            .find(|e| e.seq > self.acked)?
-            .seq;
+        let (seg, oldest) = self.segments.iter().find_map(|s| {
+            s.entries
+                .iter()
+                .find(|e| e.seq > self.acked)
+                .map(|e| (s, e.seq))
+        })?;
+        let earlier_run = || seg.written_by.map_or(self.opened, |t| t.min(self.opened));
         Some(
             self.appended
                 .iter()
                 .find(|(s, _)| *s >= oldest)
                 .filter(|(s, _)| *s == oldest)
-                .map_or(self.opened, |(_, t)| *t),
+                .map_or_else(earlier_run, |(_, t)| *t),
         )
     }
 

@@ -387,10 +387,27 @@ fn the_oldest_waiting_batch_is_the_first_unacknowledged() {
     assert!(second >= first);
     s.ack(2);
     assert_eq!(s.oldest_waiting_since(), None);
-    // Batches an earlier run left wait since this run opened the spool.
+    // Batches an earlier run left have waited at least since their segment
+    // was last written, not since this run opened the spool.
     s.append(1, 0, &block(3)).unwrap();
     s.sync_now().unwrap();
+    let written = std::time::SystemTime::now();
     drop(s);
+    let opened = std::time::SystemTime::now();
+    let s = open(&fs, 1 << 20);
+    let since = s.oldest_waiting_since().unwrap();
+    assert!(since >= second && since <= written, "{since:?}");
+    assert!(since < opened);
+}
+
+#[test]
+fn where_the_filesystem_keeps_no_times_a_left_batch_waits_since_the_spool_opened() {
+    let (sim, fs) = sim();
+    let mut s = open(&fs, 1 << 20);
+    s.append(1, 0, &block(1)).unwrap();
+    s.sync_now().unwrap();
+    drop(s);
+    sim.forget_times();
     let opened = std::time::SystemTime::now();
     let s = open(&fs, 1 << 20);
     assert!(s.oldest_waiting_since().unwrap() >= opened);
