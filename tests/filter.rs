@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::agents::*;
 use common::netns::*;
 use common::*;
 
@@ -403,4 +404,48 @@ fn a_followed_folder_filters_like_tcpdump() {
     assert_eq!(t.report.summary.packets, kept);
     // Coverage still counts every packet read.
     assert_eq!(src.pos.sequence.stats.packets, kept + filtered);
+}
+
+/// `[source] files` with `filter =` in `vmflow run`: the collector gets the
+/// records of tcpdump's filtering of the same file, and the summary counts
+/// what the filter left out.
+#[test]
+fn run_filters_its_files_like_tcpdump() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = synth_capture(dir.path());
+    let expr = "tcp port 443 or icmp";
+    let theirs = dir.path().join("theirs.pcap");
+    tcpdump_filter(&synth, &theirs, expr).unwrap();
+    let (want, _, ok) = replay(std::slice::from_ref(&theirs), &[]);
+    assert!(ok && !want.is_empty());
+    let certs = dir.path().join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let out = dir.path().join("out");
+    let (_collector, addr) = collector(&certs, &out, "127.0.0.1:0");
+    let source = format!("[source]\nfiles = [{synth:?}]\nfilter = {expr:?}\n");
+    let cfg = agent_config_with(dir.path(), "a", &source, &certs, "agent-1", &addr, "");
+    let o = run(vmflow().arg("run").arg("--config").arg(&cfg));
+    let text = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{text}");
+    let want: std::collections::BTreeMap<String, u64> = multiset(
+        &want
+            .iter()
+            .map(|r| r.to_string() + "\n")
+            .collect::<String>(),
+    );
+    let got = as_replayed(collected(&out, "agent-1"));
+    assert!(got == want, "run's records vs tcpdump's filtering");
+    let kept = packets_in(&theirs);
+    assert_eq!(stat(&text, "packets"), kept, "{text}");
+    assert_eq!(stat(&text, "filtered") + kept, packets_in(&synth), "{text}");
+
+    // Another expression on the same spool is another stream: nothing of
+    // the first run is skipped for it.
+    let source = format!("[source]\nfiles = [{synth:?}]\nfilter = \"udp\"\n");
+    let cfg = agent_config_with(dir.path(), "a", &source, &certs, "agent-1", &addr, "");
+    let o = run(vmflow().arg("run").arg("--config").arg(&cfg));
+    let text = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{text}");
+    assert_eq!(stat(&text, "resumed_after"), 0, "{text}");
+    assert!(stat(&text, "records") > 0, "{text}");
 }

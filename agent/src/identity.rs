@@ -63,8 +63,15 @@ pub fn files(cfg: &Config, paths: &[PathBuf]) -> Result<StreamId, SourceError> {
             crc32fast::hash(&head[..n])
         ));
     }
+    // Without a filter the text is what it always was: spools written
+    // before filters existed resume as the same stream.
+    let filter = cfg
+        .source
+        .filter
+        .as_deref()
+        .map_or(String::new(), |f| format!("; filter {f:?}"));
     Ok(id(format!(
-        "files {}; settings {:016x}",
+        "files {}{filter}; settings {:016x}",
         parts.join(", "),
         settings(cfg)
     )))
@@ -174,5 +181,22 @@ mod tests {
         c2.pipeline.threads = 7;
         assert_eq!(y, files(&c2, &[a]).unwrap(), "threads shape nothing");
         assert_eq!(fnv(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn a_filter_is_part_of_a_file_stream_and_no_filter_changes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a.pcap");
+        std::fs::write(&a, b"one capture").unwrap();
+        let plain = files(&Config::default(), std::slice::from_ref(&a)).unwrap();
+        // The text spools written before filters existed carry.
+        assert!(plain.text.starts_with("files "), "{}", plain.text);
+        assert!(!plain.text.contains("filter"), "{}", plain.text);
+        let mut c = Config::default();
+        c.source.filter = Some("tcp port 443".into());
+        let web = files(&c, std::slice::from_ref(&a)).unwrap();
+        assert_ne!(plain.fingerprint, web.fingerprint);
+        c.source.filter = Some("udp".into());
+        assert_ne!(web, files(&c, &[a]).unwrap());
     }
 }

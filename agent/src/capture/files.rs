@@ -32,15 +32,18 @@ pub fn replay<S: RecordSink>(paths: Vec<PathBuf>, cfg: &Config, sink: S) -> Repo
 }
 
 /// [`replay`], showing the engine's counts on `live` as it goes (every
-/// 64 Ki packets) and its final ones at the end.
+/// 64 Ki packets) and its final ones at the end, and handing the engine
+/// only the packets `filter` passes.
 pub fn replay_watched<S: RecordSink>(
     paths: Vec<PathBuf>,
     cfg: &Config,
     sink: S,
     live: &EngineLive,
+    filter: Option<PacketFilter>,
 ) -> Report<SourceError> {
     const STEP: u32 = 1 << 16;
     let mut files = CaptureFiles::new(paths);
+    files.filter = filter;
     let mut report = pipeline::run(cfg, sink, |feed| {
         let mut n = 0u32;
         let r = files.for_each(|p| {
@@ -55,6 +58,7 @@ pub fn replay_watched<S: RecordSink>(
         r
     });
     report.summary.warnings = files.warnings;
+    report.summary.filtered = files.filter.map_or(0, |f| f.filtered);
     live.publish_summary(&report.summary);
     report
 }

@@ -114,6 +114,7 @@ fn sources(cfg: &Config, r: &mut Report) {
         for f in &s.files {
             r.check(files::readable_file("source.files", f));
         }
+        filter("source.filter", s.filter.as_deref(), r);
     }
     for f in &s.folder {
         r.plan.push(format!(

@@ -16,6 +16,10 @@ pub struct SourceConfig {
     /// Capture files (plain, gzip or zstd), merged by packet time into one
     /// stream.
     pub files: Vec<PathBuf>,
+    /// A capture filter for `files`, in tcpdump's language (folders and
+    /// containers take their own `filter`). Part of the stream's identity:
+    /// a rerun with another filter is another record stream.
+    pub filter: Option<String>,
     /// Folders Network Watcher (or anything else) writes capture files to:
     /// `[source.folder]`, or `[[source.folder]]` for several.
     #[serde(deserialize_with = "one_or_many")]

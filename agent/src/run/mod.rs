@@ -23,6 +23,7 @@ pub use report::RunReport;
 pub use signals::{reloader, stop_flag};
 pub use sink::run_sink;
 
+use crate::capture::filter::PacketFilter;
 use crate::capture::live::{self, Ring, RingOptions};
 use crate::config::{Config, ExportConfig, LiveConfig};
 use crate::error::Error;
@@ -302,6 +303,10 @@ fn run_files(
     ipfix: &[IpfixSender],
     board: &Board,
 ) -> Result<RunReport, Error> {
+    // A filter that does not compile for a file stops the run before
+    // anything is read or shipped.
+    let mut filter = PacketFilter::new(cfg.source.filter.as_deref())?;
+    crate::capture::check_readable(&cfg.source.files, filter.as_mut())?;
     let signalled = stop_flag()?;
     let rt = runtime()?;
     let lane = mtls.map(|m| m.start(rt.handle(), board));
@@ -319,6 +324,7 @@ fn run_files(
         cfg,
         CountingSink::new(&mut sink, Some(live.clone())),
         &live,
+        filter,
     );
     board.health.source(match &report.error {
         Some(e) => SourceState::Failed(e.to_string()),
