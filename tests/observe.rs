@@ -422,3 +422,98 @@ fn enriched_observations_name_the_country_and_a_new_one_is_raised() {
         (Some(443), Some(T0 + 20 * S))
     );
 }
+
+/// Records name where their remote end is and the watchlists that list it,
+/// in NDJSON and through the spool's block format alike; records without a
+/// remote (between local hosts) or one the database does not know carry
+/// none of the fields.
+#[test]
+fn records_carry_the_remotes_country_and_watchlists() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = csv_rows("geo-whois-asn-country/geo-whois-asn-country-ipv4.csv");
+    let (far, _, country) = rows[rows.len() / 2].clone();
+    let far = match far {
+        std::net::IpAddr::V4(a) => a.octets(),
+        _ => unreachable!(),
+    };
+    let mut c = Capture::default();
+    c.connection(T0, (far, 50_001), (HOST, 443));
+    c.connection(T0 + S, (HOST, 41_000), (LISTED, 443));
+    c.connection(T0 + 2 * S, (OTHER, 45_000), (HOST, 22));
+    let cap = dir.path().join("c.pcap");
+    c.write(&cap);
+    std::fs::write(dir.path().join("watch.txt"), "192.0.2.64/28\n").unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "local_nets = [\"10.0.0.0/8\"]\n[enrich]\nmmdb = [{:?}]\n[[watchlist]]\nname = \"threats\"\nfile = \"watch.txt\"\n",
+            ipdb("geo-whois-asn-country-mmdb/geo-whois-asn-country.mmdb")
+        ),
+    )
+    .unwrap();
+    let run = |format: &str, out: &Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["replay", "--format", format, "--config"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(out)
+            .arg(&cap)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let ndjson = dir.path().join("r.ndjson");
+    run("ndjson", &ndjson);
+    let text = std::fs::read_to_string(&ndjson).unwrap();
+    let recs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_remote = |a: [u8; 4]| {
+        let a = Ipv4Addr::from(a).to_string();
+        recs.iter()
+            .find(|r| r["src_addr"] == a.as_str() || r["dst_addr"] == a.as_str())
+            .unwrap()
+            .clone()
+    };
+    let inbound = by_remote(far);
+    assert_eq!(inbound["direction"], "inbound");
+    assert_eq!(inbound["remote_country"], country.as_str(), "{inbound}");
+    assert!(inbound.get("watchlists").is_none(), "{inbound}");
+    let listed = by_remote(LISTED);
+    assert_eq!(listed["direction"], "outbound");
+    assert_eq!(listed["watchlists"], serde_json::json!(["threats"]));
+    // 192.0.2.0/24 is documentation space: no country.
+    assert!(listed.get("remote_country").is_none(), "{listed}");
+    let internal = by_remote(OTHER);
+    assert_eq!(internal["direction"], "internal");
+    for k in [
+        "remote_country",
+        "remote_asn",
+        "remote_as_org",
+        "watchlists",
+    ] {
+        assert!(internal.get(k).is_none(), "{internal}");
+    }
+    // The block format (what the spool ships) keeps them: `vmflow cat`
+    // prints the same records.
+    let blocks = dir.path().join("r.blocks");
+    run("blocks", &blocks);
+    let cat = Command::new(env!("CARGO_BIN_EXE_vmflow"))
+        .arg("cat")
+        .arg(&blocks)
+        .output()
+        .unwrap();
+    assert!(
+        cat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    let mut a: Vec<&str> = text.lines().collect();
+    let cat = String::from_utf8(cat.stdout).unwrap();
+    let mut b: Vec<&str> = cat.lines().collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    assert_eq!(a, b);
+}

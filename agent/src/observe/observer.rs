@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use vmflow_proto::{Direction, FlowRecord};
+use vmflow_proto::{Direction, FlowRecord, Remote};
 
 use super::enrich::Enricher;
 use super::watchlist::Watchlist;
@@ -97,6 +97,36 @@ impl Observer {
 
     pub fn stats(&self) -> &ObserverStats {
         &self.stats
+    }
+
+    /// Whether records can be tagged at all (`[enrich]` or a watchlist).
+    pub fn tags(&self) -> bool {
+        self.enricher.is_some() || !self.lists.is_empty()
+    }
+
+    /// Tags a record with where its remote end is and the watchlists that
+    /// name it. The remote is the side outside the local networks: the
+    /// responder of an outbound flow, the initiator of an inbound one;
+    /// internal flows have none, and external ones (neither side local)
+    /// two, so neither is tagged.
+    pub fn tag(&self, r: &mut FlowRecord) {
+        let remote = match r.direction {
+            Direction::Outbound => r.dst_addr,
+            Direction::Inbound => r.src_addr,
+            Direction::Internal | Direction::External => return,
+        };
+        let mut t = Remote::default();
+        if let Some(e) = &self.enricher {
+            let p = e.lookup(remote);
+            (t.country, t.asn, t.as_org) = (p.country, p.asn, p.as_org);
+        }
+        t.watchlists = self
+            .lists
+            .iter()
+            .filter(|l| l.contains(remote))
+            .map(|l| l.name.clone())
+            .collect();
+        r.remote = (!t.is_empty()).then(|| Box::new(t));
     }
 
     /// One record, in the engine's output order; observations it completes
