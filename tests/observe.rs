@@ -2,6 +2,8 @@
 //! pattern at known times, replayed with `--observations`, gives exactly the
 //! expected observations; the benign traffic alone gives none.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -587,4 +589,42 @@ fn a_million_spoofed_sources_stay_under_the_memory_cap_and_are_counted() {
     assert!(err.contains(&format!("untracked={untracked}")), "{err}");
     eprintln!("peak RSS {peak:.0} MiB");
     assert!(peak < CAP_MIB, "peak RSS {peak:.0} MiB ≥ {CAP_MIB} MiB");
+}
+
+/// Tagged records go through the spool, the shipper and the collector as
+/// they are: with a watchlist and the country database, the collector's
+/// files hold exactly what `replay` with the same lists writes.
+#[test]
+fn tagged_records_reach_the_collector_as_replay_writes_them() {
+    use common::agents::{agent, agent_config, certs_init, collected, collector, multiset};
+    let d = tempfile::tempdir().unwrap();
+    let certs = d.path().join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let out = d.path().join("out");
+    let (c, addr) = collector(&certs, &out, "127.0.0.1:0");
+    let cap = common::agents::synth_cap(d.path(), 20_000);
+    let watch = d.path().join("watch.txt");
+    std::fs::write(&watch, "198.51.100.0/24\n").unwrap();
+    let tables = format!(
+        "[enrich]\nmmdb = [{:?}]\n[[watchlist]]\nname = \"docs\"\nfile = {watch:?}\n",
+        ipdb("geo-whois-asn-country-mmdb/geo-whois-asn-country.mmdb")
+    );
+    let cfg = agent_config(d.path(), "a", &cap, &certs, "agent-1", &addr, &tables);
+    let mut a = agent(&cfg);
+    assert!(a.wait(std::time::Duration::from_secs(90)), "{}", a.text());
+    let replay_cfg = d.path().join("replay.toml");
+    std::fs::write(&replay_cfg, &tables).unwrap();
+    let replayed = Command::new(env!("CARGO_BIN_EXE_vmflow"))
+        .args(["replay", "--config"])
+        .arg(&replay_cfg)
+        .arg(&cap)
+        .output()
+        .unwrap();
+    assert!(replayed.status.success());
+    let replayed = String::from_utf8(replayed.stdout).unwrap();
+    // Both kinds of tag are there to be carried.
+    assert!(replayed.contains("\"watchlists\":[\"docs\"]"));
+    assert!(replayed.contains("\"remote_country\":"));
+    assert_eq!(collected(&out, "agent-1"), multiset(&replayed));
+    drop(c);
 }
