@@ -2,6 +2,8 @@
 //! pattern at known times, replayed with `--observations`, gives exactly the
 //! expected observations; the benign traffic alone gives none.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -421,4 +423,208 @@ fn enriched_observations_name_the_country_and_a_new_one_is_raised() {
         (new["local_port"].as_u64(), new["first_ns"].as_u64()),
         (Some(443), Some(T0 + 20 * S))
     );
+}
+
+/// Records name where their remote end is and the watchlists that list it,
+/// in NDJSON and through the spool's block format alike; records without a
+/// remote (between local hosts) or one the database does not know carry
+/// none of the fields.
+#[test]
+fn records_carry_the_remotes_country_and_watchlists() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = csv_rows("geo-whois-asn-country/geo-whois-asn-country-ipv4.csv");
+    let (far, _, country) = rows[rows.len() / 2].clone();
+    let far = match far {
+        std::net::IpAddr::V4(a) => a.octets(),
+        _ => unreachable!(),
+    };
+    let mut c = Capture::default();
+    c.connection(T0, (far, 50_001), (HOST, 443));
+    c.connection(T0 + S, (HOST, 41_000), (LISTED, 443));
+    c.connection(T0 + 2 * S, (OTHER, 45_000), (HOST, 22));
+    let cap = dir.path().join("c.pcap");
+    c.write(&cap);
+    std::fs::write(dir.path().join("watch.txt"), "192.0.2.64/28\n").unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "local_nets = [\"10.0.0.0/8\"]\n[enrich]\nmmdb = [{:?}]\n[[watchlist]]\nname = \"threats\"\nfile = \"watch.txt\"\n",
+            ipdb("geo-whois-asn-country-mmdb/geo-whois-asn-country.mmdb")
+        ),
+    )
+    .unwrap();
+    let run = |format: &str, out: &Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["replay", "--format", format, "--config"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(out)
+            .arg(&cap)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let ndjson = dir.path().join("r.ndjson");
+    run("ndjson", &ndjson);
+    let text = std::fs::read_to_string(&ndjson).unwrap();
+    let recs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_remote = |a: [u8; 4]| {
+        let a = Ipv4Addr::from(a).to_string();
+        recs.iter()
+            .find(|r| r["src_addr"] == a.as_str() || r["dst_addr"] == a.as_str())
+            .unwrap()
+            .clone()
+    };
+    let inbound = by_remote(far);
+    assert_eq!(inbound["direction"], "inbound");
+    assert_eq!(inbound["remote_country"], country.as_str(), "{inbound}");
+    assert!(inbound.get("watchlists").is_none(), "{inbound}");
+    let listed = by_remote(LISTED);
+    assert_eq!(listed["direction"], "outbound");
+    assert_eq!(listed["watchlists"], serde_json::json!(["threats"]));
+    // 192.0.2.0/24 is documentation space: no country.
+    assert!(listed.get("remote_country").is_none(), "{listed}");
+    let internal = by_remote(OTHER);
+    assert_eq!(internal["direction"], "internal");
+    for k in [
+        "remote_country",
+        "remote_asn",
+        "remote_as_org",
+        "watchlists",
+    ] {
+        assert!(internal.get(k).is_none(), "{internal}");
+    }
+    // The block format (what the spool ships) keeps them: `vmflow cat`
+    // prints the same records.
+    let blocks = dir.path().join("r.blocks");
+    run("blocks", &blocks);
+    let cat = Command::new(env!("CARGO_BIN_EXE_vmflow"))
+        .arg("cat")
+        .arg(&blocks)
+        .output()
+        .unwrap();
+    assert!(
+        cat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    let mut a: Vec<&str> = text.lines().collect();
+    let cat = String::from_utf8(cat.stdout).unwrap();
+    let mut b: Vec<&str> = cat.lines().collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    assert_eq!(a, b);
+}
+
+/// Peak resident memory of a finished child, in MiB (`wait4`'s rusage: the
+/// child's own high-water mark, read when it is reaped).
+#[cfg(target_os = "linux")]
+fn wait_peak_mib(child: std::process::Child) -> (i32, f64) {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: `rusage` is plain data that wait4 fills in; the pid is our
+    // own child, not yet reaped (the `Child` is consumed and never waited).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(got, pid, "wait4: {}", std::io::Error::last_os_error());
+    std::mem::forget(child);
+    (status, usage.ru_maxrss as f64 / 1024.0)
+}
+
+/// A million SYNs to RDP from a million spoofed sources within ten seconds
+/// of packet time: the observer's tables stop at `max_tracked`, the rest is
+/// counted as untracked in the log, and the whole replay stays under its
+/// memory cap. Nothing is raised (no source tries twice).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_million_spoofed_sources_stay_under_the_memory_cap_and_are_counted() {
+    const SOURCES: u32 = 1_000_000;
+    const TRACKED: u32 = 10_000;
+    /// What the replay may take at its peak: the engine's table of a
+    /// million half-open flows and the observer's capped tables (measured:
+    /// 190 MiB; with `max_tracked` at a million, 1.1 GiB).
+    const CAP_MIB: f64 = 300.0;
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("spoofed.pcap");
+    {
+        let mut w = PcapWriter::new(
+            std::io::BufWriter::new(std::fs::File::create(&cap).unwrap()),
+            65535,
+            1,
+        )
+        .unwrap();
+        let mut c = Capture::default();
+        for i in 0..SOURCES {
+            c.pkts.clear();
+            let src = Ipv4Addr::from(0x0b00_0000 + i).octets();
+            c.tcp(0, (src, 40_000), (HOST, 3389), SYN, 0);
+            let f = &c.pkts[0].1;
+            w.write(T0 + u64::from(i) * 10_000, f.len() as u32, f)
+                .unwrap();
+        }
+    }
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, format!("[observe]\nmax_tracked = {TRACKED}\n")).unwrap();
+    let obs = dir.path().join("o.ndjson");
+    let child = Command::new(env!("CARGO_BIN_EXE_vmflow"))
+        .args(["replay", "--threads", "1", "--out", "/dev/null", "--config"])
+        .arg(&cfg)
+        .arg("--observations")
+        .arg(&obs)
+        .arg(&cap)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("err.txt")).unwrap())
+        .spawn()
+        .unwrap();
+    let (status, peak) = wait_peak_mib(child);
+    let err = std::fs::read_to_string(dir.path().join("err.txt")).unwrap();
+    assert_eq!(status, 0, "{err}");
+    assert_eq!(std::fs::read_to_string(&obs).unwrap(), "");
+    // Both the failed-access and the scan table turned the rest away.
+    let untracked = 2 * u64::from(SOURCES - TRACKED);
+    assert!(err.contains(&format!("untracked={untracked}")), "{err}");
+    eprintln!("peak RSS {peak:.0} MiB");
+    assert!(peak < CAP_MIB, "peak RSS {peak:.0} MiB ≥ {CAP_MIB} MiB");
+}
+
+/// Tagged records go through the spool, the shipper and the collector as
+/// they are: with a watchlist and the country database, the collector's
+/// files hold exactly what `replay` with the same lists writes.
+#[test]
+fn tagged_records_reach_the_collector_as_replay_writes_them() {
+    use common::agents::{agent, agent_config, certs_init, collected, collector, multiset};
+    let d = tempfile::tempdir().unwrap();
+    let certs = d.path().join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let out = d.path().join("out");
+    let (c, addr) = collector(&certs, &out, "127.0.0.1:0");
+    let cap = common::agents::synth_cap(d.path(), 20_000);
+    let watch = d.path().join("watch.txt");
+    std::fs::write(&watch, "198.51.100.0/24\n").unwrap();
+    let tables = format!(
+        "[enrich]\nmmdb = [{:?}]\n[[watchlist]]\nname = \"docs\"\nfile = {watch:?}\n",
+        ipdb("geo-whois-asn-country-mmdb/geo-whois-asn-country.mmdb")
+    );
+    let cfg = agent_config(d.path(), "a", &cap, &certs, "agent-1", &addr, &tables);
+    let mut a = agent(&cfg);
+    assert!(a.wait(std::time::Duration::from_secs(90)), "{}", a.text());
+    let replay_cfg = d.path().join("replay.toml");
+    std::fs::write(&replay_cfg, &tables).unwrap();
+    let replayed = Command::new(env!("CARGO_BIN_EXE_vmflow"))
+        .args(["replay", "--config"])
+        .arg(&replay_cfg)
+        .arg(&cap)
+        .output()
+        .unwrap();
+    assert!(replayed.status.success());
+    let replayed = String::from_utf8(replayed.stdout).unwrap();
+    // Both kinds of tag are there to be carried.
+    assert!(replayed.contains("\"watchlists\":[\"docs\"]"));
+    assert!(replayed.contains("\"remote_country\":"));
+    assert_eq!(collected(&out, "agent-1"), multiset(&replayed));
+    drop(c);
 }

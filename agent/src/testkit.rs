@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use vmflow_proto::{Decision, Direction, EndReason, FlowRecord};
+use vmflow_proto::{Decision, Direction, EndReason, FlowRecord, Remote};
 
 use crate::synth::Rng;
 
@@ -34,6 +34,7 @@ pub fn record(flow_id: u64, first_ns: u64) -> FlowRecord {
         gap: false,
         rule: None,
         decision: None,
+        remote: None,
     }
 }
 
@@ -79,5 +80,17 @@ pub fn random_record(rng: &mut Rng, rules: &[&str]) -> FlowRecord {
         decision: rng
             .chance(0.2)
             .then(|| [Decision::Allow, Decision::Deny][rng.below(2) as usize]),
+        remote: rng.chance(0.3).then(|| {
+            let name = |rng: &mut Rng| -> Option<String> {
+                (!rules.is_empty() && rng.chance(0.7))
+                    .then(|| rules[rng.below(rules.len() as u64) as usize].into())
+            };
+            Box::new(Remote {
+                country: rng.chance(0.8).then(|| "NL".into()),
+                asn: rng.chance(0.8).then(|| rng.next_u64() as u32),
+                as_org: name(rng),
+                watchlists: (0..rng.below(3)).filter_map(|_| name(rng)).collect(),
+            })
+        }),
     }
 }

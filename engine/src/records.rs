@@ -107,6 +107,7 @@ mod tests {
                 gap: false,
                 rule: None,
                 decision: None,
+                remote: None,
             })
             .collect()
     }

@@ -60,6 +60,7 @@ fn record(b: &[u8]) -> FlowRecord {
         gap: false,
         rule: None,
         decision: None,
+        remote: None,
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::record::{flow_id, Decision, Direction, EndReason, FlowRecord};
+use crate::record::{flow_id, Decision, Direction, EndReason, FlowRecord, Remote};
 use crate::ProtoError;
 
 pub const BLOCK_VERSION: u8 = 1;
@@ -39,6 +39,15 @@ const POLICY: u8 = 128;
 const HAS_DECISION: u8 = 1;
 const DENY: u8 = 2;
 const HAS_RULE: u8 = 4;
+
+/// In the remote column (a 21st, after the policy column, which is then
+/// written even if empty; only when some record has a `remote`), one u8 per
+/// record saying which of the remote's fields follow: no meta bit is left,
+/// and a byte per record of a block that has them compresses to little.
+const HAS_COUNTRY: u8 = 1;
+const HAS_ASN: u8 = 2;
+const HAS_AS_ORG: u8 = 4;
+const HAS_WATCHLISTS: u8 = 8;
 
 const DIRECTIONS: [Direction; 4] = Direction::ALL;
 const REASONS: [EndReason; 7] = EndReason::ALL;
@@ -65,6 +74,7 @@ struct Cols {
     segment: Vec<u8>,
     id: Vec<u8>,
     policy: Vec<u8>,
+    remote: Vec<u8>,
 }
 
 impl Cols {
@@ -110,6 +120,7 @@ pub fn encode_records(records: &[FlowRecord], level: i32) -> Vec<u8> {
     let unit = 10u64.pow(exp);
     let mut c = Cols::default();
     let mut prev_first = 0u64;
+    let any_remote = records.iter().any(|r| r.remote.is_some());
     for r in order {
         let derived = flow_id(
             r.vlan, r.proto, r.src_addr, r.src_port, r.dst_addr, r.dst_port, r.first_ns,
@@ -185,6 +196,9 @@ pub fn encode_records(records: &[FlowRecord], level: i32) -> Vec<u8> {
                 c.policy.extend_from_slice(rule.as_bytes());
             }
         }
+        if any_remote {
+            remote(&mut c.remote, r.remote.as_deref());
+        }
     }
     let mut raw = Vec::new();
     varint(&mut raw, records.len() as u64);
@@ -193,9 +207,13 @@ pub fn encode_records(records: &[FlowRecord], level: i32) -> Vec<u8> {
         varint(&mut raw, col.len() as u64);
         raw.extend_from_slice(col);
     }
-    if !c.policy.is_empty() {
+    if !c.policy.is_empty() || any_remote {
         varint(&mut raw, c.policy.len() as u64);
         raw.extend_from_slice(&c.policy);
+    }
+    if any_remote {
+        varint(&mut raw, c.remote.len() as u64);
+        raw.extend_from_slice(&c.remote);
     }
     let mut out = vec![BLOCK_VERSION];
     // Compressing a Vec into a Vec cannot fail short of allocation failure;
@@ -249,6 +267,13 @@ pub fn decode_records(block: &[u8]) -> Result<Vec<FlowRecord>, ProtoError> {
     } else {
         let len = usize::try_from(top.varint()?).map_err(|_| bad("column length"))?;
         Reader(top.take(len)?)
+    };
+    // Present only when some record has a remote: a byte for every record.
+    let mut remotes = if top.0.is_empty() {
+        None
+    } else {
+        let len = usize::try_from(top.varint()?).map_err(|_| bad("column length"))?;
+        Some(Reader(top.take(len)?))
     };
     let mut out = Vec::with_capacity(count);
     let mut prev_first = 0u64;
@@ -308,6 +333,10 @@ pub fn decode_records(block: &[u8]) -> Result<Vec<FlowRecord>, ProtoError> {
         } else {
             (None, None)
         };
+        let remote = match remotes.as_mut() {
+            Some(col) => read_remote(col)?,
+            None => None,
+        };
         out.push(FlowRecord {
             flow_id: fid,
             segment: seg,
@@ -336,9 +365,91 @@ pub fn decode_records(block: &[u8]) -> Result<Vec<FlowRecord>, ProtoError> {
             gap: m & GAP != 0,
             rule,
             decision,
+            remote,
         });
     }
     Ok(out)
+}
+
+fn text(out: &mut Vec<u8>, s: &str) {
+    varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn remote(out: &mut Vec<u8>, r: Option<&Remote>) {
+    let Some(r) = r else {
+        out.push(0);
+        return;
+    };
+    let mut has = 0;
+    for (on, bit) in [
+        (r.country.is_some(), HAS_COUNTRY),
+        (r.asn.is_some(), HAS_ASN),
+        (r.as_org.is_some(), HAS_AS_ORG),
+        (!r.watchlists.is_empty(), HAS_WATCHLISTS),
+    ] {
+        if on {
+            has |= bit;
+        }
+    }
+    out.push(has);
+    if let Some(c) = &r.country {
+        text(out, c);
+    }
+    if let Some(a) = r.asn {
+        varint(out, u64::from(a));
+    }
+    if let Some(o) = &r.as_org {
+        text(out, o);
+    }
+    if !r.watchlists.is_empty() {
+        varint(out, r.watchlists.len() as u64);
+        for w in &r.watchlists {
+            text(out, w);
+        }
+    }
+}
+
+fn read_text(col: &mut Reader<'_>, what: &str) -> Result<String, ProtoError> {
+    let bad = || ProtoError::BadBlock(format!("{what} is not UTF-8"));
+    let len = usize::try_from(col.varint()?).map_err(|_| bad())?;
+    String::from_utf8(col.take(len)?.to_vec()).map_err(|_| bad())
+}
+
+fn read_remote(col: &mut Reader<'_>) -> Result<Option<Box<Remote>>, ProtoError> {
+    let has = col.byte()?;
+    if has == 0 {
+        return Ok(None);
+    }
+    let country = (has & HAS_COUNTRY != 0)
+        .then(|| read_text(col, "remote_country"))
+        .transpose()?;
+    let asn = (has & HAS_ASN != 0)
+        .then(|| {
+            u32::try_from(col.varint()?).map_err(|_| ProtoError::BadBlock("remote_asn".into()))
+        })
+        .transpose()?;
+    let as_org = (has & HAS_AS_ORG != 0)
+        .then(|| read_text(col, "remote_as_org"))
+        .transpose()?;
+    let mut watchlists = Vec::new();
+    if has & HAS_WATCHLISTS != 0 {
+        let n = col.varint()?;
+        // Each name takes at least its length byte: a count beyond the
+        // column is damage, not an allocation.
+        if n > col.0.len() as u64 {
+            return Err(ProtoError::BadBlock("watchlists".into()));
+        }
+        for _ in 0..n {
+            watchlists.push(read_text(col, "watchlists")?);
+        }
+    }
+    Ok(Some(Box::new(Remote {
+        country,
+        asn,
+        as_org,
+        watchlists,
+    })))
 }
 
 fn addr(out: &mut Vec<u8>, a: IpAddr, v6: bool) {
@@ -454,6 +565,7 @@ mod tests {
             gap: i % 11 == 3,
             rule: None,
             decision: None,
+            remote: None,
         }
     }
 
@@ -473,6 +585,20 @@ mod tests {
         recs[9].decision = Some(Decision::Allow);
         recs[10].decision = Some(Decision::Deny);
         recs[11].rule = Some(String::new());
+        recs[12].remote = Some(Box::new(Remote {
+            country: Some("DE".into()),
+            asn: Some(u32::MAX),
+            as_org: Some("Example \"AS\" é".into()),
+            watchlists: vec!["tor-exits".into(), String::new()],
+        }));
+        recs[13].remote = Some(Box::new(Remote {
+            asn: Some(0),
+            ..Remote::default()
+        }));
+        recs[9].remote = Some(Box::new(Remote {
+            watchlists: vec!["w".into()],
+            ..Remote::default()
+        }));
         let block = encode_records(&recs, 3);
         recs.sort_by_key(|r| r.first_ns);
         assert_eq!(decode_records(&block).unwrap(), recs);
@@ -519,6 +645,30 @@ mod tests {
         // A block without any: no trailing column at all.
         let cut = decode_records(&[&[0u8][..], &plain[..]].concat()).unwrap();
         assert!(cut.iter().all(|r| r.rule.is_none() && r.decision.is_none()));
+    }
+
+    /// A block whose records have a remote is the block without it plus
+    /// the (here empty) policy column and the remote column: what an older
+    /// decoder reads of it is the plain block.
+    #[test]
+    fn remote_fields_are_compatible() {
+        let recs: Vec<FlowRecord> = (0..50).map(rec).collect();
+        let raw = |block: &[u8]| zstd::bulk::decompress(&block[1..], MAX_BLOCK_RAW).unwrap();
+        let plain = raw(&encode_records(&recs, 3));
+        let mut with = recs.clone();
+        with[3].remote = Some(Box::new(Remote {
+            country: Some("NL".into()),
+            ..Remote::default()
+        }));
+        let tagged = raw(&encode_records(&with, 3));
+        assert_eq!(tagged[..plain.len()], plain[..]);
+        // An empty policy column, then a byte per record and "NL".
+        assert_eq!(tagged[plain.len()..plain.len() + 2], [0, 50 + 3]);
+        let mut back = decode_records(&[&[0u8][..], &tagged[..]].concat()).unwrap();
+        with.sort_by_key(|r| r.first_ns);
+        assert_eq!(back, with);
+        back.retain(|r| r.remote.is_some());
+        assert_eq!(back.len(), 1);
     }
 
     #[test]

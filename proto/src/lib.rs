@@ -15,5 +15,5 @@ pub use frame::{
     check_version, encode_frame, Ack, Batch, Frame, FrameDecoder, FrameKind, Heartbeat, Hello,
     HelloAck, Refused, MAX_FRAME, PROTOCOL_VERSION,
 };
-pub use record::{flow_id, Decision, Direction, EndReason, FlowRecord};
+pub use record::{flow_id, Decision, Direction, EndReason, FlowRecord, Remote};
 pub use session::SessionError;

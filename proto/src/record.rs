@@ -111,6 +111,61 @@ pub struct FlowRecord {
     /// What that rule decided (flow-log sources). Omitted when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
+    /// What the agent knows of the remote end (`remote_country`,
+    /// `remote_asn`, `remote_as_org`, `watchlists`): flat in JSON, each
+    /// omitted when unknown. Boxed: most records have none, and the record's
+    /// size is what the engine moves around.
+    #[serde(
+        flatten,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "remote_if_any"
+    )]
+    pub remote: Option<Box<Remote>>,
+}
+
+/// Where a record's remote end (the side outside the local networks) is,
+/// and which watchlists name it; the agent adds it when `[enrich]` or
+/// `[[watchlist]]` is configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Remote {
+    /// ISO 3166-1 alpha-2.
+    #[serde(
+        rename = "remote_country",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub country: Option<String>,
+    #[serde(
+        rename = "remote_asn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub asn: Option<u32>,
+    #[serde(
+        rename = "remote_as_org",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub as_org: Option<String>,
+    /// The names of the `[[watchlist]]`s that list the remote address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watchlists: Vec<String>,
+}
+
+impl Remote {
+    pub fn is_empty(&self) -> bool {
+        self.country.is_none()
+            && self.asn.is_none()
+            && self.as_org.is_none()
+            && self.watchlists.is_empty()
+    }
+}
+
+/// A record without any of the remote's fields has no `remote`, as
+/// before the fields existed (flattened fields always "deserialize").
+fn remote_if_any<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<Remote>>, D::Error> {
+    let r = Remote::deserialize(d)?;
+    Ok((!r.is_empty()).then(|| Box::new(r)))
 }
 
 /// A security rule's verdict on a flow, as a flow log reports it.
@@ -211,6 +266,7 @@ mod tests {
             gap: false,
             rule: None,
             decision: None,
+            remote: None,
         }
     }
 
@@ -244,6 +300,30 @@ mod tests {
         let back: FlowRecord = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
         // An older reader's JSON (no such keys) still reads.
+        let old: FlowRecord = serde_json::from_str(&plain).unwrap();
+        assert_eq!(old, sample());
+    }
+
+    /// The remote's fields are flat, omitted one by one when unknown, and a
+    /// record without any reads back without `remote`.
+    #[test]
+    fn remote_fields_are_flat_and_optional() {
+        let plain = serde_json::to_string(&sample()).unwrap();
+        assert!(!plain.contains("remote") && !plain.contains("watchlists"));
+        let mut r = sample();
+        r.remote = Some(Box::new(Remote {
+            country: Some("NL".into()),
+            asn: Some(64_500),
+            as_org: None,
+            watchlists: vec!["tor-exits".into()],
+        }));
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            text.ends_with(r#""end_reason":"fin","remote_country":"NL","remote_asn":64500,"watchlists":["tor-exits"]}"#),
+            "{text}"
+        );
+        let back: FlowRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
         let old: FlowRecord = serde_json::from_str(&plain).unwrap();
         assert_eq!(old, sample());
     }

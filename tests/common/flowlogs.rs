@@ -282,6 +282,7 @@ impl Flow {
                 gap: false,
                 rule: Some(self.rule.clone()),
                 decision: Some(decision),
+                remote: None,
             };
         if self.tuples[0].1 == 'D' {
             return vec![base(

@@ -154,6 +154,7 @@ pub fn record(id: u64) -> vmflow_proto::FlowRecord {
         gap: false,
         rule: None,
         decision: None,
+        remote: None,
     }
 }
 

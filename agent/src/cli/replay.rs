@@ -118,22 +118,27 @@ pub(super) fn cmd(a: ReplayArgs) -> Result<ExitCode, Error> {
 /// Set to have a capture's watchlists and databases read again.
 pub(super) type RereadFlag = Arc<AtomicBool>;
 
-/// `sink`, and with `--observations FILE` the observer beside it
-/// (`[observe]`, `[[watchlist]]`, `[enrich]` of the configuration). A `live`
-/// one reads its lists and databases again when they change, or when the
-/// flag it returns is set (SIGHUP); a replay keeps what it started with, so
-/// its output depends only on the capture and the configuration.
+/// `sink`, with its records tagged (`remote_country`, `remote_asn`,
+/// `remote_as_org`, `watchlists`) when `[enrich]` or `[[watchlist]]` is
+/// configured, and with `--observations FILE` the observer beside it
+/// (`[observe]`). A `live` one reads its lists and databases again when they
+/// change, or when the flag it returns is set (SIGHUP); a replay keeps what
+/// it started with, so its output depends only on the capture and the
+/// configuration.
 pub(super) fn observing(
     sink: Box<dyn RecordSink>,
     observations: Option<&std::path::Path>,
     cfg: &crate::config::Config,
     live: bool,
 ) -> Result<(Box<dyn RecordSink>, Option<RereadFlag>), Error> {
-    let Some(path) = observations else {
+    let tags = !cfg.enrich.mmdb.is_empty() || !cfg.watchlists.is_empty();
+    if observations.is_none() && !tags {
         return Ok((sink, None));
-    };
+    }
     let lists = crate::observe::load_watchlists(&cfg.watchlists)?;
-    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let file = observations
+        .map(|path| File::create(path).map_err(|e| Error::io(path, e)))
+        .transpose()?;
     let enricher = (!cfg.enrich.mmdb.is_empty())
         .then(|| crate::observe::Enricher::open(&cfg.enrich.mmdb))
         .transpose()?;

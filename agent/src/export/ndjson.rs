@@ -131,6 +131,19 @@ pub fn encode(r: &FlowRecord, o: &mut Vec<u8>) {
         Some(Decision::Deny) => o.extend_from_slice(b",\"decision\":\"deny\""),
         None => {}
     }
+    if let Some(remote) = &r.remote {
+        // Enriched records only, and partly the user's text (list names):
+        // serde's object of the remote's fields, spliced into the record's
+        // (its braces dropped, a comma in front unless it is empty).
+        let at = o.len();
+        let _ = serde_json::to_writer(&mut *o, remote);
+        if o.len() - at <= 2 {
+            o.truncate(at);
+        } else {
+            o[at] = b',';
+            o.pop();
+        }
+    }
     o.push(b'}');
 }
 

@@ -320,6 +320,7 @@ fn record(
         gap: false,
         rule: Some(o.rule.clone()),
         decision: Some(o.decision),
+        remote: None,
     }
 }
 

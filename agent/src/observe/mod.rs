@@ -16,7 +16,7 @@ use serde::Serialize;
 use vmflow_proto::Direction;
 
 pub use enrich::{EnrichError, Enricher, Place};
-pub use observer::{Observer, ObserverStats};
+pub use observer::{Observer, ObserverState, ObserverStats};
 pub use reload::{Reload, Reloaded};
 pub use sink::ObservingSink;
 pub use watchlist::{Watchlist, WatchlistError};

@@ -7,7 +7,9 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use vmflow_proto::{Direction, FlowRecord};
+use serde::{Deserialize, Serialize};
+
+use vmflow_proto::{Direction, FlowRecord, Remote};
 
 use super::enrich::Enricher;
 use super::watchlist::Watchlist;
@@ -32,6 +34,7 @@ pub struct ObserverStats {
 }
 
 /// Attempts on one (remote, local address, local port) within a window.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Attempts {
     first_ns: u64,
     last_ns: u64,
@@ -41,6 +44,7 @@ struct Attempts {
 }
 
 /// Distinct local targets one remote reached within a window.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Sweep {
     first_ns: u64,
     last_ns: u64,
@@ -48,6 +52,20 @@ struct Sweep {
     ports: HashSet<u16>,
     flow_ids: Vec<u64>,
     raised: bool,
+}
+
+/// What an observer remembers, to be checkpointed with the engine's state:
+/// restored, it raises what it would have raised had it never stopped
+/// (restarting without it would forget attempts and scans half counted,
+/// and raise again what was raised before).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ObserverState {
+    countries: Vec<((IpAddr, u16, u8), Vec<String>)>,
+    failed: Vec<((IpAddr, IpAddr, u16), Attempts)>,
+    exposed: Vec<(IpAddr, u16, IpAddr)>,
+    sweeps: Vec<(IpAddr, Sweep)>,
+    now: u64,
+    swept_at: u64,
 }
 
 pub struct Observer {
@@ -97,6 +115,68 @@ impl Observer {
 
     pub fn stats(&self) -> &ObserverStats {
         &self.stats
+    }
+
+    /// What it remembers now (between two records).
+    pub fn state(&self) -> ObserverState {
+        ObserverState {
+            countries: self
+                .countries
+                .iter()
+                .map(|(k, v)| (*k, v.iter().cloned().collect()))
+                .collect(),
+            failed: self.failed.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            exposed: self.exposed.iter().copied().collect(),
+            sweeps: self.sweeps.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            now: self.now,
+            swept_at: self.swept_at,
+        }
+    }
+
+    /// Continues from `state` (taken with the same configuration); what it
+    /// counted so far (`stats`) starts again from zero.
+    pub fn restore(&mut self, state: ObserverState) {
+        self.countries = state
+            .countries
+            .into_iter()
+            .map(|(k, v)| (k, v.into_iter().collect()))
+            .collect();
+        self.country_pairs = self.countries.values().map(HashSet::len).sum();
+        self.failed = state.failed.into_iter().collect();
+        self.exposed = state.exposed.into_iter().collect();
+        self.sweeps = state.sweeps.into_iter().collect();
+        self.now = state.now;
+        self.swept_at = state.swept_at;
+    }
+
+    /// Whether records can be tagged at all (`[enrich]` or a watchlist).
+    pub fn tags(&self) -> bool {
+        self.enricher.is_some() || !self.lists.is_empty()
+    }
+
+    /// Tags a record with where its remote end is and the watchlists that
+    /// name it. The remote is the side outside the local networks: the
+    /// responder of an outbound flow, the initiator of an inbound one;
+    /// internal flows have none, and external ones (neither side local)
+    /// two, so neither is tagged.
+    pub fn tag(&self, r: &mut FlowRecord) {
+        let remote = match r.direction {
+            Direction::Outbound => r.dst_addr,
+            Direction::Inbound => r.src_addr,
+            Direction::Internal | Direction::External => return,
+        };
+        let mut t = Remote::default();
+        if let Some(e) = &self.enricher {
+            let p = e.lookup(remote);
+            (t.country, t.asn, t.as_org) = (p.country, p.asn, p.as_org);
+        }
+        t.watchlists = self
+            .lists
+            .iter()
+            .filter(|l| l.contains(remote))
+            .map(|l| l.name.clone())
+            .collect();
+        r.remote = (!t.is_empty()).then(|| Box::new(t));
     }
 
     /// One record, in the engine's output order; observations it completes
@@ -538,6 +618,40 @@ mod tests {
         run(&mut o, &late);
         assert_eq!(o.stats().untracked, 0);
         assert_eq!(o.failed.len(), 100);
+    }
+
+    /// Stopped anywhere and restored from its state (through the
+    /// checkpoint's encoding), an observer raises exactly what one that
+    /// never stopped raises.
+    #[test]
+    fn a_restored_observer_continues_where_it_stopped() {
+        let cfg = ObserveConfig {
+            scan_targets: 30,
+            failed_access_attempts: 5,
+            ..ObserveConfig::default()
+        };
+        let mut recs = Vec::new();
+        for i in 0..200u64 {
+            let src = ip(["203.0.113.1", "203.0.113.2", "198.51.100.3"][(i % 3) as usize]);
+            let port = [3389, 22, 1000 + i as u16][(i % 3) as usize];
+            recs.push(inbound(i, src, port, i / 2, i % 7 == 0));
+        }
+        let whole = run(&mut Observer::new(cfg.clone(), Vec::new(), None), &recs);
+        assert!(
+            [Kind::FailedAccess, Kind::ExposedService, Kind::Scan]
+                .iter()
+                .all(|k| whole.iter().any(|o| o.kind == *k)),
+            "{whole:?}"
+        );
+        for cut in [1, 17, 60, 100, 199] {
+            let mut a = Observer::new(cfg.clone(), Vec::new(), None);
+            let mut got = run(&mut a, &recs[..cut]);
+            let bytes = rmp_serde::to_vec(&a.state()).unwrap();
+            let mut b = Observer::new(cfg.clone(), Vec::new(), None);
+            b.restore(rmp_serde::from_slice(&bytes).unwrap());
+            got.extend(run(&mut b, &recs[cut..]));
+            assert_eq!(got, whole, "cut after {cut}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The observer behind the record stream: every record goes on to the inner
-//! sink unchanged, and what it completes is written as NDJSON to its own
-//! output.
+//! The observer behind the record stream: records are tagged with where
+//! their remote end is (when `[enrich]` or a `[[watchlist]]` is configured)
+//! and go on to the inner sink; what they complete is written as NDJSON to
+//! the observations' own output, if there is one.
 
 use std::io::{self, BufWriter, Write};
 
@@ -12,18 +13,22 @@ use crate::sink::RecordSink;
 pub struct ObservingSink<S, W: Write> {
     inner: S,
     observer: Observer,
-    out: BufWriter<W>,
+    /// `None`: records are only tagged, no observation is raised.
+    out: Option<BufWriter<W>>,
     pending: Vec<Observation>,
+    /// The records of one write, tagged (reused).
+    tagged: Vec<FlowRecord>,
     reload: Option<Reload>,
 }
 
 impl<S: RecordSink, W: Write + Send> ObservingSink<S, W> {
-    pub fn new(inner: S, observer: Observer, out: W) -> Self {
+    pub fn new(inner: S, observer: Observer, out: Option<W>) -> Self {
         ObservingSink {
             inner,
             observer,
-            out: BufWriter::new(out),
+            out: out.map(BufWriter::new),
             pending: Vec::new(),
+            tagged: Vec::new(),
             reload: None,
         }
     }
@@ -38,7 +43,7 @@ impl<S: RecordSink, W: Write + Send> ObservingSink<S, W> {
         self.observer.stats()
     }
 
-    fn observe(&mut self, records: &[FlowRecord]) -> io::Result<()> {
+    fn reload(&mut self) {
         match self.reload.as_mut().and_then(Reload::poll) {
             Some(Ok((lists, enricher))) => {
                 self.observer.replace(lists, enricher);
@@ -47,6 +52,12 @@ impl<S: RecordSink, W: Write + Send> ObservingSink<S, W> {
             Some(Err(e)) => tracing::warn!("observations: {e}; the lists read before stay"),
             None => {}
         }
+    }
+
+    fn observe(&mut self, records: &[FlowRecord]) -> io::Result<()> {
+        let Some(out) = self.out.as_mut() else {
+            return Ok(());
+        };
         for r in records {
             self.observer.record(r, &mut self.pending);
         }
@@ -54,44 +65,67 @@ impl<S: RecordSink, W: Write + Send> ObservingSink<S, W> {
             return Ok(());
         }
         for o in self.pending.drain(..) {
-            serde_json::to_writer(&mut self.out, &o)?;
-            self.out.write_all(b"\n")?;
+            serde_json::to_writer(&mut *out, &o)?;
+            out.write_all(b"\n")?;
         }
         // Rare and worth seeing at once (a live capture runs for days).
-        self.out.flush()
+        out.flush()
+    }
+
+    /// The records of `parts`, tagged, in `self.tagged`.
+    fn tag(&mut self, parts: &[&[FlowRecord]]) {
+        self.tagged.clear();
+        for r in parts.iter().copied().flatten() {
+            let mut r = r.clone();
+            self.observer.tag(&mut r);
+            self.tagged.push(r);
+        }
     }
 }
 
 impl<S: RecordSink, W: Write + Send> RecordSink for ObservingSink<S, W> {
     fn write(&mut self, records: &[FlowRecord]) -> io::Result<()> {
-        self.observe(records)?;
-        self.inner.write(records)
+        self.write_parts(&[records])
     }
 
     fn write_parts(&mut self, parts: &[&[FlowRecord]]) -> io::Result<()> {
-        for p in parts {
-            self.observe(p)?;
+        self.reload();
+        if !self.observer.tags() {
+            for p in parts {
+                self.observe(p)?;
+            }
+            return self.inner.write_parts(parts);
         }
-        self.inner.write_parts(parts)
+        self.tag(parts);
+        let tagged = std::mem::take(&mut self.tagged);
+        let r = self
+            .observe(&tagged)
+            .and_then(|_| self.inner.write(&tagged));
+        self.tagged = tagged;
+        r
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()?;
+        if let Some(out) = self.out.as_mut() {
+            out.flush()?;
+        }
         self.inner.flush()
     }
 
     fn finish(&mut self) -> io::Result<()> {
-        self.out.flush()?;
-        let s = self.observer.stats();
-        tracing::info!(
-            failed_access = s.failed_access,
-            exposed_service = s.exposed_service,
-            watchlist = s.watchlist,
-            scan = s.scan,
-            new_country = s.new_country,
-            untracked = s.untracked,
-            "observations"
-        );
+        if let Some(out) = self.out.as_mut() {
+            out.flush()?;
+            let s = self.observer.stats();
+            tracing::info!(
+                failed_access = s.failed_access,
+                exposed_service = s.exposed_service,
+                watchlist = s.watchlist,
+                scan = s.scan,
+                new_country = s.new_country,
+                untracked = s.untracked,
+                "observations"
+            );
+        }
         self.inner.finish()
     }
 }

@@ -234,7 +234,7 @@ fn follow_lane(
     let live = board.engine(stream);
     fw.opts.live = Some(live.clone());
     let mut outputs = Outputs::new(Some(lane.sink()), ipfix);
-    let mut sink = CountingSink::new(&mut outputs, Some(live));
+    let mut sink = CountingSink::new(super::tagged(cfg, &mut outputs)?, Some(live));
     if engine.is_some() {
         tracing::info!(
             "resuming from {} ({resumed_after} records spooled after it)",

@@ -257,7 +257,7 @@ fn run_live(
     let drops = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let spool = lane.as_ref().map(|l| l.sink().with_drops(drops.clone()));
     let live = board.engine("");
-    let mut sink = CountingSink::new(Outputs::new(spool, ipfix), Some(live.clone()));
+    let mut sink = CountingSink::new(tagged(cfg, Outputs::new(spool, ipfix))?, Some(live.clone()));
     board.health.source(SourceState::Open);
     let mut reload = reloader(config_path);
     let watch = IfaceWatch {
@@ -295,6 +295,30 @@ fn run_live(
     })
 }
 
+/// A lane's records tagged with where their remote end is (`[enrich]`,
+/// `[[watchlist]]`; a pass-through without them); the lists and databases
+/// are read again when their files change.
+pub(crate) fn tagged<S: crate::sink::RecordSink>(
+    cfg: &Config,
+    inner: S,
+) -> Result<crate::observe::ObservingSink<S, std::io::Sink>, Error> {
+    let lists = crate::observe::load_watchlists(&cfg.watchlists)?;
+    let enricher = (!cfg.enrich.mmdb.is_empty())
+        .then(|| crate::observe::Enricher::open(&cfg.enrich.mmdb))
+        .transpose()?;
+    let observer = crate::observe::Observer::new(cfg.observe.clone(), lists, enricher);
+    let sink = crate::observe::ObservingSink::new(inner, observer, None);
+    if cfg.enrich.mmdb.is_empty() && cfg.watchlists.is_empty() {
+        return Ok(sink);
+    }
+    let (reload, _) = crate::observe::Reload::new(
+        cfg.watchlists.clone(),
+        cfg.enrich.mmdb.clone(),
+        Duration::from_secs(5),
+    );
+    Ok(sink.reloading(reload))
+}
+
 /// Capture files through one lane, then ship until the collector holds
 /// every record (or SIGTERM/SIGINT).
 fn run_files(
@@ -322,7 +346,7 @@ fn run_files(
     let report = crate::capture::replay_watched(
         cfg.source.files.clone(),
         cfg,
-        CountingSink::new(&mut sink, Some(live.clone())),
+        CountingSink::new(tagged(cfg, &mut sink)?, Some(live.clone())),
         &live,
         filter,
     );

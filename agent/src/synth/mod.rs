@@ -503,6 +503,7 @@ impl Gen<'_> {
             gap: false,
             rule: None,
             decision: None,
+            remote: None,
         }
     }
 }

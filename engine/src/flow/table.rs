@@ -752,6 +752,7 @@ fn record(f: &Flow, local: &LocalNets, reason: EndReason, is_final: bool) -> Flo
         gap: f.seg.gap,
         rule: None,
         decision: None,
+        remote: None,
     }
 }
 

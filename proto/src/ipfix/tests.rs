@@ -103,6 +103,7 @@ fn record(seed: &mut u64) -> FlowRecord {
         gap: false,
         rule: None,
         decision: None,
+        remote: None,
     }
 }
 
