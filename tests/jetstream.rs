@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::agents::*;
 use common::nats::Nats;
+use common::write;
 
 /// A collector publishing to JetStream (`extra`: the stream's flags).
 fn js_collector(certs: &Path, urls: &str, extra: &[&str]) -> (Proc, String) {
@@ -291,4 +292,94 @@ fn sharded_sinks_each_write_their_agents_whole() {
             "sink {shard} wrote {other}"
         );
     }
+}
+
+/// NATS over TLS that checks the client's certificate, with users known by
+/// an nkey (collector) and by a password (sink), each secret in a file:
+/// delivery is exact. A wrong password, a missing client certificate and a
+/// file that holds no seed stop a collector at start with an error that
+/// says why, and no secret reaches its output even at the trace level.
+#[test]
+fn tls_and_file_held_secrets_reach_nats_and_wrong_ones_are_refused_unshown() {
+    let d = tempfile::tempdir().unwrap();
+    let f = fleet(d.path(), 100_000);
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().unwrap();
+    let seed_file = write(&f.dir, "collector.nk", seed.as_bytes());
+    let pass_file = write(&f.dir, "sink.auth", b"vmflow-sink:right-horse-battery\n");
+    let wrong_file = write(&f.dir, "wrong.auth", b"vmflow-sink:wrong-horse-staple\n");
+    let c = |n: &str| f.certs.join(n);
+    let conf = format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true, timeout: 5 }}\n\
+         authorization {{ users = [ {{ nkey: {:?} }}, \
+         {{ user: \"vmflow-sink\", password: \"right-horse-battery\" }} ] }}\n",
+        c("collector.pem"),
+        c("collector-key.pem"),
+        c("ca.pem"),
+        user.public_key()
+    );
+    let nats = Nats::start_with(&f.dir, 1, &conf, "tls");
+    let urls = nats.urls();
+    assert!(urls.starts_with("tls://"), "{urls}");
+    let path = |p: PathBuf| p.to_str().unwrap().to_string();
+    let tls = [
+        "--jetstream-ca".to_string(),
+        path(c("ca.pem")),
+        "--jetstream-cert".into(),
+        path(c("agent-1.pem")),
+        "--jetstream-key".into(),
+        path(c("agent-1-key.pem")),
+    ];
+    let with = |more: &[String]| -> Vec<String> { tls.iter().chain(more).cloned().collect() };
+    let nkey = with(&["--jetstream-nkey".into(), path(seed_file.clone())]);
+    let refs = |v: &[String]| -> Vec<String> { v.to_vec() };
+    let nk: Vec<&str> = nkey.iter().map(String::as_str).collect();
+    let (_collector, addr) = js_collector(&f.certs, &urls, &nk);
+    let pw = with(&["--jetstream-auth-file".into(), path(pass_file)]);
+    let pw: Vec<&str> = pw.iter().map(String::as_str).collect();
+    let s = sink(&urls, &f.out, &pw);
+    let cfg = agent_config(&f.dir, "a", &f.cap, &f.certs, "agent-1", &addr, "");
+    let mut a = agent(&cfg);
+    assert!(a.wait(Duration::from_secs(120)), "{}", a.text());
+    wait_exact(&f.out, &f.cap, &s);
+
+    let refused = |args: Vec<String>| -> String {
+        let mut p = Proc::spawn(
+            Command::new(env!("CARGO_BIN_EXE_vmflow"))
+                .env("RUST_LOG", "trace")
+                .args(["collect", "--listen", "127.0.0.1:0"])
+                .arg("--cert")
+                .arg(c("collector.pem"))
+                .arg("--key")
+                .arg(c("collector-key.pem"))
+                .arg("--client-ca")
+                .arg(c("ca.pem"))
+                .args(["--jetstream", &urls])
+                .args(&args),
+        );
+        assert_eq!(
+            p.wait_code(Duration::from_secs(60)),
+            Some(1),
+            "{}",
+            p.text()
+        );
+        let text = p.text();
+        for secret in ["wrong-horse-staple", "right-horse-battery", seed.as_str()] {
+            assert!(!text.contains(secret), "a secret in the output:\n{text}");
+        }
+        text
+    };
+    let text = refused(with(&["--jetstream-auth-file".into(), path(wrong_file)]));
+    assert!(text.to_lowercase().contains("authorization"), "{text}");
+    // TLS without this client's certificate: the server hangs up.
+    let text = refused(refs(&[
+        "--jetstream-ca".into(),
+        path(c("ca.pem")),
+        "--jetstream-nkey".into(),
+        path(seed_file),
+    ]));
+    assert!(text.contains("cannot connect"), "{text}");
+    // A password file where a seed belongs: named, not shown.
+    let text = refused(with(&["--jetstream-nkey".into(), path(c("../sink.auth"))]));
+    assert!(text.contains("sink.auth: not a user nkey seed"), "{text}");
 }

@@ -13,6 +13,7 @@ use super::container::poll;
 
 pub struct Nats {
     nodes: Vec<Node>,
+    scheme: String,
 }
 
 struct Node {
@@ -26,6 +27,12 @@ impl Nats {
     /// `n` nodes (one: a single server, no cluster), started and serving
     /// JetStream.
     pub fn start(dir: &Path, n: usize) -> Nats {
+        Self::start_with(dir, n, "", "nats")
+    }
+
+    /// The same with `extra` added to each node's configuration (TLS,
+    /// authorization), its clients reached by `scheme` (`tls` or `nats`).
+    pub fn start_with(dir: &Path, n: usize, extra: &str, scheme: &str) -> Nats {
         let ports: Vec<[String; 3]> = (0..n)
             .map(|_| [free_port(), free_port(), free_port()])
             .collect();
@@ -36,7 +43,7 @@ impl Nats {
             let port = |a: &str| a.rsplit(':').next().unwrap().to_string();
             let mut conf = format!(
                 "server_name: n{i}\nlisten: {client:?}\nhttp: {http:?}\n\
-                 jetstream {{ store_dir: {store:?} }}\n"
+                 jetstream {{ store_dir: {store:?} }}\n{extra}"
             );
             if n > 1 {
                 let routes: Vec<String> = ports
@@ -59,7 +66,10 @@ impl Nats {
                 proc: None,
             });
         }
-        let mut nats = Nats { nodes };
+        let mut nats = Nats {
+            nodes,
+            scheme: scheme.to_string(),
+        };
         for i in 0..n {
             nats.start_node(i);
         }
@@ -73,7 +83,7 @@ impl Nats {
     pub fn urls(&self) -> String {
         self.nodes
             .iter()
-            .map(|n| format!("nats://{}", n.client))
+            .map(|n| format!("{}://{}", self.scheme, n.client))
             .collect::<Vec<_>>()
             .join(",")
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::collect::jetstream::JetStreamOptions;
+use crate::collect::jetstream::{JetStreamOptions, NatsAuth};
 use crate::error::Error;
 
 #[derive(Args)]
@@ -50,6 +50,17 @@ pub(super) struct JetStreamArgs {
     /// The key of --jetstream-cert (PEM).
     #[arg(long = "jetstream-key", value_name = "FILE", requires = "js_cert")]
     js_key: Option<PathBuf>,
+    /// A NATS credentials file (user JWT and nkey seed, as `nsc` writes it).
+    #[arg(long = "jetstream-creds", value_name = "FILE", group = "js_auth")]
+    js_creds: Option<PathBuf>,
+    /// A file holding an nkey seed (`SU…`): the server knows the user by its
+    /// public key.
+    #[arg(long = "jetstream-nkey", value_name = "FILE", group = "js_auth")]
+    js_nkey: Option<PathBuf>,
+    /// A file holding `user:password`, or a token: kept off the command
+    /// line (and out of `ps`), unlike `nats://user:password@host`.
+    #[arg(long = "jetstream-auth-file", value_name = "FILE", group = "js_auth")]
+    js_auth_file: Option<PathBuf>,
 }
 
 impl JetStreamArgs {
@@ -80,6 +91,12 @@ impl JetStreamArgs {
         o.max_bytes = self.js_max_mib.saturating_mul(1 << 20);
         o.ca = self.js_ca.clone();
         o.cert = self.js_cert.clone().zip(self.js_key.clone());
+        o.auth = match (&self.js_creds, &self.js_nkey, &self.js_auth_file) {
+            (Some(f), _, _) => Some(NatsAuth::Creds(f.clone())),
+            (_, Some(f), _) => Some(NatsAuth::Nkey(f.clone())),
+            (_, _, Some(f)) => Some(NatsAuth::File(f.clone())),
+            _ => None,
+        };
         Ok(o)
     }
 }

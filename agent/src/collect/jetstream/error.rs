@@ -12,6 +12,13 @@ pub enum JetStreamError {
         #[source]
         source: Cause,
     },
+    /// A NATS authentication file that cannot be used (its content is
+    /// never shown).
+    #[error("NATS authentication file {}: {reason}", path.display())]
+    AuthFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("NATS server address {0:?}: expected nats://HOST:PORT (or tls://), comma-separated")]
     Address(String),
     #[error("JetStream subject prefix {0:?}: expected tokens of letters, digits, '-' and '_' separated by '.'")]

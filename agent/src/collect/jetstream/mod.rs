@@ -65,6 +65,19 @@ pub struct JetStreamOptions {
     pub cert: Option<(PathBuf, PathBuf)>,
     /// Publish acks and API requests wait this long.
     pub timeout: Duration,
+    /// How this client proves who it is, besides a client certificate.
+    pub auth: Option<NatsAuth>,
+}
+
+/// NATS authentication from a file (the secret never on the command line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NatsAuth {
+    /// A credentials file: the user's JWT and its nkey seed.
+    Creds(PathBuf),
+    /// A file holding an nkey seed.
+    Nkey(PathBuf),
+    /// A file holding `user:password`, or else a token.
+    File(PathBuf),
 }
 
 impl JetStreamOptions {
@@ -79,6 +92,7 @@ impl JetStreamOptions {
             ca: None,
             cert: None,
             timeout: Duration::from_secs(5),
+            auth: None,
         }
     }
 
@@ -98,6 +112,51 @@ pub fn redact(url: &str) -> String {
         (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
         (None, Some(at)) => format!("***@{}", &url[at + 1..]),
         _ => url.to_string(),
+    }
+}
+
+/// Adds `auth` to the options. Errors name the file and never its content.
+async fn authenticate(
+    c: async_nats::ConnectOptions,
+    auth: &NatsAuth,
+) -> Result<async_nats::ConnectOptions, JetStreamError> {
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| JetStreamError::AuthFile {
+                path: path.clone(),
+                reason: e.to_string(),
+            })
+    };
+    let bad = |path: &PathBuf, reason: &str| JetStreamError::AuthFile {
+        path: path.clone(),
+        reason: reason.to_string(),
+    };
+    match auth {
+        // The library's message may quote what it could not parse: not shown.
+        NatsAuth::Creds(path) => c.credentials_file(path).await.map_err(|_| {
+            bad(
+                path,
+                "not a NATS credentials file (a user JWT and an nkey seed)",
+            )
+        }),
+        NatsAuth::Nkey(path) => {
+            let seed = read(path)?;
+            if !seed.starts_with("SU") || seed.contains(char::is_whitespace) {
+                return Err(bad(path, "not a user nkey seed (SU…)"));
+            }
+            Ok(c.nkey(seed))
+        }
+        NatsAuth::File(path) => {
+            let text = read(path)?;
+            if text.is_empty() || text.contains('\n') {
+                return Err(bad(path, "expected one line: user:password, or a token"));
+            }
+            Ok(match text.split_once(':') {
+                Some((user, pass)) => c.user_and_password(user.into(), pass.into()),
+                None => c.token(text),
+            })
+        }
     }
 }
 
@@ -129,6 +188,9 @@ pub async fn connect(opts: JetStreamOptions) -> Result<Connected, JetStreamError
     }
     if let Some((cert, key)) = &opts.cert {
         c = c.add_client_certificate(cert.clone(), key.clone());
+    }
+    if let Some(auth) = &opts.auth {
+        c = authenticate(c, auth).await?;
     }
     let client = c
         .connect(opts.servers.as_slice())
