@@ -334,7 +334,7 @@ fn tls_and_file_held_secrets_reach_nats_and_wrong_ones_are_refused_unshown() {
     let nkey = with(&["--jetstream-nkey".into(), path(seed_file.clone())]);
     let refs = |v: &[String]| -> Vec<String> { v.to_vec() };
     let nk: Vec<&str> = nkey.iter().map(String::as_str).collect();
-    let (_collector, addr) = js_collector(&f.certs, &urls, &nk);
+    let (collector, addr) = js_collector(&f.certs, &urls, &nk);
     let pw = with(&["--jetstream-auth-file".into(), path(pass_file)]);
     let pw: Vec<&str> = pw.iter().map(String::as_str).collect();
     let s = sink(&urls, &f.out, &pw);
@@ -342,6 +342,12 @@ fn tls_and_file_held_secrets_reach_nats_and_wrong_ones_are_refused_unshown() {
     let mut a = agent(&cfg);
     assert!(a.wait(Duration::from_secs(120)), "{}", a.text());
     wait_exact(&f.out, &f.cap, &s);
+    // The same agent with a new spool (reinstalled): the collector reads
+    // from the stream that another epoch came before, and says so.
+    let cfg = agent_config(&f.dir, "b", &f.cap, &f.certs, "agent-1", &addr, "");
+    let mut b = agent(&cfg);
+    assert!(b.wait(Duration::from_secs(120)), "{}", b.text());
+    collector.wait_line("a new record stream (epoch", Duration::from_secs(30));
 
     let refused = |args: Vec<String>| -> String {
         let mut p = Proc::spawn(

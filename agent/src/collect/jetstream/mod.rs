@@ -345,6 +345,26 @@ pub async fn last_on_subject(
     }
 }
 
+/// How many other epochs of the agent stream whose epoch subject is
+/// `subject` the stream holds (only for the log line that says a new
+/// record stream began: 0 when the server cannot say).
+async fn other_epochs(c: &Connected, subject: &str) -> usize {
+    use futures_util::StreamExt;
+    let Some((stem, _)) = subject.rsplit_once('.') else {
+        return 0;
+    };
+    let Ok(st) = c.js.get_stream_no_info(&c.opts.stream).await else {
+        return 0;
+    };
+    let Ok(subjects) = st.info_with_subjects(format!("{stem}.*")).await else {
+        return 0;
+    };
+    subjects
+        .filter(|r| std::future::ready(r.as_ref().is_ok_and(|(s, _)| s != subject)))
+        .count()
+        .await
+}
+
 /// A `Vmflow-*` header as a number.
 pub fn header_u64(h: Option<&HeaderMap>, name: &str) -> Result<u64, String> {
     let v = h
@@ -386,10 +406,15 @@ impl Sink for JetStreamSink {
         Box::pin(async move {
             let subject = subject::subject(&self.c.opts.prefix, cn, stream, epoch);
             let (state, at) = last_on_subject(&self.c, &subject).await?;
+            let epochs = if at == 0 {
+                other_epochs(&self.c, &subject).await
+            } else {
+                0
+            };
             let held = Held {
                 state,
                 new_epoch: at == 0,
-                epochs: 0,
+                epochs,
             };
             let s: Box<dyn StreamSink> = Box::new(JsStream {
                 c: self.c.clone(),
