@@ -2,17 +2,19 @@
 //! under the output directory, opened once and shared by the stream's
 //! connections. `vmflow sink` writes through the same back end.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use vmflow_proto::Batch;
 
 use super::error::{ConnectionFailure, OpenError, StoreFailure};
 use super::names;
-use super::sink::{decode_group, BoxFuture, Held, Opened, Reject, Sink, StreamSink, Written};
-use super::store::{BatchInfo, StreamStore};
+use super::sink::{
+    decode_group, BoxFuture, Held, Opened, Pending, Reject, Sink, StreamSink, Written,
+};
+use super::store::{prepare, BatchInfo, EpochState, Prepared, StreamStore};
 use crate::disk::SharedFs;
 
 pub struct FileSink {
@@ -26,8 +28,38 @@ struct Inner {
     /// One store is opened at a time: two connections of one stream must
     /// not both create it.
     opening: tokio::sync::Mutex<()>,
-    /// At most two groups are decoded and written at once.
+    /// Groups decoded and formatted at once (the cores' work).
     decoders: Semaphore,
+    /// Groups between being decoded and committed, across all connections
+    /// (each holds its records and NDJSON: this bounds the memory).
+    groups: Arc<Semaphore>,
+    /// NDJSON buffers kept between groups.
+    buffers: Mutex<Vec<Vec<u8>>>,
+}
+
+/// Groups in flight at once, at most; with at most 4,096 records each
+/// (about 2.5 MB decoded and formatted) that is about 20 MB.
+const GROUPS: usize = 8;
+
+impl Inner {
+    fn take_buffers(&self) -> Vec<Vec<u8>> {
+        match self.buffers.lock() {
+            Ok(mut b) => {
+                let keep = b.len().saturating_sub(2);
+                b.split_off(keep)
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Keeps buffers for later groups: allocating megabytes of fresh pages
+    /// for every group costs more than formatting into them.
+    fn keep_buffers(&self, bufs: Vec<Vec<u8>>) {
+        if let Ok(mut b) = self.buffers.lock() {
+            b.extend(bufs);
+            b.truncate(GROUPS);
+        }
+    }
 }
 
 impl FileSink {
@@ -38,7 +70,11 @@ impl FileSink {
                 fs,
                 stores: Mutex::default(),
                 opening: tokio::sync::Mutex::new(()),
-                decoders: Semaphore::new(2),
+                decoders: Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+                ),
+                groups: Arc::new(Semaphore::new(GROUPS)),
+                buffers: Mutex::default(),
             }),
         }
     }
@@ -59,29 +95,57 @@ impl Sink for FileSink {
             let agent_dir = names::agent_dir(&self.inner.out, cn).map_err(OpenError::Name)?;
             let dir = names::stream_dir(&agent_dir, stream);
             let store = open_store(&self.inner, &agent_dir, stream, &dir).await?;
-            let held = {
+            let (held, predicted) = {
                 let st = store.lock().map_err(|_| OpenError::Poisoned)?;
-                Held {
+                let held = Held {
                     state: st.epoch(epoch),
                     new_epoch: st.is_new_epoch(epoch),
                     epochs: st.epochs(),
-                }
+                };
+                (held, st.states())
             };
+            let (jobs, queue) = mpsc::channel(QUEUE);
+            tokio::spawn(commit_worker(self.inner.clone(), dir, store, queue));
             let s: Box<dyn StreamSink> = Box::new(FileStream {
                 inner: self.inner.clone(),
-                dir,
-                store,
+                predicted,
+                stopped: false,
+                jobs,
             });
             Ok((s, held))
         })
     }
 }
 
+/// One connection's stream. Groups are prepared (decoded, judged,
+/// formatted) as they are submitted, on the connection's turn, and
+/// committed in order by the stream's commit worker: the next group is
+/// prepared while the one before it is written and synced.
 struct FileStream {
     inner: Arc<Inner>,
-    dir: PathBuf,
-    store: Arc<Mutex<StreamStore>>,
+    /// The stream's epochs as the groups submitted so far leave them.
+    predicted: BTreeMap<u64, EpochState>,
+    /// A group submitted ended in a refusal or a batch that does not
+    /// decode: nothing after it is written.
+    stopped: bool,
+    jobs: mpsc::Sender<Job>,
 }
+
+/// A prepared group on its way to the commit worker.
+struct Job {
+    prepared: Prepared,
+    /// The group's first batch, named by a failed commit.
+    first: u64,
+    /// Why the group ends early (a batch that does not decode).
+    error: Option<Reject>,
+    /// The group's share of the collector's memory for groups in flight.
+    memory: OwnedSemaphorePermit,
+    done: oneshot::Sender<Result<Written, ConnectionFailure>>,
+}
+
+/// Groups waiting for the commit worker, per connection (the connection
+/// keeps fewer in flight).
+const QUEUE: usize = 4;
 
 impl StreamSink for FileStream {
     fn write(
@@ -89,63 +153,141 @@ impl StreamSink for FileStream {
         infos: Vec<BatchInfo>,
         batches: Vec<Batch>,
     ) -> BoxFuture<'_, Result<Written, ConnectionFailure>> {
+        Box::pin(async move { self.submit(infos, batches).await?.await })
+    }
+
+    fn submit(
+        &mut self,
+        infos: Vec<BatchInfo>,
+        batches: Vec<Batch>,
+    ) -> BoxFuture<'_, Result<Pending, ConnectionFailure>> {
         Box::pin(async move {
-            let _decoding = self
+            if self.stopped {
+                let nothing = Written {
+                    outcomes: Vec::new(),
+                    error: None,
+                    took: None,
+                };
+                return Ok(Box::pin(std::future::ready(Ok(nothing))) as Pending);
+            }
+            let first = batches.first().map_or(0, |b| b.seq);
+            let memory = self
+                .inner
+                .groups
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(ConnectionFailure::Decoders)?;
+            let decoding = self
                 .inner
                 .decoders
                 .acquire()
                 .await
                 .map_err(ConnectionFailure::Decoders)?;
-            let st = self.store.clone();
-            let (written, broken) =
-                tokio::task::spawn_blocking(move || store_batches(&st, &infos, &batches))
-                    .await
-                    .map_err(ConnectionFailure::Task)?;
-            if broken {
-                forget_store(&self.inner, &self.dir, &self.store);
-            }
-            Ok(written)
+            let mut states = std::mem::take(&mut self.predicted);
+            let pool = self.inner.clone();
+            let (prepared, error, states) = tokio::task::spawn_blocking(move || {
+                let (decoded, error) = decode_group(&batches);
+                drop(batches);
+                let mut infos = infos;
+                infos.truncate(decoded.len());
+                let mut bufs = pool.take_buffers();
+                let p = prepare(&mut states, infos, decoded, &mut bufs);
+                pool.keep_buffers(bufs);
+                (p, error, states)
+            })
+            .await
+            .map_err(ConnectionFailure::Task)?;
+            drop(decoding);
+            self.predicted = states;
+            self.stopped = prepared.refuses() || error.is_some();
+            let (done, result) = oneshot::channel();
+            let job = Job {
+                prepared,
+                first,
+                error,
+                memory,
+                done,
+            };
+            self.jobs
+                .send(job)
+                .await
+                .map_err(|_| ConnectionFailure::Abandoned)?;
+            Ok(Box::pin(async move { result.await.unwrap_or(Err(ConnectionFailure::Abandoned)) })
+                as Pending)
         })
     }
 }
 
-/// Decodes a group of batches and writes them with one commit. A batch that
-/// does not decode ends the group there: the ones before it are written.
-/// Also says whether the store must be reopened.
-fn store_batches(
+/// Commits a stream's groups in the order they were submitted. After a
+/// group that fails, the ones queued behind it (prepared as if it had been
+/// written) are dropped unwritten.
+async fn commit_worker(
+    inner: Arc<Inner>,
+    dir: PathBuf,
+    store: Arc<Mutex<StreamStore>>,
+    mut jobs: mpsc::Receiver<Job>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let Job {
+            prepared,
+            first,
+            error,
+            memory,
+            done,
+        } = job;
+        let (st, pool) = (store.clone(), inner.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            let r = commit_group(&st, &pool, prepared, first, error);
+            drop(memory);
+            r
+        })
+        .await;
+        let (r, failed) = match r {
+            Ok((written, broken)) => {
+                if broken {
+                    forget_store(&inner, &dir, &store);
+                }
+                let failed = matches!(written.error, Some(Reject::Store { .. }));
+                (Ok(written), failed)
+            }
+            Err(e) => (Err(ConnectionFailure::Task(e)), true),
+        };
+        let _ = done.send(r);
+        if failed {
+            break;
+        }
+    }
+}
+
+/// Writes a prepared group with one commit. Also says whether the store
+/// must be reopened.
+fn commit_group(
     store: &Mutex<StreamStore>,
-    infos: &[BatchInfo],
-    batches: &[Batch],
+    inner: &Inner,
+    prepared: Prepared,
+    first: u64,
+    error: Option<Reject>,
 ) -> (Written, bool) {
-    let (decoded, error) = decode_group(batches);
-    let group: Vec<(BatchInfo, &[vmflow_proto::FlowRecord])> = infos
-        .iter()
-        .copied()
-        .zip(decoded.iter().map(Vec::as_slice))
-        .collect();
-    let first = batches.first().map_or(0, |b| b.seq);
     let mut st = match store.lock() {
         Ok(st) => st,
         Err(_) => {
-            let error = Some(Reject::Store {
-                seq: first,
-                why: StoreFailure::Poisoned,
-            });
-            let outcomes = Vec::new();
-            let took = None;
-            return (
-                Written {
-                    outcomes,
-                    error,
-                    took,
-                },
-                true,
-            );
+            let written = Written {
+                outcomes: Vec::new(),
+                error: Some(Reject::Store {
+                    seq: first,
+                    why: StoreFailure::Poisoned,
+                }),
+                took: None,
+            };
+            return (written, true);
         }
     };
+    let mut bufs = Vec::new();
     let started = std::time::Instant::now();
-    let r = st.write_batches(&group);
+    let r = st.commit(prepared, &mut bufs);
     let took = Some(started.elapsed());
+    inner.keep_buffers(bufs);
     match r {
         Ok(outcomes) => (
             Written {
@@ -156,19 +298,15 @@ fn store_batches(
             false,
         ),
         Err(e) => {
-            let error = Some(Reject::Store {
-                seq: first,
-                why: e.into(),
-            });
-            let outcomes = Vec::new();
-            (
-                Written {
-                    outcomes,
-                    error,
-                    took,
-                },
-                st.is_broken(),
-            )
+            let written = Written {
+                outcomes: Vec::new(),
+                error: Some(Reject::Store {
+                    seq: first,
+                    why: e.into(),
+                }),
+                took,
+            };
+            (written, st.is_broken())
         }
     }
 }
@@ -236,3 +374,6 @@ fn forget_store(sh: &Inner, dir: &Path, store: &Arc<Mutex<StreamStore>>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
