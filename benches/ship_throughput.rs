@@ -79,7 +79,10 @@ fn distinct_records(n: usize) -> Vec<FlowRecord> {
 
 /// A `vmflow collect` process on loopback writing into `dir/out`, and its
 /// address.
-fn start_collector(dir: &std::path::Path, certs: &std::path::Path) -> (std::process::Child, String) {
+fn start_collector(
+    dir: &std::path::Path,
+    certs: &std::path::Path,
+) -> (std::process::Child, String) {
     let mut coll = Command::new(env!("CARGO_BIN_EXE_vmflow"))
         .args(["collect", "--listen", "127.0.0.1:0"])
         .arg("--cert")
@@ -174,7 +177,9 @@ fn fleet(total: usize, batch: usize, n: usize) {
         "agents: {n}, {per} records each ({} in all), batch {batch} records, one collector\n",
         per * n
     );
-    println!("| phase | records/s (all agents) | collector CPU µs/record | agents' CPU µs/record |");
+    println!(
+        "| phase | records/s (all agents) | collector CPU µs/record | agents' CPU µs/record |"
+    );
     println!("|---|---|---|---|");
     for concurrent in [false, true] {
         let start = std::sync::Barrier::new(n + 1);

@@ -213,8 +213,10 @@ impl StreamSink for FileStream {
                 .send(job)
                 .await
                 .map_err(|_| ConnectionFailure::Abandoned)?;
-            Ok(Box::pin(async move { result.await.unwrap_or(Err(ConnectionFailure::Abandoned)) })
-                as Pending)
+            Ok(
+                Box::pin(async move { result.await.unwrap_or(Err(ConnectionFailure::Abandoned)) })
+                    as Pending,
+            )
         })
     }
 }

@@ -632,10 +632,7 @@ pub fn prepare(
     records: Vec<Vec<FlowRecord>>,
     pool: &mut Vec<Vec<u8>>,
 ) -> Prepared {
-    let group = infos
-        .iter()
-        .copied()
-        .zip(records.iter().map(Vec::as_slice));
+    let group = infos.iter().copied().zip(records.iter().map(Vec::as_slice));
     let judged = judge_group(states, group, pool);
     Prepared {
         infos,
