@@ -107,18 +107,19 @@ fn start_collector(
     (coll, addr)
 }
 
+/// What every agent of the fleet shares.
+struct Fleet<'a> {
+    dir: &'a std::path::Path,
+    certs: &'a std::path::Path,
+    addr: &'a str,
+    records: &'a [FlowRecord],
+    batch: usize,
+}
+
 /// One agent of the fleet: its spool, shipped (after filling it, or while
 /// filling it) on a runtime of its own with one worker, like `vmflow run`.
-fn fleet_agent(
-    dir: &std::path::Path,
-    certs: &std::path::Path,
-    name: &str,
-    addr: &str,
-    records: &[FlowRecord],
-    batch: usize,
-    concurrent: bool,
-    start: &std::sync::Barrier,
-) -> Instant {
+fn fleet_agent(f: &Fleet, name: &str, concurrent: bool, start: &std::sync::Barrier) -> Instant {
+    let (dir, certs, addr, records, batch) = (f.dir, f.certs, f.addr, f.records, f.batch);
     let spool_dir = dir.join(format!("spool-{name}-{concurrent}"));
     let spool = Arc::new(Mutex::new(
         Spool::open(vmflow::disk::real(), &spool_dir, 4 << 30).unwrap(),
@@ -173,6 +174,13 @@ fn fleet(total: usize, batch: usize, n: usize) {
     vmflow::certs::init(&certs, &copts).unwrap();
     let (mut coll, addr) = start_collector(dir.path(), &certs);
     let shipped = (per * n) as f64;
+    let shared = Fleet {
+        dir: dir.path(),
+        certs: &certs,
+        addr: &addr,
+        records: &records,
+        batch,
+    };
     println!(
         "agents: {n}, {per} records each ({} in all), batch {batch} records, one collector\n",
         per * n
@@ -187,8 +195,8 @@ fn fleet(total: usize, batch: usize, n: usize) {
             let hs: Vec<_> = names
                 .iter()
                 .map(|name| {
-                    let (d, c, a, r, st) = (dir.path(), &certs, &addr, &records, &start);
-                    s.spawn(move || fleet_agent(d, c, name, a, r, batch, concurrent, st))
+                    let (f, st) = (&shared, &start);
+                    s.spawn(move || fleet_agent(f, name, concurrent, st))
                 })
                 .collect();
             start.wait();

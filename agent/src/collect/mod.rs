@@ -12,8 +12,13 @@
 //!   when those are taken, new connections are closed at once, so a flood of
 //!   unauthenticated sockets cannot crowd out the agents;
 //! - frames are buffered only against a budget shared by all connections
-//!   (`frame_budget`), and at most two batches are decoded at once, so
-//!   memory stays bounded whatever the agents send.
+//!   (`frame_budget`), and groups of batches between decoding and their
+//!   commit are capped across connections (the back end's), so memory
+//!   stays bounded whatever the agents send.
+//!
+//! A connection keeps up to two groups in flight: it reads and submits the
+//! next group while the back end makes the one before it durable, and
+//! acknowledges each group, in order, once its commit has returned.
 
 mod error;
 pub mod files;
