@@ -38,8 +38,8 @@ struct Inner {
 }
 
 /// Groups in flight at once, at most; with at most 4,096 records each
-/// (about 2.5 MB decoded and formatted) that is about 20 MB.
-const GROUPS: usize = 8;
+/// (about 2.5 MB decoded and formatted) that is about 40 MB.
+const GROUPS: usize = 16;
 
 impl Inner {
     fn take_buffers(&self) -> Vec<Vec<u8>> {
@@ -221,9 +221,11 @@ impl StreamSink for FileStream {
     }
 }
 
-/// Commits a stream's groups in the order they were submitted. After a
-/// group that fails, the ones queued behind it (prepared as if it had been
-/// written) are dropped unwritten.
+/// Commits a stream's groups in the order they were submitted: all the
+/// groups that queued while the commit before them ran go into the next
+/// commit together (one set of syncs). After a commit that fails, the
+/// groups queued behind it (prepared as if it had been written) are
+/// dropped unwritten.
 async fn commit_worker(
     inner: Arc<Inner>,
     dir: PathBuf,
@@ -231,85 +233,108 @@ async fn commit_worker(
     mut jobs: mpsc::Receiver<Job>,
 ) {
     while let Some(job) = jobs.recv().await {
-        let Job {
-            prepared,
-            first,
-            error,
-            memory,
-            done,
-        } = job;
+        let mut queued = vec![job];
+        while let Ok(j) = jobs.try_recv() {
+            queued.push(j);
+        }
         let (st, pool) = (store.clone(), inner.clone());
-        let r = tokio::task::spawn_blocking(move || {
-            let r = commit_group(&st, &pool, prepared, first, error);
-            drop(memory);
-            r
-        })
-        .await;
-        let (r, failed) = match r {
-            Ok((written, broken)) => {
-                if broken {
-                    forget_store(&inner, &dir, &store);
-                }
-                let failed = matches!(written.error, Some(Reject::Store { .. }));
-                (Ok(written), failed)
+        let r = tokio::task::spawn_blocking(move || commit_jobs(&st, &pool, queued)).await;
+        let (answers, broken) = match r {
+            Ok(r) => r,
+            // The jobs' answers are gone with the task: their connection
+            // sees them abandoned.
+            Err(e) => {
+                tracing::error!("{}: a commit did not finish: {e}", dir.display());
+                break;
             }
-            Err(e) => (Err(ConnectionFailure::Task(e)), true),
         };
-        let _ = done.send(r);
+        if broken {
+            forget_store(&inner, &dir, &store);
+        }
+        let mut failed = false;
+        for (done, r) in answers {
+            failed |= !matches!(&r, Ok(w) if !matches!(w.error, Some(Reject::Store { .. })));
+            let _ = done.send(r);
+        }
         if failed {
             break;
         }
     }
 }
 
-/// Writes a prepared group with one commit. Also says whether the store
-/// must be reopened.
-fn commit_group(
-    store: &Mutex<StreamStore>,
-    inner: &Inner,
-    prepared: Prepared,
-    first: u64,
-    error: Option<Reject>,
-) -> (Written, bool) {
+/// A failed commit: the first group says why, the others are abandoned.
+fn failed(why: StoreFailure, took: Option<std::time::Duration>, rest: Vec<JobRest>) -> Vec<Answer> {
+    let mut why = Some(why);
+    rest.into_iter()
+        .map(|(seq, _, _, done)| {
+            let r = match why.take() {
+                Some(why) => Ok(Written {
+                    outcomes: Vec::new(),
+                    error: Some(Reject::Store { seq, why }),
+                    took,
+                }),
+                None => Err(ConnectionFailure::Abandoned),
+            };
+            (done, r)
+        })
+        .collect()
+}
+
+/// A job without its prepared group: its first batch, decoding error,
+/// memory and answer.
+type JobRest = (
+    u64,
+    Option<Reject>,
+    OwnedSemaphorePermit,
+    oneshot::Sender<Result<Written, ConnectionFailure>>,
+);
+
+type Answer = (
+    oneshot::Sender<Result<Written, ConnectionFailure>>,
+    Result<Written, ConnectionFailure>,
+);
+
+/// Writes prepared groups with one commit: each group's answer, and
+/// whether the store must be reopened. When the commit fails, the first
+/// group says why and the others are abandoned.
+fn commit_jobs(store: &Mutex<StreamStore>, inner: &Inner, jobs: Vec<Job>) -> (Vec<Answer>, bool) {
+    let mut prepared = Vec::with_capacity(jobs.len());
+    let mut rest: Vec<JobRest> = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        prepared.push(j.prepared);
+        rest.push((j.first, j.error, j.memory, j.done));
+    }
     let mut st = match store.lock() {
         Ok(st) => st,
         Err(_) => {
-            let written = Written {
-                outcomes: Vec::new(),
-                error: Some(Reject::Store {
-                    seq: first,
-                    why: StoreFailure::Poisoned,
-                }),
-                took: None,
-            };
-            return (written, true);
+            return (failed(StoreFailure::Poisoned, None, rest), true);
         }
     };
     let mut bufs = Vec::new();
     let started = std::time::Instant::now();
-    let r = st.commit(prepared, &mut bufs);
+    let r = st.commit_all(prepared, &mut bufs);
     let took = Some(started.elapsed());
     inner.keep_buffers(bufs);
     match r {
-        Ok(outcomes) => (
-            Written {
-                outcomes,
-                error,
-                took,
-            },
-            false,
-        ),
-        Err(e) => {
-            let written = Written {
-                outcomes: Vec::new(),
-                error: Some(Reject::Store {
-                    seq: first,
-                    why: e.into(),
-                }),
-                took,
-            };
-            (written, st.is_broken())
+        Ok(outcomes) => {
+            let answers = rest
+                .into_iter()
+                .zip(outcomes)
+                .enumerate()
+                .map(|(i, ((_, error, _, done), outcomes))| {
+                    // The commit's latency is counted once.
+                    let took = if i == 0 { took } else { None };
+                    let w = Written {
+                        outcomes,
+                        error,
+                        took,
+                    };
+                    (done, Ok(w))
+                })
+                .collect();
+            (answers, false)
         }
+        Err(e) => (failed(e.into(), took, rest), st.is_broken()),
     }
 }
 

@@ -16,8 +16,8 @@
 //!   commit are capped across connections (the back end's), so memory
 //!   stays bounded whatever the agents send.
 //!
-//! A connection keeps up to two groups in flight: it reads and submits the
-//! next group while the back end makes the one before it durable, and
+//! A connection keeps up to four groups in flight: it reads and submits the
+//! next groups while the back end makes the one before them durable, and
 //! acknowledges each group, in order, once its commit has returned.
 
 mod error;
@@ -465,8 +465,9 @@ async fn connection(
 }
 
 /// Groups a connection has submitted and not yet answered, at most: one
-/// being committed, one prepared behind it.
-const PIPELINE: usize = 2;
+/// being committed, the others prepared behind it (and committed together
+/// next: the slower the syncs, the larger the commits).
+const PIPELINE: usize = 4;
 
 /// What the connection keeps of a group it submitted, to answer it.
 struct Group {

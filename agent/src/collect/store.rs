@@ -410,6 +410,63 @@ impl StreamStore {
         self.commit_judged(judged, pool)
     }
 
+    /// Commits consecutive prepared groups of one connection with one set
+    /// of syncs (the groups that queued while the commit before them
+    /// synced): each group's outcomes, or an error and nothing of them
+    /// written. Groups that do not chain (the store moved meanwhile) are
+    /// committed one at a time.
+    pub fn commit_all(
+        &mut self,
+        mut ps: Vec<Prepared>,
+        pool: &mut Vec<Vec<u8>>,
+    ) -> Result<Vec<Vec<Outcome>>, StoreError> {
+        if ps.len() == 1 {
+            let p = ps.remove(0);
+            return self.commit(p, pool).map(|o| vec![o]);
+        }
+        let mut stands = self.epochs.clone();
+        let mut chained = true;
+        for p in &ps {
+            chained &= p
+                .judged
+                .assumed
+                .iter()
+                .all(|(id, st)| stands.get(id).copied().unwrap_or_default() == *st);
+            stands.extend(p.judged.after.iter().map(|(k, v)| (*k, *v)));
+        }
+        if !chained || self.broken {
+            let mut out = Vec::with_capacity(ps.len());
+            for p in ps {
+                out.push(self.commit(p, pool)?);
+            }
+            return Ok(out);
+        }
+        let mut outcomes = Vec::with_capacity(ps.len());
+        let mut by_hour: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        for p in ps {
+            outcomes.push(p.judged.outcomes);
+            for (hour, bytes) in p.judged.by_hour {
+                match by_hour.get_mut(&hour) {
+                    Some(b) => {
+                        b.extend_from_slice(&bytes);
+                        pool.push(bytes);
+                    }
+                    None => {
+                        by_hour.insert(hour, bytes);
+                    }
+                }
+            }
+        }
+        let r = if stands == self.epochs {
+            Ok(())
+        } else {
+            self.commit_group(stands, &by_hour)
+        };
+        pool.extend(by_hour.into_values());
+        pool.truncate(POOL);
+        r.map(|_| outcomes)
+    }
+
     fn commit_judged(
         &mut self,
         j: Judged,

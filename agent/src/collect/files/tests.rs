@@ -293,3 +293,38 @@ async fn a_power_cut_during_a_sync_loses_nothing_answered() {
         let _ = rig.go.send(());
     }
 }
+
+/// Groups that queue while a commit syncs go into the next commit together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_queued_behind_a_sync_share_the_next_commit() {
+    let rig = Rig::new();
+    let sink = rig.sink();
+    let (mut s, _) = sink.open("agent-1", "", 9).await.unwrap();
+    rig.sim.clear_log();
+    rig.close();
+    let (i, b) = group(1..=1);
+    let first = s.submit(i, b).await.unwrap();
+    rig.held().await;
+    let mut queued = Vec::new();
+    for q in 2..=4 {
+        let (i, b) = group(q..=q);
+        queued.push(s.submit(i, b).await.unwrap());
+    }
+    rig.go.send(()).unwrap();
+    let w = tokio::time::timeout(WAIT, first).await.unwrap().unwrap();
+    assert_eq!(written(&w), 1);
+    for p in queued {
+        let w = tokio::time::timeout(WAIT, p).await.unwrap().unwrap();
+        assert_eq!(written(&w), 1);
+    }
+    let renames = rig
+        .sim
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("rename"))
+        .count();
+    assert_eq!(renames, 2, "{:?}", rig.sim.log());
+    drop(s);
+    assert_eq!(rig.open().epoch(9).last_seq, 4);
+    assert_eq!(ids(&*rig.sim), ids_of(1..=4));
+}
