@@ -4,7 +4,13 @@
 //! collector is the real `vmflow collect` process, writing NDJSON with fsync.
 //! Prints a Markdown table for BENCHMARKS.md.
 //!
-//!   cargo bench --bench ship_throughput [-- RECORDS BATCH]
+//!   cargo bench --bench ship_throughput [-- RECORDS BATCH [AGENTS]]
+//!
+//! With AGENTS (even 1), that many agents (each its own certificate, spool,
+//! thread and runtime, as separate `vmflow run` processes would be) share
+//! RECORDS among them and ship to the one collector at once: total records/s
+//! and collector CPU per record, for the spool-filled-first phase and for
+//! the concurrent (spooling while shipping) phase.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -52,13 +58,10 @@ fn cpu_of(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-fn main() {
-    let args: Vec<u64> = std::env::args().filter_map(|a| a.parse().ok()).collect();
-    let total = args.first().copied().unwrap_or(1_000_000) as usize;
-    let batch = args.get(1).copied().unwrap_or(4096) as usize;
+/// `n` distinct records: the synthetic ones, shifted by whole hours.
+fn distinct_records(n: usize) -> Vec<FlowRecord> {
     let base = base_records();
-    // Distinct copies of the synthetic records, shifted by whole hours.
-    let records: Vec<FlowRecord> = (0..)
+    (0..)
         .flat_map(|k: u64| {
             base.iter().map(move |r| {
                 let mut r = r.clone();
@@ -70,12 +73,16 @@ fn main() {
                 r
             })
         })
-        .take(total)
-        .collect();
+        .take(n)
+        .collect()
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    vmflow::certs::init(&certs, &Default::default()).unwrap();
+/// A `vmflow collect` process on loopback writing into `dir/out`, and its
+/// address.
+fn start_collector(
+    dir: &std::path::Path,
+    certs: &std::path::Path,
+) -> (std::process::Child, String) {
     let mut coll = Command::new(env!("CARGO_BIN_EXE_vmflow"))
         .args(["collect", "--listen", "127.0.0.1:0"])
         .arg("--cert")
@@ -85,7 +92,7 @@ fn main() {
         .arg("--client-ca")
         .arg(certs.join("ca.pem"))
         .arg("--out")
-        .arg(dir.path().join("out"))
+        .arg(dir.join("out"))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -97,6 +104,142 @@ fn main() {
         }
     };
     std::thread::spawn(move || for _ in lines {});
+    (coll, addr)
+}
+
+/// What every agent of the fleet shares.
+struct Fleet<'a> {
+    dir: &'a std::path::Path,
+    certs: &'a std::path::Path,
+    addr: &'a str,
+    records: &'a [FlowRecord],
+    batch: usize,
+}
+
+/// One agent of the fleet: its spool, shipped (after filling it, or while
+/// filling it) on a runtime of its own with one worker, like `vmflow run`.
+fn fleet_agent(f: &Fleet, name: &str, concurrent: bool, start: &std::sync::Barrier) -> Instant {
+    let (dir, certs, addr, records, batch) = (f.dir, f.certs, f.addr, f.records, f.batch);
+    let spool_dir = dir.join(format!("spool-{name}-{concurrent}"));
+    let spool = Arc::new(Mutex::new(
+        Spool::open(vmflow::disk::real(), &spool_dir, 4 << 30).unwrap(),
+    ));
+    let notify = Arc::new(Notify::new());
+    let fill = |spool: Arc<Mutex<Spool>>, notify: Arc<Notify>| {
+        let mut sink = SpoolSink::new(spool, notify, batch, Duration::from_secs(3600));
+        for chunk in records.chunks(10_000) {
+            sink.write(chunk).unwrap();
+        }
+        sink.finish().unwrap();
+    };
+    if !concurrent {
+        fill(spool.clone(), notify.clone());
+    }
+    let tls = vmflow::tls::client_config(
+        &certs.join("ca.pem"),
+        &certs.join(format!("{name}.pem")),
+        &certs.join(format!("{name}-key.pem")),
+    )
+    .unwrap();
+    let opts = ShipOptions::new(addr.to_string(), "localhost".into(), tls);
+    let (done_tx, done_rx) = watch::channel(!concurrent);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    start.wait();
+    let shipper = rt.spawn(ship(opts, spool.clone(), notify.clone(), done_rx, stop_rx));
+    if concurrent {
+        fill(spool, notify);
+        let _ = done_tx.send(true);
+    }
+    let stats = rt.block_on(shipper).unwrap();
+    let end = Instant::now();
+    assert_eq!(stats.batches_acked as usize, records.len().div_ceil(batch));
+    end
+}
+
+fn fleet(total: usize, batch: usize, n: usize) {
+    let per = total / n;
+    let records = distinct_records(per);
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let names: Vec<String> = (1..=n).map(|i| format!("agent-{i}")).collect();
+    let copts = vmflow::certs::CertOptions {
+        agents: names.clone(),
+        ..Default::default()
+    };
+    vmflow::certs::init(&certs, &copts).unwrap();
+    let (mut coll, addr) = start_collector(dir.path(), &certs);
+    let shipped = (per * n) as f64;
+    let shared = Fleet {
+        dir: dir.path(),
+        certs: &certs,
+        addr: &addr,
+        records: &records,
+        batch,
+    };
+    println!(
+        "agents: {n}, {per} records each ({} in all), batch {batch} records, one collector\n",
+        per * n
+    );
+    println!(
+        "| phase | records/s (all agents) | collector CPU µs/record | agents' CPU µs/record |"
+    );
+    println!("|---|---|---|---|");
+    for concurrent in [false, true] {
+        let start = std::sync::Barrier::new(n + 1);
+        let (ends, coll_cpu0, self_cpu0) = std::thread::scope(|s| {
+            let hs: Vec<_> = names
+                .iter()
+                .map(|name| {
+                    let (f, st) = (&shared, &start);
+                    s.spawn(move || fleet_agent(f, name, concurrent, st))
+                })
+                .collect();
+            start.wait();
+            let t0 = Instant::now();
+            // (Filling the spools first is not part of the phase.)
+            let cpu0 = (cpu_of(coll.id()), cpu_of(std::process::id()));
+            let ends: Vec<Instant> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+            let ends: Vec<Duration> = ends.into_iter().map(|e| e - t0).collect();
+            (ends, cpu0.0, cpu0.1)
+        });
+        let wall = ends.iter().max().unwrap().as_secs_f64();
+        let coll_cpu = cpu_of(coll.id()) - coll_cpu0;
+        let agent_cpu = cpu_of(std::process::id()) - self_cpu0;
+        let phase = if concurrent {
+            "concurrent: spooling while shipping (as `vmflow run`)"
+        } else {
+            "ship: spools filled first"
+        };
+        println!(
+            "| {phase} | {:.2} M | {:.3} | {:.3} |",
+            shipped / wall / 1e6,
+            coll_cpu * 1e6 / shipped,
+            agent_cpu * 1e6 / shipped
+        );
+    }
+    let _ = coll.kill();
+    let _ = coll.wait();
+}
+
+fn main() {
+    let args: Vec<u64> = std::env::args().filter_map(|a| a.parse().ok()).collect();
+    let total = args.first().copied().unwrap_or(1_000_000) as usize;
+    let batch = args.get(1).copied().unwrap_or(4096) as usize;
+    if let Some(&agents) = args.get(2) {
+        fleet(total, batch, agents.max(1) as usize);
+        return;
+    }
+    let records = distinct_records(total);
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    vmflow::certs::init(&certs, &Default::default()).unwrap();
+    let (mut coll, addr) = start_collector(dir.path(), &certs);
 
     let spool = Arc::new(Mutex::new(
         Spool::open(vmflow::disk::real(), &dir.path().join("spool"), 4 << 30).unwrap(),

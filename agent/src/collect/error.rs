@@ -77,6 +77,10 @@ pub enum ConnectionFailure {
     /// peer's doing): the connection ends, the collector goes on.
     #[error("internal: {0}")]
     Invariant(&'static str),
+    /// A group of batches was dropped unwritten: an earlier group of the
+    /// connection failed to commit.
+    #[error("a group of batches was not committed: an earlier one failed")]
+    Abandoned,
     /// The decoding slots are gone (the collector is shutting down).
     #[error("{0}")]
     Decoders(#[source] tokio::sync::AcquireError),

@@ -12,8 +12,13 @@
 //!   when those are taken, new connections are closed at once, so a flood of
 //!   unauthenticated sockets cannot crowd out the agents;
 //! - frames are buffered only against a budget shared by all connections
-//!   (`frame_budget`), and at most two batches are decoded at once, so
-//!   memory stays bounded whatever the agents send.
+//!   (`frame_budget`), and groups of batches between decoding and their
+//!   commit are capped across connections (the back end's), so memory
+//!   stays bounded whatever the agents send.
+//!
+//! A connection keeps up to four groups in flight: it reads and submits the
+//! next groups while the back end makes the one before them durable, and
+//! acknowledges each group, in order, once its commit has returned.
 
 mod error;
 pub mod files;
@@ -23,6 +28,7 @@ pub mod names;
 pub mod sink;
 pub mod store;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -336,18 +342,52 @@ async fn connection(
         .await
         .map_err(|e| fail(Some(&id), ConnectionFailure::Write(e)))?;
 
+    // Groups submitted and not yet answered, oldest first: the next group
+    // is read and decoded while the one before it is written and synced.
+    // Acks go out in the order of the groups, each once its group is
+    // durable.
+    let mut inflight: VecDeque<InFlight> = VecDeque::new();
     loop {
+        if inflight.len() >= PIPELINE {
+            if let Some(f) = inflight.pop_front() {
+                let w = f.pending.await;
+                answer(&mut tls, &mut session, opts, &id, peer, f.group, w).await?;
+            }
+            continue;
+        }
         let deadline = Instant::now() + opts.idle_timeout;
-        let (event, reserved) =
-            match next_event(&mut tls, &mut session, &mut rd, deadline, &sh.budget).await {
-                Ok(e) => e,
-                Err(ReadError::Eof) => return Ok(id),
-                Err(e) => return Err(fail(Some(&id), e.into())),
-            };
+        let read = match inflight.front_mut() {
+            Some(front) => tokio::select! {
+                biased;
+                w = &mut front.pending => Err(w),
+                e = next_event(&mut tls, &mut session, &mut rd, deadline, &sh.budget) => Ok(e),
+            },
+            None => Ok(next_event(&mut tls, &mut session, &mut rd, deadline, &sh.budget).await),
+        };
+        let (event, reserved) = match read {
+            Err(w) => {
+                if let Some(f) = inflight.pop_front() {
+                    answer(&mut tls, &mut session, opts, &id, peer, f.group, w).await?;
+                }
+                continue;
+            }
+            Ok(Ok(e)) => e,
+            Ok(Err(ReadError::Eof)) => {
+                // The agent is done: what it sent is still stored and
+                // acknowledged (best effort: it may not read it).
+                drain(&mut tls, &mut session, opts, &id, peer, &mut inflight).await?;
+                return Ok(id);
+            }
+            Ok(Err(e)) => return Err(fail(Some(&id), e.into())),
+        };
         let first = match event {
             CollectorEvent::Batch(b) => b,
             CollectorEvent::Heartbeat => continue,
-            CollectorEvent::Lost(e) => return Err(fail(Some(&id), e.into())),
+            CollectorEvent::Lost(e) => {
+                // Frames that came before it are stored and acknowledged.
+                drain(&mut tls, &mut session, opts, &id, peer, &mut inflight).await?;
+                return Err(fail(Some(&id), e.into()));
+            }
             CollectorEvent::Hello(_) => {
                 let why = "the session reports one hello";
                 return Err(fail(Some(&id), ConnectionFailure::Invariant(why)));
@@ -386,83 +426,155 @@ async fn connection(
                 Err(e) => return Err(fail(Some(&id), e.into())),
             }
         }
-        let seqs: Vec<u64> = group.iter().map(|b| b.seq).collect();
-        let counts: Vec<u32> = group.iter().map(|b| b.records).collect();
-        let infos: Vec<BatchInfo> = group
-            .iter()
-            .map(|b| BatchInfo {
-                epoch,
-                seq: b.seq,
-                follows: b.follows(),
-                source_drops: b.source_drops,
-            })
-            .collect();
-        let written = match store.write(infos.clone(), group).await {
-            Ok(w) => w,
-            Err(e @ ConnectionFailure::Decoders(_)) => return Err(fail(None, e)),
-            Err(e) => return Err(fail(Some(&id), e)),
+        let sent = Group {
+            seqs: group.iter().map(|b| b.seq).collect(),
+            counts: group.iter().map(|b| b.records).collect(),
+            infos: group
+                .iter()
+                .map(|b| BatchInfo {
+                    epoch,
+                    seq: b.seq,
+                    follows: b.follows(),
+                    source_drops: b.source_drops,
+                })
+                .collect(),
         };
+        let submitted = store.submit(sent.infos.clone(), group).await;
+        // The frames are decoded: their share of the budget is free.
         drop(held);
-        if let Some(t) = written.took {
-            opts.live.committed(t);
-        }
-        let mut refusal = None;
-        for (i, o) in written.outcomes.iter().enumerate() {
-            let (info, seq) = (infos[i], seqs[i]);
-            match o {
-                Outcome::Written(before) => {
-                    opts.live.written(u64::from(counts[i]));
-                    if info.seq > info.follows + 1 {
-                        tracing::warn!(
-                            "{id}: batches {}..={} never arrive: the agent dropped them (spool overflow or damage)",
-                            info.follows + 1,
-                            info.seq - 1
-                        );
-                    }
-                    if info.source_drops > before.source_drops {
-                        tracing::warn!(
-                            "{id}: the agent's capture has lost {} packets so far ({} since its last report)",
-                            info.source_drops,
-                            info.source_drops - before.source_drops
-                        );
-                    }
-                }
-                Outcome::Duplicate => {
-                    opts.live.duplicate();
-                    tracing::debug!("{id}: batch {seq} already durable (resend)")
-                }
-                Outcome::Refused(why) => {
-                    refusal = Some(why.clone());
-                    break;
-                }
+        let pending = match submitted {
+            Ok(p) => p,
+            Err(e) => {
+                // An earlier group's failure is the one to report.
+                drain(&mut tls, &mut session, opts, &id, peer, &mut inflight).await?;
+                return match e {
+                    e @ ConnectionFailure::Decoders(_) => Err(fail(None, e)),
+                    e => Err(fail(Some(&id), e)),
+                };
             }
-            session.ack(seq);
-        }
-        out.clear();
-        session.poll_transmit(&mut out);
-        if !out.is_empty() {
-            tls.write_all(&out)
-                .await
-                .map_err(|e| fail(Some(&id), ConnectionFailure::Write(e)))?;
-        }
-        if let Some(why) = refusal {
-            let why = refuse(&mut tls, &mut session, Refusal::Batch(why)).await;
-            return Err(fail(Some(&id), why));
-        }
-        match written.error {
-            None => {}
-            Some(Reject::Bad(why)) => {
-                let why = refuse(&mut tls, &mut session, why).await;
-                return Err(fail(Some(&id), why));
-            }
-            Some(Reject::Store { seq, why }) => {
-                tracing::error!("{id}: cannot store batch {seq}: {why}");
-                let why = refuse(&mut tls, &mut session, Refusal::Store { seq, why }).await;
-                return Err(fail(Some(&id), why));
-            }
-        }
+        };
+        inflight.push_back(InFlight {
+            group: sent,
+            pending,
+        });
         if let Some(e) = after {
+            drain(&mut tls, &mut session, opts, &id, peer, &mut inflight).await?;
             return Err(fail(Some(&id), e.into()));
+        }
+    }
+}
+
+/// Groups a connection has submitted and not yet answered, at most: one
+/// being committed, the others prepared behind it (and committed together
+/// next: the slower the syncs, the larger the commits).
+const PIPELINE: usize = 4;
+
+/// What the connection keeps of a group it submitted, to answer it.
+struct Group {
+    seqs: Vec<u64>,
+    counts: Vec<u32>,
+    infos: Vec<BatchInfo>,
+}
+
+struct InFlight {
+    group: Group,
+    pending: sink::Pending,
+}
+
+/// Answers every group in flight, oldest first.
+async fn drain<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    tls: &mut S,
+    session: &mut CollectorSession,
+    opts: &CollectorOptions,
+    id: &str,
+    peer: SocketAddr,
+    inflight: &mut VecDeque<InFlight>,
+) -> Result<(), ConnectionError> {
+    while let Some(f) = inflight.pop_front() {
+        let w = f.pending.await;
+        answer(tls, session, opts, id, peer, f.group, w).await?;
+    }
+    Ok(())
+}
+
+/// Acknowledges what a group's commit made durable (in order, and nothing
+/// after a refusal), and ends the connection if the commit refused a batch
+/// or failed.
+async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    tls: &mut S,
+    session: &mut CollectorSession,
+    opts: &CollectorOptions,
+    id: &str,
+    peer: SocketAddr,
+    group: Group,
+    written: Result<sink::Written, ConnectionFailure>,
+) -> Result<(), ConnectionError> {
+    let fail = |agent: Option<&str>, cause: ConnectionFailure| ConnectionError {
+        peer,
+        agent: agent.map(str::to_string),
+        cause,
+    };
+    let written = match written {
+        Ok(w) => w,
+        Err(e @ ConnectionFailure::Decoders(_)) => return Err(fail(None, e)),
+        Err(e) => return Err(fail(Some(id), e)),
+    };
+    if let Some(t) = written.took {
+        opts.live.committed(t);
+    }
+    let mut refusal = None;
+    for (i, o) in written.outcomes.iter().enumerate() {
+        let (info, seq) = (group.infos[i], group.seqs[i]);
+        match o {
+            Outcome::Written(before) => {
+                opts.live.written(u64::from(group.counts[i]));
+                if info.seq > info.follows + 1 {
+                    tracing::warn!(
+                        "{id}: batches {}..={} never arrive: the agent dropped them (spool overflow or damage)",
+                        info.follows + 1,
+                        info.seq - 1
+                    );
+                }
+                if info.source_drops > before.source_drops {
+                    tracing::warn!(
+                        "{id}: the agent's capture has lost {} packets so far ({} since its last report)",
+                        info.source_drops,
+                        info.source_drops - before.source_drops
+                    );
+                }
+            }
+            Outcome::Duplicate => {
+                opts.live.duplicate();
+                tracing::debug!("{id}: batch {seq} already durable (resend)")
+            }
+            Outcome::Refused(why) => {
+                refusal = Some(why.clone());
+                break;
+            }
+        }
+        session.ack(seq);
+    }
+    let mut out = Vec::new();
+    session.poll_transmit(&mut out);
+    if !out.is_empty() {
+        tls.write_all(&out)
+            .await
+            .map_err(|e| fail(Some(id), ConnectionFailure::Write(e)))?;
+    }
+    if let Some(why) = refusal {
+        let why = refuse(tls, session, Refusal::Batch(why)).await;
+        return Err(fail(Some(id), why));
+    }
+    match written.error {
+        None => Ok(()),
+        Some(Reject::Bad(why)) => {
+            let why = refuse(tls, session, why).await;
+            Err(fail(Some(id), why))
+        }
+        Some(Reject::Store { seq, why }) => {
+            tracing::error!("{id}: cannot store batch {seq}: {why}");
+            let why = refuse(tls, session, Refusal::Store { seq, why }).await;
+            Err(fail(Some(id), why))
         }
     }
 }

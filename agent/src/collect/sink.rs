@@ -18,6 +18,10 @@ use super::store::{BatchInfo, EpochState, Outcome};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A submitted group's result: resolves once the group is durable (or
+/// failed).
+pub type Pending = BoxFuture<'static, Result<Written, ConnectionFailure>>;
+
 /// An opened stream epoch and where it stands.
 pub type Opened = (Box<dyn StreamSink>, Held);
 
@@ -48,6 +52,22 @@ pub trait StreamSink: Send {
         infos: Vec<BatchInfo>,
         batches: Vec<Batch>,
     ) -> BoxFuture<'_, Result<Written, ConnectionFailure>>;
+
+    /// Takes a group to be made durable after the groups submitted before
+    /// it, returning once the back end has taken it, with what resolves when
+    /// it is durable: the connection reads its next group meanwhile. A group
+    /// submitted after one that failed or was refused is not written. The
+    /// default writes the group whole before returning (no pipelining).
+    fn submit(
+        &mut self,
+        infos: Vec<BatchInfo>,
+        batches: Vec<Batch>,
+    ) -> BoxFuture<'_, Result<Pending, ConnectionFailure>> {
+        Box::pin(async move {
+            let written = self.write(infos, batches).await;
+            Ok(Box::pin(std::future::ready(written)) as Pending)
+        })
+    }
 }
 
 /// Where an epoch of a stream stands when a connection opens it.

@@ -331,6 +331,12 @@ impl StreamStore {
         self.epochs.len()
     }
 
+    /// Every epoch's state: what the first group a connection prepares
+    /// follows.
+    pub fn states(&self) -> BTreeMap<u64, EpochState> {
+        self.epochs.clone()
+    }
+
     /// A write failed in a way that left the state on disk unknown: the
     /// store must be reopened before it takes another batch.
     pub fn is_broken(&self) -> bool {
@@ -360,45 +366,125 @@ impl StreamStore {
                 dir: self.dir.clone(),
             });
         }
-        let mut epochs = self.epochs.clone();
-        let mut outcomes = Vec::with_capacity(batches.len());
-        // Keyed by hour number: the file name is formatted once per file, not per record.
-        let mut by_hour: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-        for (b, records) in batches {
-            let before = epochs.get(&b.epoch).copied().unwrap_or_default();
-            let after = match judge(before, b) {
-                Verdict::Repeat => {
-                    outcomes.push(Outcome::Duplicate);
-                    continue;
-                }
-                Verdict::Refuse(why) => {
-                    outcomes.push(Outcome::Refused(why));
-                    break;
-                }
-                Verdict::Next(after) => after,
-            };
-            for r in records.iter() {
-                let out = by_hour.entry(r.first_ns / HOUR_NS).or_insert_with(|| {
-                    let mut v = self.scratch.pop().unwrap_or_default();
-                    v.clear();
-                    v
-                });
-                encode_ndjson(r, out);
-                out.push(b'\n');
+        let mut pool = std::mem::take(&mut self.scratch);
+        let mut states = self.epochs.clone();
+        let judged = judge_group(&mut states, batches.iter().copied(), &mut pool);
+        let r = self.commit_judged(judged, &mut pool);
+        self.scratch = pool;
+        r
+    }
+
+    /// Commits a group made ready by [`prepare`] (outside this store's
+    /// lock, while the group before it was being committed). If the store
+    /// does not stand where the group was judged to follow (another
+    /// connection of the stream wrote meanwhile), it is judged again here.
+    /// The group's buffers go back to `pool`.
+    pub fn commit(
+        &mut self,
+        p: Prepared,
+        pool: &mut Vec<Vec<u8>>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        if self.broken {
+            pool.extend(p.judged.by_hour.into_values());
+            return Err(StoreError::Broken {
+                dir: self.dir.clone(),
+            });
+        }
+        let stands = p
+            .judged
+            .assumed
+            .iter()
+            .all(|(id, st)| self.epoch(*id) == *st);
+        let judged = if stands {
+            p.judged
+        } else {
+            pool.extend(p.judged.by_hour.into_values());
+            let mut states = self.epochs.clone();
+            let group = p
+                .infos
+                .iter()
+                .copied()
+                .zip(p.records.iter().map(Vec::as_slice));
+            judge_group(&mut states, group, pool)
+        };
+        self.commit_judged(judged, pool)
+    }
+
+    /// Commits consecutive prepared groups of one connection with one set
+    /// of syncs (the groups that queued while the commit before them
+    /// synced): each group's outcomes, or an error and nothing of them
+    /// written. Groups that do not chain (the store moved meanwhile) are
+    /// committed one at a time.
+    pub fn commit_all(
+        &mut self,
+        mut ps: Vec<Prepared>,
+        pool: &mut Vec<Vec<u8>>,
+    ) -> Result<Vec<Vec<Outcome>>, StoreError> {
+        if ps.len() == 1 {
+            let p = ps.remove(0);
+            return self.commit(p, pool).map(|o| vec![o]);
+        }
+        let mut stands = self.epochs.clone();
+        let mut chained = true;
+        for p in &ps {
+            chained &= p
+                .judged
+                .assumed
+                .iter()
+                .all(|(id, st)| stands.get(id).copied().unwrap_or_default() == *st);
+            stands.extend(p.judged.after.iter().map(|(k, v)| (*k, *v)));
+        }
+        if !chained || self.broken {
+            let mut out = Vec::with_capacity(ps.len());
+            for p in ps {
+                out.push(self.commit(p, pool)?);
             }
-            epochs.insert(b.epoch, after);
-            outcomes.push(Outcome::Written(before));
+            return Ok(out);
         }
-        if epochs == self.epochs {
+        let mut outcomes = Vec::with_capacity(ps.len());
+        let mut by_hour: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        for p in ps {
+            outcomes.push(p.judged.outcomes);
+            for (hour, bytes) in p.judged.by_hour {
+                match by_hour.get_mut(&hour) {
+                    Some(b) => {
+                        b.extend_from_slice(&bytes);
+                        pool.push(bytes);
+                    }
+                    None => {
+                        by_hour.insert(hour, bytes);
+                    }
+                }
+            }
+        }
+        let r = if stands == self.epochs {
+            Ok(())
+        } else {
+            self.commit_group(stands, &by_hour)
+        };
+        pool.extend(by_hour.into_values());
+        pool.truncate(POOL);
+        r.map(|_| outcomes)
+    }
+
+    fn commit_judged(
+        &mut self,
+        j: Judged,
+        pool: &mut Vec<Vec<u8>>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut epochs = self.epochs.clone();
+        epochs.extend(j.after.iter().map(|(k, v)| (*k, *v)));
+        let r = if epochs == self.epochs {
             // Repeats and a refusal only: nothing to write.
-            return Ok(outcomes);
-        }
-        let r = self.commit_group(epochs, &by_hour);
+            Ok(())
+        } else {
+            self.commit_group(epochs, &j.by_hour)
+        };
         // The buffers are kept for the next group: allocating megabytes of
         // fresh pages for every commit costs more than encoding into them.
-        self.scratch.extend(by_hour.into_values());
-        self.scratch.truncate(8);
-        r.map(|_| outcomes)
+        pool.extend(j.by_hour.into_values());
+        pool.truncate(POOL);
+        r.map(|_| j.outcomes)
     }
 
     fn commit_group(
@@ -513,6 +599,102 @@ impl StreamStore {
         }
         fs.sync_dir(&self.dir)
             .map_err(|e| (io_at(&self.dir)(e), true))
+    }
+}
+
+/// NDJSON buffers kept for reuse, at most.
+const POOL: usize = 8;
+
+/// A group of batches judged against the states of their epochs and
+/// formatted: what a commit writes.
+struct Judged {
+    outcomes: Vec<Outcome>,
+    /// The states the judging started from, of each epoch the group names.
+    assumed: Vec<(u64, EpochState)>,
+    /// Those epochs' states once the group is durable.
+    after: BTreeMap<u64, EpochState>,
+    /// NDJSON lines by hour number: the file name is formatted once per
+    /// file, not per record.
+    by_hour: BTreeMap<u64, Vec<u8>>,
+}
+
+/// Judges each batch against `states` (advancing them) and formats the
+/// records of the ones to write, into buffers taken from `pool`.
+fn judge_group<'r>(
+    states: &mut BTreeMap<u64, EpochState>,
+    batches: impl Iterator<Item = (BatchInfo, &'r [FlowRecord])>,
+    pool: &mut Vec<Vec<u8>>,
+) -> Judged {
+    let mut j = Judged {
+        outcomes: Vec::new(),
+        assumed: Vec::new(),
+        after: BTreeMap::new(),
+        by_hour: BTreeMap::new(),
+    };
+    for (b, records) in batches {
+        let before = states.get(&b.epoch).copied().unwrap_or_default();
+        if !j.assumed.iter().any(|(id, _)| *id == b.epoch) {
+            j.assumed.push((b.epoch, before));
+        }
+        let after = match judge(before, &b) {
+            Verdict::Repeat => {
+                j.outcomes.push(Outcome::Duplicate);
+                continue;
+            }
+            Verdict::Refuse(why) => {
+                j.outcomes.push(Outcome::Refused(why));
+                break;
+            }
+            Verdict::Next(after) => after,
+        };
+        for r in records {
+            let out = j.by_hour.entry(r.first_ns / HOUR_NS).or_insert_with(|| {
+                let mut v = pool.pop().unwrap_or_default();
+                v.clear();
+                v
+            });
+            encode_ndjson(r, out);
+            out.push(b'\n');
+        }
+        states.insert(b.epoch, after);
+        j.after.insert(b.epoch, after);
+        j.outcomes.push(Outcome::Written(before));
+    }
+    j
+}
+
+/// A group made ready to commit without the store: its batches decoded,
+/// judged against where the groups before it will leave the stream, and
+/// formatted. [`StreamStore::commit`] writes it.
+pub struct Prepared {
+    infos: Vec<BatchInfo>,
+    /// Kept for judging the group again if the store moved meanwhile.
+    records: Vec<Vec<FlowRecord>>,
+    judged: Judged,
+}
+
+impl Prepared {
+    /// Whether the group ends in a refusal: nothing after it is written.
+    pub fn refuses(&self) -> bool {
+        matches!(self.judged.outcomes.last(), Some(Outcome::Refused(_)))
+    }
+}
+
+/// Prepares a group of decoded batches (`records[i]` are `infos[i]`'s) to
+/// follow `states`, the stream's epochs as the groups before it leave them
+/// (advanced to where this one leaves them).
+pub fn prepare(
+    states: &mut BTreeMap<u64, EpochState>,
+    infos: Vec<BatchInfo>,
+    records: Vec<Vec<FlowRecord>>,
+    pool: &mut Vec<Vec<u8>>,
+) -> Prepared {
+    let group = infos.iter().copied().zip(records.iter().map(Vec::as_slice));
+    let judged = judge_group(states, group, pool);
+    Prepared {
+        infos,
+        records,
+        judged,
     }
 }
 

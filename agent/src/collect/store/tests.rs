@@ -377,3 +377,47 @@ fn a_group_commits_together_or_not_at_all() {
     assert_eq!(lines(&*fs), vec![H, H + 11, H + 12]);
     assert_eq!(s.epoch(9).last_seq, 3);
 }
+
+/// A group prepared outside the store (pipelined) is judged again when
+/// the store has moved meanwhile (another connection of the stream wrote):
+/// nothing is written twice, nothing after a gap.
+#[test]
+fn a_prepared_group_is_judged_again_if_the_store_moved() {
+    let (_, fs) = sim();
+    let mut s = open(&fs).unwrap();
+    s.write_batch(batch(1), &[rec(H)]).unwrap();
+    let mut states = s.states();
+    let mut pool = Vec::new();
+    let p = prepare(
+        &mut states,
+        vec![batch(2), batch(3)],
+        vec![vec![rec(H + 2)], vec![rec(H + 3)]],
+        &mut pool,
+    );
+    assert_eq!(states.get(&9).map(|e| e.last_seq), Some(3));
+    // Another connection writes batch 2 first.
+    s.write_batch(batch(2), &[rec(H + 2)]).unwrap();
+    let out = s.commit(p, &mut pool).unwrap();
+    assert_eq!(out[0], Outcome::Duplicate);
+    assert!(matches!(out[1], Outcome::Written(_)));
+    assert_eq!(lines(&*fs), vec![H, H + 2, H + 3]);
+    // Prepared to follow batch 5, which never came: refused, not written.
+    let mut ahead = s.states();
+    ahead.insert(
+        9,
+        EpochState {
+            last_seq: 5,
+            ..Default::default()
+        },
+    );
+    let p = prepare(
+        &mut ahead,
+        vec![batch(6)],
+        vec![vec![rec(H + 6)]],
+        &mut pool,
+    );
+    let out = s.commit(p, &mut pool).unwrap();
+    assert!(matches!(out[0], Outcome::Refused(_)), "{out:?}");
+    assert_eq!(lines(&*fs), vec![H, H + 2, H + 3]);
+    assert_eq!(s.epoch(9).last_seq, 3);
+}
