@@ -137,6 +137,17 @@ fn scrapes_agree_with_the_summary_and_the_collector() {
         total(&c, "vmflow_collect_commit_seconds_bucket{le=\"+Inf\"}"),
         total(&c, "vmflow_collect_commit_seconds_count")
     );
+    // Every commit of the file store syncs; its fsyncs are part of it.
+    assert_eq!(
+        total(&c, "vmflow_collect_fsync_seconds_count"),
+        total(&c, "vmflow_collect_commit_seconds_count")
+    );
+    let sum = |k: &str| c.get(k).copied().unwrap_or_else(|| panic!("no {k}"));
+    let (fsync, commit) = (
+        sum("vmflow_collect_fsync_seconds_sum"),
+        sum("vmflow_collect_commit_seconds_sum"),
+    );
+    assert!(fsync > 0.0 && fsync <= commit, "{fsync} {commit}");
 
     // The stats lines, with the small interval.
     let line = agent.wait_line("stats: packets=", Duration::from_secs(20));

@@ -167,6 +167,7 @@ impl StreamSink for FileStream {
                     outcomes: Vec::new(),
                     error: None,
                     took: None,
+                    synced: None,
                 };
                 return Ok(Box::pin(std::future::ready(Ok(nothing))) as Pending);
             }
@@ -272,6 +273,7 @@ fn failed(why: StoreFailure, took: Option<std::time::Duration>, rest: Vec<JobRes
                     outcomes: Vec::new(),
                     error: Some(Reject::Store { seq, why }),
                     took,
+                    synced: None,
                 }),
                 None => Err(ConnectionFailure::Abandoned),
             };
@@ -311,9 +313,12 @@ fn commit_jobs(store: &Mutex<StreamStore>, inner: &Inner, jobs: Vec<Job>) -> (Ve
         }
     };
     let mut bufs = Vec::new();
+    // Syncs made before this commit (opening the store) are not its own.
+    st.take_synced();
     let started = std::time::Instant::now();
     let r = st.commit_all(prepared, &mut bufs);
     let took = Some(started.elapsed());
+    let synced = Some(st.take_synced());
     inner.keep_buffers(bufs);
     match r {
         Ok(outcomes) => {
@@ -323,11 +328,12 @@ fn commit_jobs(store: &Mutex<StreamStore>, inner: &Inner, jobs: Vec<Job>) -> (Ve
                 .enumerate()
                 .map(|(i, ((_, error, _, done), outcomes))| {
                     // The commit's latency is counted once.
-                    let took = if i == 0 { took } else { None };
+                    let (took, synced) = if i == 0 { (took, synced) } else { (None, None) };
                     let w = Written {
                         outcomes,
                         error,
                         took,
+                        synced,
                     };
                     (done, Ok(w))
                 })

@@ -23,9 +23,37 @@ pub struct CollectLive {
     batches: AtomicU64,
     records: AtomicU64,
     duplicates: AtomicU64,
-    commits: [AtomicU64; COMMIT_BUCKETS.len() + 1],
-    commit_ns: AtomicU64,
+    commits: Latencies,
+    /// The fsyncs of each file-store commit alone (summed per commit).
+    syncs: Latencies,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// A latency histogram over [`COMMIT_BUCKETS`].
+#[derive(Debug, Default)]
+struct Latencies {
+    buckets: [AtomicU64; COMMIT_BUCKETS.len() + 1],
+    ns: AtomicU64,
+}
+
+impl Latencies {
+    fn add(&self, took: Duration) {
+        let s = took.as_secs_f64();
+        let i = COMMIT_BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(COMMIT_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.ns
+            .fetch_add(took.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
+
+    fn now(&self) -> (Vec<u64>, f64) {
+        (
+            self.buckets.iter().map(|a| a.load(Relaxed)).collect(),
+            self.ns.load(Relaxed) as f64 / 1e9,
+        )
+    }
 }
 
 /// A copy of [`CollectLive`] at one moment.
@@ -40,6 +68,9 @@ pub struct CollectNow {
     /// one above them all.
     pub commit_buckets: Vec<u64>,
     pub commit_seconds: f64,
+    /// The same for the fsyncs of each commit (file store only).
+    pub sync_buckets: Vec<u64>,
+    pub sync_seconds: f64,
     pub refusals: BTreeMap<&'static str, u64>,
 }
 
@@ -71,14 +102,12 @@ impl CollectLive {
     }
 
     pub fn committed(&self, took: Duration) {
-        let s = took.as_secs_f64();
-        let i = COMMIT_BUCKETS
-            .iter()
-            .position(|b| s <= *b)
-            .unwrap_or(COMMIT_BUCKETS.len());
-        self.commits[i].fetch_add(1, Relaxed);
-        self.commit_ns
-            .fetch_add(took.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+        self.commits.add(took);
+    }
+
+    /// The time one commit spent in fsync (its syncs summed).
+    pub fn synced(&self, took: Duration) {
+        self.syncs.add(took);
     }
 
     /// Counts a connection that ended with a refusal, by its reason.
@@ -91,14 +120,17 @@ impl CollectLive {
     }
 
     pub fn now(&self) -> CollectNow {
+        let (commits, syncs) = (self.commits.now(), self.syncs.now());
         CollectNow {
             agents_connected: self.agents.load(Relaxed).max(0) as u64,
             connections: self.connections.load(Relaxed),
             batches_written: self.batches.load(Relaxed),
             records_written: self.records.load(Relaxed),
             duplicates: self.duplicates.load(Relaxed),
-            commit_buckets: self.commits.iter().map(|a| a.load(Relaxed)).collect(),
-            commit_seconds: self.commit_ns.load(Relaxed) as f64 / 1e9,
+            commit_buckets: commits.0,
+            commit_seconds: commits.1,
+            sync_buckets: syncs.0,
+            sync_seconds: syncs.1,
             refusals: self.refusals.lock().map(|m| m.clone()).unwrap_or_default(),
         }
     }

@@ -519,6 +519,9 @@ async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         Err(e @ ConnectionFailure::Decoders(_)) => return Err(fail(None, e)),
         Err(e) => return Err(fail(Some(id), e)),
     };
+    if let Some(t) = written.synced {
+        opts.live.synced(t);
+    }
     if let Some(t) = written.took {
         opts.live.committed(t);
     }

@@ -88,6 +88,8 @@ pub struct Written {
     /// How long making the group durable took (writes and fsyncs, or
     /// publish acks), when it was tried: the commit latency metric.
     pub took: Option<std::time::Duration>,
+    /// How much of that was fsync (file store; counted once per commit).
+    pub synced: Option<std::time::Duration>,
 }
 
 pub enum Reject {

@@ -136,6 +136,8 @@ pub struct StreamStore {
     broken: bool,
     /// NDJSON buffers kept between commits.
     scratch: Vec<Vec<u8>>,
+    /// Time spent in fsync since [`StreamStore::take_synced`] (a metric).
+    synced: std::cell::Cell<std::time::Duration>,
 }
 
 #[derive(Default)]
@@ -231,6 +233,7 @@ impl StreamStore {
             files: BTreeMap::new(),
             broken: false,
             scratch: Vec::new(),
+            synced: Default::default(),
         };
         if !fs.is_dir(dir) {
             // The state exists before any hour file does, so files without
@@ -508,13 +511,13 @@ impl StreamStore {
         }
         for (name, _) in &grown {
             let path = self.dir.join(name);
-            if let Err(e) = self.fs.sync(&path) {
+            if let Err(e) = self.sync(&path) {
                 self.undo(&grown);
                 return Err(io_at(&path)(e));
             }
         }
         if new_file {
-            if let Err(e) = self.fs.sync_dir(&self.dir) {
+            if let Err(e) = self.sync_dir(&self.dir) {
                 self.undo(&grown);
                 return Err(io_at(&self.dir)(e));
             }
@@ -554,7 +557,7 @@ impl StreamStore {
                 _ => self
                     .fs
                     .set_len(&path, committed)
-                    .and_then(|_| self.fs.sync(&path)),
+                    .and_then(|_| self.sync(&path)),
             };
             if let Err(e) = cut {
                 tracing::error!(
@@ -591,14 +594,34 @@ impl StreamStore {
         let fs = &self.fs;
         let before = fs
             .write_new(&tmp, text.as_bytes())
-            .and_then(|_| fs.sync(&tmp))
+            .and_then(|_| self.sync(&tmp))
             .and_then(|_| fs.rename(&tmp, &path));
         if let Err(e) = before {
             let _ = fs.remove(&tmp);
             return Err((io_at(&path)(e), false));
         }
-        fs.sync_dir(&self.dir)
+        self.sync_dir(&self.dir)
             .map_err(|e| (io_at(&self.dir)(e), true))
+    }
+
+    fn sync(&self, path: &Path) -> std::io::Result<()> {
+        let t = std::time::Instant::now();
+        let r = self.fs.sync(path);
+        self.synced.set(self.synced.get() + t.elapsed());
+        r
+    }
+
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        let t = std::time::Instant::now();
+        let r = self.fs.sync_dir(dir);
+        self.synced.set(self.synced.get() + t.elapsed());
+        r
+    }
+
+    /// The time spent in fsync since the last call (the collector's
+    /// `vmflow_collect_fsync_seconds`).
+    pub fn take_synced(&self) -> std::time::Duration {
+        self.synced.take()
     }
 }
 

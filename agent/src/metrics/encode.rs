@@ -441,20 +441,41 @@ fn collector(enc: &mut DescriptorEncoder, snap: &Snapshot) -> std::fmt::Result {
         "Connections refused, by reason",
         c.refusals.iter().map(|(r, v)| (vec![("reason", *r)], *v)),
     )?;
-    let mut m = enc.encode_descriptor(
+    histogram(
+        enc,
         "vmflow_collect_commit_seconds",
         "Group commit latency: writing and fsyncing records and state",
-        None,
-        MetricType::Histogram,
+        &c.commit_buckets,
+        c.commit_seconds,
     )?;
+    if c.sync_buckets.iter().any(|n| *n > 0) {
+        histogram(
+            enc,
+            "vmflow_collect_fsync_seconds",
+            "Time each group commit of the file store spent in fsync (its syncs summed)",
+            &c.sync_buckets,
+            c.sync_seconds,
+        )?;
+    }
+    Ok(())
+}
+
+fn histogram(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    per_bucket: &[u64],
+    sum: f64,
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
     let buckets: Vec<(f64, u64)> = COMMIT_BUCKETS
         .iter()
         .copied()
         .chain([f64::INFINITY])
-        .zip(c.commit_buckets.iter().copied())
+        .zip(per_bucket.iter().copied())
         .collect();
-    let count = c.commit_buckets.iter().sum();
-    m.encode_histogram::<NoLabelSet>(c.commit_seconds, count, &buckets, None)
+    let count = per_bucket.iter().sum();
+    m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
 }
 
 #[cfg(test)]

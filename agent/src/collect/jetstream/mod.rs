@@ -492,6 +492,7 @@ impl StreamSink for JsStream {
                             outcomes,
                             error,
                             took,
+                            synced: None,
                         });
                     }
                 }
@@ -501,6 +502,7 @@ impl StreamSink for JsStream {
                 outcomes,
                 error,
                 took,
+                synced: None,
             })
         })
     }
