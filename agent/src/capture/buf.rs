@@ -78,6 +78,12 @@ impl<R: Read> ChunkReader<R> {
         Ok(true)
     }
 
+    /// Every buffered byte not yet consumed.
+    #[inline]
+    pub fn unread(&self) -> &[u8] {
+        &self.buf[self.pos..self.end]
+    }
+
     /// The next `n` buffered bytes; call `fill(n)` first.
     #[inline]
     pub fn peek(&self, n: usize) -> &[u8] {
