@@ -224,7 +224,7 @@ mod tests {
                     _ => rng.next_u64() as u16,
                 };
             }
-            if rng.next_u64() % 8 == 0 {
+            if rng.below(8) == 0 {
                 g[..5].fill(0);
                 g[5] = 0xffff;
             }
