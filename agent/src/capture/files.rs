@@ -205,11 +205,7 @@ impl CaptureFiles {
         let (mut reader, damage) = open(path, self.progress.as_ref())?;
         let cap = SourceError::capture(path);
         match self.filter.as_mut() {
-            None => {
-                while let Some(p) = reader.next_packet().map_err(&cap)? {
-                    f(p);
-                }
-            }
+            None => reader.for_each_packet(f).map_err(&cap)?,
             Some(filter) => {
                 while let Some(p) = reader.next_packet().map_err(&cap)? {
                     if filter

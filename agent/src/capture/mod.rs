@@ -119,6 +119,35 @@ impl<R: Read + Seek> CaptureReader<R> {
         }
     }
 
+    /// Every packet to the end of the input (see [`Self::truncation`]) or the
+    /// first error. One dispatch on the format for the whole file instead of
+    /// one per packet: the read loop is the reader thread's, which the flow
+    /// shard waits on.
+    pub fn for_each_packet(
+        &mut self,
+        mut f: impl FnMut(RawPacket<'_>),
+    ) -> Result<(), CaptureError> {
+        match self {
+            CaptureReader::Pcap(r) => {
+                while let Some(p) = r.next_packet()? {
+                    f(p);
+                }
+            }
+            CaptureReader::PcapNg(r) => {
+                while let Some(p) = r.next_packet()? {
+                    f(p);
+                }
+            }
+            CaptureReader::NetMon(r) => {
+                while let Some(p) = r.next_packet()? {
+                    f(p);
+                }
+            }
+            CaptureReader::Empty(_) => {}
+        }
+        Ok(())
+    }
+
     /// The next packet, or `None` at the end of the input (see [`Self::truncation`]).
     #[inline]
     pub fn next_packet(&mut self) -> Result<Option<RawPacket<'_>>, CaptureError> {

@@ -6,6 +6,7 @@ pub mod csv;
 mod ipfix;
 pub mod ipfix_exporter;
 pub mod ipfix_sender;
+mod line;
 pub mod misfit;
 mod ndjson;
 pub mod outputs;
