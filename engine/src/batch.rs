@@ -99,7 +99,8 @@ pub trait Dispatch {
     }
     /// Ends such a run: the output is finished, the flows stay open.
     fn end_kept_open(&mut self) {}
-    /// The tables at a glance, where they are on this thread.
+    /// The tables at a glance (an engine with tables on other threads
+    /// shows what they published after their last batch).
     fn tables_now(&self) -> Option<TablesNow> {
         None
     }

@@ -31,7 +31,7 @@ pub use vmflow_engine::{EngineState, Feed, InlineFeed};
 use crate::config::{Config, ConfigError};
 use crate::flow::{FlowTable, FragStats, TableStats};
 use crate::sink::RecordSink;
-use shards::{output, shard, FromShard, Shards, TableRecords, ToShard};
+use shards::{output, shard, FromShard, Shards, TableRecords, TablesSeen, ToShard};
 
 /// What stops a run: the engine's own errors, a stage dying, or settings
 /// that do not make an engine. A source's own errors travel beside these in
@@ -174,19 +174,22 @@ where
         ..Summary::default()
     };
     let mut error = None;
+    let seen: Vec<Arc<TablesSeen>> = (0..threads).map(|_| Arc::default()).collect();
     std::thread::scope(|scope| {
         for (i, (rx, otx, rtx, srx)) in shard_ends.into_iter().enumerate() {
             let tables: Vec<FlowTable> = (i..parts)
                 .step_by(threads)
                 .map(|_| FlowTable::new(table.clone(), local.clone()))
                 .collect();
-            scope.spawn(move || shard(tables, rx, otx, rtx, srx));
+            let seen = seen[i].clone();
+            scope.spawn(move || shard(tables, rx, otx, rtx, srx, seen));
         }
         let output = scope.spawn(move || output(sink, from_shard));
         let dispatch = Shards {
             batch: settings.batch_packets,
             to_shard,
             recycle,
+            seen,
         };
         let mut ingest = Ingest::new(&settings, opts.exclude, dispatch);
         if let Err(e) = source(&mut ingest) {

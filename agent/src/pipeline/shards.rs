@@ -3,8 +3,13 @@
 //! records from all shards, in partition order. [`Shards`] is the engine's
 //! dispatch to them.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
 use crossbeam_channel::{Receiver, Sender};
-use vmflow_engine::{process, sum_stats, write_epoch, Dispatch, EngineError, Routed, Written};
+use vmflow_engine::{
+    process, sum_stats, write_epoch, Dispatch, EngineError, Routed, TablesNow, Written,
+};
 use vmflow_proto::{EndReason, FlowRecord};
 
 use crate::flow::{FlowTable, TableStats};
@@ -38,6 +43,16 @@ pub(super) struct Shards {
     pub(super) batch: usize,
     pub(super) to_shard: Vec<Sender<ToShard>>,
     pub(super) recycle: Vec<Receiver<Vec<Routed>>>,
+    /// What each shard's tables held after its last batch.
+    pub(super) seen: Vec<Arc<TablesSeen>>,
+}
+
+/// A shard's tables at a glance, published after each batch (for metrics:
+/// the feeding thread cannot look at tables on other threads).
+#[derive(Debug, Default)]
+pub(super) struct TablesSeen {
+    open_flows: AtomicU64,
+    evicted: AtomicU64,
 }
 
 impl Dispatch for Shards {
@@ -72,6 +87,15 @@ impl Dispatch for Shards {
         }
         ok
     }
+
+    fn tables_now(&self) -> Option<TablesNow> {
+        let mut t = TablesNow::default();
+        for s in &self.seen {
+            t.open_flows += s.open_flows.load(Relaxed);
+            t.evicted += s.evicted.load(Relaxed);
+        }
+        Some(t)
+    }
 }
 
 pub(super) fn shard(
@@ -80,6 +104,7 @@ pub(super) fn shard(
     out: Sender<FromShard>,
     recycle: Sender<Vec<Routed>>,
     spare: Receiver<TableRecords>,
+    seen: Arc<TablesSeen>,
 ) {
     let mut records: TableRecords = vec![Vec::new(); tables.len()];
     while let Ok(ToShard::Batch {
@@ -92,6 +117,10 @@ pub(super) fn shard(
         process(&mut tables, &pkts, now, last, end, &mut records);
         pkts.clear();
         let _ = recycle.send(pkts);
+        seen.open_flows
+            .store(tables.iter().map(|t| t.len() as u64).sum(), Relaxed);
+        seen.evicted
+            .store(tables.iter().map(|t| t.stats().evicted).sum(), Relaxed);
         let stats = last.then(|| sum_stats(tables.iter().map(|t| t.stats())));
         let next = spare
             .try_recv()

@@ -99,3 +99,58 @@ fn inline_mode_gives_the_same_records_in_the_same_order() {
         assert!(threaded == inline, "threads {threads}");
     }
 }
+
+/// The tables of a threaded run are on the shard threads; the feeding side
+/// still sees them (published after each batch), and sees what an inline
+/// engine over the same packets holds.
+#[test]
+fn a_threaded_run_shows_its_shards_tables_like_an_inline_one() {
+    let mut pcap = Vec::new();
+    let p = crate::synth::SynthParams {
+        packets: 50_000,
+        concurrent: 2_000,
+        snaplen: 128,
+        seed: 5,
+    };
+    let mut cfg = Config::default();
+    crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
+    cfg.flow.max_flows = 500;
+    cfg.pipeline.threads = 3;
+    // Every packet in, then a tick at the last one's time sends the last
+    // partial batch on.
+    let feed_all = |feed: &mut dyn Feed| {
+        let mut r = CaptureReader::open(std::io::Cursor::new(&pcap[..])).expect("valid");
+        let mut last = 0;
+        while let Some(p) = r.next_packet().expect("valid") {
+            last = p.ts_ns;
+            feed.packet(p);
+        }
+        feed.tick(last);
+    };
+    let mut inline = None;
+    let report = run_inline(&cfg, VecSink::default(), InlineOptions::default(), |feed| {
+        feed_all(feed);
+        inline = feed.progress().tables;
+        Ok::<_, PipelineError>(())
+    });
+    assert!(report.error.is_none());
+    let inline = inline.expect("an inline engine shows its tables");
+    assert!(inline.open_flows > 0 && inline.evicted > 0, "{inline:?}");
+
+    let mut threaded = None;
+    let report = run_with(&cfg, VecSink::default(), RunOptions::default(), |feed| {
+        feed_all(feed);
+        // The shards publish once they are through their batches.
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            threaded = feed.progress().tables;
+            if threaded == Some(inline) || Instant::now() > deadline {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        Ok::<_, PipelineError>(())
+    });
+    assert!(report.error.is_none());
+    assert_eq!(threaded, Some(inline));
+}
