@@ -628,3 +628,95 @@ fn tagged_records_reach_the_collector_as_replay_writes_them() {
     assert_eq!(collected(&out, "agent-1"), multiset(&replayed));
     drop(c);
 }
+
+/// The observations of the collector's stream directory, one string a line.
+fn shipped_observations(stream_dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    let Ok(files) = std::fs::read_dir(stream_dir.join("observations")) else {
+        return lines;
+    };
+    for f in files {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        lines.extend(text.lines().map(String::from));
+    }
+    lines.sort();
+    lines
+}
+
+/// `[observe] ship = true`: `vmflow run` ships the observations with the
+/// records, in the same batches (a few records each here, so they spread
+/// over many), and the collector keeps them in `observations/` by hour:
+/// exactly the lines `replay --observations` writes for the file. A second
+/// run over the same spool (every record already spooled, so skipped) adds
+/// neither records nor observations; `query` reads the records without
+/// the observations and counts both.
+#[test]
+fn observations_ship_with_their_records_exactly_once() {
+    use common::agents::{agent, agent_config, certs_init, collected, collector, multiset};
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let mut c = Capture::default();
+    benign(&mut c);
+    patterns(&mut c);
+    let cap = dir.join("mixed.pcap");
+    c.write(&cap);
+    // The lines as replay wrote them: shipped, they are the same bytes.
+    assert_eq!(replay(dir, &cap).len(), 4);
+    let want = {
+        let text = std::fs::read_to_string(dir.join("obs.ndjson")).unwrap();
+        let mut v: Vec<String> = text.lines().map(String::from).collect();
+        v.sort();
+        v
+    };
+    let certs = dir.join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let out = dir.join("out");
+    let (col, addr) = collector(&certs, &out, "127.0.0.1:0");
+    let extra = format!(
+        "batch_records = 3\n[observe]\nship = true\n[[watchlist]]\nname = \"threats\"\nfile = {:?}\n",
+        dir.join("watch.txt")
+    );
+    let cfg = agent_config(dir, "a", &cap, &certs, "agent-1", &addr, &extra);
+    let records = {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["replay", "--config"])
+            .arg(dir.join("observe.toml"))
+            .arg(&cap)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let stream_dir = out.join("agent-1");
+    for run in 0..2 {
+        let mut a = agent(&cfg);
+        assert!(a.wait(std::time::Duration::from_secs(90)), "{}", a.text());
+        assert_eq!(shipped_observations(&stream_dir), want, "run {run}");
+        assert_eq!(collected(&out, "agent-1"), multiset(&records), "run {run}");
+    }
+    // query: the records, not the observations; --agents counts both.
+    let q = Command::new(env!("CARGO_BIN_EXE_vmflow"))
+        .args(["query", "--agents", "--output", "ndjson"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&q.stdout);
+    assert!(
+        q.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&q.stderr)
+    );
+    let v: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(v["observations"], 4, "{v}");
+    assert_eq!(v["records"], records.lines().count(), "{v}");
+    let q = Command::new(env!("CARGO_BIN_EXE_vmflow"))
+        .args(["query", "--output", "ndjson"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&q.stdout);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    assert_eq!(text.lines().count(), records.lines().count());
+    assert!(text.lines().all(|l| l.contains("\"flow_id\"")), "{text}");
+    drop(col);
+}

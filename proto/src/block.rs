@@ -49,6 +49,12 @@ const HAS_ASN: u8 = 2;
 const HAS_AS_ORG: u8 = 4;
 const HAS_WATCHLISTS: u8 = 8;
 
+// The observations raised with a batch's records (their own stream, issue
+// 17) follow as a 22nd column, NDJSON lines as the agent wrote them, only
+// when there are some (the policy and remote columns are then written even
+// if empty: a 0 byte per record). Decoders that predate it read 21 columns
+// and ignore the rest, so they keep reading the records.
+
 const DIRECTIONS: [Direction; 4] = Direction::ALL;
 const REASONS: [EndReason; 7] = EndReason::ALL;
 
@@ -106,6 +112,13 @@ impl Cols {
 /// Encodes records into a compressed block. Decoding gives the same records
 /// ordered by `first_ns` (ties keep their order).
 pub fn encode_records(records: &[FlowRecord], level: i32) -> Vec<u8> {
+    encode_block(records, &[], level)
+}
+
+/// Encodes records and the observations raised with them (NDJSON lines,
+/// each ending in `\n`; empty: none) into a compressed block. Without
+/// observations the block is [`encode_records`]'s, byte for byte.
+pub fn encode_block(records: &[FlowRecord], observations: &[u8], level: i32) -> Vec<u8> {
     let mut order: Vec<&FlowRecord> = records.iter().collect();
     order.sort_by_key(|r| r.first_ns);
     let exp = (0..=9u32)
@@ -120,7 +133,8 @@ pub fn encode_records(records: &[FlowRecord], level: i32) -> Vec<u8> {
     let unit = 10u64.pow(exp);
     let mut c = Cols::default();
     let mut prev_first = 0u64;
-    let any_remote = records.iter().any(|r| r.remote.is_some());
+    let with_observations = !observations.is_empty();
+    let any_remote = with_observations || records.iter().any(|r| r.remote.is_some());
     for r in order {
         let derived = flow_id(
             r.vlan, r.proto, r.src_addr, r.src_port, r.dst_addr, r.dst_port, r.first_ns,
@@ -215,6 +229,10 @@ pub fn encode_records(records: &[FlowRecord], level: i32) -> Vec<u8> {
         varint(&mut raw, c.remote.len() as u64);
         raw.extend_from_slice(&c.remote);
     }
+    if with_observations {
+        varint(&mut raw, observations.len() as u64);
+        raw.extend_from_slice(observations);
+    }
     let mut out = vec![BLOCK_VERSION];
     // Compressing a Vec into a Vec cannot fail short of allocation failure;
     // store the raw bytes with a marker if it ever does.
@@ -231,8 +249,16 @@ fn unreachable_compress(out: &mut Vec<u8>, raw: &[u8]) {
     out.extend_from_slice(raw);
 }
 
-/// Decodes a block; never panics, whatever the input.
+/// Decodes a block's records; never panics, whatever the input.
 pub fn decode_records(block: &[u8]) -> Result<Vec<FlowRecord>, ProtoError> {
+    decode_block(block).map(|(records, _)| records)
+}
+
+/// Decodes a block: its records, and the observations raised with them
+/// (NDJSON lines; empty: none). Never panics, whatever the input. The
+/// observations are checked to be UTF-8 lines, each ending in `\n`, none
+/// empty; what they say is the reader's to check.
+pub fn decode_block(block: &[u8]) -> Result<(Vec<FlowRecord>, Vec<u8>), ProtoError> {
     let bad = |m: &str| ProtoError::BadBlock(m.to_string());
     let (&version, body) = block.split_first().ok_or_else(|| bad("empty"))?;
     let raw = match version {
@@ -274,6 +300,20 @@ pub fn decode_records(block: &[u8]) -> Result<Vec<FlowRecord>, ProtoError> {
     } else {
         let len = usize::try_from(top.varint()?).map_err(|_| bad("column length"))?;
         Some(Reader(top.take(len)?))
+    };
+    let observations = if top.0.is_empty() {
+        Vec::new()
+    } else {
+        let len = usize::try_from(top.varint()?).map_err(|_| bad("column length"))?;
+        let lines = top.take(len)?;
+        if std::str::from_utf8(lines).is_err()
+            || lines.last() != Some(&b'\n')
+            || lines.starts_with(b"\n")
+            || lines.windows(2).any(|w| w == b"\n\n")
+        {
+            return Err(bad("observations are not UTF-8 lines"));
+        }
+        lines.to_vec()
     };
     let mut out = Vec::with_capacity(count);
     let mut prev_first = 0u64;
@@ -368,7 +408,7 @@ pub fn decode_records(block: &[u8]) -> Result<Vec<FlowRecord>, ProtoError> {
             remote,
         });
     }
-    Ok(out)
+    Ok((out, observations))
 }
 
 fn text(out: &mut Vec<u8>, s: &str) {
@@ -671,6 +711,43 @@ mod tests {
         assert_eq!(back.len(), 1);
     }
 
+    /// Observations ride in a 22nd column: the records read back the same
+    /// (also by a decoder that stops after the remote column), a block
+    /// without them has no such column, and a batch may carry observations
+    /// and no records.
+    #[test]
+    fn observations_ride_beside_the_records() {
+        let recs: Vec<FlowRecord> = (0..50).map(rec).collect();
+        let lines = b"{\"kind\":\"scan\",\"first_ns\":1}\n{\"kind\":\"watchlist\"}\n";
+        let raw = |block: &[u8]| zstd::bulk::decompress(&block[1..], MAX_BLOCK_RAW).unwrap();
+        let plain = raw(&encode_records(&recs, 3));
+        let with = encode_block(&recs, lines, 3);
+        let raw_with = raw(&with);
+        assert_eq!(raw_with[..plain.len()], plain[..]);
+        // An empty policy column, a 0 byte per record, then the lines.
+        let tail = &raw_with[plain.len()..];
+        assert_eq!(tail[..2], [0, 50]);
+        assert!(tail[2..52].iter().all(|&b| b == 0));
+        assert_eq!(&tail[52 + 1..], lines);
+        let mut sorted = recs.clone();
+        sorted.sort_by_key(|r| r.first_ns);
+        assert_eq!(
+            decode_block(&with).unwrap(),
+            (sorted.clone(), lines.to_vec())
+        );
+        assert_eq!(decode_records(&with).unwrap(), sorted);
+        assert_eq!(decode_block(&encode_records(&recs, 3)).unwrap().1, b"");
+        assert_eq!(
+            decode_block(&encode_block(&[], lines, 3)).unwrap(),
+            (vec![], lines.to_vec())
+        );
+        // Lines that are not lines are damage.
+        for bad in [&b"{}"[..], b"\n{}\n", b"{}\n\n{}\n", b"\xff\n"] {
+            let e = decode_block(&encode_block(&recs, bad, 3)).unwrap_err();
+            assert!(e.to_string().contains("observations"), "{e}");
+        }
+    }
+
     #[test]
     fn derived_flow_ids_are_not_sent() {
         let recs: Vec<FlowRecord> = (0..1_000).map(rec).collect();
@@ -685,7 +762,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        let block = encode_records(&(0..300).map(rec).collect::<Vec<_>>(), 3);
+        let block = encode_block(&(0..300).map(rec).collect::<Vec<_>>(), b"{}\n", 3);
         let mut state = 0x1234_5678u64;
         let mut next = || {
             state ^= state << 13;
@@ -697,9 +774,9 @@ mod tests {
             let mut b = block.clone();
             let i = (next() % b.len() as u64) as usize;
             b[i] ^= next() as u8 | 1;
-            let _ = decode_records(&b);
+            let _ = decode_block(&b);
             b.truncate(i);
-            let _ = decode_records(&b);
+            let _ = decode_block(&b);
         }
         // Raw (version 0) blocks exercise the column parser directly.
         for _ in 0..20_000 {

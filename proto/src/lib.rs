@@ -9,7 +9,9 @@ pub mod ipfix;
 mod record;
 pub mod session;
 
-pub use block::{decode_records, encode_records, BLOCK_VERSION, MAX_BLOCK_RAW};
+pub use block::{
+    decode_block, decode_records, encode_block, encode_records, BLOCK_VERSION, MAX_BLOCK_RAW,
+};
 pub use error::ProtoError;
 pub use frame::{
     check_version, encode_frame, Ack, Batch, Frame, FrameDecoder, FrameKind, Heartbeat, Hello,

@@ -126,6 +126,8 @@ pub enum Refusal {
     RecordCount { seq: u64, claims: u32, holds: usize },
     #[error("batch {seq}: {source}")]
     BadBlock { seq: u64, source: ProtoError },
+    #[error("batch {seq}: observation {line}: {why}")]
+    BadObservation { seq: u64, line: usize, why: String },
     #[error("the collector cannot store batch {seq}: {why}")]
     Store { seq: u64, why: StoreFailure },
 }

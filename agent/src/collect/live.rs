@@ -145,6 +145,7 @@ pub fn refusal_reason(r: &Refusal) -> &'static str {
         Refusal::Batch(_) => "batch_out_of_order",
         Refusal::RecordCount { .. } => "record_count",
         Refusal::BadBlock { .. } => "bad_block",
+        Refusal::BadObservation { .. } => "bad_observation",
         Refusal::Store { .. } => "store_failed",
     }
 }

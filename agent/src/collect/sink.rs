@@ -14,7 +14,7 @@ use std::pin::Pin;
 use vmflow_proto::Batch;
 
 use super::error::{ConnectionFailure, OpenError, Refusal, StoreFailure};
-use super::store::{BatchInfo, EpochState, Outcome};
+use super::store::{BatchInfo, Decoded, EpochState, Outcome, HOUR_NS};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -100,13 +100,13 @@ pub enum Reject {
 }
 
 /// Decodes each batch's block (the back ends keep nothing that does not
-/// decode): the records, or the refusal of the first batch that fails.
-pub fn decode_group(batches: &[Batch]) -> (Vec<Vec<vmflow_proto::FlowRecord>>, Option<Reject>) {
+/// decode): the records and observations, or the refusal of the first batch
+/// that fails.
+pub fn decode_group(batches: &[Batch]) -> (Vec<Decoded>, Option<Reject>) {
     let mut decoded = Vec::with_capacity(batches.len());
     for b in batches {
-        match vmflow_proto::decode_records(&b.block) {
-            Ok(r) if r.len() == b.records as usize => decoded.push(r),
-            Ok(r) => {
+        match vmflow_proto::decode_block(&b.block) {
+            Ok((r, _)) if r.len() != b.records as usize => {
                 let why = Refusal::RecordCount {
                     seq: b.seq,
                     claims: b.records,
@@ -114,6 +114,21 @@ pub fn decode_group(batches: &[Batch]) -> (Vec<Vec<vmflow_proto::FlowRecord>>, O
                 };
                 return (decoded, Some(Reject::Bad(why)));
             }
+            Ok((records, observations)) => match observation_hours(&observations) {
+                Ok(hours) => decoded.push(Decoded {
+                    records,
+                    observations,
+                    hours,
+                }),
+                Err((line, why)) => {
+                    let why = Refusal::BadObservation {
+                        seq: b.seq,
+                        line,
+                        why,
+                    };
+                    return (decoded, Some(Reject::Bad(why)));
+                }
+            },
             Err(source) => {
                 let why = Refusal::BadBlock { seq: b.seq, source };
                 return (decoded, Some(Reject::Bad(why)));
@@ -121,4 +136,22 @@ pub fn decode_group(batches: &[Batch]) -> (Vec<Vec<vmflow_proto::FlowRecord>>, O
         }
     }
     (decoded, None)
+}
+
+/// The hour (of its `first_ns`) of each observation line; an observation
+/// that is not a JSON object with one is refused (line numbers from 1).
+fn observation_hours(lines: &[u8]) -> Result<Vec<u64>, (usize, String)> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        first_ns: u64,
+    }
+    lines
+        .split_inclusive(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_slice::<Head>(l)
+                .map(|h| h.first_ns / HOUR_NS)
+                .map_err(|e| (i + 1, e.to_string()))
+        })
+        .collect()
 }

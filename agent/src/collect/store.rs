@@ -1,13 +1,14 @@
 //! The collector's durable output for one record stream of one agent:
-//! hourly NDJSON files (by the records' `first_ns`, UTC) and a `state` file
-//! holding, per epoch of the stream (one per agent spool), the last durable
-//! batch, and the committed length of every file.
+//! hourly NDJSON files (by the records' `first_ns`, UTC), the observations
+//! shipped with them in `observations/` (hourly by theirs), and a `state`
+//! file holding, per epoch of the stream (one per agent spool), the last
+//! durable batch, and the committed length of every file.
 //!
 //! Exactly once:
 //! - A batch must follow the last one held (`follows == last_seq`); a repeat
 //!   is acknowledged again, never rewritten; anything else is refused.
-//! - Its records are appended and synced (and new files' directory entries
-//!   synced), then the state (new sequence number, new lengths) replaces the
+//! - Its records and observations are appended and synced (and new files'
+//!   directory entries synced), then the state (new sequence number, new lengths) replaces the
 //!   old one atomically and durably; only then is the batch acknowledged.
 //! - A failed write leaves every file exactly at its committed length before
 //!   the batch is refused, so the resend appends after committed bytes only.
@@ -186,11 +187,12 @@ fn parse_state(text: &str) -> Result<Parsed, String> {
             (Some("drops"), false) => p.epochs.entry(0).or_default().source_drops = num(w.next())?,
             (Some("file"), _) => {
                 let name = w.next().ok_or("file line without a name")?;
-                let ok = name.ends_with(".ndjson")
-                    && name
+                let file = name.strip_prefix(OBSERVATIONS_DIR).unwrap_or(name);
+                let ok = file.ends_with(".ndjson")
+                    && file
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-                    && !name.starts_with('.');
+                    && !file.starts_with('.');
                 if !ok {
                     return Err(format!("unexpected file name {name:?}"));
                 }
@@ -252,6 +254,16 @@ impl StreamStore {
             .into_iter()
             .filter(|n| n.ends_with(".ndjson"))
             .collect();
+        let obs_dir = dir.join(OBSERVATIONS_DIR);
+        if fs.is_dir(&obs_dir) {
+            let names = fs.list(&obs_dir).map_err(io_at(&obs_dir))?;
+            hours.extend(
+                names
+                    .into_iter()
+                    .filter(|n| n.ends_with(".ndjson"))
+                    .map(|n| format!("{OBSERVATIONS_DIR}{n}")),
+            );
+        }
         hours.sort();
         let damaged = |why: String| StoreError::Damaged {
             path: state.clone(),
@@ -371,7 +383,10 @@ impl StreamStore {
         }
         let mut pool = std::mem::take(&mut self.scratch);
         let mut states = self.epochs.clone();
-        let judged = judge_group(&mut states, batches.iter().copied(), &mut pool);
+        let group = batches
+            .iter()
+            .map(|&(b, records)| (b, Part::records(records)));
+        let judged = judge_group(&mut states, group, &mut pool);
         let r = self.commit_judged(judged, &mut pool);
         self.scratch = pool;
         r
@@ -403,11 +418,7 @@ impl StreamStore {
         } else {
             pool.extend(p.judged.by_hour.into_values());
             let mut states = self.epochs.clone();
-            let group = p
-                .infos
-                .iter()
-                .copied()
-                .zip(p.records.iter().map(Vec::as_slice));
+            let group = p.infos.iter().copied().zip(p.decoded.iter().map(Part::of));
             judge_group(&mut states, group, pool)
         };
         self.commit_judged(judged, pool)
@@ -445,7 +456,7 @@ impl StreamStore {
             return Ok(out);
         }
         let mut outcomes = Vec::with_capacity(ps.len());
-        let mut by_hour: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut by_hour: BTreeMap<FileKey, Vec<u8>> = BTreeMap::new();
         for p in ps {
             outcomes.push(p.judged.outcomes);
             for (hour, bytes) in p.judged.by_hour {
@@ -493,14 +504,26 @@ impl StreamStore {
     fn commit_group(
         &mut self,
         epochs: BTreeMap<u64, EpochState>,
-        by_hour: &BTreeMap<u64, Vec<u8>>,
+        by_hour: &BTreeMap<FileKey, Vec<u8>>,
     ) -> Result<(), StoreError> {
         let mut grown: Vec<(String, u64)> = Vec::with_capacity(by_hour.len());
-        let mut new_file = false;
-        for (hour, bytes) in by_hour {
-            let name = hour_file(hour * HOUR_NS);
+        // Directories that gained an entry (a file, or the observations
+        // directory itself): synced before the state names what is in them.
+        let mut new_entries: Vec<PathBuf> = Vec::new();
+        for (key, bytes) in by_hour {
+            let name = key.file_name();
             let path = self.dir.join(&name);
-            new_file |= !self.files.contains_key(&name);
+            if !self.files.contains_key(&name) {
+                let parent = disk::parent(&path).to_path_buf();
+                if !self.fs.is_dir(&parent) {
+                    if let Err(e) = self.fs.create_dir_all(&parent) {
+                        self.undo(&grown);
+                        return Err(io_at(&parent)(e));
+                    }
+                    new_entries.push(self.dir.clone());
+                }
+                new_entries.push(parent);
+            }
             let r = self.fs.append(&path, bytes);
             // Even a failed append may have written part: cut it back too.
             grown.push((name, bytes.len() as u64));
@@ -516,10 +539,13 @@ impl StreamStore {
                 return Err(io_at(&path)(e));
             }
         }
-        if new_file {
-            if let Err(e) = self.sync_dir(&self.dir) {
+        new_entries.sort();
+        new_entries.dedup();
+        // Deepest first: a new directory's entries before its own entry.
+        for d in new_entries.iter().rev() {
+            if let Err(e) = self.sync_dir(d) {
                 self.undo(&grown);
-                return Err(io_at(&self.dir)(e));
+                return Err(io_at(d)(e));
             }
         }
         let mut files = self.files.clone();
@@ -636,16 +662,71 @@ struct Judged {
     assumed: Vec<(u64, EpochState)>,
     /// Those epochs' states once the group is durable.
     after: BTreeMap<u64, EpochState>,
-    /// NDJSON lines by hour number: the file name is formatted once per
-    /// file, not per record.
-    by_hour: BTreeMap<u64, Vec<u8>>,
+    /// NDJSON lines by file (records' or observations' hour): the file
+    /// name is formatted once per file, not per record.
+    by_hour: BTreeMap<FileKey, Vec<u8>>,
+}
+
+/// Which hour file lines go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum FileKey {
+    Records(u64),
+    Observations(u64),
+}
+
+impl FileKey {
+    /// Its name in the stream's directory.
+    fn file_name(self) -> String {
+        match self {
+            FileKey::Records(h) => hour_file(h * HOUR_NS),
+            FileKey::Observations(h) => format!("{OBSERVATIONS_DIR}{}", hour_file(h * HOUR_NS)),
+        }
+    }
+}
+
+/// Where a stream's observations go, under its directory.
+pub const OBSERVATIONS_DIR: &str = "observations/";
+
+/// A batch's block, decoded: its records, the observations shipped with
+/// them (NDJSON lines) and each observation's hour.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub records: Vec<FlowRecord>,
+    pub observations: Vec<u8>,
+    pub hours: Vec<u64>,
+}
+
+/// What a batch gives the files (borrowed from a [`Decoded`]).
+#[derive(Clone, Copy)]
+struct Part<'r> {
+    records: &'r [FlowRecord],
+    observations: &'r [u8],
+    hours: &'r [u64],
+}
+
+impl<'r> Part<'r> {
+    fn records(records: &'r [FlowRecord]) -> Part<'r> {
+        Part {
+            records,
+            observations: &[],
+            hours: &[],
+        }
+    }
+
+    fn of(d: &'r Decoded) -> Part<'r> {
+        Part {
+            records: &d.records,
+            observations: &d.observations,
+            hours: &d.hours,
+        }
+    }
 }
 
 /// Judges each batch against `states` (advancing them) and formats the
 /// records of the ones to write, into buffers taken from `pool`.
 fn judge_group<'r>(
     states: &mut BTreeMap<u64, EpochState>,
-    batches: impl Iterator<Item = (BatchInfo, &'r [FlowRecord])>,
+    batches: impl Iterator<Item = (BatchInfo, Part<'r>)>,
     pool: &mut Vec<Vec<u8>>,
 ) -> Judged {
     let mut j = Judged {
@@ -654,7 +735,7 @@ fn judge_group<'r>(
         after: BTreeMap::new(),
         by_hour: BTreeMap::new(),
     };
-    for (b, records) in batches {
+    for (b, part) in batches {
         let before = states.get(&b.epoch).copied().unwrap_or_default();
         if !j.assumed.iter().any(|(id, _)| *id == b.epoch) {
             j.assumed.push((b.epoch, before));
@@ -670,14 +751,22 @@ fn judge_group<'r>(
             }
             Verdict::Next(after) => after,
         };
-        for r in records {
-            let out = j.by_hour.entry(r.first_ns / HOUR_NS).or_insert_with(|| {
-                let mut v = pool.pop().unwrap_or_default();
-                v.clear();
-                v
-            });
+        let mut buffer = || -> Vec<u8> {
+            let mut v = pool.pop().unwrap_or_default();
+            v.clear();
+            v
+        };
+        for r in part.records {
+            let key = FileKey::Records(r.first_ns / HOUR_NS);
+            let out = j.by_hour.entry(key).or_insert_with(&mut buffer);
             encode_ndjson(r, out);
             out.push(b'\n');
+        }
+        let lines = part.observations.split_inclusive(|&b| b == b'\n');
+        for (line, &hour) in lines.zip(part.hours) {
+            let key = FileKey::Observations(hour);
+            let out = j.by_hour.entry(key).or_insert_with(&mut buffer);
+            out.extend_from_slice(line);
         }
         states.insert(b.epoch, after);
         j.after.insert(b.epoch, after);
@@ -692,7 +781,7 @@ fn judge_group<'r>(
 pub struct Prepared {
     infos: Vec<BatchInfo>,
     /// Kept for judging the group again if the store moved meanwhile.
-    records: Vec<Vec<FlowRecord>>,
+    decoded: Vec<Decoded>,
     judged: Judged,
 }
 
@@ -703,25 +792,25 @@ impl Prepared {
     }
 }
 
-/// Prepares a group of decoded batches (`records[i]` are `infos[i]`'s) to
+/// Prepares a group of decoded batches (`decoded[i]` is `infos[i]`'s) to
 /// follow `states`, the stream's epochs as the groups before it leave them
 /// (advanced to where this one leaves them).
 pub fn prepare(
     states: &mut BTreeMap<u64, EpochState>,
     infos: Vec<BatchInfo>,
-    records: Vec<Vec<FlowRecord>>,
+    decoded: Vec<Decoded>,
     pool: &mut Vec<Vec<u8>>,
 ) -> Prepared {
-    let group = infos.iter().copied().zip(records.iter().map(Vec::as_slice));
+    let group = infos.iter().copied().zip(decoded.iter().map(Part::of));
     let judged = judge_group(states, group, pool);
     Prepared {
         infos,
-        records,
+        decoded,
         judged,
     }
 }
 
-const HOUR_NS: u64 = 3_600_000_000_000;
+pub const HOUR_NS: u64 = 3_600_000_000_000;
 
 /// `YYYY-MM-DDTHH.ndjson` (UTC) of a timestamp.
 pub fn hour_file(ns: u64) -> String {

@@ -15,6 +15,10 @@ pub const ADMIN_PORTS: [u16; 8] = [22, 3389, 5985, 5986, 445, 1433, 3306, 5432];
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ObserveConfig {
+    /// `vmflow run`: raise observations and ship them with the records (in
+    /// the same batches, so they are delivered exactly once with them).
+    /// `replay` and `capture` raise them when given `--observations`.
+    pub ship: bool,
     /// Repeated connection attempts to one local service from one remote
     /// that never completed a handshake or were reset.
     pub failed_access: bool,
@@ -44,6 +48,7 @@ pub struct ObserveConfig {
 impl Default for ObserveConfig {
     fn default() -> Self {
         ObserveConfig {
+            ship: false,
             failed_access: true,
             failed_access_attempts: 10,
             failed_access_window: Seconds(60.0),

@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
-use vmflow_proto::{encode_records, FlowRecord};
+use vmflow_proto::{encode_block, FlowRecord};
 
 use super::spool::Spool;
 use super::RecordSink;
+use crate::observe::Carried;
 
 /// A sink that passes over the records an earlier run already took (so a
 /// source that repeats them after a restart does not repeat them downstream).
@@ -46,6 +47,14 @@ pub struct SpoolSink {
     failing: Option<u64>,
     /// The capture's running count of lost packets, stamped on each batch.
     drops: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Observations raised from the records (`[observe] ship`), taken into
+    /// the open batch; see [`Carried`].
+    carried: Option<Carried>,
+    /// The open batch's observations (NDJSON lines).
+    observations: Vec<u8>,
+    /// Whether the last record handed in was one an earlier run spooled:
+    /// observations raised by it were spooled with it then.
+    last_skipped: bool,
 }
 
 impl SpoolSink {
@@ -68,6 +77,27 @@ impl SpoolSink {
             skipped: 0,
             failing: None,
             drops: None,
+            carried: None,
+            observations: Vec::new(),
+            last_skipped: false,
+        }
+    }
+
+    /// Takes the observations raised into `carried` into the batches.
+    pub fn carrying(mut self, carried: Carried) -> Self {
+        self.carried = Some(carried);
+        self
+    }
+
+    /// Observations raised since the last call go with the open batch,
+    /// unless the record that raised them was skipped.
+    fn take_observations(&mut self) {
+        let Some(c) = &self.carried else {
+            return;
+        };
+        let lines = c.take();
+        if !self.last_skipped {
+            self.observations.extend_from_slice(&lines);
         }
     }
 
@@ -88,10 +118,10 @@ impl SpoolSink {
     }
 
     fn close_batch(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.observations.is_empty() {
             return;
         }
-        let block = encode_records(&self.pending, 1);
+        let block = encode_block(&self.pending, &self.observations, 1);
         let n = self.pending.len() as u32;
         let drops = self
             .drops
@@ -123,12 +153,14 @@ impl SpoolSink {
             (Err(_), Some(lost)) => self.failing = Some(lost + u64::from(n)),
         }
         self.pending.clear();
+        self.observations.clear();
         self.opened = Instant::now();
         self.notify.notify_one();
     }
 
     /// Closes the open batch and makes everything spooled durable.
     fn close_and_sync(&mut self) -> std::io::Result<()> {
+        self.take_observations();
         self.close_batch();
         match self.spool.lock() {
             Ok(mut s) => s.sync_now().map_err(std::io::Error::other),
@@ -143,6 +175,7 @@ impl RecordSink for SpoolSink {
     }
 
     fn write_parts(&mut self, parts: &[&[FlowRecord]]) -> std::io::Result<()> {
+        self.take_observations();
         for &part in parts {
             let mut recs = part;
             if self.skip > 0 {
@@ -150,8 +183,10 @@ impl RecordSink for SpoolSink {
                 self.skip -= n as u64;
                 self.skipped += n as u64;
                 recs = &recs[n..];
+                self.last_skipped |= n > 0;
             }
             for r in recs {
+                self.last_skipped = false;
                 if self.pending.is_empty() {
                     self.opened = Instant::now();
                 }
@@ -176,5 +211,74 @@ impl RecordSink for SpoolSink {
 
     fn finish(&mut self) -> std::io::Result<()> {
         self.close_and_sync()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::ObserveConfig;
+    use crate::disk::sim::SimFs;
+    use crate::observe::{Observer, ObservingSink, Watchlist};
+
+    /// Records 0..n, every third to a watchlisted address (one observation
+    /// each, carrying the record's flow id).
+    fn records(n: u64) -> Vec<FlowRecord> {
+        (0..n)
+            .map(|i| {
+                let mut r = crate::testkit::record(i, 1_000 + i);
+                r.direction = vmflow_proto::Direction::Outbound;
+                if i % 3 == 0 {
+                    r.dst_addr = "192.0.2.9".parse().unwrap();
+                }
+                r
+            })
+            .collect()
+    }
+
+    /// The flow ids of the observations each spooled batch carries.
+    fn spooled(skip: u64, writes: &[std::ops::Range<usize>], all: &[FlowRecord]) -> Vec<u64> {
+        let fs: crate::disk::SharedFs = Arc::new(SimFs::new());
+        let spool = Spool::open(fs, Path::new("/spool"), 1 << 20).unwrap();
+        let spool = Arc::new(Mutex::new(spool));
+        let carried = Carried::default();
+        let mut batcher = SpoolSink::new(spool.clone(), Arc::default(), 4, Duration::from_secs(60))
+            .carrying(carried.clone());
+        batcher.set_skip(skip);
+        let list = Watchlist::parse("w", "192.0.2.0/24\n").unwrap();
+        let observer = Observer::new(ObserveConfig::default(), vec![list], None);
+        let mut sink = ObservingSink::carrying(&mut batcher, observer, carried);
+        for w in writes {
+            sink.write(&all[w.clone()]).unwrap();
+        }
+        sink.finish().unwrap();
+        let mut s = spool.lock().unwrap();
+        let mut ids = Vec::new();
+        for seq in s.pending_after(0) {
+            let b = s.read(seq).unwrap().unwrap();
+            let (_, lines) = vmflow_proto::decode_block(&b.block).unwrap();
+            for l in std::str::from_utf8(&lines).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                ids.push(v["flow_ids"][0].as_u64().unwrap());
+            }
+        }
+        ids
+    }
+
+    /// A resumed run skips the records an earlier run spooled, and exactly
+    /// the observations those records raised, wherever the skip ends
+    /// (inside a write, at its edge, past everything).
+    #[test]
+    fn observations_of_skipped_records_are_skipped_with_them() {
+        let all = records(40);
+        let writes = [0..7, 7..8, 8..20, 20..21, 21..40];
+        let every: Vec<u64> = (0..40).filter(|i| i % 3 == 0).collect();
+        assert_eq!(spooled(0, &writes, &all), every);
+        for skip in [1, 3, 6, 7, 8, 9, 20, 21, 22, 39, 40, 45] {
+            let want: Vec<u64> = every.iter().copied().filter(|&i| i >= skip).collect();
+            assert_eq!(spooled(skip, &writes, &all), want, "skip {skip}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! `observer` is sans-IO (records in, observations out, packet time only);
 //! `sink` puts it behind the record stream.
 
+mod carried;
 mod enrich;
 mod observer;
 mod reload;
@@ -15,6 +16,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use vmflow_proto::Direction;
 
+pub use carried::Carried;
 pub use enrich::{EnrichError, Enricher, Place};
 pub use observer::{Observer, ObserverState, ObserverStats};
 pub use reload::{Reload, Reloaded};

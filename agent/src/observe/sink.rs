@@ -1,13 +1,14 @@
 //! The observer behind the record stream: records are tagged with where
 //! their remote end is (when `[enrich]` or a `[[watchlist]]` is configured)
 //! and go on to the inner sink; what they complete is written as NDJSON to
-//! the observations' own output, if there is one.
+//! the observations' own output, if there is one, or (`vmflow run`) into
+//! the record stream's batches ([`Carried`]).
 
 use std::io::{self, BufWriter, Write};
 
 use vmflow_proto::FlowRecord;
 
-use super::{Observation, Observer, ObserverStats, Reload};
+use super::{Carried, Observation, Observer, ObserverStats, Reload};
 use crate::sink::RecordSink;
 
 pub struct ObservingSink<S, W: Write> {
@@ -19,6 +20,9 @@ pub struct ObservingSink<S, W: Write> {
     /// The records of one write, tagged (reused).
     tagged: Vec<FlowRecord>,
     reload: Option<Reload>,
+    /// `out` is the record stream's batches: each observation must follow
+    /// the record that raised it into the inner sink.
+    carry: bool,
 }
 
 impl<S: RecordSink, W: Write + Send> ObservingSink<S, W> {
@@ -30,6 +34,7 @@ impl<S: RecordSink, W: Write + Send> ObservingSink<S, W> {
             pending: Vec::new(),
             tagged: Vec::new(),
             reload: None,
+            carry: false,
         }
     }
 
@@ -55,12 +60,21 @@ impl<S: RecordSink, W: Write + Send> ObservingSink<S, W> {
     }
 
     fn observe(&mut self, records: &[FlowRecord]) -> io::Result<()> {
-        let Some(out) = self.out.as_mut() else {
+        if self.out.is_none() {
             return Ok(());
-        };
+        }
         for r in records {
             self.observer.record(r, &mut self.pending);
         }
+        self.emit()
+    }
+
+    /// Writes the pending observations out.
+    fn emit(&mut self) -> io::Result<()> {
+        let Some(out) = self.out.as_mut() else {
+            self.pending.clear();
+            return Ok(());
+        };
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -70,6 +84,25 @@ impl<S: RecordSink, W: Write + Send> ObservingSink<S, W> {
         }
         // Rare and worth seeing at once (a live capture runs for days).
         out.flush()
+    }
+
+    /// Records to the inner sink, each observation right after the record
+    /// that raised it: the batcher then knows whether that record was new
+    /// to it or one an earlier run already spooled (with its observations).
+    fn carry_part(&mut self, records: &[FlowRecord]) -> io::Result<()> {
+        let mut start = 0;
+        for (i, r) in records.iter().enumerate() {
+            self.observer.record(r, &mut self.pending);
+            if !self.pending.is_empty() {
+                self.inner.write(&records[start..=i])?;
+                start = i + 1;
+                self.emit()?;
+            }
+        }
+        if start < records.len() {
+            self.inner.write(&records[start..])?;
+        }
+        Ok(())
     }
 
     /// The records of `parts`, tagged, in `self.tagged`.
@@ -83,6 +116,16 @@ impl<S: RecordSink, W: Write + Send> ObservingSink<S, W> {
     }
 }
 
+impl<S: RecordSink> ObservingSink<S, Carried> {
+    /// Observations raised into `carried`, which the inner sink (a lane's
+    /// batcher) takes into its batches.
+    pub fn carrying(inner: S, observer: Observer, carried: Carried) -> Self {
+        let mut s = ObservingSink::new(inner, observer, Some(carried));
+        s.carry = true;
+        s
+    }
+}
+
 impl<S: RecordSink, W: Write + Send> RecordSink for ObservingSink<S, W> {
     fn write(&mut self, records: &[FlowRecord]) -> io::Result<()> {
         self.write_parts(&[records])
@@ -90,6 +133,16 @@ impl<S: RecordSink, W: Write + Send> RecordSink for ObservingSink<S, W> {
 
     fn write_parts(&mut self, parts: &[&[FlowRecord]]) -> io::Result<()> {
         self.reload();
+        if self.carry {
+            if !self.observer.tags() {
+                return parts.iter().try_for_each(|p| self.carry_part(p));
+            }
+            self.tag(parts);
+            let tagged = std::mem::take(&mut self.tagged);
+            let r = self.carry_part(&tagged);
+            self.tagged = tagged;
+            return r;
+        }
         if !self.observer.tags() {
             for p in parts {
                 self.observe(p)?;

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use crate::collect::store::{read_state, EpochState};
+use crate::collect::store::{read_state, EpochState, OBSERVATIONS_DIR};
 
 use super::QueryError;
 
@@ -26,6 +26,8 @@ pub struct StreamInfo {
     pub epochs: Vec<(u64, EpochState)>,
     /// Records in the committed part of the hour files.
     pub records: u64,
+    /// Observations shipped with them (committed lines in `observations/`).
+    pub observations: u64,
     pub hour_files: u64,
     /// The first and last hour file (`YYYY-MM-DDTHH`), if any.
     pub first_hour: Option<String>,
@@ -91,15 +93,20 @@ fn stream(dir: &Path) -> Result<StreamInfo, QueryError> {
         }
         _ => String::new(),
     };
-    let mut records = 0u64;
+    let (mut records, mut observations) = (0u64, 0u64);
     for (name, &len) in &state.files {
         let path = dir.join(name);
-        records += count_lines(&path, len)?;
+        let n = count_lines(&path, len)?;
+        if name.starts_with(OBSERVATIONS_DIR) {
+            observations += n;
+        } else {
+            records += n;
+        }
     }
     let hours: Vec<&String> = state
         .files
         .iter()
-        .filter(|(_, l)| **l > 0)
+        .filter(|(n, l)| **l > 0 && !n.starts_with(OBSERVATIONS_DIR))
         .map(|(n, _)| n)
         .collect();
     let hour = |n: &String| n.trim_end_matches(".ndjson").to_string();
@@ -114,6 +121,7 @@ fn stream(dir: &Path) -> Result<StreamInfo, QueryError> {
         dir: dir.to_path_buf(),
         epochs: state.epochs.into_iter().collect(),
         records,
+        observations,
         hour_files: hours.len() as u64,
         first_hour: hours.first().map(|n| hour(n)),
         last_hour: hours.last().map(|n| hour(n)),
@@ -156,6 +164,7 @@ pub fn write(
                 "dir": s.dir.display().to_string(),
                 "last_seen_ns": s.last_seen_ns,
                 "records": s.records,
+                "observations": s.observations,
                 "hour_files": s.hour_files,
                 "first_hour": s.first_hour,
                 "last_hour": s.last_hour,

@@ -81,8 +81,9 @@ impl Inputs {
 }
 
 /// Every file under `paths`: a directory is walked recursively (its
-/// `*.ndjson` files, in name order), a file is taken whatever its name,
-/// `-` is standard input (once).
+/// `*.ndjson` files, in name order; not a collector stream's
+/// `observations/`), a file is taken whatever its name, `-` is standard
+/// input (once).
 pub fn inputs(paths: &[String]) -> Result<Inputs, QueryError> {
     let mut found = Vec::new();
     let mut stdin = false;
@@ -141,9 +142,15 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), QueryError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(QueryError::io(dir))?;
     entries.sort();
+    // A collector's stream directory keeps the observations shipped with
+    // its records apart, in `observations/`: they are not records.
+    let stream_dir = dir.join("state").is_file();
     for p in entries {
         let ft = std::fs::metadata(&p).map_err(QueryError::io(&p))?;
         if ft.is_dir() {
+            if stream_dir && p.file_name().is_some_and(|n| n == "observations") {
+                continue;
+            }
             walk(&p, out)?;
         } else if p.extension().is_some_and(|x| x == "ndjson") {
             out.push(p);

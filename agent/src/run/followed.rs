@@ -233,8 +233,9 @@ fn follow_lane(
     lane.show_on(board, spool_dir);
     let live = board.engine(stream);
     fw.opts.live = Some(live.clone());
-    let mut outputs = Outputs::new(Some(lane.sink()), ipfix);
-    let mut sink = CountingSink::new(super::tagged(cfg, &mut outputs)?, Some(live));
+    let carried = super::shipped_observations(cfg);
+    let mut outputs = Outputs::new(Some(super::carry(lane.sink(), &carried)), ipfix);
+    let mut sink = CountingSink::new(super::tagged(cfg, &mut outputs, carried)?, Some(live));
     if engine.is_some() {
         tracing::info!(
             "resuming from {} ({resumed_after} records spooled after it)",

@@ -27,11 +27,13 @@ use crate::capture::filter::PacketFilter;
 use crate::capture::live::{self, Ring, RingOptions};
 use crate::config::{Config, ExportConfig, LiveConfig};
 use crate::error::Error;
+use crate::export::batcher::SpoolSink;
 use crate::export::ipfix_sender::IpfixSender;
 use crate::export::outputs::Outputs;
 use crate::export::spool::Spool;
 use crate::identity;
 use crate::metrics::{Board, Observer, SourceState};
+use crate::observe::{Carried, ObservingSink};
 use crate::pipeline::live::CountingSink;
 
 /// Stops and joins the lifecycle thread however `run_agent` returns.
@@ -87,6 +89,12 @@ pub fn run_agent(cfg: &Config, config_path: Option<PathBuf>) -> Result<RunReport
     }
     if followed_n > 0 && x.is_none() {
         return Err(FOLLOW_NEEDS_SPOOL);
+    }
+    if cfg.observe.ship && x.is_none() {
+        return Err(Error::Usage(
+            "[observe] ship = true: observations travel in the [export] record stream; \
+             configure [export] or leave ship off",
+        ));
     }
     crate::capture::check_readable(&cfg.source.files, None)?;
     // Metrics and the stats line from the start: /healthz says "not open
@@ -255,9 +263,15 @@ fn run_live(
     let resumed_after = lane.as_ref().map_or(0, |l| l.resumed_after);
     // Kernel drops so far, stamped on every batch.
     let drops = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let spool = lane.as_ref().map(|l| l.sink().with_drops(drops.clone()));
+    let carried = shipped_observations(cfg);
+    let spool = lane
+        .as_ref()
+        .map(|l| carry(l.sink(), &carried).with_drops(drops.clone()));
     let live = board.engine("");
-    let mut sink = CountingSink::new(tagged(cfg, Outputs::new(spool, ipfix))?, Some(live.clone()));
+    let mut sink = CountingSink::new(
+        tagged(cfg, Outputs::new(spool, ipfix), carried)?,
+        Some(live.clone()),
+    );
     board.health.source(SourceState::Open);
     let mut reload = reloader(config_path);
     let watch = IfaceWatch {
@@ -295,19 +309,38 @@ fn run_live(
     })
 }
 
+/// Where a lane's observations go on their way into its batches, when
+/// `[observe] ship` is on (`run_agent` has checked there is a spool).
+fn shipped_observations(cfg: &Config) -> Option<Carried> {
+    cfg.observe.ship.then(Carried::default)
+}
+
+/// A lane's batcher that takes the observations in `carried` along.
+fn carry(sink: SpoolSink, carried: &Option<Carried>) -> SpoolSink {
+    match carried {
+        Some(c) => sink.carrying(c.clone()),
+        None => sink,
+    }
+}
+
 /// A lane's records tagged with where their remote end is (`[enrich]`,
-/// `[[watchlist]]`; a pass-through without them); the lists and databases
-/// are read again when their files change.
+/// `[[watchlist]]`; a pass-through without them), and with `carried` the
+/// observations they raise, for the batcher to ship; the lists and
+/// databases are read again when their files change.
 pub(crate) fn tagged<S: crate::sink::RecordSink>(
     cfg: &Config,
     inner: S,
-) -> Result<crate::observe::ObservingSink<S, std::io::Sink>, Error> {
+    carried: Option<Carried>,
+) -> Result<ObservingSink<S, Carried>, Error> {
     let lists = crate::observe::load_watchlists(&cfg.watchlists)?;
     let enricher = (!cfg.enrich.mmdb.is_empty())
         .then(|| crate::observe::Enricher::open(&cfg.enrich.mmdb))
         .transpose()?;
     let observer = crate::observe::Observer::new(cfg.observe.clone(), lists, enricher);
-    let sink = crate::observe::ObservingSink::new(inner, observer, None);
+    let sink = match carried {
+        Some(c) => ObservingSink::carrying(inner, observer, c),
+        None => ObservingSink::new(inner, observer, None),
+    };
     if cfg.enrich.mmdb.is_empty() && cfg.watchlists.is_empty() {
         return Ok(sink);
     }
@@ -335,7 +368,8 @@ fn run_files(
     let rt = runtime()?;
     let lane = mtls.map(|m| m.start(rt.handle(), board));
     let resumed_after = lane.as_ref().map_or(0, |l| l.resumed_after);
-    let mut sink = Outputs::new(lane.as_ref().map(Lane::sink), ipfix);
+    let carried = shipped_observations(cfg);
+    let mut sink = Outputs::new(lane.as_ref().map(|l| carry(l.sink(), &carried)), ipfix);
     let live = board.engine("");
     board.health.source(SourceState::Open);
     if resumed_after > 0 {
@@ -346,7 +380,7 @@ fn run_files(
     let report = crate::capture::replay_watched(
         cfg.source.files.clone(),
         cfg,
-        CountingSink::new(tagged(cfg, &mut sink)?, Some(live.clone())),
+        CountingSink::new(tagged(cfg, &mut sink, carried)?, Some(live.clone())),
         &live,
         filter,
     );
