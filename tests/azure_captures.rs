@@ -328,6 +328,7 @@ fn timeline(refuse: bool) -> Timeline {
         interval: Duration::from_secs(3600),
         on_stop: OnStop::Finish,
         live: None,
+        observer: None,
     };
     let rep = runner::run(
         &Config::default(),

@@ -148,6 +148,7 @@ fn tail_once(
         interval: Duration::from_secs(3600),
         on_stop: OnStop::Finish,
         live: Some(vmflow::pipeline::live::EngineLive::new()),
+        observer: None,
     };
     let stop = AtomicBool::new(true);
     let t = runner::run(&cfg, &mut src, None, &mut sink, &opts, &stop);

@@ -369,6 +369,7 @@ fn a_followed_folder_filters_like_tcpdump() {
         interval: Duration::from_secs(3600),
         on_stop: OnStop::Finish,
         live: None,
+        observer: None,
     };
     // Stopped from the start: on_stop = finish reads what is there, then ends.
     let t = runner::run(

@@ -720,3 +720,111 @@ fn observations_ship_with_their_records_exactly_once() {
     assert!(text.lines().all(|l| l.contains("\"flow_id\"")), "{text}");
     drop(col);
 }
+
+/// A followed folder's observer windows live in its checkpoint: five
+/// refused RDP attempts in one file, the agent stopped (and its checkpoint
+/// taken), five more in the next file after it starts again — one
+/// `failed_access` observation of ten attempts, exactly what `replay` of
+/// both files raises. Without the observer's state in the checkpoint the
+/// second run counts five and raises nothing.
+#[test]
+fn a_followed_folder_keeps_its_observation_windows_across_a_restart() {
+    use common::agents::{agent, agent_config_with, certs_init, collected, collector};
+    use std::time::{Duration, Instant};
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let caps = dir.join("captures");
+    std::fs::create_dir_all(&caps).unwrap();
+    // A refused connection from elsewhere marks how far the agent got (its
+    // record comes out once a later packet passes its linger).
+    const MARK: [u8; 4] = [10, 0, 0, 99];
+    let mut one = Capture::default();
+    for i in 0..5u16 {
+        one.refused(
+            T0 + (60 + u64::from(i)) * S,
+            (ATTACKER, 60_000 + i),
+            (HOST, 3389),
+        );
+    }
+    one.refused(T0 + 70 * S, (MARK, 50_001), (OTHER, 8080));
+    one.refused(T0 + 80 * S, (MARK, 50_002), (OTHER, 8080));
+    let mut two = Capture::default();
+    for i in 5..10u16 {
+        two.refused(
+            T0 + (80 + u64::from(i)) * S,
+            (ATTACKER, 60_000 + i),
+            (HOST, 3389),
+        );
+    }
+    two.refused(T0 + 200 * S, (MARK, 50_003), (OTHER, 8080));
+    two.refused(T0 + 210 * S, (MARK, 50_004), (OTHER, 8080));
+    let (p1, p2) = (dir.join("one.pcap"), dir.join("two.pcap"));
+    one.write(&p1);
+    two.write(&p2);
+    // Packets go through the engine one batch at a time, and a followed
+    // file this sparse would not fill one: a batch a packet, here and in
+    // the replay it is compared with.
+    let pipeline = "[pipeline]\nbatch_packets = 1\n";
+    let replay_cfg = dir.join("replay.toml");
+    std::fs::write(&replay_cfg, pipeline).unwrap();
+    let both = {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["replay", "--out", "/dev/null", "--config"])
+            .arg(&replay_cfg)
+            .arg("--observations")
+            .arg(dir.join("want.ndjson"))
+            .args([&p1, &p2])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        std::fs::read_to_string(dir.join("want.ndjson")).unwrap()
+    };
+    assert_eq!(both.lines().count(), 1, "{both}");
+    assert!(both.contains("\"kind\":\"failed_access\"") && both.contains("\"count\":10"));
+
+    let certs = dir.join("certs");
+    certs_init(&certs, &["agent-1"]);
+    let out = dir.join("out");
+    let (col, addr) = collector(&certs, &out, "127.0.0.1:0");
+    let source = format!(
+        "[source.folder]\npath = {caps:?}\npoll_interval = 0.01\ncheckpoint_interval = 0.2\n"
+    );
+    let cfg = agent_config_with(
+        dir,
+        "a",
+        &source,
+        &certs,
+        "agent-1",
+        &addr,
+        &format!("batch_records = 1\nbatch_age = 0.05\n[observe]\nship = true\n{pipeline}"),
+    );
+    let marked = |port: u16, a: &common::agents::Proc| {
+        let needle = format!("\"src_port\":{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !collected(&out, "agent-1")
+            .keys()
+            .any(|l| l.contains(&needle))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no record from port {port}:\n{}",
+                a.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    std::fs::copy(&p1, caps.join("packetcapture_00_00_01_000.cap")).unwrap();
+    let mut a = agent(&cfg);
+    marked(50_001, &a);
+    a.sigterm();
+    assert!(a.wait(Duration::from_secs(60)), "{}", a.text());
+    std::fs::copy(&p2, caps.join("packetcapture_00_00_02_000.cap")).unwrap();
+    let mut a = agent(&cfg);
+    marked(50_003, &a);
+    a.sigterm();
+    assert!(a.wait(Duration::from_secs(60)), "{}", a.text());
+    let mut want: Vec<String> = both.lines().map(String::from).collect();
+    want.sort();
+    assert_eq!(shipped_observations(&out.join("agent-1")), want);
+    drop(col);
+}

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::disk::{self, Fs};
+use crate::observe::ObserverState;
 use crate::pipeline::EngineState;
 
 const VERSION: u32 = 1;
@@ -64,6 +65,10 @@ pub struct Checkpoint<P> {
     pub source: String,
     pub engine: EngineState,
     pub position: P,
+    /// The observer's windows and tables when observations are shipped
+    /// (`[observe] ship`); absent in checkpoints written before it was.
+    #[serde(default)]
+    pub observer: Option<ObserverState>,
 }
 
 impl<P> Checkpoint<P> {
@@ -73,6 +78,7 @@ impl<P> Checkpoint<P> {
             source,
             engine,
             position,
+            observer: None,
         }
     }
 }
@@ -200,6 +206,57 @@ mod tests {
         assert!(e.contains("No space"), "{e}");
         assert_eq!(fs.read(path).unwrap(), before);
         assert_eq!(fs.list(Path::new("/s")).unwrap(), vec!["folder.checkpoint"]);
+    }
+
+    /// A checkpoint written before the observer's state was part of it
+    /// still loads (without one), and one with it gives it back.
+    #[test]
+    fn the_observer_state_is_optional_and_round_trips() {
+        #[derive(Serialize)]
+        struct Before {
+            version: u32,
+            source: String,
+            engine: EngineState,
+            position: u64,
+        }
+        let cfg = Config::default();
+        let mut state = None;
+        run_inline(&cfg, VecSink::default(), InlineOptions::default(), |feed| {
+            state = Some(feed.checkpoint()?);
+            Ok::<_, crate::pipeline::PipelineError>(())
+        });
+        let engine = state.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ck");
+        let before = Before {
+            version: VERSION,
+            source: "t".into(),
+            engine,
+            position: 7,
+        };
+        write_envelope(&disk::StdFs, &path, &before).unwrap();
+        let ck = load::<u64>(&path, "t").unwrap().unwrap();
+        assert_eq!((ck.position, ck.observer.is_none()), (7, true));
+        let engine = ck.engine;
+
+        // An observer that has seen half of a failed-access pattern.
+        let mut observer =
+            crate::observe::Observer::new(crate::config::ObserveConfig::default(), vec![], None);
+        let mut r = crate::testkit::record(1, 5);
+        r.proto = 6;
+        r.direction = vmflow_proto::Direction::Inbound;
+        r.fwd_tcp_flags = 0x02;
+        r.dst_port = 3389;
+        let mut out = Vec::new();
+        observer.record(&r, &mut out);
+        let mut ck = Checkpoint::new("t".into(), engine, 8u64);
+        ck.observer = Some(observer.state());
+        save(&disk::StdFs, &path, &ck).unwrap();
+        let back = load::<u64>(&path, "t").unwrap().unwrap().observer.unwrap();
+        assert_eq!(
+            serde_json::to_string(&back).unwrap(),
+            serde_json::to_string(&observer.state()).unwrap()
+        );
     }
 
     use crate::capture::CaptureReader;

@@ -15,6 +15,7 @@ use super::source::{FollowedSource, Step};
 use super::FollowError;
 use crate::config::{Config, OnStop};
 use crate::follow::failures::Failures;
+use crate::observe::{ObserverState, StateSlot};
 use crate::pipeline::live::EngineLive;
 use crate::pipeline::{self, EngineState, InlineFeed, InlineOptions, Report, RunOptions};
 use crate::sink::RecordSink;
@@ -31,6 +32,9 @@ pub struct RunnerOptions {
     /// Where the engine's counts and the checkpoint time are shown while
     /// it runs (metrics, stats line).
     pub live: Option<Arc<EngineLive>>,
+    /// Where the observer leaves its state when the sink is flushed for a
+    /// checkpoint (observations shipped): checkpointed with the engine's.
+    pub observer: Option<StateSlot>,
 }
 
 pub struct RunnerReport {
@@ -38,12 +42,13 @@ pub struct RunnerReport {
     pub checkpoints: u64,
 }
 
-/// Loads the checkpoint for `key`: the engine state and the source position.
+/// Loads the checkpoint for `key`: the engine state, the source position
+/// and the observer's state if it has one.
 pub fn load<P: DeserializeOwned>(
     path: &std::path::Path,
     key: &str,
-) -> Result<Option<(EngineState, P)>, FollowError> {
-    Ok(checkpoint::load::<P>(path, key)?.map(|c| (c.engine, c.position)))
+) -> Result<Option<(EngineState, P, Option<ObserverState>)>, FollowError> {
+    Ok(checkpoint::load::<P>(path, key)?.map(|c| (c.engine, c.position, c.observer)))
 }
 
 /// Follows `src` until `stop` is set. `restore` is the engine state loaded
@@ -69,8 +74,10 @@ pub fn run<T: FollowedSource, S: RecordSink>(
         let mut moved = false;
         let mut failing = Failures::default();
         let save = |feed: &mut dyn InlineFeed, src: &mut T| -> Result<(), FollowError> {
+            // Flushes the sink: the observer leaves its state in the slot.
             let engine = feed.checkpoint()?;
-            let ck = Checkpoint::new(opts.key.clone(), engine, src.position());
+            let mut ck = Checkpoint::new(opts.key.clone(), engine, src.position());
+            ck.observer = opts.observer.as_ref().and_then(|s| s.lock().ok()?.clone());
             checkpoint::save(&*opts.fs, &opts.checkpoint, &ck)?;
             src.checkpointed();
             if let Some(l) = &opts.live {
@@ -191,6 +198,7 @@ mod tests {
             interval: Duration::ZERO,
             on_stop: OnStop::Finish,
             live: None,
+            observer: None,
         };
         sim.clear_log();
         let stop = AtomicBool::new(true);

@@ -20,7 +20,7 @@ pub use carried::Carried;
 pub use enrich::{EnrichError, Enricher, Place};
 pub use observer::{Observer, ObserverState, ObserverStats};
 pub use reload::{Reload, Reloaded};
-pub use sink::ObservingSink;
+pub use sink::{ObservingSink, StateSlot};
 pub use watchlist::{Watchlist, WatchlistError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

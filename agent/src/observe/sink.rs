@@ -5,10 +5,15 @@
 //! the record stream's batches ([`Carried`]).
 
 use std::io::{self, BufWriter, Write};
+use std::sync::{Arc, Mutex};
 
 use vmflow_proto::FlowRecord;
 
-use super::{Carried, Observation, Observer, ObserverStats, Reload};
+use super::{Carried, Observation, Observer, ObserverState, ObserverStats, Reload};
+
+/// Where an observing sink leaves its observer's state at each flush (a
+/// checkpoint follows a flush), for the checkpoint to take.
+pub type StateSlot = Arc<Mutex<Option<ObserverState>>>;
 use crate::sink::RecordSink;
 
 pub struct ObservingSink<S, W: Write> {
@@ -23,6 +28,7 @@ pub struct ObservingSink<S, W: Write> {
     /// `out` is the record stream's batches: each observation must follow
     /// the record that raised it into the inner sink.
     carry: bool,
+    slot: Option<StateSlot>,
 }
 
 impl<S: RecordSink, W: Write + Send> ObservingSink<S, W> {
@@ -35,6 +41,7 @@ impl<S: RecordSink, W: Write + Send> ObservingSink<S, W> {
             tagged: Vec::new(),
             reload: None,
             carry: false,
+            slot: None,
         }
     }
 
@@ -42,6 +49,17 @@ impl<S: RecordSink, W: Write + Send> ObservingSink<S, W> {
     pub fn reloading(mut self, reload: Reload) -> Self {
         self.reload = Some(reload);
         self
+    }
+
+    /// Leaves the observer's state in `slot` at every flush.
+    pub fn checkpointed_into(mut self, slot: StateSlot) -> Self {
+        self.slot = Some(slot);
+        self
+    }
+
+    /// Continues from a checkpointed state.
+    pub fn restore(&mut self, state: ObserverState) {
+        self.observer.restore(state);
     }
 
     pub fn stats(&self) -> &ObserverStats {
@@ -161,6 +179,11 @@ impl<S: RecordSink, W: Write + Send> RecordSink for ObservingSink<S, W> {
     fn flush(&mut self) -> io::Result<()> {
         if let Some(out) = self.out.as_mut() {
             out.flush()?;
+        }
+        if let Some(slot) = &self.slot {
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(self.observer.state());
+            }
         }
         self.inner.flush()
     }

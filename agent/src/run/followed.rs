@@ -59,6 +59,7 @@ impl Followed {
                 interval: f.checkpoint_interval.duration(),
                 on_stop: f.on_stop,
                 live: None,
+                observer: None,
             },
             grace: f.shutdown_grace.duration(),
             kind: FollowKind::Folder(f.clone()),
@@ -82,6 +83,7 @@ impl Followed {
                 interval: b.checkpoint_interval.duration(),
                 on_stop: b.on_stop,
                 live: None,
+                observer: None,
             },
             grace: b.shutdown_grace.duration(),
             kind: FollowKind::Blob(b.clone()),
@@ -213,17 +215,17 @@ fn follow_lane(
         FollowKind::Blob(b) => Followed::blob(&b, spool_dir),
     };
     let mut spool = Spool::open(fw.opts.fs.clone(), spool_dir, x.spool_max_mib << 20)?;
-    let (engine, pos) = match &fw.kind {
+    let (engine, pos, observed) = match &fw.kind {
         FollowKind::Folder(_) => {
             match runner::load::<FolderPosition>(&fw.opts.checkpoint, &fw.opts.key)? {
-                Some((e, p)) => (Some(e), Some(Positions::Folder(p))),
-                None => (None, None),
+                Some((e, p, o)) => (Some(e), Some(Positions::Folder(p)), o),
+                None => (None, None, None),
             }
         }
         FollowKind::Blob(_) => {
             match runner::load::<BlobPosition>(&fw.opts.checkpoint, &fw.opts.key)? {
-                Some((e, p)) => (Some(e), Some(Positions::Blob(p))),
-                None => (None, None),
+                Some((e, p, o)) => (Some(e), Some(Positions::Blob(p)), o),
+                None => (None, None, None),
             }
         }
     };
@@ -235,7 +237,18 @@ fn follow_lane(
     fw.opts.live = Some(live.clone());
     let carried = super::shipped_observations(cfg);
     let mut outputs = Outputs::new(Some(super::carry(lane.sink(), &carried)), ipfix);
-    let mut sink = CountingSink::new(super::tagged(cfg, &mut outputs, carried)?, Some(live));
+    let mut observing = super::tagged(cfg, &mut outputs, carried.clone())?;
+    if carried.is_some() {
+        // The observer's windows go into the checkpoints and come back
+        // from them, like the engine's flows.
+        let slot = crate::observe::StateSlot::default();
+        observing = observing.checkpointed_into(slot.clone());
+        fw.opts.observer = Some(slot);
+        if let Some(state) = observed {
+            observing.restore(state);
+        }
+    }
+    let mut sink = CountingSink::new(observing, Some(live));
     if engine.is_some() {
         tracing::info!(
             "resuming from {} ({resumed_after} records spooled after it)",
