@@ -32,6 +32,11 @@ fn client(az: &Azurite) -> BlobClient {
 /// A collector and an agent following the container (debug logs: each
 /// read is a line the test can wait for).
 fn rig(dir: &Path, az: &Azurite, extra: &str) -> (Proc, PathBuf, PathBuf) {
+    rig_with(dir, az, extra, "")
+}
+
+/// The same with `tables` (TOML sections) after the agent's own.
+fn rig_with(dir: &Path, az: &Azurite, extra: &str, tables: &str) -> (Proc, PathBuf, PathBuf) {
     let certs = dir.join("certs");
     certs_init(&certs, &["agent-1"]);
     let out = dir.join("out");
@@ -49,7 +54,7 @@ fn rig(dir: &Path, az: &Azurite, extra: &str) -> (Proc, PathBuf, PathBuf) {
         &certs,
         "agent-1",
         &addr,
-        "batch_records = 16\n",
+        &format!("batch_records = 16\n{tables}"),
     );
     (collector, out, cfg)
 }
@@ -222,12 +227,33 @@ fn flow_logs_followed_while_written_are_delivered_exactly_once_across_a_hard_kil
         .unwrap();
     let rounds = 30;
     let flows = plan(&nics, rounds);
-    let truth: Vec<FlowRecord> = flows.iter().flat_map(Flow::truth).collect();
+    let mut truth: Vec<FlowRecord> = flows.iter().flat_map(Flow::truth).collect();
+    // Remotes 203.0.113.1-15 are on a watchlist: their records carry it,
+    // and each raises one watchlist observation, shipped with it.
+    let listed = |r: &FlowRecord| {
+        let remote = match r.direction {
+            vmflow_proto::Direction::Inbound => r.src_addr,
+            _ => r.dst_addr,
+        };
+        matches!(remote, std::net::IpAddr::V4(a) if a.octets()[..3] == [203, 0, 113] && a.octets()[3] < 16)
+    };
+    let mut watched: Vec<u64> = Vec::new();
+    for r in truth.iter_mut().filter(|r| listed(r)) {
+        r.remote = Some(Box::new(vmflow_proto::Remote {
+            watchlists: vec!["w".into()],
+            ..Default::default()
+        }));
+        watched.push(r.flow_id);
+    }
+    watched.sort_unstable();
+    assert!(watched.len() > 5, "{}", watched.len());
     let want = multiset_of(&truth);
     assert!(truth.len() > 200, "{}", truth.len());
     let mut blocks = BTreeMap::new();
 
-    let (_collector, out, cfg) = rig(dir, &az, "");
+    let watch = write(dir, "watch.txt", b"203.0.113.0/28\n");
+    let tables = format!("[observe]\nship = true\n[[watchlist]]\nname = \"w\"\nfile = {watch:?}\n");
+    let (_collector, out, cfg) = rig_with(dir, &az, "", &tables);
     for r in 0..12 {
         write_round(&mut c, &mut nics, &flows, r, &mut blocks);
     }
@@ -268,6 +294,17 @@ fn flow_logs_followed_while_written_are_delivered_exactly_once_across_a_hard_kil
         got == want,
         "collector records differ from the generator's; missing e.g. {missing:?}"
     );
+    // One watchlist observation per listed record, across the kill.
+    let mut seen: Vec<u64> = Vec::new();
+    for f in std::fs::read_dir(out.join("agent-1").join("observations")).unwrap() {
+        for l in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["kind"], "watchlist", "{l}");
+            seen.push(v["flow_ids"][0].as_u64().unwrap());
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, watched);
     // The records say what the flow logs said.
     assert!(got.keys().any(|k| k.contains("\"decision\":\"deny\"")));
     assert!(got

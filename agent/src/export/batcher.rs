@@ -11,7 +11,7 @@ use vmflow_proto::{encode_block, FlowRecord};
 
 use super::spool::Spool;
 use super::RecordSink;
-use crate::observe::Carried;
+use crate::observe::{Carried, ObservingSink};
 
 /// A sink that passes over the records an earlier run already took (so a
 /// source that repeats them after a restart does not repeat them downstream).
@@ -29,6 +29,18 @@ impl Skips for SpoolSink {
 
     fn set_skip(&mut self, n: u64) {
         SpoolSink::set_skip(self, n)
+    }
+}
+
+/// Skipping passes through the observer: what an earlier run spooled is
+/// the records the batcher passes over (and the observations they raised).
+impl<S: Skips, W: std::io::Write + Send> Skips for ObservingSink<S, W> {
+    fn pending_skip(&self) -> u64 {
+        self.inner().pending_skip()
+    }
+
+    fn set_skip(&mut self, n: u64) {
+        self.inner_mut().set_skip(n)
     }
 }
 

@@ -57,6 +57,14 @@ impl<S: RecordSink, W: Write + Send> ObservingSink<S, W> {
         self
     }
 
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    pub fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
     /// Continues from a checkpointed state.
     pub fn restore(&mut self, state: ObserverState) {
         self.observer.restore(state);

@@ -74,7 +74,11 @@ pub(super) fn flowlog_lane(
         engine: board.engine(stream),
         flowlog: board.flowlog(stream),
     };
-    let mut sink = Outputs::new(Some(lane.sink()), ipfix);
+    let carried = super::shipped_observations(cfg);
+    let outputs = Outputs::new(Some(super::carry(lane.sink(), &carried)), ipfix);
+    // Tagged and observed like packet sources' records (flow logs carry no
+    // TCP flags, so what they raise is watchlist and new-country ones).
+    let mut sink = super::tagged(cfg, outputs, carried)?;
     tracing::info!(
         "following flow logs in container {} (prefix {:?})",
         f.container,
