@@ -94,3 +94,21 @@ pub fn random_record(rng: &mut Rng, rules: &[&str]) -> FlowRecord {
         }),
     }
 }
+
+/// The flow id of every line of every hour file (`*.ndjson`) in `dir`,
+/// sorted; each line must be a whole JSON record.
+pub fn hour_file_ids(fs: &dyn crate::disk::Fs, dir: &std::path::Path) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for n in fs.list(dir).unwrap() {
+        if !n.ends_with(".ndjson") {
+            continue;
+        }
+        let text = String::from_utf8(fs.read(&dir.join(n)).unwrap()).unwrap();
+        for l in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a whole JSON line");
+            ids.push(v["flow_id"].as_u64().unwrap());
+        }
+    }
+    ids.sort_unstable();
+    ids
+}

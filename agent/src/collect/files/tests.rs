@@ -167,19 +167,7 @@ fn group(seqs: std::ops::RangeInclusive<u64>) -> (Vec<BatchInfo>, Vec<Batch>) {
 
 /// The flow ids in the stream's hour files.
 fn ids(fs: &dyn Fs) -> Vec<u64> {
-    let mut ids = Vec::new();
-    for n in fs.list(Path::new(DIR)).unwrap() {
-        if !n.ends_with(".ndjson") {
-            continue;
-        }
-        let text = String::from_utf8(fs.read(&Path::new(DIR).join(n)).unwrap()).unwrap();
-        for l in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(l).expect("a whole JSON line");
-            ids.push(v["flow_id"].as_u64().unwrap());
-        }
-    }
-    ids.sort_unstable();
-    ids
+    crate::testkit::hour_file_ids(fs, Path::new(DIR))
 }
 
 fn ids_of(seqs: std::ops::RangeInclusive<u64>) -> Vec<u64> {

@@ -30,25 +30,13 @@ fn sim() -> (Arc<SimFs>, SharedFs) {
     (fs, shared)
 }
 
-fn open(fs: &SharedFs) -> Result<StreamStore, StoreError> {
-    StreamStore::open(fs.clone(), Path::new(DIR))
-}
-
 /// Every line of every hour file: valid JSON, as flow ids.
 fn lines(fs: &dyn Fs) -> Vec<u64> {
-    let mut ids = Vec::new();
-    for n in fs.list(Path::new(DIR)).unwrap() {
-        if !n.ends_with(".ndjson") {
-            continue;
-        }
-        let text = String::from_utf8(fs.read(&Path::new(DIR).join(n)).unwrap()).unwrap();
-        for l in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(l).expect("a whole JSON line");
-            ids.push(v["flow_id"].as_u64().unwrap());
-        }
-    }
-    ids.sort_unstable();
-    ids
+    crate::testkit::hour_file_ids(fs, Path::new(DIR))
+}
+
+fn open(fs: &SharedFs) -> Result<StreamStore, StoreError> {
+    StreamStore::open(fs.clone(), Path::new(DIR))
 }
 
 fn dec(records: Vec<FlowRecord>) -> Decoded {
