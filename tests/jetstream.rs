@@ -389,3 +389,71 @@ fn tls_and_file_held_secrets_reach_nats_and_wrong_ones_are_refused_unshown() {
     let text = refused(with(&["--jetstream-nkey".into(), path(c("../sink.auth"))]));
     assert!(text.contains("sink.auth: not a user nkey seed"), "{text}");
 }
+
+/// Observations shipped with the records (`[observe] ship`) go through the
+/// collector and JetStream inside their batches' blocks, and the sink
+/// writes them to `observations/`: exactly the lines `replay
+/// --observations` writes for the capture, beside exactly its records.
+#[test]
+fn observations_reach_the_sink_through_jetstream_with_their_batches() {
+    let d = tempfile::tempdir().unwrap();
+    let f = fleet(d.path(), 20_000);
+    let nats = Nats::start(&f.dir, 1);
+    let urls = nats.urls();
+    let (_c, addr) = js_collector(&f.certs, &urls, &[]);
+    let s = sink(&urls, &f.out, &[]);
+    // Every IPv4 remote is listed: a watchlist observation per such record.
+    let watch = write(&f.dir, "watch.txt", b"0.0.0.0/0\n");
+    let tables =
+        format!("[observe]\nship = true\n[[watchlist]]\nname = \"all\"\nfile = {watch:?}\n");
+    let replay_cfg = write(&f.dir, "replay.toml", tables.as_bytes());
+    let obs = f.dir.join("obs.ndjson");
+    let replayed = Command::new(env!("CARGO_BIN_EXE_vmflow"))
+        .args(["replay", "--config"])
+        .arg(&replay_cfg)
+        .arg("--observations")
+        .arg(&obs)
+        .arg(&f.cap)
+        .output()
+        .unwrap();
+    assert!(replayed.status.success());
+    let records = multiset(&String::from_utf8(replayed.stdout).unwrap());
+    let mut want: Vec<String> = std::fs::read_to_string(&obs)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    want.sort();
+    assert!(want.len() > 100, "{}", want.len());
+    let cfg = agent_config(&f.dir, "a", &f.cap, &f.certs, "agent-1", &addr, &tables);
+    let mut a = agent(&cfg);
+    assert!(a.wait(Duration::from_secs(120)), "{}", a.text());
+    let shipped = || -> Vec<String> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(f.out.join("agent-1").join("observations"))
+            .into_iter()
+            .flatten()
+        {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            v.extend(text.lines().map(String::from));
+        }
+        v.sort();
+        v
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while collected(&f.out, "agent-1") != records || shipped() != want {
+        assert!(
+            shipped().len() <= want.len(),
+            "observations doubled\n{}",
+            s.text()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the sink holds {} of {} observations\n{}",
+            shipped().len(),
+            want.len(),
+            s.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
