@@ -13,7 +13,7 @@ echo "wireshark-common wireshark-common/install-setuid boolean false" | as_root 
 echo "iperf3 iperf3/start_daemon boolean false" | as_root debconf-set-selections
 need_tools test.sh tshark:tshark tcpdump:tcpdump ping:iputils-ping curl:curl ip:iproute2 python3:python3 \
     iperf3:iperf3 setpriv:util-linux node:nodejs npm:npm nfcapd:nfdump wine:wine64 chromium:chromium tmux:tmux \
-    nats-server:nats-server
+    nats-server:nats-server pip3:python3-pip
 
 # Azurite, the Blob storage emulator, pinned: 3.36+ needs Node.js 21 or
 # later, 3.35.0 runs on what Debian and this machine carry.
@@ -39,6 +39,24 @@ if [ "$(cat "$ipdb_dir/.version" 2>/dev/null)" != "$IPDB_VERSION" ]; then
         "@ip-location-db/geo-whois-asn-country-mmdb@$IPDB_VERSION" \
         "@ip-location-db/geo-whois-asn-country@$IPDB_VERSION" >/dev/null
     echo "$IPDB_VERSION" > "$ipdb_dir/.version"
+fi
+
+# A free ASN database: ip-location-db's (CC BY 4.0 by RouteViews, DB-IP and
+# NRO), which npm carries as CSV only, written in MaxMind format by
+# scripts/asn_mmdb.py with mmdb-writer (MIT, PyPI, pinned with netaddr under
+# target/ipdb/py): tests/observe.rs checks lookups against the CSV.
+ASN_VERSION="$IPDB_VERSION mmdb-writer==0.2.7 netaddr==1.3.0"
+if [ "$(cat "$ipdb_dir/.asn-version" 2>/dev/null)" != "$ASN_VERSION" ] || [ ! -s "$ipdb_dir/asn.mmdb" ]; then
+    echo "test.sh: building the ip-location-db ASN database $IPDB_VERSION"
+    npm install --silent --no-audit --no-fund --prefix "$ipdb_dir" \
+        "@ip-location-db/asn@$IPDB_VERSION" >/dev/null
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+        --upgrade --target "$ipdb_dir/py" mmdb-writer==0.2.7 netaddr==1.3.0
+    asn="$ipdb_dir/node_modules/@ip-location-db/asn"
+    PYTHONPATH="$ipdb_dir/py" python3 scripts/asn_mmdb.py "$ipdb_dir/asn.mmdb.tmp" \
+        "$asn/asn-ipv4.csv" "$asn/asn-ipv6.csv"
+    mv "$ipdb_dir/asn.mmdb.tmp" "$ipdb_dir/asn.mmdb"
+    echo "$ASN_VERSION" > "$ipdb_dir/.asn-version"
 fi
 
 # The package tests (tests/package.rs) boot a Debian container with systemd

@@ -348,6 +348,83 @@ fn country_lookups_agree_with_the_databases_csv_edition() {
     assert_eq!(e.lookup("10.0.0.1".parse().unwrap()).country, None);
 }
 
+/// `(first, last, asn, org)` rows of ip-location-db's ASN CSV (the org
+/// quoted when it holds a comma, `""` for a quote inside).
+fn asn_rows(file: &str) -> Vec<(std::net::IpAddr, std::net::IpAddr, u32, String)> {
+    std::fs::read_to_string(ipdb(file))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut f = l.splitn(4, ',');
+            let mut next = || f.next().unwrap();
+            let (first, last, asn, org) = (next(), next(), next(), next());
+            let org = match org.strip_prefix('"').and_then(|o| o.strip_suffix('"')) {
+                Some(o) => o.replace("\"\"", "\""),
+                None => org.to_string(),
+            };
+            (
+                first.parse().unwrap(),
+                last.parse().unwrap(),
+                asn.parse().unwrap(),
+                org,
+            )
+        })
+        .collect()
+}
+
+/// The ASN database test.sh builds from ip-location-db's ASN CSV (npm has
+/// no MaxMind-format edition of it) answers as the CSV does, and beside
+/// the country database each field comes from the one that knows it.
+#[test]
+fn asn_lookups_agree_with_the_csv_and_combine_with_the_country_database() {
+    let country = ipdb("geo-whois-asn-country-mmdb/geo-whois-asn-country.mmdb");
+    // Built by test.sh beside the npm packages.
+    let asn = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ipdb/asn.mmdb");
+    assert!(
+        asn.exists(),
+        "{} is missing: run scripts/test.sh",
+        asn.display()
+    );
+    let only_country = vmflow::observe::Enricher::open(std::slice::from_ref(&country)).unwrap();
+    let both = vmflow::observe::Enricher::open(&[country, asn]).unwrap();
+    let mut checked = 0;
+    for csv in ["asn/asn-ipv4.csv", "asn/asn-ipv6.csv"] {
+        let rows = asn_rows(csv);
+        assert!(rows.len() > 10_000, "{csv}: {} rows", rows.len());
+        // Ranges clear of their neighbours only (see the country test).
+        let clear: Vec<_> = rows
+            .windows(3)
+            .filter(|w| w[0].1 < w[1].0 && w[1].1 < w[2].0)
+            .map(|w| &w[1])
+            .collect();
+        assert!(
+            clear.len() * 10 > rows.len() * 8,
+            "{csv}: {} clear",
+            clear.len()
+        );
+        for (first, last, number, org) in clear.into_iter().step_by(100) {
+            for ip in [*first, *last] {
+                let p = both.lookup(ip);
+                assert_eq!(
+                    (p.asn, p.as_org.as_deref()),
+                    (Some(*number), Some(org.as_str())),
+                    "{ip} in {csv}"
+                );
+                assert_eq!(p.country, only_country.lookup(ip).country, "{ip}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 5_000, "{checked}");
+    // Both kinds of field on one address, and none on private space.
+    let p = both.lookup("1.0.0.1".parse().unwrap());
+    assert!(p.asn.is_some() && p.country.is_some(), "{p:?}");
+    assert_eq!(
+        both.lookup("10.0.0.1".parse().unwrap()),
+        vmflow::observe::Place::default()
+    );
+}
+
 #[test]
 fn enriched_observations_name_the_country_and_a_new_one_is_raised() {
     let dir = tempfile::tempdir().unwrap();
