@@ -457,3 +457,69 @@ fn observations_reach_the_sink_through_jetstream_with_their_batches() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Decentralized authentication: collector and sink each log in with a
+/// credentials file (user JWT and seed) of an account the operator-mode
+/// server trusts, and delivery is exact. A user of an account the server
+/// does not know is refused at start with an error that says so, and a
+/// file that is not a credentials file is named, not shown; neither the
+/// seed nor the JWT reaches the output, even at the trace level.
+#[test]
+fn credentials_files_reach_an_operator_mode_server_and_strangers_are_refused_unshown() {
+    use common::nats::Operator;
+    let d = tempfile::tempdir().unwrap();
+    let f = fleet(d.path(), 100_000);
+    let op = Operator::new();
+    let nats = Nats::start_with(&f.dir, 1, &op.conf, "nats");
+    let urls = nats.urls();
+    let creds = |p: PathBuf| p.to_str().unwrap().to_string();
+    let c = creds(op.creds(&f.dir, "collector"));
+    let (_collector, addr) = js_collector(&f.certs, &urls, &["--jetstream-creds", &c]);
+    let s_creds = creds(op.creds(&f.dir, "sink"));
+    let s = sink(&urls, &f.out, &["--jetstream-creds", &s_creds]);
+    let cfg = agent_config(&f.dir, "a", &f.cap, &f.certs, "agent-1", &addr, "");
+    let mut a = agent(&cfg);
+    assert!(a.wait(Duration::from_secs(120)), "{}", a.text());
+    wait_exact(&f.out, &f.cap, &s);
+
+    let refused = |file: &Path| -> String {
+        let mut p = Proc::spawn(
+            Command::new(env!("CARGO_BIN_EXE_vmflow"))
+                .env("RUST_LOG", "trace")
+                .args(["collect", "--listen", "127.0.0.1:0"])
+                .arg("--cert")
+                .arg(f.certs.join("collector.pem"))
+                .arg("--key")
+                .arg(f.certs.join("collector-key.pem"))
+                .arg("--client-ca")
+                .arg(f.certs.join("ca.pem"))
+                .args(["--jetstream", &urls, "--jetstream-creds"])
+                .arg(file),
+        );
+        assert_eq!(
+            p.wait_code(Duration::from_secs(60)),
+            Some(1),
+            "{}",
+            p.text()
+        );
+        let text = p.text();
+        let secrets = std::fs::read_to_string(file).unwrap();
+        for secret in secrets.lines().filter(|l| l.len() > 40) {
+            assert!(!text.contains(secret), "a secret in the output:\n{text}");
+        }
+        text
+    };
+    let stranger = Operator::stranger_creds(&f.dir, "stranger");
+    let text = refused(&stranger);
+    assert!(text.to_lowercase().contains("authorization"), "{text}");
+    let garbage = write(
+        &f.dir,
+        "garbage.creds",
+        b"user: someone, password: not-a-jwt-at-all-but-secret-enough\n",
+    );
+    let text = refused(&garbage);
+    assert!(
+        text.contains("garbage.creds") && text.contains("not a NATS credentials file"),
+        "{text}"
+    );
+}

@@ -185,3 +185,92 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
     s.read_to_string(&mut out).ok()?;
     Some(out)
 }
+
+/// Decentralized (JWT) authentication, as `nsc` would set it up: an
+/// operator, a system account and an account with JetStream, their JWTs
+/// signed here with the NATS authors' nkeys crate; users of the account get
+/// credentials files (user JWT + seed), as `nsc generate creds` writes them.
+pub struct Operator {
+    account: nkeys::KeyPair,
+    /// Server configuration lines that trust the operator and know both
+    /// accounts (memory resolver).
+    pub conf: String,
+}
+
+fn b64(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// A JWT (v2 claims) for `sub`, signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, sub: &str, name: &str, nats: serde_json::Value) -> String {
+    let header = b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": format!("vmflow-test-{sub}"),
+        "iat": 1_700_000_000u64,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": sub,
+        "nats": nats,
+    });
+    let signing = format!("{header}.{}", b64(claims.to_string().as_bytes()));
+    let sig = issuer.sign(signing.as_bytes()).unwrap();
+    format!("{signing}.{}", b64(&sig))
+}
+
+fn user_creds(dir: &Path, name: &str, account: &nkeys::KeyPair) -> PathBuf {
+    let user = nkeys::KeyPair::new_user();
+    let nats = serde_json::json!({"type": "user", "version": 2, "pub": {}, "sub": {},
+        "subs": -1, "data": -1, "payload": -1});
+    let token = jwt(account, &user.public_key(), name, nats);
+    let text = format!(
+        "-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+        user.seed().unwrap()
+    );
+    let path = dir.join(format!("{name}.creds"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl Operator {
+    pub fn new() -> Operator {
+        let op = nkeys::KeyPair::new_operator();
+        let sys = nkeys::KeyPair::new_account();
+        let account = nkeys::KeyPair::new_account();
+        let limits = serde_json::json!({"subs": -1, "data": -1, "payload": -1, "imports": -1,
+            "exports": -1, "wildcards": true, "conn": -1, "leaf": -1});
+        let mut js = limits.clone();
+        for k in ["mem_storage", "disk_storage", "streams", "consumer"] {
+            js[k] = (-1).into();
+        }
+        let account_jwt = |kp: &nkeys::KeyPair, name: &str, limits: &serde_json::Value| {
+            let nats = serde_json::json!({"type": "account", "version": 2, "limits": limits});
+            jwt(&op, &kp.public_key(), name, nats)
+        };
+        let operator_nats = serde_json::json!({"type": "operator", "version": 2,
+            "system_account": sys.public_key()});
+        let conf = format!(
+            "operator: {}\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: {}\n  {}: {}\n}}\n",
+            jwt(&op, &op.public_key(), "vmflow-test", operator_nats),
+            sys.public_key(),
+            sys.public_key(),
+            account_jwt(&sys, "SYS", &limits),
+            account.public_key(),
+            account_jwt(&account, "VMFLOW", &js),
+        );
+        Operator { account, conf }
+    }
+
+    /// Credentials of a new user of the account.
+    pub fn creds(&self, dir: &Path, name: &str) -> PathBuf {
+        user_creds(dir, name, &self.account)
+    }
+
+    /// Credentials of a user of an account the server does not know.
+    pub fn stranger_creds(dir: &Path, name: &str) -> PathBuf {
+        user_creds(dir, name, &nkeys::KeyPair::new_account())
+    }
+}
