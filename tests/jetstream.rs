@@ -32,6 +32,36 @@ fn js_collector(certs: &Path, urls: &str, extra: &[&str]) -> (Proc, String) {
     (p, addr)
 }
 
+/// A collector that must stop at start (exit 1) with `args` added to the
+/// JetStream flags, at the trace level, and must not print any of
+/// `secrets`: what it said.
+fn refused_collector(certs: &Path, urls: &str, args: &[String], secrets: &[&str]) -> String {
+    let mut p = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_vmflow"))
+            .env("RUST_LOG", "trace")
+            .args(["collect", "--listen", "127.0.0.1:0"])
+            .arg("--cert")
+            .arg(certs.join("collector.pem"))
+            .arg("--key")
+            .arg(certs.join("collector-key.pem"))
+            .arg("--client-ca")
+            .arg(certs.join("ca.pem"))
+            .args(["--jetstream", urls])
+            .args(args),
+    );
+    assert_eq!(
+        p.wait_code(Duration::from_secs(60)),
+        Some(1),
+        "{}",
+        p.text()
+    );
+    let text = p.text();
+    for secret in secrets {
+        assert!(!text.contains(secret), "a secret in the output:\n{text}");
+    }
+    text
+}
+
 fn sink(urls: &str, out: &Path, extra: &[&str]) -> Proc {
     let p = Proc::spawn(
         Command::new(env!("CARGO_BIN_EXE_vmflow"))
@@ -349,32 +379,9 @@ fn tls_and_file_held_secrets_reach_nats_and_wrong_ones_are_refused_unshown() {
     assert!(b.wait(Duration::from_secs(120)), "{}", b.text());
     collector.wait_line("a new record stream (epoch", Duration::from_secs(30));
 
-    let refused = |args: Vec<String>| -> String {
-        let mut p = Proc::spawn(
-            Command::new(env!("CARGO_BIN_EXE_vmflow"))
-                .env("RUST_LOG", "trace")
-                .args(["collect", "--listen", "127.0.0.1:0"])
-                .arg("--cert")
-                .arg(c("collector.pem"))
-                .arg("--key")
-                .arg(c("collector-key.pem"))
-                .arg("--client-ca")
-                .arg(c("ca.pem"))
-                .args(["--jetstream", &urls])
-                .args(&args),
-        );
-        assert_eq!(
-            p.wait_code(Duration::from_secs(60)),
-            Some(1),
-            "{}",
-            p.text()
-        );
-        let text = p.text();
-        for secret in ["wrong-horse-staple", "right-horse-battery", seed.as_str()] {
-            assert!(!text.contains(secret), "a secret in the output:\n{text}");
-        }
-        text
-    };
+    let secrets = ["wrong-horse-staple", "right-horse-battery", seed.as_str()];
+    let refused =
+        |args: Vec<String>| -> String { refused_collector(&f.certs, &urls, &args, &secrets) };
     let text = refused(with(&["--jetstream-auth-file".into(), path(wrong_file)]));
     assert!(text.to_lowercase().contains("authorization"), "{text}");
     // TLS without this client's certificate: the server hangs up.
@@ -483,31 +490,11 @@ fn credentials_files_reach_an_operator_mode_server_and_strangers_are_refused_uns
     wait_exact(&f.out, &f.cap, &s);
 
     let refused = |file: &Path| -> String {
-        let mut p = Proc::spawn(
-            Command::new(env!("CARGO_BIN_EXE_vmflow"))
-                .env("RUST_LOG", "trace")
-                .args(["collect", "--listen", "127.0.0.1:0"])
-                .arg("--cert")
-                .arg(f.certs.join("collector.pem"))
-                .arg("--key")
-                .arg(f.certs.join("collector-key.pem"))
-                .arg("--client-ca")
-                .arg(f.certs.join("ca.pem"))
-                .args(["--jetstream", &urls, "--jetstream-creds"])
-                .arg(file),
-        );
-        assert_eq!(
-            p.wait_code(Duration::from_secs(60)),
-            Some(1),
-            "{}",
-            p.text()
-        );
-        let text = p.text();
-        let secrets = std::fs::read_to_string(file).unwrap();
-        for secret in secrets.lines().filter(|l| l.len() > 40) {
-            assert!(!text.contains(secret), "a secret in the output:\n{text}");
-        }
-        text
+        let text = std::fs::read_to_string(file).unwrap();
+        // The JWT and the seed (and the garbage file's "password").
+        let secrets: Vec<&str> = text.lines().filter(|l| l.len() > 40).collect();
+        let args = ["--jetstream-creds".to_string(), file.display().to_string()];
+        refused_collector(&f.certs, &urls, &args, &secrets)
     };
     let stranger = Operator::stranger_creds(&f.dir, "stranger");
     let text = refused(&stranger);

@@ -295,6 +295,30 @@ fn ipdb(file: &str) -> std::path::PathBuf {
     p
 }
 
+/// The rows of a range CSV (over 10,000 of them) clear of their
+/// neighbours: the CSV lists some ranges inside others (a more specific one
+/// wins in the database), so only those are an unambiguous answer. More
+/// than `tenths` tenths of the rows are.
+fn clear_ranges<'r, T>(
+    rows: &'r [T],
+    range: impl Fn(&T) -> (std::net::IpAddr, std::net::IpAddr),
+    tenths: usize,
+    csv: &str,
+) -> Vec<&'r T> {
+    assert!(rows.len() > 10_000, "{csv}: {} rows", rows.len());
+    let clear: Vec<&T> = rows
+        .windows(3)
+        .filter(|w| range(&w[0]).1 < range(&w[1]).0 && range(&w[1]).1 < range(&w[2]).0)
+        .map(|w| &w[1])
+        .collect();
+    assert!(
+        clear.len() * 10 > rows.len() * tenths,
+        "{csv}: {} clear",
+        clear.len()
+    );
+    clear
+}
+
 /// `(first, last, country)` rows of the database's CSV edition.
 fn csv_rows(file: &str) -> Vec<(std::net::IpAddr, std::net::IpAddr, String)> {
     std::fs::read_to_string(ipdb(file))
@@ -320,20 +344,8 @@ fn country_lookups_agree_with_the_databases_csv_edition() {
         "geo-whois-asn-country/geo-whois-asn-country-ipv6.csv",
     ] {
         let rows = csv_rows(csv);
-        assert!(rows.len() > 10_000, "{csv}: {} rows", rows.len());
-        // The CSV lists some ranges inside others (a more specific one
-        // wins in the database): only ranges clear of their neighbours are
-        // an unambiguous answer. Both ends of every 50th of those.
-        let clear: Vec<_> = rows
-            .windows(3)
-            .filter(|w| w[0].1 < w[1].0 && w[1].1 < w[2].0)
-            .map(|w| &w[1])
-            .collect();
-        assert!(
-            clear.len() * 10 > rows.len() * 9,
-            "{csv}: {} clear",
-            clear.len()
-        );
+        // Both ends of every 50th unambiguous range.
+        let clear = clear_ranges(&rows, |r| (r.0, r.1), 9, csv);
         for (first, last, country) in clear.into_iter().step_by(50) {
             for ip in [*first, *last] {
                 assert_eq!(
@@ -390,18 +402,7 @@ fn asn_lookups_agree_with_the_csv_and_combine_with_the_country_database() {
     let mut checked = 0;
     for csv in ["asn/asn-ipv4.csv", "asn/asn-ipv6.csv"] {
         let rows = asn_rows(csv);
-        assert!(rows.len() > 10_000, "{csv}: {} rows", rows.len());
-        // Ranges clear of their neighbours only (see the country test).
-        let clear: Vec<_> = rows
-            .windows(3)
-            .filter(|w| w[0].1 < w[1].0 && w[1].1 < w[2].0)
-            .map(|w| &w[1])
-            .collect();
-        assert!(
-            clear.len() * 10 > rows.len() * 8,
-            "{csv}: {} clear",
-            clear.len()
-        );
+        let clear = clear_ranges(&rows, |r| (r.0, r.1), 8, csv);
         for (first, last, number, org) in clear.into_iter().step_by(100) {
             for ip in [*first, *last] {
                 let p = both.lookup(ip);
