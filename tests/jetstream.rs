@@ -14,8 +14,9 @@ use common::agents::*;
 use common::nats::Nats;
 use common::write;
 
-/// A collector publishing to JetStream (`extra`: the stream's flags).
-fn js_collector(certs: &Path, urls: &str, extra: &[&str]) -> (Proc, String) {
+/// `vmflow collect` on a free port with the fleet's certificates,
+/// publishing to `urls`.
+fn collect_cmd(certs: &Path, urls: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmflow"));
     cmd.args(["collect", "--listen", "127.0.0.1:0"])
         .arg("--cert")
@@ -24,9 +25,13 @@ fn js_collector(certs: &Path, urls: &str, extra: &[&str]) -> (Proc, String) {
         .arg(certs.join("collector-key.pem"))
         .arg("--client-ca")
         .arg(certs.join("ca.pem"))
-        .args(["--jetstream", urls])
-        .args(extra);
-    let p = Proc::spawn(&mut cmd);
+        .args(["--jetstream", urls]);
+    cmd
+}
+
+/// A collector publishing to JetStream (`extra`: the stream's flags).
+fn js_collector(certs: &Path, urls: &str, extra: &[&str]) -> (Proc, String) {
+    let p = Proc::spawn(collect_cmd(certs, urls).args(extra));
     let line = p.wait_line("listening on", Duration::from_secs(30));
     let addr = line.rsplit(' ').next().unwrap().to_string();
     (p, addr)
@@ -36,19 +41,7 @@ fn js_collector(certs: &Path, urls: &str, extra: &[&str]) -> (Proc, String) {
 /// JetStream flags, at the trace level, and must not print any of
 /// `secrets`: what it said.
 fn refused_collector(certs: &Path, urls: &str, args: &[String], secrets: &[&str]) -> String {
-    let mut p = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_vmflow"))
-            .env("RUST_LOG", "trace")
-            .args(["collect", "--listen", "127.0.0.1:0"])
-            .arg("--cert")
-            .arg(certs.join("collector.pem"))
-            .arg("--key")
-            .arg(certs.join("collector-key.pem"))
-            .arg("--client-ca")
-            .arg(certs.join("ca.pem"))
-            .args(["--jetstream", urls])
-            .args(args),
-    );
+    let mut p = Proc::spawn(collect_cmd(certs, urls).env("RUST_LOG", "trace").args(args));
     assert_eq!(
         p.wait_code(Duration::from_secs(60)),
         Some(1),
