@@ -54,15 +54,70 @@ impl Capture {
 
     /// A whole connection: handshake, a request and answer, FIN both ways.
     fn connection(&mut self, t: u64, client: End, server: End) {
+        self.connection_with(Capture::tcp, t, client, server);
+    }
+
+    /// `connection`'s segments, each written by `tcp` (IPv4 or IPv6).
+    fn connection_with<E: Copy>(
+        &mut self,
+        tcp: fn(&mut Capture, u64, E, E, u8, usize),
+        t: u64,
+        client: E,
+        server: E,
+    ) {
         let ms = S / 1000;
-        self.tcp(t, client, server, SYN, 0);
-        self.tcp(t + ms, server, client, SYN | ACK, 0);
-        self.tcp(t + 2 * ms, client, server, ACK, 0);
-        self.tcp(t + 3 * ms, client, server, PSH | ACK, 300);
-        self.tcp(t + 4 * ms, server, client, PSH | ACK, 1200);
-        self.tcp(t + 5 * ms, client, server, FIN | ACK, 0);
-        self.tcp(t + 6 * ms, server, client, FIN | ACK, 0);
-        self.tcp(t + 7 * ms, client, server, ACK, 0);
+        tcp(self, t, client, server, SYN, 0);
+        tcp(self, t + ms, server, client, SYN | ACK, 0);
+        tcp(self, t + 2 * ms, client, server, ACK, 0);
+        tcp(self, t + 3 * ms, client, server, PSH | ACK, 300);
+        tcp(self, t + 4 * ms, server, client, PSH | ACK, 1200);
+        tcp(self, t + 5 * ms, client, server, FIN | ACK, 0);
+        tcp(self, t + 6 * ms, server, client, FIN | ACK, 0);
+        tcp(self, t + 7 * ms, client, server, ACK, 0);
+    }
+
+    /// `tcp` between IPv6 ends.
+    fn tcp6(
+        &mut self,
+        t: u64,
+        from: (std::net::Ipv6Addr, u16),
+        to: (std::net::Ipv6Addr, u16),
+        flags: u8,
+        payload: usize,
+    ) {
+        let mut f = vec![0u8; 14 + 40 + 20 + payload];
+        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+        let ip = &mut f[14..54];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&((20 + payload) as u16).to_be_bytes());
+        ip[6] = 6;
+        ip[7] = 64;
+        ip[8..24].copy_from_slice(&from.0.octets());
+        ip[24..40].copy_from_slice(&to.0.octets());
+        let tcp = &mut f[54..74];
+        tcp[0..2].copy_from_slice(&from.1.to_be_bytes());
+        tcp[2..4].copy_from_slice(&to.1.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = flags;
+        tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
+        self.pkts.push((t, f));
+    }
+
+    /// A whole connection between two IPv4 or two IPv6 ends.
+    fn connection_ip(
+        &mut self,
+        t: u64,
+        client: (std::net::IpAddr, u16),
+        server: (std::net::IpAddr, u16),
+    ) {
+        use std::net::IpAddr::{V4, V6};
+        match (client.0, server.0) {
+            (V4(c), V4(s)) => self.connection(t, (c.octets(), client.1), (s.octets(), server.1)),
+            (V6(c), V6(s)) => self.connection_with(Capture::tcp6, t, (c, client.1), (s, server.1)),
+            _ => panic!("{client:?} and {server:?} are of two IP versions"),
+        }
     }
 
     /// A SYN the server refuses with a RST.
@@ -596,6 +651,222 @@ fn records_carry_the_remotes_country_and_watchlists() {
     a.sort_unstable();
     b.sort_unstable();
     assert_eq!(a, b);
+}
+
+/// `replay` with `[enrich] mmdb = [country, asn]` over ~6,000 remotes,
+/// each inside a different unambiguous range of the ASN CSV (IPv4 and
+/// IPv6, every 100th and every 50th range at a deterministic offset in it,
+/// plus organisations with quotes and non-ASCII letters), half of them
+/// clients of a local service and half servers a local host calls: every
+/// record's `remote_asn` and `remote_as_org` are the CSV's for its remote
+/// and its `remote_country` is the country database's alone; so are the
+/// observations'; the block format keeps them, and listing the databases
+/// the other way round changes nothing (neither knows the other's fields).
+#[test]
+fn replayed_records_take_the_asn_from_the_asn_database_and_the_country_from_the_country_one() {
+    use std::collections::HashMap;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let country = ipdb("geo-whois-asn-country-mmdb/geo-whois-asn-country.mmdb");
+    let asn = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ipdb/asn.mmdb");
+    assert!(
+        asn.exists(),
+        "{} is missing: run scripts/test.sh",
+        asn.display()
+    );
+    let countries = vmflow::observe::Enricher::open(std::slice::from_ref(&country)).unwrap();
+
+    // remote -> (AS number, organisation), by the CSV.
+    let mut want: HashMap<IpAddr, (u32, String)> = HashMap::new();
+    let mut remotes: Vec<IpAddr> = Vec::new();
+    for (csv, step) in [("asn/asn-ipv4.csv", 100), ("asn/asn-ipv6.csv", 50)] {
+        let rows = asn_rows(csv);
+        assert!(rows.len() > 10_000, "{csv}: {} rows", rows.len());
+        // Ranges clear of their neighbours only (see the country test).
+        let clear: Vec<_> = rows
+            .windows(3)
+            .filter(|w| w[0].1 < w[1].0 && w[1].1 < w[2].0)
+            .map(|w| &w[1])
+            .collect();
+        let quoted = clear.iter().position(|r| r.3.contains('"')).unwrap();
+        let unicode = clear.iter().position(|r| !r.3.is_ascii()).unwrap();
+        let picked = (0..clear.len())
+            .step_by(step)
+            .chain([quoted, unicode])
+            .map(|i| (i, clear[i]));
+        for (i, (first, last, number, org)) in picked {
+            let n = |ip: &IpAddr| match ip {
+                IpAddr::V4(a) => u128::from(u32::from(*a)),
+                IpAddr::V6(a) => u128::from(*a),
+            };
+            // A deterministic spot in the range (splitmix64 of its index).
+            let mut h = (i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+            h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            h ^= h >> 31;
+            let spot = n(first) + u128::from(h) % (n(last) - n(first) + 1);
+            let ip = match first {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(spot as u32)),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(spot)),
+            };
+            assert!(*first <= ip && ip <= *last, "{ip} outside {first}-{last}");
+            if want.insert(ip, (*number, org.clone())).is_none() {
+                remotes.push(ip);
+            }
+        }
+    }
+    assert!(remotes.len() > 6_000, "{}", remotes.len());
+
+    // Even remotes call a local HTTPS service, odd ones are called by a
+    // local host; the first of each IP version also logs in over SSH (an
+    // exposed_service observation). Many countries reach the service:
+    // new_country observations too.
+    let local = |ip: &IpAddr| match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(HOST)),
+        IpAddr::V6(_) => IpAddr::V6("fd00::5".parse().unwrap()),
+    };
+    let mut c = Capture::default();
+    let mut flows = 0;
+    for (i, r) in remotes.iter().enumerate() {
+        let t = T0 + i as u64 * 10 * S / 1000;
+        let port = 20_000 + (i % 40_000) as u16;
+        if i % 2 == 0 {
+            c.connection_ip(t, (*r, port), (local(r), 443));
+        } else {
+            c.connection_ip(t, (local(r), port), (*r, 443));
+        }
+        flows += 1;
+    }
+    let v6 = remotes.iter().position(IpAddr::is_ipv6).unwrap();
+    for r in [remotes[0], remotes[v6]] {
+        let t = T0 + remotes.len() as u64 * 10 * S / 1000;
+        c.connection_ip(t, (r, 50_022), (local(&r), 22));
+        flows += 1;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("c.pcap");
+    c.write(&cap);
+    let config = |name: &str, dbs: &[&Path]| {
+        let cfg = dir.path().join(name);
+        std::fs::write(
+            &cfg,
+            format!("local_nets = [\"10.0.0.0/8\", \"fd00::/8\"]\n[enrich]\nmmdb = {dbs:?}\n"),
+        )
+        .unwrap();
+        cfg
+    };
+    let replay = |cfg: &Path, format: &str, out: &Path, obs: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmflow"));
+        cmd.args(["replay", "--format", format, "--config"])
+            .arg(cfg)
+            .arg("--out")
+            .arg(out);
+        if let Some(obs) = obs {
+            cmd.arg("--observations").arg(obs);
+        }
+        let o = cmd.arg(&cap).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let both = config("both.toml", &[&country, &asn]);
+    let obs_path = dir.path().join("o.ndjson");
+    let ndjson = dir.path().join("r.ndjson");
+    replay(&both, "ndjson", &ndjson, Some(&obs_path));
+    let text = std::fs::read_to_string(&ndjson).unwrap();
+
+    // A record or observation names what the databases say of its remote.
+    let mut with_country = 0;
+    let check = |v: &Value, remote: IpAddr, with_country: &mut usize| {
+        let (number, org) = &want[&remote];
+        assert_eq!(
+            (v["remote_asn"].as_u64(), v["remote_as_org"].as_str()),
+            (Some(u64::from(*number)), Some(org.as_str())),
+            "{remote}: {v}"
+        );
+        let country = countries.lookup(remote).country;
+        assert_eq!(
+            v["remote_country"].as_str(),
+            country.as_deref(),
+            "{remote}: {v}"
+        );
+        *with_country += usize::from(country.is_some());
+    };
+    let recs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), flows);
+    let mut seen = std::collections::HashSet::new();
+    for r in &recs {
+        let addr = |k: &str| r[k].as_str().unwrap().parse::<IpAddr>().unwrap();
+        let remote = match r["direction"].as_str() {
+            Some("inbound") => addr("src_addr"),
+            Some("outbound") => addr("dst_addr"),
+            _ => panic!("{r}"),
+        };
+        check(r, remote, &mut with_country);
+        seen.insert(remote);
+    }
+    assert_eq!(seen.len(), remotes.len());
+    // Nearly every address with an AS has a country too: the field is
+    // there to be checked, not absent throughout.
+    assert!(with_country * 10 > flows * 9, "{with_country} of {flows}");
+
+    let obs: Vec<Value> = std::fs::read_to_string(&obs_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: BTreeSet<&str> = obs.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["exposed_service", "new_country"]),
+        "{obs:#?}"
+    );
+    for o in &obs {
+        check(
+            o,
+            o["remote_addr"].as_str().unwrap().parse().unwrap(),
+            &mut 0,
+        );
+    }
+    let exposed: BTreeSet<IpAddr> = obs
+        .iter()
+        .filter(|o| o["kind"] == "exposed_service")
+        .map(|o| o["remote_addr"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(exposed, BTreeSet::from([remotes[0], remotes[v6]]));
+
+    // The block format carries the same fields, organisations with quotes
+    // and non-ASCII letters included.
+    let blocks = dir.path().join("r.blocks");
+    replay(&both, "blocks", &blocks, None);
+    let cat = Command::new(env!("CARGO_BIN_EXE_vmflow"))
+        .arg("cat")
+        .arg(&blocks)
+        .output()
+        .unwrap();
+    assert!(
+        cat.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    let sorted = |s: &str| {
+        let mut l: Vec<String> = s.lines().map(str::to_string).collect();
+        l.sort_unstable();
+        l
+    };
+    assert_eq!(
+        sorted(&String::from_utf8(cat.stdout).unwrap()),
+        sorted(&text)
+    );
+
+    // The other order: each field still from the one database that knows it.
+    let swapped = config("swapped.toml", &[&asn, &country]);
+    let other = dir.path().join("s.ndjson");
+    replay(&swapped, "ndjson", &other, None);
+    assert_eq!(
+        sorted(&std::fs::read_to_string(&other).unwrap()),
+        sorted(&text)
+    );
 }
 
 /// Peak resident memory of a finished child, in MiB (`wait4`'s rusage: the
