@@ -472,9 +472,11 @@ fn asn_lookups_agree_with_the_csv_and_combine_with_the_country_database() {
         }
     }
     assert!(checked > 5_000, "{checked}");
-    // Both kinds of field on one address, and none on private space.
+    // Both kinds of field on one address, the same written as IPv6
+    // (`::ffff:1.0.0.1`), and none on private space.
     let p = both.lookup("1.0.0.1".parse().unwrap());
     assert!(p.asn.is_some() && p.country.is_some(), "{p:?}");
+    assert_eq!(both.lookup("::ffff:1.0.0.1".parse().unwrap()), p);
     assert_eq!(
         both.lookup("10.0.0.1".parse().unwrap()),
         vmflow::observe::Place::default()

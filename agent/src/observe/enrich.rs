@@ -58,6 +58,9 @@ impl Enricher {
     }
 
     pub fn lookup(&self, ip: IpAddr) -> Place {
+        // An IPv4 address seen as IPv6 (`::ffff:a.b.c.d`) is where the
+        // databases keep it as IPv4, as the watchlists already take it.
+        let ip = ip.to_canonical();
         let mut place = Place::default();
         for db in &self.dbs {
             // A damaged record in one database leaves its fields unknown.
@@ -68,10 +71,10 @@ impl Enricher {
             if place.country.is_none() {
                 place.country = country.map(str::to_string);
             }
-            if place.asn.is_none() {
+            // Number and organisation from the same database: one AS's
+            // number beside another's name would be worse than either alone.
+            if place.asn.is_none() && place.as_org.is_none() {
                 place.asn = e.autonomous_system_number;
-            }
-            if place.as_org.is_none() {
                 place.as_org = e.autonomous_system_organization.map(str::to_string);
             }
         }
