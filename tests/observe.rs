@@ -415,6 +415,18 @@ fn country_lookups_agree_with_the_databases_csv_edition() {
     assert_eq!(e.lookup("10.0.0.1".parse().unwrap()).country, None);
 }
 
+/// The ASN database test.sh builds from ip-location-db's ASN CSV (beside
+/// the npm packages).
+fn asn_db() -> std::path::PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ipdb/asn.mmdb");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/test.sh",
+        p.display()
+    );
+    p
+}
+
 /// `(first, last, asn, org)` rows of ip-location-db's ASN CSV (the org
 /// quoted when it holds a comma, `""` for a quote inside).
 fn asn_rows(file: &str) -> Vec<(std::net::IpAddr, std::net::IpAddr, u32, String)> {
@@ -445,13 +457,7 @@ fn asn_rows(file: &str) -> Vec<(std::net::IpAddr, std::net::IpAddr, u32, String)
 #[test]
 fn asn_lookups_agree_with_the_csv_and_combine_with_the_country_database() {
     let country = ipdb("geo-whois-asn-country-mmdb/geo-whois-asn-country.mmdb");
-    // Built by test.sh beside the npm packages.
-    let asn = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ipdb/asn.mmdb");
-    assert!(
-        asn.exists(),
-        "{} is missing: run scripts/test.sh",
-        asn.display()
-    );
+    let asn = asn_db();
     let only_country = vmflow::observe::Enricher::open(std::slice::from_ref(&country)).unwrap();
     let both = vmflow::observe::Enricher::open(&[country, asn]).unwrap();
     let mut checked = 0;
@@ -669,12 +675,7 @@ fn replayed_records_take_the_asn_from_the_asn_database_and_the_country_from_the_
     use std::collections::HashMap;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     let country = ipdb("geo-whois-asn-country-mmdb/geo-whois-asn-country.mmdb");
-    let asn = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ipdb/asn.mmdb");
-    assert!(
-        asn.exists(),
-        "{} is missing: run scripts/test.sh",
-        asn.display()
-    );
+    let asn = asn_db();
     let countries = vmflow::observe::Enricher::open(std::slice::from_ref(&country)).unwrap();
 
     // remote -> (AS number, organisation), by the CSV.
@@ -682,13 +683,7 @@ fn replayed_records_take_the_asn_from_the_asn_database_and_the_country_from_the_
     let mut remotes: Vec<IpAddr> = Vec::new();
     for (csv, step) in [("asn/asn-ipv4.csv", 100), ("asn/asn-ipv6.csv", 50)] {
         let rows = asn_rows(csv);
-        assert!(rows.len() > 10_000, "{csv}: {} rows", rows.len());
-        // Ranges clear of their neighbours only (see the country test).
-        let clear: Vec<_> = rows
-            .windows(3)
-            .filter(|w| w[0].1 < w[1].0 && w[1].1 < w[2].0)
-            .map(|w| &w[1])
-            .collect();
+        let clear = clear_ranges(&rows, |r| (r.0, r.1), 8, csv);
         let quoted = clear.iter().position(|r| r.3.contains('"')).unwrap();
         let unicode = clear.iter().position(|r| !r.3.is_ascii()).unwrap();
         let picked = (0..clear.len())
