@@ -11,7 +11,7 @@ use vmflow::config::Config;
 use vmflow::export::CountSink;
 use vmflow::follow::checkpoint::Checkpoint;
 use vmflow::pipeline::{run_inline, InlineOptions};
-use vmflow::synth::{generate, SynthParams};
+use vmflow::synth::{generate, FlowLengths, SynthParams};
 
 fn main() {
     let sizes: Vec<usize> = std::env::args()
@@ -33,6 +33,7 @@ fn main() {
             concurrent,
             snaplen: 128,
             seed: 7,
+            lengths: FlowLengths::Long,
         };
         let mut cfg = Config::default();
         generate(&p, &cfg, &mut pcap, false).unwrap();

@@ -11,7 +11,7 @@ use vmflow::capture::filter::{compile_for_file, LINKTYPE_ETHERNET};
 use vmflow::capture::CaptureReader;
 use vmflow::config::Config;
 use vmflow::decode::decode;
-use vmflow::synth::{generate, SynthParams};
+use vmflow::synth::{generate, FlowLengths, SynthParams};
 
 fn frames() -> Vec<(Vec<u8>, u32)> {
     let mut pcap = Vec::new();
@@ -20,6 +20,7 @@ fn frames() -> Vec<(Vec<u8>, u32)> {
         concurrent: 2_000,
         snaplen: 128,
         seed: 1,
+        lengths: FlowLengths::Long,
     };
     generate(&p, &Config::default(), &mut pcap, false).unwrap();
     let mut r = CaptureReader::open(Cursor::new(pcap)).unwrap();

@@ -11,7 +11,7 @@ use vmflow::config::Config;
 use vmflow::decode::decode;
 use vmflow::flow::{Event, FlowTable, Packet};
 use vmflow::net::LocalNets;
-use vmflow::synth::{generate, SynthParams};
+use vmflow::synth::{generate, FlowLengths, SynthParams};
 
 fn packets(n: u64, concurrent: usize) -> Vec<Packet> {
     let mut pcap = Vec::new();
@@ -20,6 +20,7 @@ fn packets(n: u64, concurrent: usize) -> Vec<Packet> {
         concurrent,
         snaplen: 128,
         seed: 5,
+        lengths: FlowLengths::Long,
     };
     generate(&p, &Config::default(), &mut pcap, false).unwrap();
     let mut r = CaptureReader::open(Cursor::new(pcap)).unwrap();

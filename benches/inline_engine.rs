@@ -23,7 +23,7 @@ use vmflow::capture::{CaptureReader, RawPacket};
 use vmflow::config::Config;
 use vmflow::export::CountSink;
 use vmflow::pipeline::{run_inline, InlineOptions};
-use vmflow::synth::{generate, SynthParams};
+use vmflow::synth::{generate, FlowLengths, SynthParams};
 
 fn main() {
     let n = std::env::var("PACKETS")
@@ -37,6 +37,7 @@ fn main() {
         concurrent: 20_000,
         snaplen: 128,
         seed: 3,
+        lengths: FlowLengths::Long,
     };
     generate(&p, &cfg, &mut pcap, false).unwrap();
     let mut frames: Vec<(u64, u32, u32, Vec<u8>)> = Vec::new();

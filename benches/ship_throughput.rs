@@ -24,7 +24,7 @@ use vmflow::export::batcher::SpoolSink;
 use vmflow::export::ship::{ship, ShipOptions};
 use vmflow::export::spool::Spool;
 use vmflow::export::{RecordSink, VecSink};
-use vmflow::synth::{generate, SynthParams};
+use vmflow::synth::{generate, FlowLengths, SynthParams};
 use vmflow_proto::FlowRecord;
 
 fn base_records() -> Vec<FlowRecord> {
@@ -34,6 +34,7 @@ fn base_records() -> Vec<FlowRecord> {
         concurrent: 10_000,
         snaplen: 128,
         seed: 1,
+        lengths: FlowLengths::Long,
     };
     generate(&p, &Config::default(), &mut pcap, false).unwrap();
     let mut sink = VecSink::default();

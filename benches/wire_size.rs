@@ -11,7 +11,7 @@ use vmflow::capture::CaptureReader;
 use vmflow::config::Config;
 use vmflow::export::VecSink;
 use vmflow::pipeline;
-use vmflow::synth::{generate, SynthParams};
+use vmflow::synth::{generate, FlowLengths, SynthParams};
 use vmflow_proto::{encode_frame, encode_records, Batch, FlowRecord, Frame};
 
 fn records(packets: u64, concurrent: usize) -> Vec<FlowRecord> {
@@ -21,6 +21,7 @@ fn records(packets: u64, concurrent: usize) -> Vec<FlowRecord> {
         concurrent,
         snaplen: 128,
         seed: 1,
+        lengths: FlowLengths::Long,
     };
     generate(&p, &Config::default(), &mut pcap, false).unwrap();
     let mut sink = VecSink::default();

@@ -106,6 +106,42 @@ fn synthetic_capture_matches_ground_truth_exactly() {
     }
 }
 
+/// `synth --lengths short` (the shape where the cost per record shows) is
+/// exact too, and its flows are as short as promised, the default's long.
+#[test]
+fn short_flows_match_ground_truth_and_are_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut per_flow = Vec::new();
+    for lengths in ["short", "long"] {
+        let cap = dir.path().join(format!("{lengths}.pcap"));
+        let truth = dir.path().join(format!("{lengths}.truth"));
+        let out = run(vmflow()
+            .args(["synth", "--packets", "200000", "--concurrent", "5000"])
+            .args(["--snaplen", "128", "--lengths", lengths, "--out"])
+            .arg(&cap)
+            .arg("--truth")
+            .arg(&truth));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (got, _) = raw_replay(&[cap], &[]);
+        let want = parse(&std::fs::read(truth).unwrap());
+        assert_eq!(parse(&got), want, "{lengths}");
+        let flows = want.iter().filter(|r| r.segment == 0).count();
+        per_flow.push(200_000.0 / flows as f64);
+    }
+    let [short, long] = per_flow[..] else {
+        unreachable!()
+    };
+    assert!(
+        (5.0..9.0).contains(&short),
+        "short: {short:.1} packets a flow"
+    );
+    assert!(long > 12.0, "long: {long:.1} packets a flow");
+}
+
 #[test]
 fn short_active_timeout_segments_match_ground_truth() {
     let dir = tempfile::tempdir().unwrap();

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::decode::decode;
 use crate::export::VecSink;
 use crate::pipeline;
-use crate::synth::{self, Rng, SynthParams};
+use crate::synth::{self, FlowLengths, Rng, SynthParams};
 
 pub(crate) fn seeds() -> Vec<Vec<u8>> {
     let mut pcap = Vec::new();
@@ -21,6 +21,7 @@ pub(crate) fn seeds() -> Vec<Vec<u8>> {
         concurrent: 20,
         snaplen: 96,
         seed: 9,
+        lengths: FlowLengths::Long,
     };
     synth::generate(&params, &Config::default(), &mut pcap, false).unwrap();
     // The same packets as pcapng (one interface, ns resolution) and NetMon 2.3.

@@ -12,7 +12,7 @@ use super::progress::{Bar, CountRecords, Counting};
 use super::summary::finish;
 use crate::error::Error;
 use crate::export::CountSink;
-use crate::synth::{self, SynthParams};
+use crate::synth::{self, FlowLengths, SynthParams};
 
 #[derive(Args)]
 pub(super) struct BenchArgs {
@@ -45,6 +45,7 @@ pub(super) fn cmd(a: BenchArgs) -> Result<ExitCode, Error> {
         concurrent: a.concurrent,
         snaplen: a.snaplen,
         seed: a.seed,
+        lengths: FlowLengths::Long,
     };
     synth::generate(&params, &cfg, f, false).map_err(|e| Error::io(&path, e))?;
     let synth_s = t0.elapsed().as_secs_f64();

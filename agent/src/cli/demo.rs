@@ -11,7 +11,7 @@ use clap::Args;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::synth::{self, SynthParams};
+use crate::synth::{self, FlowLengths, SynthParams};
 
 #[derive(Args)]
 pub(super) struct DemoArgs {
@@ -59,6 +59,7 @@ pub(super) fn cmd(a: DemoArgs) -> Result<ExitCode, Error> {
         concurrent: 2_000,
         snaplen: 128,
         seed: 7,
+        lengths: FlowLengths::Long,
     };
     let f = File::create(&cap).map_err(|e| Error::io(&cap, e))?;
     let synth =

@@ -27,6 +27,10 @@ pub(super) struct SynthArgs {
     /// Random seed: the same seed and settings give the same file.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Packets a flow: `long` (heavy-tailed, ~17 on average) or `short`
+    /// (~7: many flows and records for the packets).
+    #[arg(long, value_enum, default_value_t = Lengths::Long)]
+    lengths: Lengths,
     /// Timeouts and local networks for the expected records.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -36,6 +40,21 @@ pub(super) struct SynthArgs {
     /// Write the expected flow records (NDJSON) here.
     #[arg(long)]
     truth: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Lengths {
+    Long,
+    Short,
+}
+
+impl From<Lengths> for synth::FlowLengths {
+    fn from(l: Lengths) -> Self {
+        match l {
+            Lengths::Long => synth::FlowLengths::Long,
+            Lengths::Short => synth::FlowLengths::Short,
+        }
+    }
 }
 
 pub(super) fn cmd(a: SynthArgs) -> Result<ExitCode, Error> {
@@ -58,6 +77,7 @@ pub(super) fn cmd(a: SynthArgs) -> Result<ExitCode, Error> {
         concurrent: a.concurrent,
         snaplen: a.snaplen,
         seed: a.seed,
+        lengths: a.lengths.into(),
     };
     let progress = std::sync::Arc::new(crate::capture::ReadProgress::default());
     let bar = Bar::start(Counting::Written, progress.clone());

@@ -275,6 +275,7 @@ mod tests {
             concurrent: 50,
             snaplen: 128,
             seed: 9,
+            lengths: crate::synth::FlowLengths::Long,
         };
         let cfg = Config::default();
         crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();

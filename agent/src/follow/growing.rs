@@ -108,7 +108,7 @@ impl GrowingFile {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::synth::{self, Rng, SynthParams};
+    use crate::synth::{self, FlowLengths, Rng, SynthParams};
     use std::io::Write;
 
     fn packets_of(bytes: &[u8]) -> Vec<(u64, u32, Vec<u8>)> {
@@ -128,6 +128,7 @@ mod tests {
             concurrent: 50,
             snaplen: 128,
             seed: 4,
+            lengths: FlowLengths::Long,
         };
         synth::generate(&params, &Config::default(), &mut pcap, false).unwrap();
         // libpcap and pcapng (NetMon's frame table comes last: a growing

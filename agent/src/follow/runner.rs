@@ -170,6 +170,7 @@ mod tests {
             concurrent: 200,
             snaplen: 128,
             seed: 5,
+            lengths: crate::synth::FlowLengths::Long,
         };
         let mut pcap = Vec::new();
         crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();

@@ -30,6 +30,7 @@ fn a_restored_checkpoint_continues_exactly_where_the_run_stopped() {
         concurrent: 1_500,
         snaplen: 128,
         seed: 5,
+        lengths: crate::synth::FlowLengths::Long,
     };
     let mut cfg = Config::default();
     crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
@@ -87,6 +88,7 @@ fn inline_mode_gives_the_same_records_in_the_same_order() {
         concurrent: 2_000,
         snaplen: 128,
         seed: 21,
+        lengths: crate::synth::FlowLengths::Long,
     };
     let mut cfg = Config::default();
     crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
@@ -111,6 +113,7 @@ fn a_threaded_run_shows_its_shards_tables_like_an_inline_one() {
         concurrent: 2_000,
         snaplen: 128,
         seed: 5,
+        lengths: crate::synth::FlowLengths::Long,
     };
     let mut cfg = Config::default();
     crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();

@@ -34,6 +34,7 @@ fn agrees_with_the_general_path_on_every_frame_it_takes() {
         concurrent: 200,
         snaplen: 128,
         seed: 9,
+        lengths: crate::synth::FlowLengths::Long,
     };
     crate::synth::generate(&p, &Config::default(), &mut pcap, false).unwrap();
     let mut r = CaptureReader::open(std::io::Cursor::new(pcap)).unwrap();

@@ -31,6 +31,18 @@ pub struct SynthParams {
     pub concurrent: usize,
     pub snaplen: u32,
     pub seed: u64,
+    pub lengths: FlowLengths,
+}
+
+/// How many packets the synthetic flows have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowLengths {
+    /// Heavy-tailed (Pareto): ~17 packets a flow on average, most packets
+    /// in a few long flows, as on a busy server.
+    Long,
+    /// ~7 packets a flow (short requests, lookups, scans): many flows and
+    /// records for the packets, the shape where the cost per record shows.
+    Short,
 }
 
 pub struct SynthOutput {
@@ -82,6 +94,7 @@ struct Flow {
 
 struct Gen<'a> {
     rng: Rng,
+    lengths: FlowLengths,
     cfg: &'a Config,
     local: LocalNets,
     active_ns: u64,
@@ -109,6 +122,7 @@ pub fn generate<W: Write>(
     let max_gap_ns = (t.idle_ns.min(t.half_open_ns).min(t.tcp_linger_ns) as f64 * 0.45) as u64;
     let mut g = Gen {
         rng: Rng::new(p.seed),
+        lengths: p.lengths,
         cfg,
         local,
         active_ns: t.active_ns,
@@ -202,11 +216,16 @@ impl Gen<'_> {
             _ => Kind::Icmp,
         };
         let cap = 20_000.0;
+        // (scale, shape) of the Pareto tail over TCP's minimum and of UDP.
+        let [tcp, rst, udp] = match self.lengths {
+            FlowLengths::Long => [(4.0, 1.2), (2.0, 1.2), (1.5, 1.3)],
+            FlowLengths::Short => [(2.0, 2.5), (2.0, 2.5), (2.0, 2.5)],
+        };
         let mut n = match kind {
-            Kind::Tcp => 6 + r.pareto(4.0, 1.2).min(cap) as u64,
-            Kind::TcpRst => 4 + r.pareto(2.0, 1.2).min(cap) as u64,
+            Kind::Tcp => 6 + r.pareto(tcp.0, tcp.1).min(cap) as u64,
+            Kind::TcpRst => 4 + r.pareto(rst.0, rst.1).min(cap) as u64,
             Kind::HalfOpen => 1 + r.below(3),
-            Kind::Udp => r.pareto(1.5, 1.3).min(cap) as u64,
+            Kind::Udp => r.pareto(udp.0, udp.1).min(cap) as u64,
             Kind::Icmp => 2 * (1 + r.below(5)),
         };
         if n > budget {
