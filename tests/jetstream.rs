@@ -483,7 +483,7 @@ fn credentials_files_reach_an_operator_mode_server_and_strangers_are_refused_uns
     wait_exact(&f.out, &f.cap, &s);
 
     let refused = |file: &Path| -> String {
-        let text = std::fs::read_to_string(file).unwrap();
+        let text = std::fs::read_to_string(file).unwrap_or_default();
         // The JWT and the seed (and the garbage file's "password").
         let secrets: Vec<&str> = text.lines().filter(|l| l.len() > 40).collect();
         let args = ["--jetstream-creds".to_string(), file.display().to_string()];
@@ -500,6 +500,15 @@ fn credentials_files_reach_an_operator_mode_server_and_strangers_are_refused_uns
     let text = refused(&garbage);
     assert!(
         text.contains("garbage.creds") && text.contains("not a NATS credentials file"),
+        "{text}"
+    );
+    // A file that is not there is reported as such, not as a bad file.
+    let missing = f.dir.join("renewed-elsewhere.creds");
+    let text = refused(&missing);
+    assert!(
+        text.contains("renewed-elsewhere.creds")
+            && text.contains("No such file")
+            && !text.contains("not a NATS credentials file"),
         "{text}"
     );
 }

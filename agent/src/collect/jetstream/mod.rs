@@ -120,21 +120,22 @@ async fn authenticate(
     c: async_nats::ConnectOptions,
     auth: &NatsAuth,
 ) -> Result<async_nats::ConnectOptions, JetStreamError> {
-    let read = |path: &PathBuf| {
-        std::fs::read_to_string(path)
-            .map(|t| t.trim().to_string())
-            .map_err(|e| JetStreamError::AuthFile {
-                path: path.clone(),
-                reason: e.to_string(),
-            })
+    // Untrimmed: the credentials parser wants the newline after the seed's block.
+    let read_raw = |path: &PathBuf| {
+        std::fs::read_to_string(path).map_err(|e| JetStreamError::AuthFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
     };
+    let read = |path: &PathBuf| read_raw(path).map(|t| t.trim().to_string());
     let bad = |path: &PathBuf, reason: &str| JetStreamError::AuthFile {
         path: path.clone(),
         reason: reason.to_string(),
     };
     match auth {
-        // The library's message may quote what it could not parse: not shown.
-        NatsAuth::Creds(path) => c.credentials_file(path).await.map_err(|_| {
+        // Read here so a missing or unreadable file says so; the parser's
+        // message may quote what it could not parse: not shown.
+        NatsAuth::Creds(path) => c.credentials(&read_raw(path)?).map_err(|_| {
             bad(
                 path,
                 "not a NATS credentials file (a user JWT and an nkey seed)",
