@@ -16,9 +16,7 @@ use crate::state::EngineState;
 pub trait Feed {
     fn packet(&mut self, p: RawPacket<'_>);
     /// Packet time has reached `now_ns` without a packet (live sources):
-    /// close the current batch and run every timeout due by then. A source
-    /// that has no clock but has gone quiet (a followed folder) passes 0:
-    /// the batch closes at the packet time already reached.
+    /// close the current batch and run every timeout due by then.
     fn tick(&mut self, now_ns: u64);
     /// The source saw nothing between these packet times although traffic
     /// may have flowed: flows open then are marked `gap`. Travels in the
