@@ -489,6 +489,50 @@ fn asn_lookups_agree_with_the_csv_and_combine_with_the_country_database() {
     );
 }
 
+/// Free databases differ in their fields' types: a field of an unexpected
+/// type is unknown, the entry's other fields still count, and a country
+/// written as a plain code is taken. The database is written with
+/// mmdb-writer (installed by scripts/test.sh beside the ASN database).
+#[test]
+fn a_field_of_an_unexpected_type_loses_only_that_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("odd.mmdb");
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ipdb/py");
+    let script = r#"
+import sys
+from mmdb_writer import MMDBWriter, MmdbU32
+from netaddr import IPSet
+w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="odd", languages=["en"], description={"en": "odd"})
+w.insert_network(IPSet(["198.51.100.0/24"]), {"country": "DE", "autonomous_system_number": "64500", "autonomous_system_organization": "Example Org"})
+w.insert_network(IPSet(["203.0.113.0/24"]), {"country": {"iso_code": "FR"}, "autonomous_system_number": MmdbU32(64501), "autonomous_system_organization": [1, 2]})
+w.insert_network(IPSet(["192.0.2.0/24"]), {"country_code": "NL", "autonomous_system_number": MmdbU32(64502), "autonomous_system_organization": "Fine"})
+w.to_db_file(sys.argv[1])
+"#;
+    let out = Command::new("python3")
+        .env("PYTHONPATH", &py)
+        .args(["-c", script])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = vmflow::observe::Enricher::open(std::slice::from_ref(&db)).unwrap();
+    let place = |ip: &str| e.lookup(ip.parse().unwrap());
+    let want = |country: &str, asn: Option<u32>, org: Option<&str>| vmflow::observe::Place {
+        country: Some(country.into()),
+        asn,
+        as_org: org.map(String::from),
+    };
+    assert_eq!(place("192.0.2.1"), want("NL", Some(64502), Some("Fine")));
+    assert_eq!(e.odd_entries(), 0);
+    assert_eq!(place("198.51.100.7"), want("DE", None, Some("Example Org")));
+    assert_eq!(place("203.0.113.9"), want("FR", Some(64501), None));
+    assert_eq!(e.odd_entries(), 2);
+}
+
 #[test]
 fn enriched_observations_name_the_country_and_a_new_one_is_raised() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
 
@@ -27,23 +28,62 @@ pub struct Place {
 }
 
 /// The fields read, in both layouts: GeoIP2 (`country.iso_code`) and the
-/// flat ip-location-db / GeoLite2-ASN one.
+/// flat ip-location-db / GeoLite2-ASN one. Each field is read on its own:
+/// one of an unexpected type (free databases differ) is unknown, not the
+/// whole entry.
 #[derive(Deserialize)]
 struct Entry<'a> {
-    #[serde(borrow)]
-    country: Option<Country<'a>>,
-    country_code: Option<&'a str>,
-    autonomous_system_number: Option<u32>,
-    autonomous_system_organization: Option<&'a str>,
+    #[serde(borrow, default)]
+    country: Option<Lenient<Country<'a>>>,
+    #[serde(borrow, default)]
+    country_code: Option<Lenient<&'a str>>,
+    #[serde(default)]
+    autonomous_system_number: Option<Lenient<u32>>,
+    #[serde(borrow, default)]
+    autonomous_system_organization: Option<Lenient<&'a str>>,
 }
 
+/// A field as expected, or of another type.
 #[derive(Deserialize)]
-struct Country<'a> {
-    iso_code: Option<&'a str>,
+#[serde(untagged)]
+enum Lenient<T> {
+    Known(T),
+    Odd(serde::de::IgnoredAny),
+}
+
+/// GeoIP2's `{"iso_code": …}`, or the code itself as some databases have it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Country<'a> {
+    Map {
+        #[serde(borrow)]
+        iso_code: Option<&'a str>,
+    },
+    Code(&'a str),
+}
+
+impl<T> Lenient<T> {
+    /// The value; a field of another type is counted in `odd`.
+    fn take(field: Option<Self>, odd: &mut bool) -> Option<T> {
+        match field? {
+            Lenient::Known(v) => Some(v),
+            Lenient::Odd(_) => {
+                *odd = true;
+                None
+            }
+        }
+    }
+}
+
+struct Db {
+    reader: maxminddb::Reader<Vec<u8>>,
+    path: PathBuf,
+    /// Entries read with a field of an unexpected type.
+    odd: AtomicU64,
 }
 
 pub struct Enricher {
-    dbs: Vec<maxminddb::Reader<Vec<u8>>>,
+    dbs: Vec<Db>,
 }
 
 impl Enricher {
@@ -52,7 +92,13 @@ impl Enricher {
     pub fn open(paths: &[PathBuf]) -> Result<Enricher, EnrichError> {
         let dbs = paths
             .iter()
-            .map(|p| open_one(p))
+            .map(|p| {
+                Ok(Db {
+                    reader: open_one(p)?,
+                    path: p.clone(),
+                    odd: AtomicU64::new(0),
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Enricher { dbs })
     }
@@ -64,21 +110,41 @@ impl Enricher {
         let mut place = Place::default();
         for db in &self.dbs {
             // A damaged record in one database leaves its fields unknown.
-            let Ok(Some(e)) = db.lookup(ip).and_then(|r| r.decode::<Entry<'_>>()) else {
+            let Ok(Some(e)) = db.reader.lookup(ip).and_then(|r| r.decode::<Entry<'_>>()) else {
                 continue;
             };
-            let country = e.country.and_then(|c| c.iso_code).or(e.country_code);
+            let mut odd = false;
+            let country = match Lenient::take(e.country, &mut odd) {
+                Some(Country::Map { iso_code }) => iso_code,
+                Some(Country::Code(c)) => Some(c),
+                None => None,
+            };
+            let country = country.or(Lenient::take(e.country_code, &mut odd));
+            let asn = Lenient::take(e.autonomous_system_number, &mut odd);
+            let as_org = Lenient::take(e.autonomous_system_organization, &mut odd);
+            if odd && db.odd.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(
+                    "enrich.mmdb {}: an entry has a country or AS field of an unexpected type; \
+                     such fields are taken as unknown, the others kept (said once per database)",
+                    db.path.display()
+                );
+            }
             if place.country.is_none() {
                 place.country = country.map(str::to_string);
             }
             // Number and organisation from the same database: one AS's
             // number beside another's name would be worse than either alone.
             if place.asn.is_none() && place.as_org.is_none() {
-                place.asn = e.autonomous_system_number;
-                place.as_org = e.autonomous_system_organization.map(str::to_string);
+                place.asn = asn;
+                place.as_org = as_org.map(str::to_string);
             }
         }
         place
+    }
+
+    /// Entries read so far with a field of an unexpected type, all databases.
+    pub fn odd_entries(&self) -> u64 {
+        self.dbs.iter().map(|d| d.odd.load(Ordering::Relaxed)).sum()
     }
 }
 
