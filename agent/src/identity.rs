@@ -27,8 +27,12 @@ fn fnv(bytes: &[u8]) -> u64 {
 /// checked at. Threads do not (output never depends on them).
 fn settings(cfg: &Config) -> u64 {
     fnv(format!(
-        "{:?}|{:?}|{}|{}",
-        cfg.local_nets, cfg.flow, cfg.pipeline.partitions, cfg.pipeline.batch_packets
+        "{:?}|{:?}|{}|{}|{}",
+        cfg.local_nets,
+        cfg.flow,
+        cfg.pipeline.partitions,
+        cfg.pipeline.batch_packets,
+        cfg.pipeline.batch_time.ns()
     )
     .as_bytes())
 }

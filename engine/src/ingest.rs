@@ -1,7 +1,7 @@
 //! The engine's one entry point for packets and time: decode (the one-pass
 //! fast path, else the general decoder), fragments, the agent's own export
-//! traffic left out, routing into batches, and batch boundaries counted in
-//! packets so the output never depends on timing.
+//! traffic left out, routing into batches, and batch boundaries set by packet
+//! count and packet time (never a clock), so the output never depends on timing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -31,6 +31,9 @@ pub struct Ingest<D> {
     packets: u64,
     in_batch: usize,
     batch: usize,
+    batch_ns: u64,
+    /// Packet time when the batch being filled began.
+    batch_start: u64,
     parts: usize,
     /// The export connection's address, port and IP version, in key form.
     exclude: Option<([u8; 16], u16, u8)>,
@@ -65,6 +68,8 @@ impl<D: Dispatch> Ingest<D> {
             packets: 0,
             in_batch: 0,
             batch,
+            batch_ns: settings.batch_ns,
+            batch_start: 0,
             parts: settings.partitions,
             exclude: exclude.map(|ex| {
                 let version = if ex.is_ipv4() { 4 } else { 6 };
@@ -149,6 +154,9 @@ impl<D: Dispatch> Feed for Ingest<D> {
         }
         self.packets += 1;
         self.reader.now = self.reader.now.max(raw.ts_ns);
+        if self.in_batch == 0 {
+            self.batch_start = self.reader.now;
+        }
         if let Some(p) = fast::packet(raw.ts_ns, raw.linktype, raw.data, raw.orig_len) {
             if self.is_own_export(&p.key) {
                 self.own_export += 1;
@@ -159,7 +167,9 @@ impl<D: Dispatch> Feed for Ingest<D> {
             self.general(raw);
         }
         self.in_batch += 1;
-        if self.in_batch == self.batch {
+        if self.in_batch == self.batch
+            || (self.batch_ns > 0 && self.reader.now - self.batch_start >= self.batch_ns)
+        {
             self.close_batch();
         }
     }
@@ -233,6 +243,7 @@ impl<'s> Ingest<Inline<'s>> {
         ingest.reader.ip_bytes = r.ip_bytes;
         ingest.packets = r.packets;
         ingest.in_batch = r.in_batch;
+        ingest.batch_start = r.batch_start;
         Ok(ingest)
     }
 }
@@ -292,6 +303,7 @@ impl InlineFeed for Ingest<Inline<'_>> {
             flows: inl.written.flows,
             record_packets: inl.written.packets,
             record_bytes: inl.written.bytes,
+            batch_start: self.batch_start,
         })
     }
 }

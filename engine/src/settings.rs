@@ -65,6 +65,11 @@ pub struct Settings {
     /// Packets per batch: time is ticked and records collected at each
     /// batch boundary, so this (not thread timing) decides the output.
     pub batch_packets: usize,
+    /// A batch also closes once its packets span this much packet time
+    /// (0: by count only), so a quiet source's records come out with its
+    /// next packets, not after `batch_packets` of them; packet time, not a
+    /// clock, so the output still depends on the packets only.
+    pub batch_ns: u64,
     pub flow: FlowSettings,
     pub local_nets: LocalNets,
 }

@@ -22,6 +22,10 @@ pub struct EngineState {
     pub(crate) flows: u64,
     pub(crate) record_packets: u64,
     pub(crate) record_bytes: u64,
+    /// Packet time when the batch being filled began (see `Settings::batch_ns`).
+    /// Last: older checkpoints restore with 0.
+    #[serde(default)]
+    pub(crate) batch_start: u64,
 }
 
 impl EngineState {

@@ -291,6 +291,7 @@ impl Config {
         Ok(Settings {
             partitions: self.pipeline.partitions,
             batch_packets: self.pipeline.batch_packets,
+            batch_ns: self.pipeline.batch_time.ns(),
             flow: self.flow_settings(),
             local_nets: self.local_nets()?,
         })

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ConfigError, Seconds};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -15,6 +15,10 @@ pub struct PipelineConfig {
     /// Packets per batch; timeouts are checked at every batch boundary.
     /// Live capture uses at most 256 (and also ticks on time).
     pub batch_packets: usize,
+    /// A batch also closes once its packets span this much packet time (0:
+    /// by count only), so a quiet source's records come out with its next
+    /// packets, not after `batch_packets` of them.
+    pub batch_time: Seconds,
 }
 
 impl Default for PipelineConfig {
@@ -23,6 +27,7 @@ impl Default for PipelineConfig {
             threads: 0,
             partitions: 16,
             batch_packets: 4096,
+            batch_time: Seconds(1.0),
         }
     }
 }
@@ -43,6 +48,7 @@ impl PipelineConfig {
                 p.partitions
             )));
         }
+        Seconds::all_within_bounds(&[("pipeline.batch_time", p.batch_time)])?;
         if p.batch_packets == 0 || p.batch_packets > 1 << 20 {
             return Err(ConfigError::Invalid(format!(
                 "pipeline.batch_packets = {}: must be in 1..=1048576",

@@ -158,6 +158,93 @@ mod tests {
     use crate::export::spool::Spool;
     use crate::follow::folder::{FolderPosition, FolderSource};
 
+    /// Records handed to the sink, readable while the runner runs.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<vmflow_proto::FlowRecord>>>);
+
+    impl RecordSink for Shared {
+        fn write(&mut self, records: &[vmflow_proto::FlowRecord]) -> std::io::Result<()> {
+            self.0.lock().unwrap().extend_from_slice(records);
+            Ok(())
+        }
+    }
+
+    /// An Ethernet + IPv4 + UDP frame from 10.0.0.1:`sport` to 10.0.0.2:53.
+    fn udp(sport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&[
+            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ]);
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&53u16.to_be_bytes());
+        f.extend_from_slice(&[0, 8, 0, 0]);
+        f
+    }
+
+    /// A quiet folder: far fewer packets than a batch. The flow a later
+    /// packet has shown idle comes out while the runner waits for more, not
+    /// only once thousands more packets (or a stop) arrive: the batch spans
+    /// more than `[pipeline] batch_time` of packet time.
+    #[test]
+    fn a_quiet_folder_gives_the_records_its_packets_have_ended() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = Config::default();
+        assert!(cfg.pipeline.batch_packets > 100);
+        let s = 1_000_000_000u64;
+        let t0 = 1_760_000_000 * s;
+        let mut pcap = Vec::new();
+        {
+            let mut w = crate::synth::PcapWriter::new(&mut pcap, 128, 1).unwrap();
+            for i in 0..3 {
+                let f = udp(1111);
+                w.write(t0 + i * s, f.len() as u32, &f).unwrap();
+            }
+            // Another flow, after the first one's idle timeout (60 s).
+            let f = udp(2222);
+            w.write(t0 + 70 * s, f.len() as u32, &f).unwrap();
+        }
+        std::fs::write(d.path().join("a.pcap"), &pcap).unwrap();
+        let f = FolderConfig {
+            path: d.path().to_path_buf(),
+            ..FolderConfig::default()
+        };
+        let mut src = FolderSource::new(f.clone(), FolderPosition::new(&f));
+        let sim = Arc::new(SimFs::new());
+        let opts = RunnerOptions {
+            fs: sim,
+            key: "folder:t".into(),
+            checkpoint: "/folder.checkpoint".into(),
+            poll: Duration::from_millis(5),
+            interval: Duration::from_secs(3600),
+            on_stop: OnStop::Checkpoint,
+            live: None,
+            observer: None,
+        };
+        let sink = Shared::default();
+        let seen = sink.0.clone();
+        let stop = AtomicBool::new(false);
+        let ended = std::thread::scope(|scope| {
+            let runner = scope.spawn(|| run(&cfg, &mut src, None, sink, &opts, &stop));
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let ended = loop {
+                let got = seen.lock().unwrap().clone();
+                if !got.is_empty() || Instant::now() > deadline {
+                    break got;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            stop.store(true, Ordering::Relaxed);
+            let r = runner.join().unwrap();
+            assert!(r.report.error.is_none(), "{:?}", r.report.error);
+            ended
+        });
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        let r = &ended[0];
+        assert_eq!((r.src_port, r.fwd_packets), (1111, 3));
+        assert_eq!(r.end_reason, vmflow_proto::EndReason::Idle);
+    }
+
     /// A checkpoint claims the records before it; they must be durable in
     /// the spool before the checkpoint is, or a power loss leaves a
     /// checkpoint ahead of the spool (those records would never be sent).

@@ -38,12 +38,35 @@ fn a_restored_checkpoint_continues_exactly_where_the_run_stopped() {
     cfg.flow.tcp_linger = crate::config::Seconds(0.001);
     cfg.flow.idle_timeout = crate::config::Seconds(0.05);
     cfg.pipeline.batch_packets = 1000;
-    let whole = records(&cfg, &pcap, true);
+    let by_count = {
+        let mut c = cfg.clone();
+        c.pipeline.batch_time = crate::config::Seconds(0.0);
+        c
+    };
+    // Batches closed by packet time as well: the file spans 76 s, so 0.1 s
+    // closes most batches before 1,000 packets.
+    let by_time = {
+        let mut c = cfg.clone();
+        c.pipeline.batch_time = crate::config::Seconds(0.1);
+        c
+    };
+    let whole_count = records(&by_count, &pcap, true);
+    let whole_time = records(&by_time, &pcap, true);
+    assert!(
+        whole_time != whole_count,
+        "closing batches by time changed nothing"
+    );
     // Cut mid-batch and at a batch boundary.
-    for cut in [23_456usize, 30_000] {
+    for (cfg, cut, whole) in [
+        (&by_count, 23_456usize, &whole_count),
+        (&by_count, 30_000, &whole_count),
+        (&by_time, 23_456, &whole_time),
+        (&by_time, 30_000, &whole_time),
+    ] {
         let mut first = VecSink::default();
         let mut state = None;
-        let report = run_inline(&cfg, &mut first, InlineOptions::default(), |feed| {
+        let opts = InlineOptions::default();
+        let report = run_inline(cfg, &mut first, opts, |feed| {
             let mut r = CaptureReader::open(std::io::Cursor::new(&pcap[..])).unwrap();
             for _ in 0..cut {
                 let p = r.next_packet().unwrap().unwrap();
@@ -64,7 +87,7 @@ fn a_restored_checkpoint_continues_exactly_where_the_run_stopped() {
             restore: Some(Box::new(state)),
             ..InlineOptions::default()
         };
-        let report = run_inline(&cfg, &mut rest, opts, |feed| {
+        let report = run_inline(cfg, &mut rest, opts, |feed| {
             let mut r = CaptureReader::open(std::io::Cursor::new(&pcap[..])).unwrap();
             for _ in 0..cut {
                 r.next_packet().unwrap().unwrap();
