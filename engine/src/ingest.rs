@@ -34,6 +34,9 @@ pub struct Ingest<D> {
     batch_ns: u64,
     /// Packet time when the batch being filled began.
     batch_start: u64,
+    /// When it closes by time: `batch_start + batch_ns` (never, by count
+    /// only), so a packet costs one compare.
+    batch_due: u64,
     parts: usize,
     /// The export connection's address, port and IP version, in key form.
     exclude: Option<([u8; 16], u16, u8)>,
@@ -70,6 +73,7 @@ impl<D: Dispatch> Ingest<D> {
             batch,
             batch_ns: settings.batch_ns,
             batch_start: 0,
+            batch_due: u64::MAX,
             parts: settings.partitions,
             exclude: exclude.map(|ex| {
                 let version = if ex.is_ipv4() { 4 } else { 6 };
@@ -137,6 +141,15 @@ impl<D: Dispatch> Ingest<D> {
         }
     }
 
+    /// A batch's first packet came at `at`: from then it may close by time.
+    fn start_batch(&mut self, at: u64) {
+        self.batch_start = at;
+        self.batch_due = match self.batch_ns {
+            0 => u64::MAX,
+            ns => self.batch_start.saturating_add(ns),
+        };
+    }
+
     fn close_batch(&mut self) {
         self.in_batch = 0;
         let now = self.reader.now;
@@ -155,7 +168,7 @@ impl<D: Dispatch> Feed for Ingest<D> {
         self.packets += 1;
         self.reader.now = self.reader.now.max(raw.ts_ns);
         if self.in_batch == 0 {
-            self.batch_start = self.reader.now;
+            self.start_batch(self.reader.now);
         }
         if let Some(p) = fast::packet(raw.ts_ns, raw.linktype, raw.data, raw.orig_len) {
             if self.is_own_export(&p.key) {
@@ -167,9 +180,7 @@ impl<D: Dispatch> Feed for Ingest<D> {
             self.general(raw);
         }
         self.in_batch += 1;
-        if self.in_batch == self.batch
-            || (self.batch_ns > 0 && self.reader.now - self.batch_start >= self.batch_ns)
-        {
+        if self.in_batch == self.batch || self.reader.now >= self.batch_due {
             self.close_batch();
         }
     }
@@ -243,7 +254,9 @@ impl<'s> Ingest<Inline<'s>> {
         ingest.reader.ip_bytes = r.ip_bytes;
         ingest.packets = r.packets;
         ingest.in_batch = r.in_batch;
-        ingest.batch_start = r.batch_start;
+        if ingest.in_batch > 0 {
+            ingest.start_batch(r.batch_start);
+        }
         Ok(ingest)
     }
 }
@@ -262,6 +275,7 @@ impl InlineFeed for Ingest<Inline<'_>> {
             t.reconfigure(table.clone(), local.clone());
         }
         self.frag.set_timeout(settings.flow.fragment_ns());
+        self.batch_ns = settings.batch_ns;
         Ok(())
     }
 

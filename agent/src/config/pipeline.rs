@@ -27,7 +27,7 @@ impl Default for PipelineConfig {
             threads: 0,
             partitions: 16,
             batch_packets: 4096,
-            batch_time: Seconds(1.0),
+            batch_time: Seconds(5.0),
         }
     }
 }
