@@ -508,16 +508,11 @@ w.insert_network(IPSet(["203.0.113.0/24"]), {"country": {"iso_code": "FR"}, "aut
 w.insert_network(IPSet(["192.0.2.0/24"]), {"country_code": "NL", "autonomous_system_number": MmdbU32(64502), "autonomous_system_organization": "Fine"})
 w.to_db_file(sys.argv[1])
 "#;
-    let out = Command::new("python3")
-        .env("PYTHONPATH", &py)
-        .args(["-c", script])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        Command::new("python3")
+            .env("PYTHONPATH", &py)
+            .args(["-c", script])
+            .arg(&db),
     );
     let e = vmflow::observe::Enricher::open(std::slice::from_ref(&db)).unwrap();
     let place = |ip: &str| e.lookup(ip.parse().unwrap());
@@ -567,18 +562,13 @@ fn enriched_observations_name_the_country_and_a_new_one_is_raised() {
     )
     .unwrap();
     let obs_path = dir.path().join("o.ndjson");
-    let out = Command::new(env!("CARGO_BIN_EXE_vmflow"))
-        .args(["replay", "--out", "/dev/null", "--config"])
-        .arg(&cfg)
-        .arg("--observations")
-        .arg(&obs_path)
-        .arg(&cap)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_vmflow"))
+            .args(["replay", "--out", "/dev/null", "--config"])
+            .arg(&cfg)
+            .arg("--observations")
+            .arg(&obs_path)
+            .arg(&cap),
     );
     let obs: Vec<Value> = std::fs::read_to_string(&obs_path)
         .unwrap()

@@ -37,6 +37,17 @@ pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("vmflow runs")
 }
 
+/// Runs a command that must succeed; its stderr is the failure message.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("the command runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs `vmflow replay` and returns (records, stderr, success).
 pub fn replay(files: &[PathBuf], extra: &[&str]) -> (Vec<Value>, String, bool) {
     let out = run(vmflow().arg("replay").args(extra).args(files));
