@@ -237,14 +237,52 @@ fn flow_logs_followed_while_written_are_delivered_exactly_once_across_a_hard_kil
         };
         matches!(remote, std::net::IpAddr::V4(a) if a.octets()[..3] == [203, 0, 113] && a.octets()[3] < 16)
     };
+    // A country database puts the remotes in four countries by quarter of
+    // 203.0.113.0/24; the SSH services hear from all four before and after
+    // the kill, so each new country is raised once only if the observer's
+    // tables survive the restart (the checkpoint carries them).
+    let countries = ["DE", "FR", "JP", "BR"];
+    let db = dir.join("countries.mmdb");
+    let inserts: String = countries
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                "w.insert_network(IPSet(['203.0.113.{}/26']), {{'country': {{'iso_code': '{c}'}}}})\n",
+                i * 64
+            )
+        })
+        .collect();
+    write_mmdb(&db, &inserts);
+    let country_of = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(a) => countries[usize::from(a.octets()[3] / 64)],
+        _ => unreachable!(),
+    };
     let mut watched: Vec<u64> = Vec::new();
-    for r in truth.iter_mut().filter(|r| listed(r)) {
+    let mut heard: BTreeMap<(std::net::IpAddr, u16, u8), std::collections::BTreeSet<&str>> =
+        BTreeMap::new();
+    for r in truth.iter_mut() {
+        let (local, port, remote) = match r.direction {
+            vmflow_proto::Direction::Inbound => (r.dst_addr, r.dst_port, r.src_addr),
+            _ => (r.src_addr, r.src_port, r.dst_addr),
+        };
+        let is_listed = listed(r);
         r.remote = Some(Box::new(vmflow_proto::Remote {
-            watchlists: vec!["w".into()],
+            country: Some(country_of(remote).into()),
+            watchlists: if is_listed { vec!["w".into()] } else { vec![] },
             ..Default::default()
         }));
-        watched.push(r.flow_id);
+        if is_listed {
+            watched.push(r.flow_id);
+        }
+        heard
+            .entry((local, port, r.proto))
+            .or_default()
+            .insert(country_of(remote));
     }
+    // Each service's first country is its baseline; every other one is new once.
+    let new_countries: usize = heard.values().map(|c| c.len() - 1).sum();
+    assert!(new_countries > 10, "{new_countries}");
     watched.sort_unstable();
     assert!(watched.len() > 5, "{}", watched.len());
     let want = multiset_of(&truth);
@@ -252,7 +290,9 @@ fn flow_logs_followed_while_written_are_delivered_exactly_once_across_a_hard_kil
     let mut blocks = BTreeMap::new();
 
     let watch = write(dir, "watch.txt", b"203.0.113.0/28\n");
-    let tables = format!("[observe]\nship = true\n[[watchlist]]\nname = \"w\"\nfile = {watch:?}\n");
+    let tables = format!(
+        "[observe]\nship = true\n[enrich]\nmmdb = [{db:?}]\n[[watchlist]]\nname = \"w\"\nfile = {watch:?}\n"
+    );
     let (_collector, out, cfg) = rig_with(dir, &az, "", &tables);
     for r in 0..12 {
         write_round(&mut c, &mut nics, &flows, r, &mut blocks);
@@ -294,17 +334,23 @@ fn flow_logs_followed_while_written_are_delivered_exactly_once_across_a_hard_kil
         got == want,
         "collector records differ from the generator's; missing e.g. {missing:?}"
     );
-    // One watchlist observation per listed record, across the kill.
+    // One watchlist observation per listed record, and each service's new
+    // countries once, across the kill.
     let mut seen: Vec<u64> = Vec::new();
+    let mut new_seen = 0;
     for f in std::fs::read_dir(out.join("agent-1").join("observations")).unwrap() {
         for l in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            assert_eq!(v["kind"], "watchlist", "{l}");
-            seen.push(v["flow_ids"][0].as_u64().unwrap());
+            match v["kind"].as_str() {
+                Some("watchlist") => seen.push(v["flow_ids"][0].as_u64().unwrap()),
+                Some("new_country") => new_seen += 1,
+                _ => panic!("{l}"),
+            }
         }
     }
     seen.sort_unstable();
     assert_eq!(seen, watched);
+    assert_eq!(new_seen, new_countries);
     // The records say what the flow logs said.
     assert!(got.keys().any(|k| k.contains("\"decision\":\"deny\"")));
     assert!(got

@@ -497,22 +497,13 @@ fn asn_lookups_agree_with_the_csv_and_combine_with_the_country_database() {
 fn a_field_of_an_unexpected_type_loses_only_that_field() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("odd.mmdb");
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ipdb/py");
-    let script = r#"
-import sys
-from mmdb_writer import MMDBWriter, MmdbU32
-from netaddr import IPSet
-w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="odd", languages=["en"], description={"en": "odd"})
+    common::write_mmdb(
+        &db,
+        r#"
 w.insert_network(IPSet(["198.51.100.0/24"]), {"country": "DE", "autonomous_system_number": "64500", "autonomous_system_organization": "Example Org"})
 w.insert_network(IPSet(["203.0.113.0/24"]), {"country": {"iso_code": "FR"}, "autonomous_system_number": MmdbU32(64501), "autonomous_system_organization": [1, 2]})
 w.insert_network(IPSet(["192.0.2.0/24"]), {"country_code": "NL", "autonomous_system_number": MmdbU32(64502), "autonomous_system_organization": "Fine"})
-w.to_db_file(sys.argv[1])
-"#;
-    common::run_ok(
-        Command::new("python3")
-            .env("PYTHONPATH", &py)
-            .args(["-c", script])
-            .arg(&db),
+"#,
     );
     let e = vmflow::observe::Enricher::open(std::slice::from_ref(&db)).unwrap();
     let place = |ip: &str| e.lookup(ip.parse().unwrap());

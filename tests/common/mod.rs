@@ -37,6 +37,24 @@ pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("vmflow runs")
 }
 
+/// Writes a MaxMind-format database to `path` with mmdb-writer (installed
+/// by scripts/test.sh beside the ASN database): `inserts` are Python
+/// statements on the writer `w`, with `IPSet` and `MmdbU32` in scope.
+pub fn write_mmdb(path: &Path, inserts: &str) {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ipdb/py");
+    let script = format!(
+        "import sys\nfrom mmdb_writer import MMDBWriter, MmdbU32\nfrom netaddr import IPSet\n\
+         w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type='vmflow-test', \
+         languages=['en'], description={{'en': 'test'}})\n{inserts}\nw.to_db_file(sys.argv[1])\n"
+    );
+    run_ok(
+        Command::new("python3")
+            .env("PYTHONPATH", py)
+            .args(["-c", &script])
+            .arg(path),
+    );
+}
+
 /// Runs a command that must succeed; its stderr is the failure message.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("the command runs");

@@ -57,15 +57,19 @@ pub(super) fn flowlog_lane(
         ),
     );
     let resumed_after = identity::resume(&mut spool, &want, ck.as_ref().map(|c| c.records))?;
-    let (stitcher, pos) = match ck {
+    let (stitcher, pos, observed) = match ck {
         Some(c) => {
             tracing::info!(
                 "resuming from {} ({resumed_after} records spooled after it)",
                 checkpoint.display()
             );
-            (Stitcher::restore(settings, c.stitch), c.position)
+            (
+                Stitcher::restore(settings, c.stitch),
+                c.position,
+                c.observer,
+            )
         }
-        None => (Stitcher::new(settings), Default::default()),
+        None => (Stitcher::new(settings), Default::default(), None),
     };
     let client = crate::azure::credentials::blob_client(&f.storage(), &cfg.azure)?;
     let lane = Lane::start(rt, x, tls, stream, spool, resumed_after);
@@ -78,7 +82,18 @@ pub(super) fn flowlog_lane(
     let outputs = Outputs::new(Some(super::carry(lane.sink(), &carried)), ipfix);
     // Tagged and observed like packet sources' records (flow logs carry no
     // TCP flags, so what they raise is watchlist and new-country ones).
-    let mut sink = super::tagged(cfg, outputs, carried)?;
+    let mut sink = super::tagged(cfg, outputs, carried.clone())?;
+    // The observer's windows go into the checkpoints and come back from
+    // them, like the stitcher's flows (as for followed capture files).
+    let mut slot = None;
+    if carried.is_some() {
+        let s = crate::observe::StateSlot::default();
+        sink = sink.checkpointed_into(s.clone());
+        if let Some(state) = observed {
+            sink.restore(state);
+        }
+        slot = Some(s);
+    }
     tracing::info!(
         "following flow logs in container {} (prefix {:?})",
         f.container,
@@ -92,6 +107,7 @@ pub(super) fn flowlog_lane(
         idle: Duration::from_millis(50).min(f.poll_interval.duration()),
         on_stop: f.on_stop,
         watch: Some(watch),
+        observer: slot,
     };
     let t = runner::run(&mut src, &mut sink, &opts, at, signalled);
     let s = src.stats;

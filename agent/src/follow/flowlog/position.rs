@@ -69,6 +69,10 @@ pub struct FlowlogCheckpoint {
     pub records: u64,
     pub stitch: StitchState,
     pub position: FlowlogPosition,
+    /// The observer's windows and tables when observations are shipped
+    /// (`[observe] ship`). Last and optional: older checkpoints load.
+    #[serde(default)]
+    pub observer: Option<crate::observe::ObserverState>,
 }
 
 impl FlowlogCheckpoint {
@@ -84,6 +88,7 @@ impl FlowlogCheckpoint {
             records,
             stitch,
             position,
+            observer: None,
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct FlowlogRunOptions {
     pub on_stop: OnStop,
     /// Where the run shows what it does (metrics, stats line), if anywhere.
     pub watch: Option<Watch>,
+    /// Where the observer leaves its state when the sink is flushed for a
+    /// checkpoint (observations shipped): checkpointed with the stitcher's.
+    pub observer: Option<crate::observe::StateSlot>,
 }
 
 /// The boards a flow-log run publishes on: its records, open flows and
@@ -179,12 +182,14 @@ impl Runner {
         opts: &FlowlogRunOptions,
     ) -> Result<(), FollowError> {
         sink.flush().map_err(FollowError::Spool)?;
-        let ck = FlowlogCheckpoint::new(
+        let mut ck = FlowlogCheckpoint::new(
             opts.key.clone(),
             self.records,
             src.stitcher.state(),
             src.pos.clone(),
         );
+        // The flush above left the observer's state in the slot.
+        ck.observer = opts.observer.as_ref().and_then(|s| s.lock().ok()?.clone());
         position::save(&*opts.fs, &opts.checkpoint, &ck)?;
         self.checkpoints += 1;
         if let Some(w) = &opts.watch {
