@@ -28,12 +28,31 @@ struct Capture {
 
 type End = ([u8; 4], u16);
 
+/// An Ethernet frame of `ethertype` with room for an `ip_len`-byte IP
+/// header (left for the caller), then a TCP header and `payload` zeros.
+fn tcp_frame(
+    ethertype: u16,
+    ip_len: usize,
+    ports: (u16, u16),
+    flags: u8,
+    payload: usize,
+) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + ip_len + 20 + payload];
+    f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    f[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    let tcp = &mut f[14 + ip_len..14 + ip_len + 20];
+    tcp[0..2].copy_from_slice(&ports.0.to_be_bytes());
+    tcp[2..4].copy_from_slice(&ports.1.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    f
+}
+
 impl Capture {
     fn tcp(&mut self, t: u64, from: End, to: End, flags: u8, payload: usize) {
-        let mut f = vec![0u8; 14 + 20 + 20 + payload];
-        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
-        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let mut f = tcp_frame(0x0800, 20, (from.1, to.1), flags, payload);
         let ip = &mut f[14..34];
         ip[0] = 0x45;
         ip[2..4].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
@@ -43,12 +62,6 @@ impl Capture {
         ip[16..20].copy_from_slice(&to.0);
         let sum = checksum(ip);
         ip[10..12].copy_from_slice(&sum.to_be_bytes());
-        let tcp = &mut f[34..54];
-        tcp[0..2].copy_from_slice(&from.1.to_be_bytes());
-        tcp[2..4].copy_from_slice(&to.1.to_be_bytes());
-        tcp[12] = 5 << 4;
-        tcp[13] = flags;
-        tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
         self.pkts.push((t, f));
     }
 
@@ -85,10 +98,7 @@ impl Capture {
         flags: u8,
         payload: usize,
     ) {
-        let mut f = vec![0u8; 14 + 40 + 20 + payload];
-        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
-        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-        f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+        let mut f = tcp_frame(0x86dd, 40, (from.1, to.1), flags, payload);
         let ip = &mut f[14..54];
         ip[0] = 0x60;
         ip[4..6].copy_from_slice(&((20 + payload) as u16).to_be_bytes());
@@ -96,12 +106,6 @@ impl Capture {
         ip[7] = 64;
         ip[8..24].copy_from_slice(&from.0.octets());
         ip[24..40].copy_from_slice(&to.0.octets());
-        let tcp = &mut f[54..74];
-        tcp[0..2].copy_from_slice(&from.1.to_be_bytes());
-        tcp[2..4].copy_from_slice(&to.1.to_be_bytes());
-        tcp[12] = 5 << 4;
-        tcp[13] = flags;
-        tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
         self.pkts.push((t, f));
     }
 
@@ -668,15 +672,10 @@ fn records_carry_the_remotes_country_and_watchlists() {
     // prints the same records.
     let blocks = dir.path().join("r.blocks");
     run("blocks", &blocks);
-    let cat = Command::new(env!("CARGO_BIN_EXE_vmflow"))
-        .arg("cat")
-        .arg(&blocks)
-        .output()
-        .unwrap();
-    assert!(
-        cat.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cat.stderr)
+    let cat = common::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_vmflow"))
+            .arg("cat")
+            .arg(&blocks),
     );
     let mut a: Vec<&str> = text.lines().collect();
     let cat = String::from_utf8(cat.stdout).unwrap();
@@ -861,15 +860,10 @@ fn replayed_records_take_the_asn_from_the_asn_database_and_the_country_from_the_
     // and non-ASCII letters included.
     let blocks = dir.path().join("r.blocks");
     replay(&both, "blocks", &blocks, None);
-    let cat = Command::new(env!("CARGO_BIN_EXE_vmflow"))
-        .arg("cat")
-        .arg(&blocks)
-        .output()
-        .unwrap();
-    assert!(
-        cat.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cat.stderr)
+    let cat = common::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_vmflow"))
+            .arg("cat")
+            .arg(&blocks),
     );
     let sorted = |s: &str| {
         let mut l: Vec<String> = s.lines().map(str::to_string).collect();

@@ -65,8 +65,7 @@ fn a_restored_checkpoint_continues_exactly_where_the_run_stopped() {
     ] {
         let mut first = VecSink::default();
         let mut state = None;
-        let opts = InlineOptions::default();
-        let report = run_inline(cfg, &mut first, opts, |feed| {
+        let report = run_inline(cfg, &mut first, InlineOptions::default(), |feed| {
             let mut r = CaptureReader::open(std::io::Cursor::new(&pcap[..])).unwrap();
             for _ in 0..cut {
                 let p = r.next_packet().unwrap().unwrap();

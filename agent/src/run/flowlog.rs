@@ -82,18 +82,8 @@ pub(super) fn flowlog_lane(
     let outputs = Outputs::new(Some(super::carry(lane.sink(), &carried)), ipfix);
     // Tagged and observed like packet sources' records (flow logs carry no
     // TCP flags, so what they raise is watchlist and new-country ones).
-    let mut sink = super::tagged(cfg, outputs, carried.clone())?;
-    // The observer's windows go into the checkpoints and come back from
-    // them, like the stitcher's flows (as for followed capture files).
-    let mut slot = None;
-    if carried.is_some() {
-        let s = crate::observe::StateSlot::default();
-        sink = sink.checkpointed_into(s.clone());
-        if let Some(state) = observed {
-            sink.restore(state);
-        }
-        slot = Some(s);
-    }
+    let sink = super::tagged(cfg, outputs, carried.clone())?;
+    let (mut sink, slot) = super::checkpointed(sink, &carried, observed);
     tracing::info!(
         "following flow logs in container {} (prefix {:?})",
         f.container,

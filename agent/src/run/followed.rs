@@ -237,17 +237,9 @@ fn follow_lane(
     fw.opts.live = Some(live.clone());
     let carried = super::shipped_observations(cfg);
     let mut outputs = Outputs::new(Some(super::carry(lane.sink(), &carried)), ipfix);
-    let mut observing = super::tagged(cfg, &mut outputs, carried.clone())?;
-    if carried.is_some() {
-        // The observer's windows go into the checkpoints and come back
-        // from them, like the engine's flows.
-        let slot = crate::observe::StateSlot::default();
-        observing = observing.checkpointed_into(slot.clone());
-        fw.opts.observer = Some(slot);
-        if let Some(state) = observed {
-            observing.restore(state);
-        }
-    }
+    let observing = super::tagged(cfg, &mut outputs, carried.clone())?;
+    let (observing, slot) = super::checkpointed(observing, &carried, observed);
+    fw.opts.observer = slot;
     let mut sink = CountingSink::new(observing, Some(live));
     if engine.is_some() {
         tracing::info!(

@@ -315,6 +315,26 @@ fn shipped_observations(cfg: &Config) -> Option<Carried> {
     cfg.observe.ship.then(Carried::default)
 }
 
+/// With observations shipped (`carried`), the observer's windows go into
+/// the source's checkpoints through the returned slot and come back from
+/// `restored`, like the engine's flows; without, they are not part of the
+/// record stream and the observer starts afresh.
+fn checkpointed<S: crate::sink::RecordSink>(
+    sink: ObservingSink<S, Carried>,
+    carried: &Option<Carried>,
+    restored: Option<crate::observe::ObserverState>,
+) -> (ObservingSink<S, Carried>, Option<crate::observe::StateSlot>) {
+    if carried.is_none() {
+        return (sink, None);
+    }
+    let slot = crate::observe::StateSlot::default();
+    let mut sink = sink.checkpointed_into(slot.clone());
+    if let Some(state) = restored {
+        sink.restore(state);
+    }
+    (sink, Some(slot))
+}
+
 /// A lane's batcher that takes the observations in `carried` along.
 fn carry(sink: SpoolSink, carried: &Option<Carried>) -> SpoolSink {
     match carried {
