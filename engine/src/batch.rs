@@ -119,6 +119,10 @@ pub struct TablesNow {
 /// its partitions in ascending order, so the epoch's records ordered by
 /// partition are these vectors one after another, interleaved across shards
 /// (partition `local * shards + me`), with no sort and no tag per record.
+///
+/// `table_done(local, out)` runs once table `local` has had its tick: its
+/// vector is complete for the epoch and may go (a tick that ends many flows
+/// at once then leaves table by table instead of as one burst).
 pub fn process(
     tables: &mut [FlowTable],
     pkts: &[Routed],
@@ -126,6 +130,7 @@ pub fn process(
     last: bool,
     end: EndReason,
     out: &mut [Vec<FlowRecord>],
+    mut table_done: impl FnMut(usize, &mut [Vec<FlowRecord>]),
 ) {
     // Two-stage prefetch: the bucket of packet i+16, then (once that is
     // cached) the flow slot of packet i+8. Pure hints; output is unchanged.
@@ -149,11 +154,12 @@ pub fn process(
             }
         }
     }
-    for (t, o) in tables.iter_mut().zip(out.iter_mut()) {
-        t.handle(Event::Tick(now), o);
+    for (local, t) in tables.iter_mut().enumerate() {
+        t.handle(Event::Tick(now), &mut out[local]);
         if last {
-            t.handle(Event::Finish(end), o);
+            t.handle(Event::Finish(end), &mut out[local]);
         }
+        table_done(local, out);
     }
 }
 

@@ -2,6 +2,7 @@
 //! live capture and followed sources at moderate rates: no hand-off between
 //! threads, no wake-ups, the same records in the same order.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use vmflow_proto::{EndReason, FlowRecord};
@@ -10,7 +11,7 @@ use crate::batch::{process, Dispatch, Routed, TablesNow};
 use crate::error::EngineError;
 use crate::flow::{FlowTable, TableSnapshot};
 use crate::net::LocalNets;
-use crate::records::{sum_stats, write_epoch, Written};
+use crate::records::{sum_stats, write_piece, Pieces, Written};
 use crate::settings::Settings;
 use crate::sink::RecordSink;
 
@@ -72,19 +73,33 @@ impl<'s> Inline<'s> {
     }
 
     fn submit(&mut self, pkts: &[Routed], now: u64, last: bool, end: EndReason) {
-        process(&mut self.tables, pkts, now, last, end, &mut self.out);
-        if self.error.is_none() {
-            if let Err(e) = write_epoch(
-                std::slice::from_mut(&mut self.out),
-                &mut self.written,
-                &mut self.sink,
-            ) {
-                self.error = Some(e);
+        let (sink, written, error) = (&mut self.sink, &mut self.written, &mut self.error);
+        let mut pieces = Pieces::default();
+        let mut put = |tables: Range<usize>, out: &mut [Vec<FlowRecord>]| {
+            let out = &mut out[tables];
+            if error.is_none() {
+                let parts: Vec<&[FlowRecord]> = out.iter().map(Vec::as_slice).collect();
+                if let Err(e) = write_piece(&parts, written, sink) {
+                    *error = Some(e);
+                }
             }
-        } else {
             // Nothing is written after a failure.
-            self.out.iter_mut().for_each(Vec::clear);
-        }
+            out.iter_mut().for_each(Vec::clear);
+        };
+        process(
+            &mut self.tables,
+            pkts,
+            now,
+            last,
+            end,
+            &mut self.out,
+            |at, out| {
+                if let Some(r) = pieces.table(at, out[at].len()) {
+                    put(r, out);
+                }
+            },
+        );
+        put(pieces.rest(self.out.len()), &mut self.out);
         if last {
             self.finish_output();
         }

@@ -37,7 +37,7 @@ pub use error::EngineError;
 pub use feed::{Feed, InlineFeed, Progress, TablesNow};
 pub use ingest::{Counts, Ingest};
 pub use inline::Inline;
-pub use records::{sum_stats, write_epoch, Written};
+pub use records::{sum_stats, write_piece, Pieces, Written, PIECE_RECORDS};
 pub use settings::{FlowSettings, Settings};
 pub use sink::RecordSink;
 pub use state::EngineState;

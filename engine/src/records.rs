@@ -1,5 +1,8 @@
 //! Records out of the tables: each batch's in partition order (each
-//! partition keeps its own order), counted and written.
+//! partition keeps its own order), counted and written, in pieces when
+//! there are many.
+
+use std::ops::Range;
 
 use vmflow_proto::FlowRecord;
 
@@ -18,28 +21,62 @@ pub struct Written {
     pub table: TableStats,
 }
 
-/// Writes one epoch: every shard's records, one vector per table (see
-/// [`crate::process`]), in partition order — partition `local * shards + me`
-/// is table `local` of shard `me` — counted, as one write (an empty one too:
-/// a sink closes aged batches on it). The vectors are left empty.
-pub fn write_epoch<S: RecordSink + ?Sized>(
-    shards: &mut [Vec<Vec<FlowRecord>>],
+/// Records a write waits for before it goes out mid-epoch. An epoch's
+/// records are written at its end; a larger epoch (a tick or the finish
+/// ending many flows at once) is written in pieces, each at the first table
+/// boundary (in partition order) past this many records, so a burst is never
+/// held whole: memory for it is bounded by this plus one table's share.
+/// Where an epoch is cut depends only on its records, never on threads or
+/// timing, so sinks that frame their output by writes (IPFIX messages) stay
+/// deterministic. Everyday epochs (fewer records than a batch has packets)
+/// are one write, as before.
+pub const PIECE_RECORDS: usize = 4096;
+
+/// Where an epoch's records are cut into writes ([`PIECE_RECORDS`]): fed
+/// each table's record count in order, it says when the tables since the
+/// last cut go out.
+#[derive(Debug, Default)]
+pub struct Pieces {
+    from: usize,
+    waiting: usize,
+}
+
+impl Pieces {
+    /// Table `at` (the next in order) is complete with `n` records: the
+    /// tables to write now, if a piece is full.
+    pub fn table(&mut self, at: usize, n: usize) -> Option<Range<usize>> {
+        self.waiting += n;
+        (self.waiting >= PIECE_RECORDS).then(|| self.cut(at + 1))
+    }
+
+    /// The epoch's last piece (tables `..end`), possibly empty; the next
+    /// epoch starts afresh.
+    pub fn rest(&mut self, end: usize) -> Range<usize> {
+        let r = self.cut(end);
+        self.from = 0;
+        r
+    }
+
+    fn cut(&mut self, end: usize) -> Range<usize> {
+        let r = self.from..end;
+        self.from = end;
+        self.waiting = 0;
+        r
+    }
+}
+
+/// Writes one piece of an epoch (tables' records in partition order),
+/// counted, as one write: an empty one too (a sink closes aged batches on
+/// it).
+pub fn write_piece<S: RecordSink + ?Sized>(
+    parts: &[&[FlowRecord]],
     w: &mut Written,
     sink: &mut S,
 ) -> std::io::Result<()> {
-    let tables = shards.iter().map(Vec::len).max().unwrap_or(0);
-    let mut parts: Vec<&[FlowRecord]> = Vec::new();
-    for local in 0..tables {
-        for shard in shards.iter() {
-            if let Some(v) = shard.get(local).filter(|v| !v.is_empty()) {
-                count(w, v);
-                parts.push(v);
-            }
-        }
+    for p in parts {
+        count(w, p);
     }
-    let res = sink.write_parts(&parts);
-    shards.iter_mut().flatten().for_each(Vec::clear);
-    res
+    sink.write_parts(parts)
 }
 
 fn count(w: &mut Written, records: &[FlowRecord]) {
@@ -113,21 +150,31 @@ mod tests {
     }
 
     #[test]
-    fn an_epoch_is_one_write_in_partition_order() {
-        // Two shards; shard 0 owns partitions 0, 2, 4 and shard 1 owns 1, 3.
-        // Flow ids name the partition (tens) and the order within it.
-        let mut shards = vec![
-            vec![recs(&[0, 1]), recs(&[]), recs(&[40])],
-            vec![recs(&[10]), recs(&[30, 31])],
-        ];
+    fn an_epoch_is_cut_after_the_table_that_fills_a_piece() {
+        let mut p = Pieces::default();
+        // An everyday epoch: one write at its end.
+        assert_eq!(p.table(0, 10), None);
+        assert_eq!(p.table(1, PIECE_RECORDS - 11), None);
+        assert_eq!(p.rest(2), 0..2);
+        // A burst: cut after each table that fills a piece, then the rest.
+        assert_eq!(p.table(0, 1), None);
+        assert_eq!(p.table(1, PIECE_RECORDS), Some(0..2));
+        assert_eq!(p.table(2, 3 * PIECE_RECORDS), Some(2..3));
+        assert_eq!(p.table(3, 5), None);
+        assert_eq!(p.rest(4), 3..4);
+        // An epoch ending on a full piece still ends with a (empty) write.
+        assert_eq!(p.table(0, PIECE_RECORDS), Some(0..1));
+        assert_eq!(p.rest(1), 1..1);
+    }
+
+    #[test]
+    fn a_piece_is_one_counted_write() {
+        let (a, b) = (recs(&[0, 1]), recs(&[10]));
         let (mut w, mut sink) = (Written::default(), Writes::default());
-        write_epoch(&mut shards, &mut w, &mut sink).unwrap();
-        assert_eq!(sink.0, vec![vec![0, 1, 10, 30, 31, 40]]);
-        assert_eq!(w.records, 6);
-        assert!(shards.iter().flatten().all(Vec::is_empty));
-        // An empty epoch is still one (empty) write.
-        write_epoch(&mut shards, &mut w, &mut sink).unwrap();
+        write_piece(&[&a, &b], &mut w, &mut sink).unwrap();
+        assert_eq!(sink.0, vec![vec![0, 1, 10]]);
+        assert_eq!((w.records, w.flows, w.packets, w.bytes), (3, 3, 3, 150));
+        write_piece(&[], &mut w, &mut sink).unwrap();
         assert_eq!(sink.0.last(), Some(&vec![]));
-        assert_eq!(sink.0.len(), 2);
     }
 }

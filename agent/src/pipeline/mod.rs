@@ -176,15 +176,17 @@ where
     let mut error = None;
     let seen: Vec<Arc<TablesSeen>> = (0..threads).map(|_| Arc::default()).collect();
     std::thread::scope(|scope| {
+        let mut counts = Vec::new();
         for (i, (rx, otx, rtx, srx)) in shard_ends.into_iter().enumerate() {
             let tables: Vec<FlowTable> = (i..parts)
                 .step_by(threads)
                 .map(|_| FlowTable::new(table.clone(), local.clone()))
                 .collect();
+            counts.push(tables.len());
             let seen = seen[i].clone();
             scope.spawn(move || shard(tables, rx, otx, rtx, srx, seen));
         }
-        let output = scope.spawn(move || output(sink, from_shard));
+        let output = scope.spawn(move || output(sink, from_shard, counts));
         let dispatch = Shards {
             batch: settings.batch_packets,
             to_shard,

@@ -1,14 +1,15 @@
 //! The threaded engine: each shard owns a fixed set of flow-table
 //! partitions and runs its batches; the output stage collects every batch's
-//! records from all shards, in partition order. [`Shards`] is the engine's
-//! dispatch to them.
+//! records from all shards, in partition order, a piece at a time (a burst
+//! never travels whole). [`Shards`] is the engine's dispatch to them.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 use vmflow_engine::{
-    process, sum_stats, write_epoch, Dispatch, EngineError, Routed, TablesNow, Written,
+    process, sum_stats, write_piece, Dispatch, EngineError, Pieces, Routed, TablesNow, Written,
 };
 use vmflow_proto::{EndReason, FlowRecord};
 
@@ -25,15 +26,23 @@ pub(super) enum ToShard {
     },
 }
 
-/// Per-table record vectors, in the shard's table order; the output sends
-/// them back empty (capacity kept) for the shard's next batches.
+/// Record vectors of consecutive tables; the output sends them back empty
+/// (capacity kept) for the shard's next batches.
 pub(super) type TableRecords = Vec<Vec<FlowRecord>>;
 
 /// Record vectors up to this capacity are sent back to their shard.
 const RECYCLE_MAX: usize = 1024;
 
+/// A piece of a shard's epoch: its tables `first..first + records.len()`,
+/// complete for the epoch. A shard sends one piece an epoch, or several
+/// when its tables end many flows at once
+/// ([`PIECE_RECORDS`](vmflow_engine::PIECE_RECORDS)).
 pub(super) struct FromShard {
+    pub(super) first: usize,
     pub(super) records: TableRecords,
+    /// The epoch's last piece from this shard.
+    pub(super) end: bool,
+    /// With the run's last piece: the shard's table counts.
     pub(super) stats: Option<TableStats>,
 }
 
@@ -106,7 +115,11 @@ pub(super) fn shard(
     spare: Receiver<TableRecords>,
     seen: Arc<TablesSeen>,
 ) {
-    let mut records: TableRecords = vec![Vec::new(); tables.len()];
+    let n = tables.len();
+    let mut records: TableRecords = vec![Vec::new(); n];
+    // Empty vectors and containers the output has sent back.
+    let mut vectors: Vec<Vec<FlowRecord>> = Vec::new();
+    let mut containers: Vec<TableRecords> = Vec::new();
     while let Ok(ToShard::Batch {
         mut pkts,
         now,
@@ -114,7 +127,42 @@ pub(super) fn shard(
         end,
     }) = rx.recv()
     {
-        process(&mut tables, &pkts, now, last, end, &mut records);
+        while let Ok(mut c) = spare.try_recv() {
+            vectors.append(&mut c);
+            containers.push(c);
+        }
+        let mut sent = true;
+        let mut send = |tables: Range<usize>,
+                        recs: &mut [Vec<FlowRecord>],
+                        end: bool,
+                        stats: Option<TableStats>| {
+            let mut c = containers.pop().unwrap_or_default();
+            let first = tables.start;
+            for v in &mut recs[tables] {
+                c.push(std::mem::replace(v, vectors.pop().unwrap_or_default()));
+            }
+            let piece = FromShard {
+                first,
+                records: c,
+                end,
+                stats,
+            };
+            sent &= out.send(piece).is_ok();
+        };
+        let mut pieces = Pieces::default();
+        process(
+            &mut tables,
+            &pkts,
+            now,
+            last,
+            end,
+            &mut records,
+            |at, recs| {
+                if let Some(r) = pieces.table(at, recs[at].len()) {
+                    send(r, recs, false, None);
+                }
+            },
+        );
         pkts.clear();
         let _ = recycle.send(pkts);
         seen.open_flows
@@ -122,50 +170,107 @@ pub(super) fn shard(
         seen.evicted
             .store(tables.iter().map(|t| t.stats().evicted).sum(), Relaxed);
         let stats = last.then(|| sum_stats(tables.iter().map(|t| t.stats())));
-        let next = spare
-            .try_recv()
-            .unwrap_or_else(|_| vec![Vec::new(); tables.len()]);
-        let msg = FromShard {
-            records: std::mem::replace(&mut records, next),
-            stats,
-        };
-        if out.send(msg).is_err() || last {
+        send(pieces.rest(n), &mut records, true, stats);
+        if !sent || last {
             return;
         }
     }
 }
 
+/// Writes the records of every epoch in partition order (partition `local
+/// * shards + s` is table `local` of shard `s`), cut into writes where
+/// [`Pieces`] says, whatever the thread count.
 pub(super) fn output<S: RecordSink>(
     mut sink: S,
     from: Vec<(Receiver<FromShard>, Sender<TableRecords>)>,
+    tables: Vec<usize>,
 ) -> Result<Written, EngineError> {
-    let mut epoch: Vec<TableRecords> = Vec::with_capacity(from.len());
+    let shards = from.len();
+    let most = tables.iter().copied().max().unwrap_or(0);
     let mut w = Written::default();
     let mut stats: Vec<TableStats> = Vec::new();
+    let mut current: Vec<Option<FromShard>> = (0..shards).map(|_| None).collect();
+    // The piece being gathered: (shard, its table's records), partition order.
+    let mut held: Vec<(usize, Vec<FlowRecord>)> = Vec::new();
+    // Emptied vectors going back to each shard, and spare containers.
+    let mut back: Vec<TableRecords> = vec![Vec::new(); shards];
+    let mut containers: Vec<TableRecords> = Vec::new();
+    let release = |c: &mut Option<FromShard>, containers: &mut Vec<TableRecords>| {
+        if let Some(mut piece) = c.take() {
+            piece.records.clear();
+            containers.push(piece.records);
+        }
+    };
+    let mut write = |held: &mut Vec<(usize, Vec<FlowRecord>)>,
+                     back: &mut [TableRecords],
+                     w: &mut Written|
+     -> Result<(), EngineError> {
+        let parts: Vec<&[FlowRecord]> = held.iter().map(|(_, v)| v.as_slice()).collect();
+        write_piece(&parts, w, &mut sink).map_err(EngineError::Output)?;
+        for (s, mut v) in held.drain(..) {
+            // Only everyday sizes go back: a burst would otherwise stay
+            // allocated in every set of vectors in flight.
+            if v.capacity() > RECYCLE_MAX {
+                v = Vec::new();
+            }
+            v.clear();
+            back[s].push(v);
+        }
+        Ok(())
+    };
     'epochs: loop {
-        for (rx, _) in &from {
-            match rx.recv() {
-                Ok(m) => {
-                    epoch.push(m.records);
-                    if let Some(s) = m.stats {
-                        stats.push(s);
+        let mut pieces = Pieces::default();
+        let mut at = 0;
+        for local in 0..most {
+            for s in (0..shards).filter(|&s| local < tables[s]) {
+                let v = loop {
+                    if let Some(p) = &mut current[s] {
+                        if let Some(v) = local
+                            .checked_sub(p.first)
+                            .and_then(|i| p.records.get_mut(i))
+                        {
+                            break std::mem::take(v);
+                        }
                     }
+                    release(&mut current[s], &mut containers);
+                    match from[s].0.recv() {
+                        Ok(piece) => {
+                            stats.extend(piece.stats);
+                            current[s] = Some(piece);
+                        }
+                        Err(_) => break 'epochs,
+                    }
+                };
+                let n = v.len();
+                held.push((s, v));
+                if pieces.table(at, n).is_some() {
+                    write(&mut held, &mut back, &mut w)?;
                 }
-                Err(_) => break 'epochs,
+                at += 1;
             }
         }
-        write_epoch(&mut epoch, &mut w, &mut sink).map_err(EngineError::Output)?;
-        for (mut tables, (_, back)) in epoch.drain(..).zip(&from) {
-            // Only everyday sizes go back: a burst (a tick ending thousands
-            // of flows, the finish) would otherwise stay allocated in every
-            // set of vectors in flight.
-            for v in tables.iter_mut().filter(|v| v.capacity() > RECYCLE_MAX) {
-                *v = Vec::new();
+        pieces.rest(at);
+        write(&mut held, &mut back, &mut w)?;
+        // Every shard's epoch ends with its last piece (also a shard with
+        // no table, or whose last piece has none).
+        for s in 0..shards {
+            while !current[s].as_ref().is_some_and(|p| p.end) {
+                release(&mut current[s], &mut containers);
+                match from[s].0.recv() {
+                    Ok(piece) => {
+                        stats.extend(piece.stats);
+                        current[s] = Some(piece);
+                    }
+                    Err(_) => break 'epochs,
+                }
             }
+            release(&mut current[s], &mut containers);
+            let mut c = containers.pop().unwrap_or_default();
+            std::mem::swap(&mut c, &mut back[s]);
             // A shard that has ended no longer takes them: nothing to do.
-            let _ = back.send(tables);
+            let _ = from[s].1.send(c);
         }
-        if stats.len() == from.len() {
+        if stats.len() == shards {
             break;
         }
     }

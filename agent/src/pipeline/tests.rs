@@ -179,3 +179,84 @@ fn a_threaded_run_shows_its_shards_tables_like_an_inline_one() {
     assert!(report.error.is_none());
     assert_eq!(threaded, Some(inline));
 }
+
+/// Every write's record count, and the records.
+#[derive(Default)]
+struct Writes(Vec<usize>, Vec<FlowRecord>);
+
+impl RecordSink for Writes {
+    fn write(&mut self, records: &[FlowRecord]) -> std::io::Result<()> {
+        self.write_parts(&[records])
+    }
+
+    fn write_parts(&mut self, parts: &[&[FlowRecord]]) -> std::io::Result<()> {
+        self.0.push(parts.iter().map(|p| p.len()).sum());
+        parts.iter().for_each(|p| self.1.extend_from_slice(p));
+        Ok(())
+    }
+}
+
+/// A tick far past the last packet ends every open flow at once: the
+/// records leave in pieces of about `PIECE_RECORDS`, cut at the same places
+/// by the inline engine and by any number of shard threads, instead of as
+/// one write the whole burst sits in memory for.
+#[test]
+fn a_burst_of_records_is_written_in_the_same_pieces_for_every_thread_count() {
+    let mut pcap = Vec::new();
+    let p = crate::synth::SynthParams {
+        packets: 200_000,
+        concurrent: 80_000,
+        snaplen: 128,
+        seed: 9,
+        lengths: crate::synth::FlowLengths::Short,
+    };
+    let mut cfg = Config::default();
+    crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
+    let run = |cfg: &Config, inline: bool| {
+        let mut sink = Writes::default();
+        let all = |feed: &mut dyn Feed| {
+            let mut r = CaptureReader::open(std::io::Cursor::new(&pcap[..])).expect("valid");
+            let mut last = 0;
+            while let Some(p) = r.next_packet().expect("valid") {
+                last = p.ts_ns;
+                feed.packet(p);
+            }
+            feed.tick(last + 600_000_000_000);
+            Ok::<_, PipelineError>(())
+        };
+        let report = if inline {
+            run_inline(cfg, &mut sink, InlineOptions::default(), |feed| all(feed))
+        } else {
+            run_with(cfg, &mut sink, RunOptions::default(), all)
+        };
+        assert!(report.error.is_none());
+        assert_eq!(report.summary.records as usize, sink.1.len());
+        sink
+    };
+    let inline = run(&cfg, true);
+    // The capture spans less than the idle timeout: every idle record is
+    // the tick's.
+    let first = inline.1.iter().map(|r| r.first_ns).min().unwrap();
+    let last = inline.1.iter().map(|r| r.last_ns).max().unwrap();
+    assert!(last - first < cfg.table().idle_ns, "span {}", last - first);
+    let burst = inline
+        .1
+        .iter()
+        .filter(|r| r.end_reason == EndReason::Idle)
+        .count();
+    let piece = vmflow_engine::PIECE_RECORDS;
+    assert!(burst > 2 * piece, "flows the tick ended: {burst}");
+    // No write holds more than a piece and one table's share of them.
+    let largest = inline.0.iter().copied().max().unwrap_or(0);
+    assert!(
+        largest < piece + burst / 8 && largest < burst / 2,
+        "largest write: {largest} of a burst of {burst}"
+    );
+    assert!(inline.0.iter().filter(|&&n| n >= piece).count() >= 2);
+    for threads in [1, 2, 3] {
+        cfg.pipeline.threads = threads;
+        let threaded = run(&cfg, false);
+        assert_eq!(threaded.0, inline.0, "threads {threads}: writes");
+        assert!(threaded.1 == inline.1, "threads {threads}: records");
+    }
+}

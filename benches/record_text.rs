@@ -1,0 +1,55 @@
+//! Formatting cost per record: the NDJSON and CSV sinks writing the records
+//! of a synthetic replay (`synth`'s default mix) into `io::sink()`. The
+//! output thread of a replay and the collector spend most of their time
+//! here.
+//!
+//!   cargo bench --bench record_text
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use vmflow::capture::CaptureReader;
+use vmflow::config::Config;
+use vmflow::export::{CsvSink, NdjsonSink, RecordSink, VecSink};
+use vmflow::synth::{generate, FlowLengths, SynthParams};
+use vmflow_proto::FlowRecord;
+
+fn records() -> Vec<FlowRecord> {
+    let mut pcap = Vec::new();
+    let p = SynthParams {
+        packets: 200_000,
+        concurrent: 5_000,
+        snaplen: 128,
+        seed: 1,
+        lengths: FlowLengths::Short,
+    };
+    generate(&p, &Config::default(), &mut pcap, false).unwrap();
+    let mut sink = VecSink::default();
+    let report = vmflow::pipeline::run(&Config::default(), &mut sink, |feed| {
+        let mut r = CaptureReader::open(std::io::Cursor::new(pcap)).expect("valid capture");
+        while let Some(p) = r.next_packet().expect("valid capture") {
+            feed.packet(p);
+        }
+        Ok::<_, vmflow::pipeline::PipelineError>(())
+    });
+    assert!(report.error.is_none());
+    sink.0
+}
+
+fn bench(c: &mut Criterion) {
+    let recs = records();
+    let mut g = c.benchmark_group("record_text");
+    g.throughput(Throughput::Elements(recs.len() as u64));
+    g.bench_function("ndjson", |b| {
+        let mut s = NdjsonSink::new(std::io::sink());
+        b.iter(|| s.write(black_box(&recs)).unwrap())
+    });
+    g.bench_function("csv", |b| {
+        let mut s = CsvSink::new(std::io::sink());
+        b.iter(|| s.write(black_box(&recs)).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
