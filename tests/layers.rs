@@ -65,13 +65,25 @@ fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// `#[cfg(test)]`, or a cfg that holds only in tests (`all(test, …)`).
+fn test_gate(line: &str) -> bool {
+    let Some(pred) = line
+        .strip_prefix("#[cfg(")
+        .and_then(|r| r.strip_suffix(")]"))
+    else {
+        return false;
+    };
+    pred == "test"
+        || (pred.starts_with("all(") && pred[4..].split([',', ')']).any(|w| w.trim() == "test"))
+}
+
 /// The source without its test modules and comments.
 fn code(text: &str) -> String {
     let mut out = String::new();
     let mut lines = text.lines().peekable();
     while let Some(l) = lines.next() {
         let t = l.trim_start();
-        if t == "#[cfg(test)]" {
+        if test_gate(t) {
             // The item after it (a `mod tests { … }` or `mod x;`) is test code:
             // skip to the end of the file for a block module (they come last).
             if lines
@@ -102,7 +114,7 @@ fn test_only_files(src: &Path, files: &[PathBuf]) -> BTreeSet<PathBuf> {
         let text = std::fs::read_to_string(f).unwrap();
         let mut lines = text.lines().map(str::trim);
         while let Some(l) = lines.next() {
-            if l != "#[cfg(test)]" {
+            if !test_gate(l) {
                 continue;
             }
             let Some(name) = lines

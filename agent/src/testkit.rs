@@ -112,3 +112,17 @@ pub fn hour_file_ids(fs: &dyn crate::disk::Fs, dir: &std::path::Path) -> Vec<u64
     ids.sort_unstable();
     ids
 }
+
+/// An Ethernet + IPv4 + UDP frame from 10.0.0.1:`sport` to 10.0.0.2:`dport`
+/// (no payload, checksums zero).
+pub fn udp_frame(sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&[
+        0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+    ]);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 8, 0, 0]);
+    f
+}

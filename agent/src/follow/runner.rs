@@ -169,17 +169,9 @@ mod tests {
         }
     }
 
-    /// An Ethernet + IPv4 + UDP frame from 10.0.0.1:`sport` to 10.0.0.2:53.
+    /// A UDP frame from 10.0.0.1:`sport` to 10.0.0.2:53.
     fn udp(sport: u16) -> Vec<u8> {
-        let mut f = vec![0u8; 12];
-        f.extend_from_slice(&[0x08, 0x00]);
-        f.extend_from_slice(&[
-            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-        ]);
-        f.extend_from_slice(&sport.to_be_bytes());
-        f.extend_from_slice(&53u16.to_be_bytes());
-        f.extend_from_slice(&[0, 8, 0, 0]);
-        f
+        crate::testkit::udp_frame(sport, 53)
     }
 
     /// A quiet folder: far fewer packets than a batch. The flow a later

@@ -279,17 +279,9 @@ mod tests {
         }
     }
 
-    /// An Ethernet + IPv4 + UDP frame to `dport`.
+    /// A UDP frame from 10.0.0.1:1234 to 10.0.0.2:`dport`.
     fn udp(dport: u16) -> Vec<u8> {
-        let mut f = vec![0u8; 12];
-        f.extend_from_slice(&[0x08, 0x00]);
-        f.extend_from_slice(&[
-            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-        ]);
-        f.extend_from_slice(&1234u16.to_be_bytes());
-        f.extend_from_slice(&dport.to_be_bytes());
-        f.extend_from_slice(&[0, 8, 0, 0]);
-        f
+        crate::testkit::udp_frame(1234, dport)
     }
 
     #[test]
