@@ -10,7 +10,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vmflow::capture::CaptureReader;
 use vmflow::config::Config;
-use vmflow::export::{CsvSink, NdjsonSink, RecordSink, VecSink};
+use vmflow::export::{encode_ndjson, CsvSink, NdjsonLines, NdjsonSink, RecordSink, VecSink};
 use vmflow::synth::{generate, FlowLengths, SynthParams};
 use vmflow_proto::FlowRecord;
 
@@ -43,6 +43,26 @@ fn bench(c: &mut Criterion) {
     g.bench_function("ndjson", |b| {
         let mut s = NdjsonSink::new(std::io::sink());
         b.iter(|| s.write(black_box(&recs)).unwrap())
+    });
+    // The collector's way: lines appended to a buffer per hour file.
+    g.bench_function("ndjson lines into a buffer", |b| {
+        let (mut lines, mut out) = (NdjsonLines::default(), Vec::new());
+        b.iter(|| {
+            out.clear();
+            for r in black_box(&recs) {
+                lines.append(r, &mut out);
+            }
+        })
+    });
+    g.bench_function("ndjson encode into a buffer", |b| {
+        let mut out = Vec::new();
+        b.iter(|| {
+            out.clear();
+            for r in black_box(&recs) {
+                encode_ndjson(r, &mut out);
+                out.push(b'\n');
+            }
+        })
     });
     g.bench_function("csv", |b| {
         let mut s = CsvSink::new(std::io::sink());

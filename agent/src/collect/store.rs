@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use vmflow_proto::FlowRecord;
 
 use crate::disk::{self, SharedFs};
-use crate::export::encode_ndjson;
+use crate::export::NdjsonLines;
 
 const HEADER: &str = "vmflow-store 2";
 
@@ -735,6 +735,7 @@ fn judge_group<'r>(
         after: BTreeMap::new(),
         by_hour: BTreeMap::new(),
     };
+    let mut lines = NdjsonLines::default();
     for (b, part) in batches {
         let before = states.get(&b.epoch).copied().unwrap_or_default();
         if !j.assumed.iter().any(|(id, _)| *id == b.epoch) {
@@ -759,8 +760,7 @@ fn judge_group<'r>(
         for r in part.records {
             let key = FileKey::Records(r.first_ns / HOUR_NS);
             let out = j.by_hour.entry(key).or_insert_with(&mut buffer);
-            encode_ndjson(r, out);
-            out.push(b'\n');
+            lines.append(r, out);
         }
         let lines = part.observations.split_inclusive(|&b| b == b'\n');
         for (line, &hour) in lines.zip(part.hours) {

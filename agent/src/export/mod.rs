@@ -16,7 +16,7 @@ pub mod spool;
 pub use blocks::BlockFileSink;
 pub use csv::CsvSink;
 pub use ipfix::IpfixFileSink;
-pub use ndjson::{encode as encode_ndjson, NdjsonSink};
+pub use ndjson::{encode as encode_ndjson, Lines as NdjsonLines, NdjsonSink};
 
 use vmflow_proto::FlowRecord;
 

@@ -112,6 +112,38 @@ impl<W: Write + Send> RecordSink for NdjsonSink<W> {
     }
 }
 
+/// Appends records' lines to any buffer, each formatted in a scratch line
+/// zeroed once: [`encode`] zeroes a line's worth of room in the buffer for
+/// every record, which on the collector cost more than the copy.
+pub struct Lines {
+    scratch: Box<[u8]>,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Lines {
+            scratch: vec![0; line::MAX].into_boxed_slice(),
+        }
+    }
+}
+
+impl Lines {
+    /// Appends `r`'s line, newline included.
+    pub fn append(&mut self, r: &FlowRecord, out: &mut Vec<u8>) {
+        if r.rule.is_some() || r.remote.is_some() {
+            encode(r, out);
+            out.push(b'\n');
+            return;
+        }
+        let mut l = Line::at(&mut self.scratch, 0);
+        head(r, &mut l);
+        tail(r, &mut l);
+        l.push(b'\n');
+        let n = l.len;
+        out.extend_from_slice(&self.scratch[..n]);
+    }
+}
+
 /// Appends the JSON object for `r` (no newline).
 pub fn encode(r: &FlowRecord, o: &mut Vec<u8>) {
     let start = o.len();
