@@ -177,6 +177,48 @@ pub(super) fn shard(
     }
 }
 
+/// What the output has of one shard: its channel, and the piece it is
+/// taking tables from.
+struct Inbox {
+    rx: Receiver<FromShard>,
+    back: Sender<TableRecords>,
+    piece: Option<FromShard>,
+}
+
+impl Inbox {
+    /// Table `local`'s records, if the current piece has them.
+    fn take(&mut self, local: usize) -> Option<Vec<FlowRecord>> {
+        let p = self.piece.as_mut()?;
+        let v = p.records.get_mut(local.checked_sub(p.first)?)?;
+        Some(std::mem::take(v))
+    }
+
+    /// Done with the current piece (its container is kept for sending
+    /// vectors back); waits for the next. False once the shard is gone.
+    fn advance(&mut self, containers: &mut Vec<TableRecords>, stats: &mut Vec<TableStats>) -> bool {
+        self.release(containers);
+        match self.rx.recv() {
+            Ok(piece) => {
+                stats.extend(piece.stats);
+                self.piece = Some(piece);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn release(&mut self, containers: &mut Vec<TableRecords>) {
+        if let Some(mut piece) = self.piece.take() {
+            piece.records.clear();
+            containers.push(piece.records);
+        }
+    }
+
+    fn at_epoch_end(&self) -> bool {
+        self.piece.as_ref().is_some_and(|p| p.end)
+    }
+}
+
 /// Writes the records of every epoch in partition order (partition `local
 /// * shards + s` is table `local` of shard `s`), cut into writes where
 /// [`Pieces`] says, whatever the thread count.
@@ -189,18 +231,19 @@ pub(super) fn output<S: RecordSink>(
     let most = tables.iter().copied().max().unwrap_or(0);
     let mut w = Written::default();
     let mut stats: Vec<TableStats> = Vec::new();
-    let mut current: Vec<Option<FromShard>> = (0..shards).map(|_| None).collect();
+    let mut inbox: Vec<Inbox> = from
+        .into_iter()
+        .map(|(rx, back)| Inbox {
+            rx,
+            back,
+            piece: None,
+        })
+        .collect();
     // The piece being gathered: (shard, its table's records), partition order.
     let mut held: Vec<(usize, Vec<FlowRecord>)> = Vec::new();
     // Emptied vectors going back to each shard, and spare containers.
     let mut back: Vec<TableRecords> = vec![Vec::new(); shards];
     let mut containers: Vec<TableRecords> = Vec::new();
-    let release = |c: &mut Option<FromShard>, containers: &mut Vec<TableRecords>| {
-        if let Some(mut piece) = c.take() {
-            piece.records.clear();
-            containers.push(piece.records);
-        }
-    };
     let mut write = |held: &mut Vec<(usize, Vec<FlowRecord>)>,
                      back: &mut [TableRecords],
                      w: &mut Written|
@@ -224,21 +267,11 @@ pub(super) fn output<S: RecordSink>(
         for local in 0..most {
             for s in (0..shards).filter(|&s| local < tables[s]) {
                 let v = loop {
-                    if let Some(p) = &mut current[s] {
-                        if let Some(v) = local
-                            .checked_sub(p.first)
-                            .and_then(|i| p.records.get_mut(i))
-                        {
-                            break std::mem::take(v);
-                        }
+                    if let Some(v) = inbox[s].take(local) {
+                        break v;
                     }
-                    release(&mut current[s], &mut containers);
-                    match from[s].0.recv() {
-                        Ok(piece) => {
-                            stats.extend(piece.stats);
-                            current[s] = Some(piece);
-                        }
-                        Err(_) => break 'epochs,
+                    if !inbox[s].advance(&mut containers, &mut stats) {
+                        break 'epochs;
                     }
                 };
                 let n = v.len();
@@ -253,22 +286,17 @@ pub(super) fn output<S: RecordSink>(
         write(&mut held, &mut back, &mut w)?;
         // Every shard's epoch ends with its last piece (also a shard with
         // no table, or whose last piece has none).
-        for s in 0..shards {
-            while !current[s].as_ref().is_some_and(|p| p.end) {
-                release(&mut current[s], &mut containers);
-                match from[s].0.recv() {
-                    Ok(piece) => {
-                        stats.extend(piece.stats);
-                        current[s] = Some(piece);
-                    }
-                    Err(_) => break 'epochs,
+        for (s, inbox) in inbox.iter_mut().enumerate() {
+            while !inbox.at_epoch_end() {
+                if !inbox.advance(&mut containers, &mut stats) {
+                    break 'epochs;
                 }
             }
-            release(&mut current[s], &mut containers);
+            inbox.release(&mut containers);
             let mut c = containers.pop().unwrap_or_default();
             std::mem::swap(&mut c, &mut back[s]);
             // A shard that has ended no longer takes them: nothing to do.
-            let _ = from[s].1.send(c);
+            let _ = inbox.back.send(c);
         }
         if stats.len() == shards {
             break;

@@ -4,21 +4,39 @@ use super::*;
 use crate::capture::CaptureReader;
 use crate::export::VecSink;
 
-fn records(cfg: &Config, pcap: &[u8], inline: bool) -> Vec<FlowRecord> {
-    let mut sink = VecSink::default();
+/// Runs the capture through an inline or a threaded engine into `sink`,
+/// then, with `tick_after`, a tick that far past its last packet.
+fn run_capture<S: RecordSink>(
+    cfg: &Config,
+    pcap: &[u8],
+    inline: bool,
+    sink: S,
+    tick_after: Option<u64>,
+) -> Summary {
     let all = |feed: &mut dyn Feed| {
         let mut r = CaptureReader::open(std::io::Cursor::new(pcap)).expect("valid");
+        let mut last = 0;
         while let Some(p) = r.next_packet().expect("valid") {
+            last = p.ts_ns;
             feed.packet(p);
+        }
+        if let Some(t) = tick_after {
+            feed.tick(last + t);
         }
         Ok::<_, PipelineError>(())
     };
     let report = if inline {
-        run_inline(cfg, &mut sink, InlineOptions::default(), |feed| all(feed))
+        run_inline(cfg, sink, InlineOptions::default(), |feed| all(feed))
     } else {
-        run_with(cfg, &mut sink, RunOptions::default(), all)
+        run_with(cfg, sink, RunOptions::default(), all)
     };
     assert!(report.error.is_none());
+    report.summary
+}
+
+fn records(cfg: &Config, pcap: &[u8], inline: bool) -> Vec<FlowRecord> {
+    let mut sink = VecSink::default();
+    run_capture(cfg, pcap, inline, &mut sink, None);
     sink.0
 }
 
@@ -214,23 +232,8 @@ fn a_burst_of_records_is_written_in_the_same_pieces_for_every_thread_count() {
     crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
     let run = |cfg: &Config, inline: bool| {
         let mut sink = Writes::default();
-        let all = |feed: &mut dyn Feed| {
-            let mut r = CaptureReader::open(std::io::Cursor::new(&pcap[..])).expect("valid");
-            let mut last = 0;
-            while let Some(p) = r.next_packet().expect("valid") {
-                last = p.ts_ns;
-                feed.packet(p);
-            }
-            feed.tick(last + 600_000_000_000);
-            Ok::<_, PipelineError>(())
-        };
-        let report = if inline {
-            run_inline(cfg, &mut sink, InlineOptions::default(), |feed| all(feed))
-        } else {
-            run_with(cfg, &mut sink, RunOptions::default(), all)
-        };
-        assert!(report.error.is_none());
-        assert_eq!(report.summary.records as usize, sink.1.len());
+        let summary = run_capture(cfg, &pcap, inline, &mut sink, Some(600_000_000_000));
+        assert_eq!(summary.records as usize, sink.1.len());
         sink
     };
     let inline = run(&cfg, true);
