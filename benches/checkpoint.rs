@@ -11,7 +11,7 @@ use vmflow::config::Config;
 use vmflow::export::CountSink;
 use vmflow::follow::checkpoint::Checkpoint;
 use vmflow::pipeline::{run_inline, InlineOptions};
-use vmflow::synth::{generate, FlowLengths, SynthParams};
+use vmflow::synth::{generate, SynthParams};
 
 fn main() {
     let sizes: Vec<usize> = std::env::args()
@@ -27,14 +27,8 @@ fn main() {
     println!("|---|---|---|---|---|");
     for concurrent in sizes {
         let mut pcap = Vec::new();
-        let p = SynthParams {
-            // Long enough that every concurrent slot has a flow in flight.
-            packets: concurrent as u64 * 4,
-            concurrent,
-            snaplen: 128,
-            seed: 7,
-            lengths: FlowLengths::Long,
-        };
+        // Long enough that every concurrent slot has a flow in flight.
+        let p = SynthParams::new(concurrent as u64 * 4, concurrent).seed(7);
         let mut cfg = Config::default();
         generate(&p, &cfg, &mut pcap, false).unwrap();
         cfg.flow.idle_timeout = vmflow::config::Seconds(1e6);

@@ -11,17 +11,11 @@ use vmflow::capture::filter::{compile_for_file, LINKTYPE_ETHERNET};
 use vmflow::capture::CaptureReader;
 use vmflow::config::Config;
 use vmflow::decode::decode;
-use vmflow::synth::{generate, FlowLengths, SynthParams};
+use vmflow::synth::{generate, SynthParams};
 
 fn frames() -> Vec<(Vec<u8>, u32)> {
     let mut pcap = Vec::new();
-    let p = SynthParams {
-        packets: 20_000,
-        concurrent: 2_000,
-        snaplen: 128,
-        seed: 1,
-        lengths: FlowLengths::Long,
-    };
+    let p = SynthParams::new(20_000, 2_000);
     generate(&p, &Config::default(), &mut pcap, false).unwrap();
     let mut r = CaptureReader::open(Cursor::new(pcap)).unwrap();
     let mut out = Vec::new();

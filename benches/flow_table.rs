@@ -11,17 +11,11 @@ use vmflow::config::Config;
 use vmflow::decode::decode;
 use vmflow::flow::{Event, FlowTable, Packet};
 use vmflow::net::LocalNets;
-use vmflow::synth::{generate, FlowLengths, SynthParams};
+use vmflow::synth::{generate, SynthParams};
 
 fn packets(n: u64, concurrent: usize) -> Vec<Packet> {
     let mut pcap = Vec::new();
-    let p = SynthParams {
-        packets: n,
-        concurrent,
-        snaplen: 128,
-        seed: 5,
-        lengths: FlowLengths::Long,
-    };
+    let p = SynthParams::new(n, concurrent).seed(5);
     generate(&p, &Config::default(), &mut pcap, false).unwrap();
     let mut r = CaptureReader::open(Cursor::new(pcap)).unwrap();
     let mut out = Vec::new();

@@ -23,7 +23,7 @@ use vmflow::capture::{CaptureReader, RawPacket};
 use vmflow::config::Config;
 use vmflow::export::CountSink;
 use vmflow::pipeline::{run_inline, InlineOptions};
-use vmflow::synth::{generate, FlowLengths, SynthParams};
+use vmflow::synth::{generate, SynthParams};
 
 fn main() {
     let n = std::env::var("PACKETS")
@@ -32,13 +32,7 @@ fn main() {
         .unwrap_or(2_000_000);
     let mut cfg = Config::default();
     let mut pcap = Vec::new();
-    let p = SynthParams {
-        packets: n,
-        concurrent: 20_000,
-        snaplen: 128,
-        seed: 3,
-        lengths: FlowLengths::Long,
-    };
+    let p = SynthParams::new(n, 20_000).seed(3);
     generate(&p, &cfg, &mut pcap, false).unwrap();
     let mut frames: Vec<(u64, u32, u32, Vec<u8>)> = Vec::new();
     let mut r = CaptureReader::open(Cursor::new(pcap)).unwrap();

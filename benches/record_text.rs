@@ -16,13 +16,7 @@ use vmflow_proto::FlowRecord;
 /// The generator's expected records for a short-flow capture: the records
 /// a replay of it writes.
 fn records() -> Vec<FlowRecord> {
-    let p = SynthParams {
-        packets: 200_000,
-        concurrent: 5_000,
-        snaplen: 128,
-        seed: 1,
-        lengths: FlowLengths::Short,
-    };
+    let p = SynthParams::new(200_000, 5_000).lengths(FlowLengths::Short);
     let out = generate(&p, &Config::default(), std::io::sink(), true).unwrap();
     out.truth
 }

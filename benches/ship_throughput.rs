@@ -24,18 +24,12 @@ use vmflow::export::batcher::SpoolSink;
 use vmflow::export::ship::{ship, ShipOptions};
 use vmflow::export::spool::Spool;
 use vmflow::export::{RecordSink, VecSink};
-use vmflow::synth::{generate, FlowLengths, SynthParams};
+use vmflow::synth::{generate, SynthParams};
 use vmflow_proto::FlowRecord;
 
 fn base_records() -> Vec<FlowRecord> {
     let mut pcap = Vec::new();
-    let p = SynthParams {
-        packets: 1_000_000,
-        concurrent: 10_000,
-        snaplen: 128,
-        seed: 1,
-        lengths: FlowLengths::Long,
-    };
+    let p = SynthParams::new(1_000_000, 10_000);
     generate(&p, &Config::default(), &mut pcap, false).unwrap();
     let mut sink = VecSink::default();
     let r = vmflow::pipeline::run(&Config::default(), &mut sink, |feed| {

@@ -11,18 +11,12 @@ use vmflow::capture::CaptureReader;
 use vmflow::config::Config;
 use vmflow::export::VecSink;
 use vmflow::pipeline;
-use vmflow::synth::{generate, FlowLengths, SynthParams};
+use vmflow::synth::{generate, SynthParams};
 use vmflow_proto::{encode_frame, encode_records, Batch, FlowRecord, Frame};
 
 fn records(packets: u64, concurrent: usize) -> Vec<FlowRecord> {
     let mut pcap = Vec::new();
-    let p = SynthParams {
-        packets,
-        concurrent,
-        snaplen: 128,
-        seed: 1,
-        lengths: FlowLengths::Long,
-    };
+    let p = SynthParams::new(packets, concurrent);
     generate(&p, &Config::default(), &mut pcap, false).unwrap();
     let mut sink = VecSink::default();
     let cfg = Config::default();

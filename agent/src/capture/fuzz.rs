@@ -12,17 +12,11 @@ use crate::config::Config;
 use crate::decode::decode;
 use crate::export::VecSink;
 use crate::pipeline;
-use crate::synth::{self, FlowLengths, Rng, SynthParams};
+use crate::synth::{self, Rng, SynthParams};
 
 pub(crate) fn seeds() -> Vec<Vec<u8>> {
     let mut pcap = Vec::new();
-    let params = SynthParams {
-        packets: 300,
-        concurrent: 20,
-        snaplen: 96,
-        seed: 9,
-        lengths: FlowLengths::Long,
-    };
+    let params = SynthParams::new(300, 20).seed(9).snaplen(96);
     synth::generate(&params, &Config::default(), &mut pcap, false).unwrap();
     // The same packets as pcapng (one interface, ns resolution) and NetMon 2.3.
     let mut ng = Vec::new();

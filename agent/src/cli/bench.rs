@@ -12,7 +12,7 @@ use super::progress::{Bar, CountRecords, Counting};
 use super::summary::finish;
 use crate::error::Error;
 use crate::export::CountSink;
-use crate::synth::{self, FlowLengths, SynthParams};
+use crate::synth::{self, SynthParams};
 
 #[derive(Args)]
 pub(super) struct BenchArgs {
@@ -40,13 +40,9 @@ pub(super) fn cmd(a: BenchArgs) -> Result<ExitCode, Error> {
     let path = dir.join("bench.pcap");
     let t0 = Instant::now();
     let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
-    let params = SynthParams {
-        packets: a.packets,
-        concurrent: a.concurrent,
-        snaplen: a.snaplen,
-        seed: a.seed,
-        lengths: FlowLengths::Long,
-    };
+    let params = SynthParams::new(a.packets, a.concurrent)
+        .seed(a.seed)
+        .snaplen(a.snaplen);
     synth::generate(&params, &cfg, f, false).map_err(|e| Error::io(&path, e))?;
     let synth_s = t0.elapsed().as_secs_f64();
     let progress = std::sync::Arc::new(crate::capture::ReadProgress::default());

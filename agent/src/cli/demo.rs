@@ -11,7 +11,7 @@ use clap::Args;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::synth::{self, FlowLengths, SynthParams};
+use crate::synth::{self, SynthParams};
 
 #[derive(Args)]
 pub(super) struct DemoArgs {
@@ -54,13 +54,7 @@ pub(super) fn cmd(a: DemoArgs) -> Result<ExitCode, Error> {
     }
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let cap = dir.join("demo.pcap");
-    let params = SynthParams {
-        packets: a.packets,
-        concurrent: 2_000,
-        snaplen: 128,
-        seed: 7,
-        lengths: FlowLengths::Long,
-    };
+    let params = SynthParams::new(a.packets, 2_000).seed(7);
     let f = File::create(&cap).map_err(|e| Error::io(&cap, e))?;
     let synth =
         synth::generate(&params, &Config::default(), f, true).map_err(|e| Error::io(&cap, e))?;

@@ -270,13 +270,7 @@ mod tests {
     #[test]
     fn damaged_checkpoints_are_errors_not_panics() {
         let mut pcap = Vec::new();
-        let p = crate::synth::SynthParams {
-            packets: 3_000,
-            concurrent: 50,
-            snaplen: 128,
-            seed: 9,
-            lengths: crate::synth::FlowLengths::Long,
-        };
+        let p = crate::synth::SynthParams::new(3_000, 50).seed(9);
         let cfg = Config::default();
         crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
         let mut state = None;

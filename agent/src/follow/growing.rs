@@ -108,7 +108,7 @@ impl GrowingFile {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::synth::{self, FlowLengths, Rng, SynthParams};
+    use crate::synth::{self, Rng, SynthParams};
     use std::io::Write;
 
     fn packets_of(bytes: &[u8]) -> Vec<(u64, u32, Vec<u8>)> {
@@ -123,13 +123,7 @@ mod tests {
     #[test]
     fn a_growing_file_yields_each_record_once_and_whole() {
         let mut pcap = Vec::new();
-        let params = SynthParams {
-            packets: 2_000,
-            concurrent: 50,
-            snaplen: 128,
-            seed: 4,
-            lengths: FlowLengths::Long,
-        };
+        let params = SynthParams::new(2_000, 50).seed(4);
         synth::generate(&params, &Config::default(), &mut pcap, false).unwrap();
         // libpcap and pcapng (NetMon's frame table comes last: a growing
         // NetMon file is read sequentially, and following it is issue 4's).

@@ -244,13 +244,7 @@ mod tests {
     fn the_spool_is_synced_before_each_checkpoint() {
         let d = tempfile::tempdir().unwrap();
         let cfg = Config::default();
-        let p = crate::synth::SynthParams {
-            packets: 20_000,
-            concurrent: 200,
-            snaplen: 128,
-            seed: 5,
-            lengths: crate::synth::FlowLengths::Long,
-        };
+        let p = crate::synth::SynthParams::new(20_000, 200).seed(5);
         let mut pcap = Vec::new();
         crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
         std::fs::write(d.path().join("a.pcap"), &pcap).unwrap();

@@ -43,13 +43,7 @@ fn records(cfg: &Config, pcap: &[u8], inline: bool) -> Vec<FlowRecord> {
 #[test]
 fn a_restored_checkpoint_continues_exactly_where_the_run_stopped() {
     let mut pcap = Vec::new();
-    let p = crate::synth::SynthParams {
-        packets: 60_000,
-        concurrent: 1_500,
-        snaplen: 128,
-        seed: 5,
-        lengths: crate::synth::FlowLengths::Long,
-    };
+    let p = crate::synth::SynthParams::new(60_000, 1_500).seed(5);
     let mut cfg = Config::default();
     crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
     cfg.flow.max_flows = 700;
@@ -123,13 +117,7 @@ fn a_restored_checkpoint_continues_exactly_where_the_run_stopped() {
 #[test]
 fn inline_mode_gives_the_same_records_in_the_same_order() {
     let mut pcap = Vec::new();
-    let p = crate::synth::SynthParams {
-        packets: 100_000,
-        concurrent: 2_000,
-        snaplen: 128,
-        seed: 21,
-        lengths: crate::synth::FlowLengths::Long,
-    };
+    let p = crate::synth::SynthParams::new(100_000, 2_000).seed(21);
     let mut cfg = Config::default();
     crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
     cfg.flow.max_flows = 500;
@@ -148,13 +136,7 @@ fn inline_mode_gives_the_same_records_in_the_same_order() {
 #[test]
 fn a_threaded_run_shows_its_shards_tables_like_an_inline_one() {
     let mut pcap = Vec::new();
-    let p = crate::synth::SynthParams {
-        packets: 50_000,
-        concurrent: 2_000,
-        snaplen: 128,
-        seed: 5,
-        lengths: crate::synth::FlowLengths::Long,
-    };
+    let p = crate::synth::SynthParams::new(50_000, 2_000).seed(5);
     let mut cfg = Config::default();
     crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
     cfg.flow.max_flows = 500;
@@ -221,13 +203,9 @@ impl RecordSink for Writes {
 #[test]
 fn a_burst_of_records_is_written_in_the_same_pieces_for_every_thread_count() {
     let mut pcap = Vec::new();
-    let p = crate::synth::SynthParams {
-        packets: 200_000,
-        concurrent: 80_000,
-        snaplen: 128,
-        seed: 9,
-        lengths: crate::synth::FlowLengths::Short,
-    };
+    let p = crate::synth::SynthParams::new(200_000, 80_000)
+        .seed(9)
+        .lengths(crate::synth::FlowLengths::Short);
     let mut cfg = Config::default();
     crate::synth::generate(&p, &cfg, &mut pcap, false).unwrap();
     let run = |cfg: &Config, inline: bool| {

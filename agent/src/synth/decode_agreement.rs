@@ -29,13 +29,7 @@ fn same(a: &Packet, b: &Packet) -> bool {
 #[test]
 fn agrees_with_the_general_path_on_every_frame_it_takes() {
     let mut pcap = Vec::new();
-    let p = crate::synth::SynthParams {
-        packets: 3_000,
-        concurrent: 200,
-        snaplen: 128,
-        seed: 9,
-        lengths: crate::synth::FlowLengths::Long,
-    };
+    let p = crate::synth::SynthParams::new(3_000, 200).seed(9);
     crate::synth::generate(&p, &Config::default(), &mut pcap, false).unwrap();
     let mut r = CaptureReader::open(std::io::Cursor::new(pcap)).unwrap();
     let mut frames = Vec::new();

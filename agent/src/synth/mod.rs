@@ -34,6 +34,32 @@ pub struct SynthParams {
     pub lengths: FlowLengths,
 }
 
+impl SynthParams {
+    /// `packets` packets with `concurrent` flows open at once, header-only
+    /// (128 bytes a packet), seed 1, long flows; the methods change one.
+    pub fn new(packets: u64, concurrent: usize) -> Self {
+        SynthParams {
+            packets,
+            concurrent,
+            snaplen: 128,
+            seed: 1,
+            lengths: FlowLengths::Long,
+        }
+    }
+
+    pub fn seed(self, seed: u64) -> Self {
+        SynthParams { seed, ..self }
+    }
+
+    pub fn snaplen(self, snaplen: u32) -> Self {
+        SynthParams { snaplen, ..self }
+    }
+
+    pub fn lengths(self, lengths: FlowLengths) -> Self {
+        SynthParams { lengths, ..self }
+    }
+}
+
 /// How many packets the synthetic flows have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlowLengths {
