@@ -22,7 +22,11 @@ subprocess.run(["cat", cap], stdout=subprocess.DEVNULL)
 for i in range(runs):
     for n, c in cmds:
         out = os.path.join(work, n)
-        shutil.rmtree(out, ignore_errors=True)
+        # Every command writes afresh: nfpcapd into a new directory, the
+        # others a new file (rmtree alone left a file in place, and
+        # truncating it made ext4 free its blocks and start writeback on close).
+        if os.path.isdir(out): shutil.rmtree(out)
+        elif os.path.exists(out): os.remove(out)
         if "nfpcapd" in c: os.makedirs(out)
         argv = c.format(f=cap, o=out).split()
         t = time.perf_counter()
