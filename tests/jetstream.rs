@@ -512,3 +512,45 @@ fn credentials_files_reach_an_operator_mode_server_and_strangers_are_refused_uns
         "{text}"
     );
 }
+
+/// A user JWT that expires while the collector runs, its credentials file
+/// renewed before that (as a refresher job would): the server closes the
+/// connection at the expiry, the collector reconnects with the renewed file,
+/// and an agent that connects afterwards is delivered exactly, without a
+/// restart. (A collector that read the file only at start reconnected with
+/// the expired JWT forever and refused every batch.)
+#[test]
+fn a_renewed_credentials_file_is_used_when_the_old_jwt_expires() {
+    use common::nats::Operator;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let d = tempfile::tempdir().unwrap();
+    let f = fleet(d.path(), 100_000);
+    let op = Operator::new();
+    let nats = Nats::start_with(&f.dir, 1, &op.conf, "nats");
+    let urls = nats.urls();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let c = op.creds_until(&f.dir, "collector", now + 10);
+    let (collector, addr) =
+        js_collector(&f.certs, &urls, &["--jetstream-creds", c.to_str().unwrap()]);
+    let renewed = op.creds(&f.dir, "collector-renewed");
+    std::fs::rename(&renewed, &c).unwrap();
+    nats.wait_closed(0, "Authentication Expired");
+    let s_creds = op.creds(&f.dir, "sink");
+    let s = sink(
+        &urls,
+        &f.out,
+        &["--jetstream-creds", s_creds.to_str().unwrap()],
+    );
+    let cfg = agent_config(&f.dir, "a", &f.cap, &f.certs, "agent-1", &addr, "");
+    let mut a = agent(&cfg);
+    assert!(
+        a.wait(Duration::from_secs(120)),
+        "{}\n--- collector\n{}",
+        a.text(),
+        collector.text()
+    );
+    wait_exact(&f.out, &f.cap, &s);
+}

@@ -161,6 +161,21 @@ impl Nats {
         );
     }
 
+    /// Waits until node `i` has closed a client connection for `reason`
+    /// (`/connz?state=closed`, e.g. "Authentication Expired").
+    pub fn wait_closed(&self, i: usize, reason: &str) {
+        let http = &self.nodes[i].http;
+        poll(
+            &format!("a connection closed on node {i} for {reason:?}"),
+            Duration::from_secs(60),
+            || {
+                let r = http_get(http, "/connz?state=closed")?;
+                r.contains(&format!("\"reason\": \"{reason}\""))
+                    .then_some(())
+            },
+        );
+    }
+
     /// The node's log so far.
     pub fn log(&self, i: usize) -> String {
         self.nodes[i]
@@ -202,10 +217,17 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-/// A JWT (v2 claims) for `sub`, signed by `issuer`.
-fn jwt(issuer: &nkeys::KeyPair, sub: &str, name: &str, nats: serde_json::Value) -> String {
+/// A JWT (v2 claims) for `sub`, signed by `issuer`, valid until `exp`
+/// (Unix seconds) if given.
+fn jwt(
+    issuer: &nkeys::KeyPair,
+    sub: &str,
+    name: &str,
+    nats: serde_json::Value,
+    exp: Option<u64>,
+) -> String {
     let header = b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
-    let claims = serde_json::json!({
+    let mut claims = serde_json::json!({
         "jti": format!("vmflow-test-{sub}"),
         "iat": 1_700_000_000u64,
         "iss": issuer.public_key(),
@@ -213,16 +235,19 @@ fn jwt(issuer: &nkeys::KeyPair, sub: &str, name: &str, nats: serde_json::Value) 
         "sub": sub,
         "nats": nats,
     });
+    if let Some(exp) = exp {
+        claims["exp"] = exp.into();
+    }
     let signing = format!("{header}.{}", b64(claims.to_string().as_bytes()));
     let sig = issuer.sign(signing.as_bytes()).unwrap();
     format!("{signing}.{}", b64(&sig))
 }
 
-fn user_creds(dir: &Path, name: &str, account: &nkeys::KeyPair) -> PathBuf {
+fn user_creds(dir: &Path, name: &str, account: &nkeys::KeyPair, exp: Option<u64>) -> PathBuf {
     let user = nkeys::KeyPair::new_user();
     let nats = serde_json::json!({"type": "user", "version": 2, "pub": {}, "sub": {},
         "subs": -1, "data": -1, "payload": -1});
-    let token = jwt(account, &user.public_key(), name, nats);
+    let token = jwt(account, &user.public_key(), name, nats, exp);
     let text = format!(
         "-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n\
          ************************* IMPORTANT *************************\n\
@@ -248,13 +273,13 @@ impl Operator {
         }
         let account_jwt = |kp: &nkeys::KeyPair, name: &str, limits: &serde_json::Value| {
             let nats = serde_json::json!({"type": "account", "version": 2, "limits": limits});
-            jwt(&op, &kp.public_key(), name, nats)
+            jwt(&op, &kp.public_key(), name, nats, None)
         };
         let operator_nats = serde_json::json!({"type": "operator", "version": 2,
             "system_account": sys.public_key()});
         let conf = format!(
             "operator: {}\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: {}\n  {}: {}\n}}\n",
-            jwt(&op, &op.public_key(), "vmflow-test", operator_nats),
+            jwt(&op, &op.public_key(), "vmflow-test", operator_nats, None),
             sys.public_key(),
             sys.public_key(),
             account_jwt(&sys, "SYS", &limits),
@@ -266,11 +291,17 @@ impl Operator {
 
     /// Credentials of a new user of the account.
     pub fn creds(&self, dir: &Path, name: &str) -> PathBuf {
-        user_creds(dir, name, &self.account)
+        user_creds(dir, name, &self.account, None)
+    }
+
+    /// Credentials of a new user of the account whose JWT expires at `exp`
+    /// (Unix seconds).
+    pub fn creds_until(&self, dir: &Path, name: &str, exp: u64) -> PathBuf {
+        user_creds(dir, name, &self.account, Some(exp))
     }
 
     /// Credentials of a user of an account the server does not know.
     pub fn stranger_creds(dir: &Path, name: &str) -> PathBuf {
-        user_creds(dir, name, &nkeys::KeyPair::new_account())
+        user_creds(dir, name, &nkeys::KeyPair::new_account(), None)
     }
 }

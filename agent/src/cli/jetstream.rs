@@ -50,7 +50,8 @@ pub(super) struct JetStreamArgs {
     /// The key of --jetstream-cert (PEM).
     #[arg(long = "jetstream-key", value_name = "FILE", requires = "js_cert")]
     js_key: Option<PathBuf>,
-    /// A NATS credentials file (user JWT and nkey seed, as `nsc` writes it).
+    /// A NATS credentials file (user JWT and nkey seed, as `nsc` writes it);
+    /// read again at every reconnect, so a renewed one needs no restart.
     #[arg(long = "jetstream-creds", value_name = "FILE", group = "js_auth")]
     js_creds: Option<PathBuf>,
     /// A file holding an nkey seed (`SU…`): the server knows the user by its

@@ -21,6 +21,7 @@
 //! `vmflow sink` ([`consume`]) turns the stream back into the file store's
 //! hourly NDJSON files.
 
+mod auth;
 pub mod consume;
 mod error;
 pub mod subject;
@@ -115,52 +116,6 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Adds `auth` to the options. Errors name the file and never its content.
-async fn authenticate(
-    c: async_nats::ConnectOptions,
-    auth: &NatsAuth,
-) -> Result<async_nats::ConnectOptions, JetStreamError> {
-    // Untrimmed: the credentials parser wants the newline after the seed's block.
-    let read_raw = |path: &PathBuf| {
-        std::fs::read_to_string(path).map_err(|e| JetStreamError::AuthFile {
-            path: path.clone(),
-            reason: e.to_string(),
-        })
-    };
-    let read = |path: &PathBuf| read_raw(path).map(|t| t.trim().to_string());
-    let bad = |path: &PathBuf, reason: &str| JetStreamError::AuthFile {
-        path: path.clone(),
-        reason: reason.to_string(),
-    };
-    match auth {
-        // Read here so a missing or unreadable file says so; the parser's
-        // message may quote what it could not parse: not shown.
-        NatsAuth::Creds(path) => c.credentials(&read_raw(path)?).map_err(|_| {
-            bad(
-                path,
-                "not a NATS credentials file (a user JWT and an nkey seed)",
-            )
-        }),
-        NatsAuth::Nkey(path) => {
-            let seed = read(path)?;
-            if !seed.starts_with("SU") || seed.contains(char::is_whitespace) {
-                return Err(bad(path, "not a user nkey seed (SU…)"));
-            }
-            Ok(c.nkey(seed))
-        }
-        NatsAuth::File(path) => {
-            let text = read(path)?;
-            if text.is_empty() || text.contains('\n') {
-                return Err(bad(path, "expected one line: user:password, or a token"));
-            }
-            Ok(match text.split_once(':') {
-                Some((user, pass)) => c.user_and_password(user.into(), pass.into()),
-                None => c.token(text),
-            })
-        }
-    }
-}
-
 /// A connected JetStream context whose stream exists as configured.
 #[derive(Clone)]
 pub struct Connected {
@@ -179,7 +134,11 @@ pub async fn connect(opts: JetStreamOptions) -> Result<Connected, JetStreamError
             return Err(JetStreamError::Address(redact(s)));
         }
     }
-    let mut c = async_nats::ConnectOptions::new()
+    let base = match &opts.auth {
+        Some(a) => auth::options(a)?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    let mut c = base
         .name(format!("vmflow {}", env!("CARGO_PKG_VERSION")))
         .connection_timeout(opts.timeout)
         // Reconnect forever: an outage of the cluster is waited out.
@@ -189,9 +148,6 @@ pub async fn connect(opts: JetStreamOptions) -> Result<Connected, JetStreamError
     }
     if let Some((cert, key)) = &opts.cert {
         c = c.add_client_certificate(cert.clone(), key.clone());
-    }
-    if let Some(auth) = &opts.auth {
-        c = authenticate(c, auth).await?;
     }
     let client = c
         .connect(opts.servers.as_slice())
