@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::agents::*;
-use common::nats::Nats;
+use common::nats::{Nats, Operator};
 use common::write;
 
 /// `vmflow collect` on a free port with the fleet's certificates,
@@ -458,6 +458,15 @@ fn observations_reach_the_sink_through_jetstream_with_their_batches() {
     }
 }
 
+/// A fleet and a single operator-mode nats-server trusting the operator's
+/// account.
+fn operator_fleet(dir: &Path) -> (Fleet, Operator, Nats) {
+    let f = fleet(dir, 100_000);
+    let op = Operator::new();
+    let nats = Nats::start_with(&f.dir, 1, &op.conf, "nats");
+    (f, op, nats)
+}
+
 /// Decentralized authentication: collector and sink each log in with a
 /// credentials file (user JWT and seed) of an account the operator-mode
 /// server trusts, and delivery is exact. A user of an account the server
@@ -466,11 +475,8 @@ fn observations_reach_the_sink_through_jetstream_with_their_batches() {
 /// seed nor the JWT reaches the output, even at the trace level.
 #[test]
 fn credentials_files_reach_an_operator_mode_server_and_strangers_are_refused_unshown() {
-    use common::nats::Operator;
     let d = tempfile::tempdir().unwrap();
-    let f = fleet(d.path(), 100_000);
-    let op = Operator::new();
-    let nats = Nats::start_with(&f.dir, 1, &op.conf, "nats");
+    let (f, op, nats) = operator_fleet(d.path());
     let urls = nats.urls();
     let creds = |p: PathBuf| p.to_str().unwrap().to_string();
     let c = creds(op.creds(&f.dir, "collector"));
@@ -521,12 +527,9 @@ fn credentials_files_reach_an_operator_mode_server_and_strangers_are_refused_uns
 /// the expired JWT forever and refused every batch.)
 #[test]
 fn a_renewed_credentials_file_is_used_when_the_old_jwt_expires() {
-    use common::nats::Operator;
     use std::time::{SystemTime, UNIX_EPOCH};
     let d = tempfile::tempdir().unwrap();
-    let f = fleet(d.path(), 100_000);
-    let op = Operator::new();
-    let nats = Nats::start_with(&f.dir, 1, &op.conf, "nats");
+    let (f, op, nats) = operator_fleet(d.path());
     let urls = nats.urls();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
