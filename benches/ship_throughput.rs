@@ -1,10 +1,11 @@
 //! Records per second through agent → TLS 1.3 (loopback) → collector, with
 //! CPU per record on each side and bytes per record on the wire. The agent
 //! side runs in this process (spool + shipper, as `vmflow run` does); the
-//! collector is the real `vmflow collect` process, writing NDJSON with fsync.
+//! collector is the real `vmflow collect` process, writing NDJSON with fsync
+//! (with `blocks` among the arguments: `--store blocks`).
 //! Prints a Markdown table for BENCHMARKS.md.
 //!
-//!   cargo bench --bench ship_throughput [-- RECORDS BATCH [AGENTS]]
+//!   cargo bench --bench ship_throughput [-- RECORDS BATCH [AGENTS] [blocks]]
 //!
 //! With AGENTS (even 1), that many agents (each its own certificate, spool,
 //! thread and runtime, as separate `vmflow run` processes would be) share
@@ -72,6 +73,15 @@ fn distinct_records(n: usize) -> Vec<FlowRecord> {
         .collect()
 }
 
+/// How the collector stores records: `blocks` if an argument says so.
+fn store() -> &'static str {
+    if std::env::args().any(|a| a == "blocks") {
+        "blocks"
+    } else {
+        "ndjson"
+    }
+}
+
 /// A `vmflow collect` process on loopback writing into `dir/out`, and its
 /// address.
 fn start_collector(
@@ -88,6 +98,8 @@ fn start_collector(
         .arg(certs.join("ca.pem"))
         .arg("--out")
         .arg(dir.join("out"))
+        .arg("--store")
+        .arg(store())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -291,7 +303,8 @@ fn main() {
         agent_cpu * 1e6 / n
     );
     println!(
-        "| collector: decode + NDJSON + fsync | — | {:.3} |",
+        "| collector: decode + {} + fsync | — | {:.3} |",
+        store(),
         coll_cpu * 1e6 / n
     );
     println!(

@@ -110,7 +110,12 @@ impl World {
         let a: SharedFs = afs.clone();
         let c: SharedFs = cfs.clone();
         let spool = Spool::open(a, Path::new(SPOOL), MAX_SPOOL).unwrap();
-        let store = StreamStore::open(c, Path::new(OUT)).unwrap();
+        let store = StreamStore::open(
+            c,
+            Path::new(OUT),
+            crate::collect::store::StoreFormat::Ndjson,
+        )
+        .unwrap();
         World {
             afs,
             cfs,
@@ -148,7 +153,12 @@ impl World {
 
     fn reopen_store(&mut self) {
         let c: SharedFs = self.cfs.clone();
-        self.store = StreamStore::open(c, Path::new(OUT)).expect("the store always opens");
+        self.store = StreamStore::open(
+            c,
+            Path::new(OUT),
+            crate::collect::store::StoreFormat::Ndjson,
+        )
+        .expect("the store always opens");
         self.disconnect();
     }
 

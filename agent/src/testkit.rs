@@ -95,15 +95,29 @@ pub fn random_record(rng: &mut Rng, rules: &[&str]) -> FlowRecord {
     }
 }
 
-/// The flow id of every line of every hour file (`*.ndjson`) in `dir`,
-/// sorted; each line must be a whole JSON record.
+/// The flow id of every record of every hour file in `dir` (`*.ndjson`,
+/// each line a whole JSON record; `*.blocks`, each byte in an intact
+/// entry), sorted.
 pub fn hour_file_ids(fs: &dyn crate::disk::Fs, dir: &std::path::Path) -> Vec<u64> {
     let mut ids = Vec::new();
     for n in fs.list(dir).unwrap() {
+        let path = dir.join(&n);
+        if n.ends_with(crate::collect::store::BLOCKS_EXT) {
+            let bytes = fs.read(&path).unwrap();
+            let len = bytes.len() as u64;
+            let mut r =
+                crate::export::blocks::BlockReader::new(std::io::Cursor::new(bytes), len, &path)
+                    .unwrap();
+            while let Some(recs) = r.next_block().unwrap() {
+                ids.extend(recs.iter().map(|r| r.flow_id));
+            }
+            assert!(!r.stats.damaged(), "{n}: {:?}", r.stats);
+            continue;
+        }
         if !n.ends_with(".ndjson") {
             continue;
         }
-        let text = String::from_utf8(fs.read(&dir.join(n)).unwrap()).unwrap();
+        let text = String::from_utf8(fs.read(&path).unwrap()).unwrap();
         for l in text.lines() {
             let v: serde_json::Value = serde_json::from_str(l).expect("a whole JSON line");
             ids.push(v["flow_id"].as_u64().unwrap());

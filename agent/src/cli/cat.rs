@@ -31,7 +31,7 @@ pub(super) fn cmd(a: CatArgs) -> Result<ExitCode, Error> {
             }
             r => r?,
         }
-        if st.damaged_bytes > 0 || st.bad_blocks > 0 {
+        if st.damaged() {
             tracing::warn!(
                 "{}: skipped {} damaged bytes and {} undecodable blocks ({} records); \
                  every intact entry was read",
@@ -41,11 +41,7 @@ pub(super) fn cmd(a: CatArgs) -> Result<ExitCode, Error> {
                 st.bad_block_records
             );
         }
-        total.entries += st.entries;
-        total.records += st.records;
-        total.damaged_bytes += st.damaged_bytes;
-        total.bad_blocks += st.bad_blocks;
-        total.bad_block_records += st.bad_block_records;
+        total.add(&st);
     }
     match out.finish() {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
@@ -56,7 +52,7 @@ pub(super) fn cmd(a: CatArgs) -> Result<ExitCode, Error> {
         total.records, total.entries, total.damaged_bytes, total.bad_blocks
     );
     // Everything intact was printed; damage still makes the exit status say so.
-    Ok(if total.damaged_bytes > 0 || total.bad_blocks > 0 {
+    Ok(if total.damaged() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

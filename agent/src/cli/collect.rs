@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::collect::store::StoreFormat;
 use crate::error::Error;
 
 #[derive(Args)]
@@ -32,6 +33,12 @@ pub(super) struct CollectCmd {
         conflicts_with = "jetstream"
     )]
     out: Option<PathBuf>,
+    /// How the hour files under --out hold records: `ndjson` (a JSON
+    /// object a line, ~420 bytes a record) or `blocks` (the spool's
+    /// compressed blocks, ~17 bytes a record, read by `vmflow cat` and
+    /// `vmflow query`).
+    #[arg(long, value_enum, default_value_t = Store::Ndjson, conflicts_with = "jetstream")]
+    store: Store,
     /// Instead of --out: publish each batch to a JetStream stream on these
     /// NATS servers (nats://HOST:PORT[,…]); the collector keeps no state,
     /// so several can serve the same agents. `vmflow sink` writes the files.
@@ -61,6 +68,22 @@ pub(super) struct CollectCmd {
     observe: super::observe_args::ObserveArgs,
 }
 
+/// `--store` of `collect` and `sink`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(super) enum Store {
+    Ndjson,
+    Blocks,
+}
+
+impl From<Store> for StoreFormat {
+    fn from(s: Store) -> StoreFormat {
+        match s {
+            Store::Ndjson => StoreFormat::Ndjson,
+            Store::Blocks => StoreFormat::Blocks,
+        }
+    }
+}
+
 pub(super) fn cmd(a: CollectCmd) -> Result<ExitCode, Error> {
     let listen = crate::config::listen_addr("--listen", &a.listen)?;
     if let Some(out) = a.out.as_ref().filter(|o| o.exists() && !o.is_dir()) {
@@ -80,6 +103,7 @@ pub(super) fn cmd(a: CollectCmd) -> Result<ExitCode, Error> {
         key: a.key,
         client_ca: a.client_ca,
         out: a.out,
+        store: a.store.into(),
         jetstream,
         max_connections: a.max_connections,
         max_handshakes: a.max_handshakes,

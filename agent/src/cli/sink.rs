@@ -17,6 +17,9 @@ pub(super) struct SinkCmd {
     /// subdirectory per agent, hourly NDJSON files, a state file each).
     #[arg(long)]
     out: PathBuf,
+    /// How the hour files hold records (as `vmflow collect --store`).
+    #[arg(long, value_enum, default_value_t = super::collect::Store::Ndjson)]
+    store: super::collect::Store,
     /// The durable consumer's name (one sink process per consumer).
     #[arg(long, default_value = "vmflow-sink", value_name = "NAME")]
     durable: String,
@@ -48,6 +51,7 @@ pub(super) fn cmd(a: SinkCmd) -> Result<ExitCode, Error> {
         durable: a.durable,
         shard,
         group: a.group.clamp(1, 4096),
+        store: a.store.into(),
     };
     let s = crate::run::run_sink(js, opts)?;
     eprintln!(

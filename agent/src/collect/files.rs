@@ -14,7 +14,7 @@ use super::names;
 use super::sink::{
     decode_group, BoxFuture, Held, Opened, Pending, Reject, Sink, StreamSink, Written,
 };
-use super::store::{prepare, BatchInfo, EpochState, Prepared, StreamStore};
+use super::store::{prepare, BatchInfo, EpochState, Prepared, StoreFormat, StreamStore};
 use crate::disk::SharedFs;
 
 pub struct FileSink {
@@ -24,6 +24,8 @@ pub struct FileSink {
 struct Inner {
     out: PathBuf,
     fs: SharedFs,
+    /// How new records are written.
+    format: StoreFormat,
     stores: Mutex<HashMap<PathBuf, Arc<Mutex<StreamStore>>>>,
     /// One store is opened at a time: two connections of one stream must
     /// not both create it.
@@ -63,11 +65,12 @@ impl Inner {
 }
 
 impl FileSink {
-    pub fn new(out: PathBuf, fs: SharedFs) -> FileSink {
+    pub fn new(out: PathBuf, fs: SharedFs, format: StoreFormat) -> FileSink {
         FileSink {
             inner: Arc::new(Inner {
                 out,
                 fs,
+                format,
                 stores: Mutex::default(),
                 opening: tokio::sync::Mutex::new(()),
                 decoders: Semaphore::new(
@@ -193,7 +196,7 @@ impl StreamSink for FileStream {
                 let mut infos = infos;
                 infos.truncate(decoded.len());
                 let mut bufs = pool.take_buffers();
-                let p = prepare(&mut states, infos, decoded, &mut bufs);
+                let p = prepare(&mut states, infos, decoded, &mut bufs, pool.format);
                 pool.keep_buffers(bufs);
                 (p, error, states)
             })
@@ -357,7 +360,7 @@ async fn open_store(
     if let Some(s) = sh.stores.lock().map_err(|_| OpenError::Poisoned)?.get(dir) {
         return Ok(s.clone());
     }
-    let fs = sh.fs.clone();
+    let (fs, format) = (sh.fs.clone(), sh.format);
     let (agent_dir, stream, d) = (
         agent_dir.to_path_buf(),
         stream.to_string(),
@@ -387,7 +390,7 @@ async fn open_store(
                 );
             }
         }
-        StreamStore::open(fs, &d).map_err(OpenError::Store)
+        StreamStore::open(fs, &d, format).map_err(OpenError::Store)
     })
     .await
     .map_err(OpenError::Task)??;

@@ -69,6 +69,8 @@ pub struct CollectorOptions {
     pub frame_budget: usize,
     /// Where batches go; `None`: the file store in `out`.
     pub sink: Option<Arc<dyn Sink>>,
+    /// How the file store writes records.
+    pub store: store::StoreFormat,
     /// Where the collector shows what it is doing (metrics, stats line).
     pub live: Arc<live::CollectLive>,
 }
@@ -86,6 +88,7 @@ impl CollectorOptions {
             max_handshakes: 64,
             frame_budget: 64 << 20,
             sink: None,
+            store: store::StoreFormat::default(),
             live: Arc::default(),
         }
     }
@@ -126,7 +129,11 @@ pub async fn serve(listener: TcpListener, opts: CollectorOptions) -> Result<(), 
                     out: opts.out.clone(),
                     source,
                 })?;
-            Arc::new(files::FileSink::new(opts.out.clone(), opts.fs.clone()))
+            Arc::new(files::FileSink::new(
+                opts.out.clone(),
+                opts.fs.clone(),
+                opts.store,
+            ))
         }
     };
     let budget_kib = (opts.frame_budget.max(opts.max_frame + 4) >> 10) + 1;

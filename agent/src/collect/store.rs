@@ -1,5 +1,6 @@
 //! The collector's durable output for one record stream of one agent:
-//! hourly NDJSON files (by the records' `first_ns`, UTC), the observations
+//! hourly record files (by the records' `first_ns`, UTC; NDJSON, or the
+//! spool's compressed blocks with `--store blocks`), the observations
 //! shipped with them in `observations/` (hourly by theirs), and a `state`
 //! file holding, per epoch of the stream (one per agent spool), the last
 //! durable batch, and the committed length of every file.
@@ -29,9 +30,24 @@ use std::path::{Path, PathBuf};
 use vmflow_proto::FlowRecord;
 
 use crate::disk::{self, SharedFs};
+use crate::export::blocks;
 use crate::export::NdjsonLines;
 
 const HEADER: &str = "vmflow-store 2";
+
+/// How a stream's hour files hold its records. A store may hold files of
+/// both kinds (the collector's setting changed): each is read by its name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreFormat {
+    /// `HOUR.ndjson`: a JSON object a line (~420 bytes a record).
+    #[default]
+    Ndjson,
+    /// `HOUR.blocks`: the spool's compressed column blocks (~17 bytes a
+    /// record), one entry per batch and hour; `vmflow cat` and `vmflow
+    /// query` read them. For collectors that take more records than their
+    /// disk could write as text.
+    Blocks,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -135,6 +151,8 @@ pub struct StreamStore {
     epochs: BTreeMap<u64, EpochState>,
     files: BTreeMap<String, u64>,
     broken: bool,
+    /// How new records are written.
+    format: StoreFormat,
     /// NDJSON buffers kept between commits.
     scratch: Vec<Vec<u8>>,
     /// Time spent in fsync since [`StreamStore::take_synced`] (a metric).
@@ -188,7 +206,8 @@ fn parse_state(text: &str) -> Result<Parsed, String> {
             (Some("file"), _) => {
                 let name = w.next().ok_or("file line without a name")?;
                 let file = name.strip_prefix(OBSERVATIONS_DIR).unwrap_or(name);
-                let ok = file.ends_with(".ndjson")
+                let records = file.len() == name.len();
+                let ok = (file.ends_with(".ndjson") || records && file.ends_with(BLOCKS_EXT))
                     && file
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
@@ -226,7 +245,7 @@ pub fn state_reads(text: &str) -> bool {
 
 impl StreamStore {
     /// Opens the stream's store in `dir`, creating it if there is none.
-    pub fn open(fs: SharedFs, dir: &Path) -> Result<StreamStore, StoreError> {
+    pub fn open(fs: SharedFs, dir: &Path, format: StoreFormat) -> Result<StreamStore, StoreError> {
         let state = dir.join("state");
         let mut s = StreamStore {
             fs: fs.clone(),
@@ -234,6 +253,7 @@ impl StreamStore {
             epochs: BTreeMap::new(),
             files: BTreeMap::new(),
             broken: false,
+            format,
             scratch: Vec::new(),
             synced: Default::default(),
         };
@@ -252,7 +272,7 @@ impl StreamStore {
         }
         let mut hours: Vec<String> = names
             .into_iter()
-            .filter(|n| n.ends_with(".ndjson"))
+            .filter(|n| n.ends_with(".ndjson") || n.ends_with(BLOCKS_EXT))
             .collect();
         let obs_dir = dir.join(OBSERVATIONS_DIR);
         if fs.is_dir(&obs_dir) {
@@ -386,7 +406,7 @@ impl StreamStore {
         let group = batches
             .iter()
             .map(|&(b, records)| (b, Part::records(records)));
-        let judged = judge_group(&mut states, group, &mut pool);
+        let judged = judge_group(&mut states, group, &mut pool, self.format);
         let r = self.commit_judged(judged, &mut pool);
         self.scratch = pool;
         r
@@ -419,7 +439,7 @@ impl StreamStore {
             pool.extend(p.judged.by_hour.into_values());
             let mut states = self.epochs.clone();
             let group = p.infos.iter().copied().zip(p.decoded.iter().map(Part::of));
-            judge_group(&mut states, group, pool)
+            judge_group(&mut states, group, pool, self.format)
         };
         self.commit_judged(judged, pool)
     }
@@ -524,12 +544,30 @@ impl StreamStore {
                 }
                 new_entries.push(parent);
             }
-            let r = self.fs.append(&path, bytes);
+            let r = match key {
+                FileKey::Blocks(_) => {
+                    // Entries are numbered by where they land, known only now.
+                    let at = self.files.get(&name).copied().unwrap_or(0);
+                    let header = blocks::file_header();
+                    let mut file = Vec::with_capacity(header.len() + bytes.len());
+                    if at == 0 {
+                        file.extend_from_slice(&header);
+                    }
+                    let first = file.len();
+                    file.extend_from_slice(bytes);
+                    blocks::number_entries(&mut file[first..], at + first as u64);
+                    self.fs.append(&path, &file).map(|_| file.len())
+                }
+                _ => self.fs.append(&path, bytes).map(|_| bytes.len()),
+            };
             // Even a failed append may have written part: cut it back too.
-            grown.push((name, bytes.len() as u64));
-            if let Err(e) = r {
-                self.undo(&grown);
-                return Err(io_at(&path)(e));
+            match r {
+                Ok(n) => grown.push((name, n as u64)),
+                Err(e) => {
+                    grown.push((name, 0));
+                    self.undo(&grown);
+                    return Err(io_at(&path)(e));
+                }
             }
         }
         for (name, _) in &grown {
@@ -671,6 +709,7 @@ struct Judged {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum FileKey {
     Records(u64),
+    Blocks(u64),
     Observations(u64),
 }
 
@@ -679,6 +718,7 @@ impl FileKey {
     fn file_name(self) -> String {
         match self {
             FileKey::Records(h) => hour_file(h * HOUR_NS),
+            FileKey::Blocks(h) => hour_blocks_file(h * HOUR_NS),
             FileKey::Observations(h) => format!("{OBSERVATIONS_DIR}{}", hour_file(h * HOUR_NS)),
         }
     }
@@ -728,6 +768,7 @@ fn judge_group<'r>(
     states: &mut BTreeMap<u64, EpochState>,
     batches: impl Iterator<Item = (BatchInfo, Part<'r>)>,
     pool: &mut Vec<Vec<u8>>,
+    format: StoreFormat,
 ) -> Judged {
     let mut j = Judged {
         outcomes: Vec::new(),
@@ -757,10 +798,40 @@ fn judge_group<'r>(
             v.clear();
             v
         };
-        for r in part.records {
-            let key = FileKey::Records(r.first_ns / HOUR_NS);
-            let out = j.by_hour.entry(key).or_insert_with(&mut buffer);
-            lines.append(r, out);
+        match format {
+            StoreFormat::Ndjson => {
+                for r in part.records {
+                    let key = FileKey::Records(r.first_ns / HOUR_NS);
+                    let out = j.by_hour.entry(key).or_insert_with(&mut buffer);
+                    lines.append(r, out);
+                }
+            }
+            StoreFormat::Blocks => {
+                // One entry per hour the batch's records fall in (mostly one).
+                let hour = |r: &FlowRecord| r.first_ns / HOUR_NS;
+                let first = part.records.first().map(hour);
+                if part.records.iter().all(|r| Some(hour(r)) == first) {
+                    if let Some(h) = first {
+                        let out = j
+                            .by_hour
+                            .entry(FileKey::Blocks(h))
+                            .or_insert_with(&mut buffer);
+                        blocks::push_entry(out, part.records);
+                    }
+                } else {
+                    let mut by_hour: BTreeMap<u64, Vec<FlowRecord>> = BTreeMap::new();
+                    for r in part.records {
+                        by_hour.entry(hour(r)).or_default().push(r.clone());
+                    }
+                    for (h, recs) in by_hour {
+                        let out = j
+                            .by_hour
+                            .entry(FileKey::Blocks(h))
+                            .or_insert_with(&mut buffer);
+                        blocks::push_entry(out, &recs);
+                    }
+                }
+            }
         }
         let lines = part.observations.split_inclusive(|&b| b == b'\n');
         for (line, &hour) in lines.zip(part.hours) {
@@ -800,9 +871,10 @@ pub fn prepare(
     infos: Vec<BatchInfo>,
     decoded: Vec<Decoded>,
     pool: &mut Vec<Vec<u8>>,
+    format: StoreFormat,
 ) -> Prepared {
     let group = infos.iter().copied().zip(decoded.iter().map(Part::of));
-    let judged = judge_group(states, group, pool);
+    let judged = judge_group(states, group, pool, format);
     Prepared {
         infos,
         decoded,
@@ -814,10 +886,22 @@ pub const HOUR_NS: u64 = 3_600_000_000_000;
 
 /// `YYYY-MM-DDTHH.ndjson` (UTC) of a timestamp.
 pub fn hour_file(ns: u64) -> String {
+    format!("{}.ndjson", hour_stem(ns))
+}
+
+/// `YYYY-MM-DDTHH.blocks` (UTC) of a timestamp.
+pub fn hour_blocks_file(ns: u64) -> String {
+    format!("{}{BLOCKS_EXT}", hour_stem(ns))
+}
+
+fn hour_stem(ns: u64) -> String {
     let secs = ns / 1_000_000_000;
     let (y, m, d) = crate::calendar::civil_from_days((secs / 86_400) as i64);
-    format!("{y:04}-{m:02}-{d:02}T{:02}.ndjson", secs % 86_400 / 3_600)
+    format!("{y:04}-{m:02}-{d:02}T{:02}", secs % 86_400 / 3_600)
 }
+
+/// The name ending of hour files in the compact format.
+pub const BLOCKS_EXT: &str = ".blocks";
 
 #[cfg(test)]
 mod tests;

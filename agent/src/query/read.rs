@@ -1,13 +1,19 @@
 //! Finding and reading record files: the collector's output directory
 //! (per-agent directories, named streams under `streams/`, hourly NDJSON
-//! files), any NDJSON file, or standard input (`-`); and the one record
-//! shape the query needs, parsed with borrowed fields from each line.
+//! or blocks files), any NDJSON or blocks file, or standard input (`-`,
+//! NDJSON); and the one record shape the query needs, parsed with borrowed
+//! fields from each line (a blocks file's records are formatted as the
+//! lines NDJSON would hold, so both kinds go through one parser).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use vmflow_proto::FlowRecord;
+
+use crate::export::blocks::{self, BlockFileError, BlockReader};
+use crate::export::NdjsonLines;
 
 use super::QueryError;
 
@@ -81,7 +87,7 @@ impl Inputs {
 }
 
 /// Every file under `paths`: a directory is walked recursively (its
-/// `*.ndjson` files, in name order; not a collector stream's
+/// `*.ndjson` and `*.blocks` files, in name order; not a collector stream's
 /// `observations/`), a file is taken whatever its name, `-` is standard
 /// input (once).
 pub fn inputs(paths: &[String]) -> Result<Inputs, QueryError> {
@@ -152,7 +158,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), QueryError> {
                 continue;
             }
             walk(&p, out)?;
-        } else if p.extension().is_some_and(|x| x == "ndjson") {
+        } else if p
+            .extension()
+            .is_some_and(|x| x == "ndjson" || x == "blocks")
+        {
             out.push(p);
         }
     }
@@ -181,20 +190,47 @@ pub fn collector_agent(dir: &Path) -> Option<String> {
 
 /// Lines of one input, handed out one at a time from a reused buffer.
 pub struct Lines {
-    reader: Box<dyn BufRead + Send>,
+    src: Source,
     buf: Vec<u8>,
     name: String,
     pub line_no: u64,
 }
 
+enum Source {
+    Text(Box<dyn BufRead + Send>),
+    /// A record file or spool segment: its records as NDJSON lines.
+    Blocks {
+        reader: BlockReader<File>,
+        block: Vec<FlowRecord>,
+        next: usize,
+        text: Box<NdjsonLines>,
+    },
+}
+
 impl Lines {
     pub fn open(input: &Input) -> Result<Lines, QueryError> {
-        let reader: Box<dyn Read + Send> = match &input.path {
-            Some(p) => Box::new(File::open(p).map_err(QueryError::io(p))?),
-            None => Box::new(io::stdin()),
+        let src = match &input.path {
+            Some(p) => {
+                let mut f = File::open(p).map_err(QueryError::io(p))?;
+                let mut head = [0u8; 4];
+                let n = read_head(&mut f, &mut head).map_err(QueryError::io(p))?;
+                f.rewind().map_err(QueryError::io(p))?;
+                if blocks::looks_like_blocks(&head[..n]) {
+                    let len = f.metadata().map_err(QueryError::io(p))?.len();
+                    Source::Blocks {
+                        reader: BlockReader::new(f, len, p).map_err(blocks_error(&input.name()))?,
+                        block: Vec::new(),
+                        next: 0,
+                        text: Box::default(),
+                    }
+                } else {
+                    Source::Text(Box::new(BufReader::with_capacity(1 << 20, f)))
+                }
+            }
+            None => Source::Text(Box::new(BufReader::with_capacity(1 << 20, io::stdin()))),
         };
         Ok(Lines {
-            reader: Box::new(BufReader::with_capacity(1 << 20, reader)),
+            src,
             buf: Vec::with_capacity(1024),
             name: input.name(),
             line_no: 0,
@@ -204,15 +240,49 @@ impl Lines {
     /// The next line without its newline; `None` at the end.
     pub fn next_line(&mut self) -> Result<Option<&[u8]>, QueryError> {
         self.buf.clear();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut self.buf)
-            .map_err(|source| QueryError::Io {
-                path: self.name.clone(),
-                source,
-            })?;
-        if n == 0 {
-            return Ok(None);
+        match &mut self.src {
+            Source::Text(reader) => {
+                let n =
+                    reader
+                        .read_until(b'\n', &mut self.buf)
+                        .map_err(|source| QueryError::Io {
+                            path: self.name.clone(),
+                            source,
+                        })?;
+                if n == 0 {
+                    return Ok(None);
+                }
+            }
+            Source::Blocks {
+                reader,
+                block,
+                next,
+                text,
+            } => {
+                while *next == block.len() {
+                    match reader.next_block().map_err(blocks_error(&self.name))? {
+                        Some(b) => (*block, *next) = (b, 0),
+                        None => {
+                            let st = reader.stats;
+                            if st.damaged() {
+                                tracing::warn!(
+                                    "{}: skipped {} damaged bytes and {} undecodable blocks \
+                                     ({} records); every intact entry was read",
+                                    self.name,
+                                    st.damaged_bytes,
+                                    st.bad_blocks,
+                                    st.bad_block_records
+                                );
+                                // Said once.
+                                reader.stats = Default::default();
+                            }
+                            return Ok(None);
+                        }
+                    }
+                }
+                text.append(&block[*next], &mut self.buf);
+                *next += 1;
+            }
         }
         self.line_no += 1;
         let mut line = &self.buf[..];
@@ -224,5 +294,30 @@ impl Lines {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// Up to `head.len()` bytes from the start of `f` (fewer if it is shorter).
+fn read_head(f: &mut File, head: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..])? {
+            0 => break,
+            got => n += got,
+        }
+    }
+    Ok(n)
+}
+
+fn blocks_error(name: &str) -> impl FnOnce(BlockFileError) -> QueryError + '_ {
+    move |e| match e {
+        BlockFileError::Io { source, .. } => QueryError::Io {
+            path: name.to_string(),
+            source,
+        },
+        other => QueryError::Damaged {
+            path: name.to_string(),
+            why: other.to_string(),
+        },
     }
 }

@@ -21,6 +21,8 @@ pub struct CollectArgs {
     pub client_ca: PathBuf,
     /// The file store's directory; `None` with `jetstream`.
     pub out: Option<PathBuf>,
+    /// How the file store writes records.
+    pub store: crate::collect::store::StoreFormat,
     pub jetstream: Option<JetStreamOptions>,
     pub max_connections: Option<usize>,
     pub max_handshakes: usize,
@@ -66,6 +68,7 @@ pub fn run_collector(a: CollectArgs) -> Result<(), Error> {
         eprintln!("collect: listening on {addr}");
         let mut opts = CollectorOptions::new(tls, a.out.clone().unwrap_or_default());
         opts.sink = sink;
+        opts.store = a.store;
         if let Some(b) = &a.board {
             b.collector(opts.live.clone());
             // With JetStream the collector writes no files of its own.

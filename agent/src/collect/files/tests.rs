@@ -119,7 +119,7 @@ impl Rig {
     }
 
     fn sink(&self) -> FileSink {
-        FileSink::new("/out".into(), self.gated.clone())
+        FileSink::new("/out".into(), self.gated.clone(), StoreFormat::Ndjson)
     }
 
     /// Holds the next sync of an hour file at the gate.
@@ -135,7 +135,7 @@ impl Rig {
 
     fn open(&self) -> StreamStore {
         let fs: crate::disk::SharedFs = self.sim.clone();
-        StreamStore::open(fs, Path::new(DIR)).unwrap()
+        StreamStore::open(fs, Path::new(DIR), StoreFormat::Ndjson).unwrap()
     }
 }
 

@@ -49,6 +49,8 @@ pub struct SinkOptions {
     pub shard: Option<(u32, u32)>,
     /// Messages committed together, at most.
     pub group: usize,
+    /// How the files hold records.
+    pub store: crate::collect::store::StoreFormat,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +89,7 @@ pub async fn run(
         Some((i, n)) => format!("{}-{i}-of-{n}", opts.durable),
         None => opts.durable.clone(),
     };
-    let files = FileSink::new(opts.out.clone(), crate::disk::real());
+    let files = FileSink::new(opts.out.clone(), crate::disk::real(), opts.store);
     let mut open: HashMap<Named, Box<dyn StreamSink>> = HashMap::new();
     let mut stats = SinkStats::default();
     tokio::pin!(stop);

@@ -105,6 +105,25 @@ pub fn encode_entry(
     h
 }
 
+/// Gives the entry at the start of `b` the sequence number `seq` (its CRC
+/// follows) and returns the entry's size; `None` if `b` does not start
+/// with a whole entry header and block. For writers that learn where an
+/// entry lands only after encoding it (the collector's hour files).
+pub fn renumber_entry(b: &mut [u8], seq: u64) -> Option<usize> {
+    let h = b.get(..ENTRY_HEADER)?;
+    if &h[..4] != ENTRY_MAGIC {
+        return None;
+    }
+    let size = ENTRY_HEADER + u32_at(h, E_LEN) as usize;
+    let e = b.get_mut(..size)?;
+    e[E_SEQ..E_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&e[4..E_CRC]);
+    crc.update(&e[ENTRY_HEADER..]);
+    e[E_CRC..E_CRC + 4].copy_from_slice(&crc.finalize().to_le_bytes());
+    Some(size)
+}
+
 /// A whole, intact entry at the start of `b` (found at file `offset`).
 pub fn parse_entry(b: &[u8], offset: u64) -> Option<Entry> {
     let h = b.get(..ENTRY_HEADER)?;
