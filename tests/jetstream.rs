@@ -284,8 +284,13 @@ fn sharded_sinks_each_write_their_agents_whole() {
     let urls = nats.urls();
     let (_c, addr) = js_collector(&certs, &urls, &[]);
     let out = [d.path().join("out0"), d.path().join("out1")];
+    // One of them stores blocks: the sink writes through the same store.
+    let store = ["ndjson", "blocks"];
     let sinks: Vec<Proc> = (0..2)
-        .map(|i| sink(&urls, &out[i], &["--shard", &format!("{i}/2")]))
+        .map(|i| {
+            let shard = format!("{i}/2");
+            sink(&urls, &out[i], &["--shard", &shard, "--store", store[i]])
+        })
         .collect();
     let mut want = Vec::new();
     for (agent, seed) in [("agent-1", 3), ("agent-4", 4)] {
@@ -307,6 +312,17 @@ fn sharded_sinks_each_write_their_agents_whole() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    let blocks = std::fs::read_dir(out[1].join("agent-1"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "blocks")
+        })
+        .count();
+    assert!(blocks > 0, "sink 1 stores blocks");
     // By now both sinks have been given every message (agent-4's came
     // last, and sink 0 holds them all).
     for (shard, other) in [(1, "agent-4"), (0, "agent-1")] {

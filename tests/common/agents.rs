@@ -301,6 +301,10 @@ pub fn collected(out: &Path, agent: &str) -> BTreeMap<String, u64> {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "ndjson") {
             text.push_str(&std::fs::read_to_string(p).unwrap());
+        } else if p.extension().is_some_and(|x| x == "blocks") {
+            // A `--store blocks` hour file, as NDJSON.
+            let o = run(vmflow().arg("cat").arg(&p));
+            text.push_str(&String::from_utf8(o.stdout).unwrap());
         }
     }
     multiset(&text)
