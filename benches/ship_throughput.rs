@@ -231,6 +231,28 @@ fn fleet(total: usize, batch: usize, n: usize) {
     }
     let _ = coll.kill();
     let _ = coll.wait();
+    let (bytes, files) = stored(&dir.path().join("out"));
+    println!(
+        "\ncollector's files: {bytes} bytes in {files} hour files, {:.1} bytes a record ({})",
+        bytes as f64 / (2.0 * shipped),
+        store()
+    );
+}
+
+/// Bytes and count of the record files under `dir` (both phases' records).
+fn stored(dir: &std::path::Path) -> (u64, u64) {
+    let (mut bytes, mut files) = (0, 0);
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            let (b, f) = stored(&p);
+            (bytes, files) = (bytes + b, files + f);
+        } else if p.extension().is_some_and(|x| x == "ndjson" || x == "blocks") {
+            bytes += e.metadata().map_or(0, |m| m.len());
+            files += 1;
+        }
+    }
+    (bytes, files)
 }
 
 fn main() {
