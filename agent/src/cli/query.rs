@@ -16,7 +16,8 @@ use crate::query::{self, Filter, GroupBy, Groups, QueryError, SortBy};
 #[derive(Args)]
 pub(super) struct QueryArgs {
     /// Where the records are: the collector's output directory (read
-    /// recursively: agents, streams, hour files), NDJSON files, or `-`.
+    /// recursively: agents, streams, hour files), NDJSON or blocks files
+    /// (`replay --format blocks`), or `-` (NDJSON).
     #[arg(required = true)]
     paths: Vec<String>,
     #[command(flatten)]

@@ -10,8 +10,8 @@ use crate::query::QueryError;
 
 #[derive(Args)]
 pub(super) struct ReportArgs {
-    /// Where the records are: the collector's output directory, NDJSON
-    /// files, or `-`.
+    /// Where the records are: the collector's output directory, NDJSON or
+    /// blocks files, or `-` (NDJSON).
     #[arg(required = true)]
     paths: Vec<String>,
     /// The page to write (one self-contained HTML file).
