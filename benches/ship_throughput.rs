@@ -247,7 +247,10 @@ fn stored(dir: &std::path::Path) -> (u64, u64) {
         if p.is_dir() {
             let (b, f) = stored(&p);
             (bytes, files) = (bytes + b, files + f);
-        } else if p.extension().is_some_and(|x| x == "ndjson" || x == "blocks") {
+        } else if p
+            .extension()
+            .is_some_and(|x| x == "ndjson" || x == "blocks")
+        {
             bytes += e.metadata().map_or(0, |m| m.len());
             files += 1;
         }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use vmflow_proto::{decode_records, encode_records, FlowRecord};
 
-use crate::collect::store::{BatchInfo, Outcome, StreamStore};
+use crate::collect::store::{BatchInfo, Outcome, StoreFormat, StreamStore};
 use crate::disk::sim::SimFs;
 use crate::disk::{Fs, SharedFs};
 use crate::export::spool::Spool;
@@ -96,6 +96,8 @@ struct World {
     /// Records a drop may have counted although they were delivered (they
     /// were in flight when the spool overflowed).
     allowance: u64,
+    /// How the collector writes records.
+    format: StoreFormat,
 }
 
 const SPOOL: &str = "/agent/spool";
@@ -103,19 +105,14 @@ const OUT: &str = "/out/agent-1";
 const MAX_SPOOL: u64 = 1 << 16;
 
 impl World {
-    fn new() -> World {
+    fn new(format: StoreFormat) -> World {
         let afs = Arc::new(SimFs::new());
         let cfs = Arc::new(SimFs::new());
         cfs.create_dir_all(Path::new("/out")).unwrap();
         let a: SharedFs = afs.clone();
         let c: SharedFs = cfs.clone();
         let spool = Spool::open(a, Path::new(SPOOL), MAX_SPOOL).unwrap();
-        let store = StreamStore::open(
-            c,
-            Path::new(OUT),
-            crate::collect::store::StoreFormat::Ndjson,
-        )
-        .unwrap();
+        let store = StreamStore::open(c, Path::new(OUT), format).unwrap();
         World {
             afs,
             cfs,
@@ -132,6 +129,7 @@ impl World {
             rot: false,
             sent: BTreeMap::new(),
             allowance: 0,
+            format,
         }
     }
 
@@ -153,12 +151,8 @@ impl World {
 
     fn reopen_store(&mut self) {
         let c: SharedFs = self.cfs.clone();
-        self.store = StreamStore::open(
-            c,
-            Path::new(OUT),
-            crate::collect::store::StoreFormat::Ndjson,
-        )
-        .expect("the store always opens");
+        self.store =
+            StreamStore::open(c, Path::new(OUT), self.format).expect("the store always opens");
         self.disconnect();
     }
 
@@ -334,20 +328,11 @@ impl World {
         panic!("delivery never finished");
     }
 
-    /// Every record in the collector's files, by id.
+    /// Every record in the collector's files, by id (each file whole).
     fn delivered(&self) -> BTreeMap<u64, u32> {
         let mut m = BTreeMap::new();
-        for n in self.cfs.list(Path::new(OUT)).unwrap() {
-            if !n.ends_with(".ndjson") {
-                continue;
-            }
-            let bytes = self.cfs.read(&Path::new(OUT).join(&n)).unwrap();
-            let text = String::from_utf8(bytes).expect("UTF-8 output");
-            for l in text.lines() {
-                let v: serde_json::Value =
-                    serde_json::from_str(l).unwrap_or_else(|e| panic!("{n}: {e}: {l:?}"));
-                *m.entry(v["flow_id"].as_u64().unwrap()).or_insert(0) += 1;
-            }
+        for id in crate::testkit::hour_file_ids(&*self.cfs, Path::new(OUT)) {
+            *m.entry(id).or_insert(0) += 1;
         }
         m
     }
@@ -362,8 +347,12 @@ proptest! {
     })]
 
     #[test]
-    fn nothing_lost_uncounted_nothing_doubled(ops in proptest::collection::vec(op(), 1..160)) {
-        let mut w = World::new();
+    fn nothing_lost_uncounted_nothing_doubled(
+        ops in proptest::collection::vec(op(), 1..160),
+        blocks in any::<bool>(),
+    ) {
+        let format = if blocks { StoreFormat::Blocks } else { StoreFormat::Ndjson };
+        let mut w = World::new(format);
         for op in &ops {
             w.apply(op);
         }
