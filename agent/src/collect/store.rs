@@ -23,6 +23,7 @@
 //! (CRC32 of everything before it). The first version's format (`seq N`,
 //! `drops N`, `file NAME LENGTH`) is read as epoch 0.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -807,29 +808,12 @@ fn judge_group<'r>(
                 }
             }
             StoreFormat::Blocks => {
-                // One entry per hour the batch's records fall in (mostly one).
-                let hour = |r: &FlowRecord| r.first_ns / HOUR_NS;
-                let first = part.records.first().map(hour);
-                if part.records.iter().all(|r| Some(hour(r)) == first) {
-                    if let Some(h) = first {
-                        let out = j
-                            .by_hour
-                            .entry(FileKey::Blocks(h))
-                            .or_insert_with(&mut buffer);
-                        blocks::push_entry(out, part.records);
-                    }
-                } else {
-                    let mut by_hour: BTreeMap<u64, Vec<FlowRecord>> = BTreeMap::new();
-                    for r in part.records {
-                        by_hour.entry(hour(r)).or_default().push(r.clone());
-                    }
-                    for (h, recs) in by_hour {
-                        let out = j
-                            .by_hour
-                            .entry(FileKey::Blocks(h))
-                            .or_insert_with(&mut buffer);
-                        blocks::push_entry(out, &recs);
-                    }
+                for (h, recs) in by_hour(part.records) {
+                    let out = j
+                        .by_hour
+                        .entry(FileKey::Blocks(h))
+                        .or_insert_with(&mut buffer);
+                    blocks::push_entry(out, &recs);
                 }
             }
         }
@@ -844,6 +828,23 @@ fn judge_group<'r>(
         j.outcomes.push(Outcome::Written(before));
     }
     j
+}
+
+/// A batch's records by hour, in hour order: one entry each in a blocks
+/// store. Borrowed when they share one hour, as nearly every batch's do.
+fn by_hour(records: &[FlowRecord]) -> Vec<(u64, Cow<'_, [FlowRecord]>)> {
+    let hour = |r: &FlowRecord| r.first_ns / HOUR_NS;
+    let Some(first) = records.first().map(hour) else {
+        return Vec::new();
+    };
+    if records.iter().all(|r| hour(r) == first) {
+        return vec![(first, Cow::Borrowed(records))];
+    }
+    let mut hours: BTreeMap<u64, Vec<FlowRecord>> = BTreeMap::new();
+    for r in records {
+        hours.entry(hour(r)).or_default().push(r.clone());
+    }
+    hours.into_iter().map(|(h, v)| (h, Cow::Owned(v))).collect()
 }
 
 /// A group made ready to commit without the store: its batches decoded,
