@@ -196,10 +196,30 @@ pub fn agent_with(cfg: &Path, shell: &str) -> Proc {
     )
 }
 
-/// A reserved loopback port nothing listens on (yet).
+/// A loopback port nothing listens on (yet), for a server a test starts
+/// later. Taken below the kernel's ephemeral range (32768–60999 by
+/// default): a port that binding to port 0 hands out is an ephemeral one,
+/// which another test's outgoing connection may hold by the time the server
+/// binds it (a NATS node once never came up that way). Never the same port
+/// twice in one test process; processes start at different places.
 pub fn free_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const PORTS: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % PORTS,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..PORTS {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % PORTS;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return format!("127.0.0.1:{port}");
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + PORTS)
 }
 
 pub fn certs_init(dir: &Path, agents: &[&str]) {

@@ -116,15 +116,18 @@ impl Nats {
     /// Waits until the node's `/healthz` says JetStream is ready (its
     /// metadata current, a leader elected).
     pub fn wait_healthy(&self, i: usize) {
-        let http = &self.nodes[i].http;
-        poll(
-            &format!("nats node {i} healthy"),
-            Duration::from_secs(60),
-            || {
-                http_get(http, "/healthz")
-                    .filter(|r| r.lines().next().is_some_and(|l| l.contains(" 200 ")))
-            },
-        );
+        let node = &self.nodes[i];
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while http_get(&node.http, "/healthz")
+            .is_none_or(|r| !r.lines().next().is_some_and(|l| l.contains(" 200 ")))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats node {i} not healthy after 60 s; it said:\n{}",
+                node.proc.as_ref().map(Proc::text).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Messages in `stream` as the first running node's replica holds
