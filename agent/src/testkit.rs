@@ -103,15 +103,9 @@ pub fn hour_file_ids(fs: &dyn crate::disk::Fs, dir: &std::path::Path) -> Vec<u64
     for n in fs.list(dir).unwrap() {
         let path = dir.join(&n);
         if n.ends_with(crate::collect::store::BLOCKS_EXT) {
-            let bytes = fs.read(&path).unwrap();
-            let len = bytes.len() as u64;
-            let mut r =
-                crate::export::blocks::BlockReader::new(std::io::Cursor::new(bytes), len, &path)
-                    .unwrap();
-            while let Some(recs) = r.next_block().unwrap() {
-                ids.extend(recs.iter().map(|r| r.flow_id));
-            }
-            assert!(!r.stats.damaged(), "{n}: {:?}", r.stats);
+            let (blocks, stats) = block_file(fs, &path);
+            assert!(!stats.damaged(), "{n}: {stats:?}");
+            ids.extend(blocks.iter().flatten().map(|r| r.flow_id));
             continue;
         }
         if !n.ends_with(".ndjson") {
@@ -125,6 +119,26 @@ pub fn hour_file_ids(fs: &dyn crate::disk::Fs, dir: &std::path::Path) -> Vec<u64
     }
     ids.sort_unstable();
     ids
+}
+
+/// The blocks of a record file on `fs`, in file order, and what reading
+/// them found.
+pub fn block_file(
+    fs: &dyn crate::disk::Fs,
+    path: &std::path::Path,
+) -> (
+    Vec<Vec<vmflow_proto::FlowRecord>>,
+    crate::export::blocks::ReadStats,
+) {
+    let bytes = fs.read(path).unwrap();
+    let len = bytes.len() as u64;
+    let mut r =
+        crate::export::blocks::BlockReader::new(std::io::Cursor::new(bytes), len, path).unwrap();
+    let mut blocks = Vec::new();
+    while let Some(recs) = r.next_block().unwrap() {
+        blocks.push(recs);
+    }
+    (blocks, r.stats)
 }
 
 /// An Ethernet + IPv4 + UDP frame from 10.0.0.1:`sport` to 10.0.0.2:`dport`

@@ -31,16 +31,7 @@ pub(super) fn cmd(a: CatArgs) -> Result<ExitCode, Error> {
             }
             r => r?,
         }
-        if st.damaged() {
-            tracing::warn!(
-                "{}: skipped {} damaged bytes and {} undecodable blocks ({} records); \
-                 every intact entry was read",
-                f.display(),
-                st.damaged_bytes,
-                st.bad_blocks,
-                st.bad_block_records
-            );
-        }
+        st.warn_if_damaged(&f.display().to_string());
         total.add(&st);
     }
     match out.finish() {

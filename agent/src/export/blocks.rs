@@ -166,6 +166,19 @@ impl ReadStats {
     pub fn damaged(&self) -> bool {
         self.damaged_bytes > 0 || self.bad_blocks > 0
     }
+
+    /// Says what was skipped in `name`, if anything (`cat`, `query`).
+    pub fn warn_if_damaged(&self, name: &str) {
+        if self.damaged() {
+            tracing::warn!(
+                "{name}: skipped {} damaged bytes and {} undecodable blocks ({} records); \
+                 every intact entry was read",
+                self.damaged_bytes,
+                self.bad_blocks,
+                self.bad_block_records
+            );
+        }
+    }
 }
 
 /// The records of a record file or spool segment, a block at a time (in
@@ -274,11 +287,6 @@ impl<R: Read + Seek> BlockReader<R> {
             return Ok(Some(e));
         }
         Ok(None)
-    }
-
-    /// The file's name, as errors give it.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

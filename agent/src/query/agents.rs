@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use crate::collect::store::{read_state, EpochState, BLOCKS_EXT, OBSERVATIONS_DIR};
-use crate::export::blocks::{BlockFileError, BlockReader};
+use crate::export::blocks::BlockReader;
 
 use super::QueryError;
 
@@ -167,12 +167,9 @@ fn count_records(path: &Path, len: u64) -> Result<u64, QueryError> {
         Err(e) => return Err(QueryError::io(path)(e)),
     };
     let name = path.display().to_string();
-    let damaged = |e: BlockFileError| QueryError::Damaged {
-        path: name.clone(),
-        why: e.to_string(),
-    };
-    let mut r = BlockReader::new(f, len, path).map_err(damaged)?;
-    while r.next_count().map_err(damaged)?.is_some() {}
+    let damaged = QueryError::blocks(&name);
+    let mut r = BlockReader::new(f, len, path).map_err(&damaged)?;
+    while r.next_count().map_err(&damaged)?.is_some() {}
     Ok(r.stats.records)
 }
 

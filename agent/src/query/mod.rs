@@ -45,6 +45,22 @@ impl QueryError {
             source,
         }
     }
+
+    /// A blocks file (`name`) that could not be read: its I/O error, or
+    /// what is wrong with it.
+    pub fn blocks(name: &str) -> impl Fn(crate::export::blocks::BlockFileError) -> QueryError + '_ {
+        use crate::export::blocks::BlockFileError;
+        move |e| match e {
+            BlockFileError::Io { source, .. } => QueryError::Io {
+                path: name.to_string(),
+                source,
+            },
+            other => QueryError::Damaged {
+                path: name.to_string(),
+                why: other.to_string(),
+            },
+        }
+    }
 }
 
 /// What reading went through.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use vmflow_proto::FlowRecord;
 
-use crate::export::blocks::{self, BlockFileError, BlockReader};
+use crate::export::blocks::{self, BlockReader};
 use crate::export::NdjsonLines;
 
 use super::QueryError;
@@ -212,13 +212,17 @@ impl Lines {
         let src = match &input.path {
             Some(p) => {
                 let mut f = File::open(p).map_err(QueryError::io(p))?;
-                let mut head = [0u8; 4];
-                let n = read_head(&mut f, &mut head).map_err(QueryError::io(p))?;
+                let mut head = Vec::with_capacity(4);
+                (&mut f)
+                    .take(4)
+                    .read_to_end(&mut head)
+                    .map_err(QueryError::io(p))?;
                 f.rewind().map_err(QueryError::io(p))?;
-                if blocks::looks_like_blocks(&head[..n]) {
+                if blocks::looks_like_blocks(&head) {
                     let len = f.metadata().map_err(QueryError::io(p))?.len();
                     Source::Blocks {
-                        reader: BlockReader::new(f, len, p).map_err(blocks_error(&input.name()))?,
+                        reader: BlockReader::new(f, len, p)
+                            .map_err(QueryError::blocks(&input.name()))?,
                         block: Vec::new(),
                         next: 0,
                         text: Box::default(),
@@ -260,22 +264,15 @@ impl Lines {
                 text,
             } => {
                 while *next == block.len() {
-                    match reader.next_block().map_err(blocks_error(&self.name))? {
+                    match reader
+                        .next_block()
+                        .map_err(QueryError::blocks(&self.name))?
+                    {
                         Some(b) => (*block, *next) = (b, 0),
                         None => {
-                            let st = reader.stats;
-                            if st.damaged() {
-                                tracing::warn!(
-                                    "{}: skipped {} damaged bytes and {} undecodable blocks \
-                                     ({} records); every intact entry was read",
-                                    self.name,
-                                    st.damaged_bytes,
-                                    st.bad_blocks,
-                                    st.bad_block_records
-                                );
-                                // Said once.
-                                reader.stats = Default::default();
-                            }
+                            reader.stats.warn_if_damaged(&self.name);
+                            // Said once.
+                            reader.stats = Default::default();
                             return Ok(None);
                         }
                     }
@@ -294,30 +291,5 @@ impl Lines {
 
     pub fn name(&self) -> &str {
         &self.name
-    }
-}
-
-/// Up to `head.len()` bytes from the start of `f` (fewer if it is shorter).
-fn read_head(f: &mut File, head: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < head.len() {
-        match f.read(&mut head[n..])? {
-            0 => break,
-            got => n += got,
-        }
-    }
-    Ok(n)
-}
-
-fn blocks_error(name: &str) -> impl FnOnce(BlockFileError) -> QueryError + '_ {
-    move |e| match e {
-        BlockFileError::Io { source, .. } => QueryError::Io {
-            path: name.to_string(),
-            source,
-        },
-        other => QueryError::Damaged {
-            path: name.to_string(),
-            why: other.to_string(),
-        },
     }
 }

@@ -542,18 +542,15 @@ fn a_prepared_group_is_judged_again_if_the_store_moved() {
     }
 }
 
-/// The entries of a blocks hour file, read as `vmflow cat` reads them.
+/// The flow ids of each entry of a blocks hour file, read as `vmflow cat`
+/// reads them.
 fn entries(fs: &dyn Fs, name: &str) -> (Vec<Vec<u64>>, crate::export::blocks::ReadStats) {
-    let path = Path::new(DIR).join(name);
-    let bytes = fs.read(&path).unwrap();
-    let len = bytes.len() as u64;
-    let mut r =
-        crate::export::blocks::BlockReader::new(std::io::Cursor::new(bytes), len, &path).unwrap();
-    let mut out = Vec::new();
-    while let Some(recs) = r.next_block().unwrap() {
-        out.push(recs.iter().map(|r| r.flow_id).collect());
-    }
-    (out, r.stats)
+    let (blocks, stats) = crate::testkit::block_file(fs, &Path::new(DIR).join(name));
+    let ids = blocks
+        .iter()
+        .map(|b| b.iter().map(|r| r.flow_id).collect())
+        .collect();
+    (ids, stats)
 }
 
 /// Blocks hour files are record files: a header, then one entry per batch
