@@ -3,6 +3,7 @@
 
 mod frag;
 mod index;
+mod stored_key;
 mod table;
 #[cfg(test)]
 mod table_tests;

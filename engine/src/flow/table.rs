@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use vmflow_proto::{flow_id, Direction, EndReason, FlowRecord};
 
 use super::index::Index;
+use super::stored_key::{Addrs, Probe, StoredKey};
 use super::{FlowKey, Packet};
 use crate::net::LocalNets;
 use crate::packet::{is_echo_reply, TCP};
@@ -113,7 +114,7 @@ enum Phase {
 const PHASES: [Phase; 4] = [Phase::HalfOpen, Phase::Open, Phase::Closing, Phase::LastAck];
 
 /// Counters of the current segment; index 0 is what the canonical source sent.
-#[derive(Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 #[repr(C)]
 struct Segment {
     first_ns: u64,
@@ -122,32 +123,135 @@ struct Segment {
     /// A segment lasts at most the active timeout; 2^32 packets in it would
     /// take over 70 Mpps for a minute on one flow.
     packets: [u32; 2],
-    flags: [u8; 2],
-    /// Open during a coverage gap (fits in the struct's padding).
-    gap: bool,
 }
 
-/// Exactly two cache lines: the first holds what a lookup and the timeout
-/// check read, the second the counters. The shard prefetches both.
-#[derive(Clone, Copy, Serialize, Deserialize)]
-#[repr(C, align(64))]
+/// 96 bytes, aligned to 32 so that a flow never spans more than two cache
+/// lines (the shard prefetches both). Fields ordered by size so none pads.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
 struct Flow {
-    key: FlowKey,
-    phase: Phase,
-    init_is_src: bool,
-    /// The sides that sent a FIN; the second FIN's side is marked only once
-    /// the other side has ACKed it. So a FIN-closed flow with one mark still
-    /// waits for that ACK, from the marked side (no extra field: the first
-    /// cache line is full, and checkpoints keep their form).
-    fin: [bool; 2],
     last_seen: u64,
     /// `last_seen` when the flow entered its queue position.
     queued_at: u64,
     flow_id: u64,
     seg: Segment,
+    /// The stored key, its parts laid out here rather than as a struct,
+    /// whose padding would cost 7 bytes.
+    addrs: u64,
+    meta: u64,
+    segment: u32,
+    /// The current segment's TCP flags, by side.
+    flags: [u8; 2],
+    /// The current segment was open during a coverage gap.
+    gap: bool,
+    key_kind: u8,
+    phase: Phase,
+    init_is_src: bool,
+    /// The sides that sent a FIN; the second FIN's side is marked only once
+    /// the other side has ACKed it. So a FIN-closed flow with one mark still
+    /// waits for that ACK, from the marked side.
+    fin: [bool; 2],
+    close: EndReason,
+    icmp: Option<(u8, u8)>,
+}
+
+impl Flow {
+    #[inline(always)]
+    fn stored_key(&self) -> StoredKey {
+        StoredKey {
+            addrs: self.addrs,
+            meta: self.meta,
+            kind: self.key_kind,
+        }
+    }
+
+    /// Starts the next segment (the active timeout split the flow).
+    fn next_segment(&mut self) {
+        self.segment += 1;
+        self.seg = Segment::default();
+        self.flags = [0; 2];
+        self.gap = false;
+    }
+}
+
+/// A flow as checkpoints hold it: the form `Flow` had before it was packed
+/// (MessagePack arrays, so field order is the format). Only checkpoints use
+/// it; the table never holds one.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct FlowState {
+    key: FlowKey,
+    phase: Phase,
+    init_is_src: bool,
+    fin: [bool; 2],
+    last_seen: u64,
+    queued_at: u64,
+    flow_id: u64,
+    seg: SegmentState,
     segment: u32,
     close: EndReason,
     icmp: Option<(u8, u8)>,
+}
+
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct SegmentState {
+    first_ns: u64,
+    last_ns: u64,
+    bytes: [u64; 2],
+    packets: [u32; 2],
+    flags: [u8; 2],
+    gap: bool,
+}
+
+impl FlowState {
+    fn of(f: &Flow, addrs: &Addrs) -> FlowState {
+        let s = f.seg;
+        FlowState {
+            key: addrs.key(&f.stored_key()),
+            phase: f.phase,
+            init_is_src: f.init_is_src,
+            fin: f.fin,
+            last_seen: f.last_seen,
+            queued_at: f.queued_at,
+            flow_id: f.flow_id,
+            seg: SegmentState {
+                first_ns: s.first_ns,
+                last_ns: s.last_ns,
+                bytes: s.bytes,
+                packets: s.packets,
+                flags: f.flags,
+                gap: f.gap,
+            },
+            segment: f.segment,
+            close: f.close,
+            icmp: f.icmp,
+        }
+    }
+
+    fn flow(&self, key: StoredKey) -> Flow {
+        let s = &self.seg;
+        Flow {
+            last_seen: self.last_seen,
+            queued_at: self.queued_at,
+            flow_id: self.flow_id,
+            seg: Segment {
+                first_ns: s.first_ns,
+                last_ns: s.last_ns,
+                bytes: s.bytes,
+                packets: s.packets,
+            },
+            addrs: key.addrs,
+            meta: key.meta,
+            segment: self.segment,
+            flags: s.flags,
+            gap: s.gap,
+            key_kind: key.kind,
+            phase: self.phase,
+            init_is_src: self.init_is_src,
+            fin: self.fin,
+            close: self.close,
+            icmp: self.icmp,
+        }
+    }
 }
 
 /// Queue links, kept apart from the flows: only queue operations touch them.
@@ -168,6 +272,7 @@ pub struct FlowTable {
     local: Arc<LocalNets>,
     index: Index,
     slots: Vec<Flow>,
+    addrs: Addrs,
     links: Vec<Link>,
     free: Vec<u32>,
     lists: [List; 4],
@@ -183,13 +288,13 @@ pub struct FlowTable {
 #[derive(Serialize, Deserialize)]
 pub struct TableSnapshot {
     /// Half-open, open and closing flows.
-    queues: [Vec<Flow>; 3],
+    queues: [Vec<FlowState>; 3],
     now: u64,
     gap_until: u64,
     stats: TableStats,
     /// Last: checkpoints written before this queue existed restore with it empty.
     #[serde(default)]
-    last_ack: Vec<Flow>,
+    last_ack: Vec<FlowState>,
 }
 
 impl TableSnapshot {
@@ -210,6 +315,7 @@ impl FlowTable {
             local,
             index: Index::new(),
             slots,
+            addrs: Addrs::default(),
             links,
             free: Vec::new(),
             lists: [List {
@@ -230,8 +336,7 @@ impl FlowTable {
             let mut v = Vec::new();
             let mut i = self.lists[phase as usize].head;
             while i != NIL {
-                let f = &self.slots[i as usize];
-                v.push(*f);
+                v.push(FlowState::of(&self.slots[i as usize], &self.addrs));
                 i = self.links[i as usize].next;
             }
             v
@@ -255,12 +360,13 @@ impl FlowTable {
             .into_iter()
             .zip([half_open, open, closing, snap.last_ack])
         {
-            for mut f in q {
+            for mut state in q {
                 // A queue only ever holds flows of its own phase.
-                f.phase = phase;
+                state.phase = phase;
                 let idx = t.slots.len() as u32;
-                t.index.insert(f.key.hash64(), idx);
-                t.slots.push(f);
+                t.index.insert(state.key.hash64(), idx);
+                let key = t.addrs.store(&state.key);
+                t.slots.push(state.flow(key));
                 t.links.push(Link {
                     prev: NIL,
                     next: NIL,
@@ -308,7 +414,7 @@ impl FlowTable {
                 if let Some(f) = self.slots.get(slot as usize) {
                     let p = (f as *const Flow).cast::<u8>();
                     super::index::prefetch(p);
-                    super::index::prefetch(p.wrapping_add(64));
+                    super::index::prefetch(p.wrapping_add(size_of::<Flow>() - 1));
                 }
             }
         } else {
@@ -352,8 +458,11 @@ impl FlowTable {
         self.now = self.now.max(p.ts_ns);
         self.stats.packets += 1;
         self.stats.bytes += u64::from(p.ip_bytes);
-        let slots = &self.slots;
-        let found = self.index.find(p.hash, |i| slots[i as usize].key == p.key);
+        let (slots, addrs) = (&self.slots, &self.addrs);
+        let probe = Probe::new(&p.key);
+        let found = self.index.find(p.hash, |i| {
+            addrs.matches(&slots[i as usize].stored_key(), &probe, &p.key)
+        });
         if let Some(idx) = found {
             let f = &self.slots[idx as usize];
             let phase = due_phase(f);
@@ -415,23 +524,25 @@ impl FlowTable {
         } else {
             Phase::Open
         };
+        let key = self.addrs.store(&p.key);
         let flow = Flow {
-            key: p.key,
-            flow_id: id,
-            segment: 0,
-            init_is_src,
-            phase,
-            close: EndReason::Fin,
-            fin: [false; 2],
-            icmp: p.icmp,
             last_seen: p.ts_ns,
             queued_at: p.ts_ns,
-            seg: Segment {
-                // A flow that begins with a handshake cannot have begun in
-                // the gap; any other flow soon after it might have.
-                gap: p.ts_ns < self.gap_until && phase != Phase::HalfOpen,
-                ..Segment::default()
-            },
+            flow_id: id,
+            seg: Segment::default(),
+            addrs: key.addrs,
+            meta: key.meta,
+            segment: 0,
+            flags: [0; 2],
+            // A flow that begins with a handshake cannot have begun in the
+            // gap; any other flow soon after it might have.
+            gap: p.ts_ns < self.gap_until && phase != Phase::HalfOpen,
+            key_kind: key.kind,
+            phase,
+            init_is_src,
+            fin: [false; 2],
+            close: EndReason::Fin,
+            icmp: p.icmp,
         };
         let idx = match self.free.pop() {
             Some(i) => {
@@ -461,11 +572,10 @@ impl FlowTable {
         let active = self.cfg.active_ns;
         let f = &mut self.slots[idx as usize];
         if existing && p.ts_ns >= f.seg.first_ns.saturating_add(active) {
-            let rec = record(f, &self.local, EndReason::Active, false);
+            let rec = record(f, &self.addrs, &self.local, EndReason::Active, false);
             out.push(rec);
             self.stats.records += 1;
-            f.segment += 1;
-            f.seg = Segment::default();
+            f.next_segment();
         }
         let side = usize::from(!p.from_src);
         let s = &mut f.seg;
@@ -478,7 +588,7 @@ impl FlowTable {
         }
         s.packets[side] = s.packets[side].saturating_add(1);
         s.bytes[side] += u64::from(p.ip_bytes);
-        s.flags[side] |= p.tcp_flags;
+        f.flags[side] |= p.tcp_flags;
         f.last_seen = f.last_seen.max(p.ts_ns);
 
         let old = f.phase;
@@ -530,7 +640,7 @@ impl FlowTable {
                 let timeout = timeouts[due_phase(f) as usize];
                 // Still open at `start`: it may have had packets in the gap.
                 if f.last_seen.saturating_add(timeout) > start {
-                    f.seg.gap = true;
+                    f.gap = true;
                 }
                 i = self.links[i as usize].next;
             }
@@ -623,6 +733,7 @@ impl FlowTable {
         }
         self.index = Index::new();
         self.slots = Vec::new();
+        self.addrs = Addrs::default();
         self.links = Vec::new();
         self.free = Vec::new();
     }
@@ -647,9 +758,11 @@ impl FlowTable {
 
     fn end(&mut self, idx: u32, reason: EndReason, out: &mut Vec<FlowRecord>) {
         let f = &self.slots[idx as usize];
-        out.push(record(f, &self.local, reason, true));
+        out.push(record(f, &self.addrs, &self.local, reason, true));
         self.stats.records += 1;
-        let (hash, phase) = (f.key.hash64(), f.phase);
+        let key = f.stored_key();
+        let (hash, phase) = (self.addrs.key(&key).hash64(), f.phase);
+        self.addrs.release(&key);
         self.index.remove(hash, idx);
         self.unlink(phase, idx);
         self.free.push(idx);
@@ -715,17 +828,16 @@ impl FlowTable {
     }
 }
 
-/// Most flows a table reserves room for up front (8 MiB of address space).
+/// Most flows a table reserves room for up front (6 MiB of address space).
 const RESERVE_MAX: usize = 1 << 16;
 
 /// Empty slab and links with room for the table's bound (up to
 /// [`RESERVE_MAX`]) reserved but not touched: they then never move while
-/// they fill. Grown by doubling, every growth copied the slab into a new
-/// block (its alignment rules out an in-place `realloc`), and the allocator
-/// kept the freed smaller blocks resident for reuse: ~10 MB of a 128 MB peak
-/// on a 590 k-flow file (BENCHMARKS.md). Untouched pages cost no memory; where
-/// the system refuses the reservation (strict overcommit), the vectors grow
-/// as before.
+/// they fill. Grown by doubling, the slab was copied into a new block at
+/// each growth, and the allocator kept the freed smaller blocks resident for
+/// reuse: ~7 MB of a 130 MB peak on a 590 k-flow file (BENCHMARKS.md).
+/// Untouched pages cost no memory; where the system refuses the reservation
+/// (strict overcommit), the vectors grow as before.
 fn reserved(max_flows: usize) -> (Vec<Flow>, Vec<Link>) {
     let n = max_flows.clamp(1, RESERVE_MAX);
     let (mut slots, mut links) = (Vec::new(), Vec::new());
@@ -756,9 +868,15 @@ fn syn_only(flags: u8) -> bool {
     flags & (SYN | ACK | RST) == SYN
 }
 
-fn record(f: &Flow, local: &LocalNets, reason: EndReason, is_final: bool) -> FlowRecord {
+fn record(
+    f: &Flow,
+    addrs: &Addrs,
+    local: &LocalNets,
+    reason: EndReason,
+    is_final: bool,
+) -> FlowRecord {
     let (i, r) = if f.init_is_src { (0, 1) } else { (1, 0) };
-    let k = &f.key;
+    let k = &addrs.key(&f.stored_key());
     let (src, src_port, dst, dst_port) = if f.init_is_src {
         (k.src_ip(), k.src_port, k.dst_ip(), k.dst_port)
     } else {
@@ -783,12 +901,12 @@ fn record(f: &Flow, local: &LocalNets, reason: EndReason, is_final: bool) -> Flo
         fwd_bytes: s.bytes[i],
         rev_packets: u64::from(s.packets[r]),
         rev_bytes: s.bytes[r],
-        fwd_tcp_flags: s.flags[i],
-        rev_tcp_flags: s.flags[r],
+        fwd_tcp_flags: f.flags[i],
+        rev_tcp_flags: f.flags[r],
         icmp_type: f.icmp.map(|x| x.0),
         icmp_code: f.icmp.map(|x| x.1),
         end_reason: reason,
-        gap: f.seg.gap,
+        gap: f.gap,
         rule: None,
         decision: None,
         remote: None,
@@ -800,8 +918,8 @@ mod layout {
     use super::*;
 
     #[test]
-    fn flow_is_two_cache_lines() {
-        assert_eq!(std::mem::size_of::<Flow>(), 128);
+    fn a_flow_takes_96_bytes() {
+        assert_eq!(size_of::<Flow>(), 96);
     }
 
     /// A checkpoint written before the last-ACK queue existed (three queues)
@@ -810,7 +928,7 @@ mod layout {
     fn checkpoints_without_the_last_ack_queue_restore() {
         #[derive(Serialize)]
         struct OldSnapshot {
-            queues: [Vec<Flow>; 3],
+            queues: [Vec<FlowState>; 3],
             now: u64,
             gap_until: u64,
             stats: TableStats,
