@@ -34,8 +34,8 @@ fn records_arrive_exactly_once() {
 
 /// `collect --store blocks`: the hour files hold exactly the records replay
 /// gives, about 25 times smaller than as text; `vmflow cat` prints them,
-/// `vmflow query` reads the store as it reads NDJSON, and `query --agents`
-/// counts its records.
+/// `vmflow query` reads the store (and an hour file piped to it) as it reads
+/// NDJSON, and `query --agents` counts its records.
 #[test]
 fn a_blocks_store_holds_the_same_records_compactly() {
     let d = tempfile::tempdir().unwrap();
@@ -79,6 +79,30 @@ fn a_blocks_store_holds_the_same_records_compactly() {
         String::from_utf8(o.stdout).unwrap()
     };
     assert_eq!(multiset(&query(&["--output", "ndjson"], &out)), want);
+    // An hour file on standard input (a pipe) reads as the file does.
+    let mut child = common::vmflow()
+        .args(["query", "-", "--output", "ndjson"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let bytes = std::fs::read(&files[0]).unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(&bytes).unwrap();
+    });
+    let piped = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    let from_pipe = String::from_utf8(piped.stdout).unwrap();
+    assert!(!from_pipe.is_empty());
+    assert_eq!(from_pipe, query(&["--output", "ndjson"], &files[0]));
     // Grouped, the store gives what replay's own NDJSON gives.
     let text = d.path().join("replayed.ndjson");
     let r = common::run(

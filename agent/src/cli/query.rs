@@ -17,7 +17,7 @@ use crate::query::{self, Filter, GroupBy, Groups, QueryError, SortBy};
 pub(super) struct QueryArgs {
     /// Where the records are: the collector's output directory (read
     /// recursively: agents, streams, hour files), NDJSON or blocks files
-    /// (`replay --format blocks`), or `-` (NDJSON).
+    /// (`replay --format blocks`), or `-` (standard input, either kind).
     #[arg(required = true)]
     paths: Vec<String>,
     #[command(flatten)]

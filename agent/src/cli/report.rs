@@ -11,7 +11,7 @@ use crate::query::QueryError;
 #[derive(Args)]
 pub(super) struct ReportArgs {
     /// Where the records are: the collector's output directory, NDJSON or
-    /// blocks files, or `-` (NDJSON).
+    /// blocks files, or `-` (standard input, either kind).
     #[arg(required = true)]
     paths: Vec<String>,
     /// The page to write (one self-contained HTML file).

@@ -1,12 +1,12 @@
 //! Finding and reading record files: the collector's output directory
 //! (per-agent directories, named streams under `streams/`, hourly NDJSON
 //! or blocks files), any NDJSON or blocks file, or standard input (`-`,
-//! NDJSON); and the one record shape the query needs, parsed with borrowed
+//! either); and the one record shape the query needs, parsed with borrowed
 //! fields from each line (a blocks file's records are formatted as the
 //! lines NDJSON would hold, so both kinds go through one parser).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek};
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -207,6 +207,36 @@ enum Source {
     },
 }
 
+/// Standard input, NDJSON or blocks (sniffed, as files are). Blocks are
+/// copied to an unnamed temporary file first: the reader searches forward
+/// past damage and reads back, which a pipe cannot (~17 bytes a record).
+fn stdin_source() -> Result<Source, QueryError> {
+    let name = Path::new("-");
+    let mut stdin = io::stdin();
+    let mut head = Vec::with_capacity(4);
+    (&mut stdin)
+        .take(4)
+        .read_to_end(&mut head)
+        .map_err(QueryError::io(name))?;
+    if !blocks::looks_like_blocks(&head) {
+        let text = io::Cursor::new(head).chain(stdin);
+        return Ok(Source::Text(Box::new(BufReader::with_capacity(
+            1 << 20,
+            text,
+        ))));
+    }
+    let mut f = tempfile::tempfile().map_err(QueryError::io(name))?;
+    f.write_all(&head).map_err(QueryError::io(name))?;
+    let len = head.len() as u64 + io::copy(&mut stdin, &mut f).map_err(QueryError::io(name))?;
+    f.rewind().map_err(QueryError::io(name))?;
+    Ok(Source::Blocks {
+        reader: BlockReader::new(f, len, name).map_err(QueryError::blocks("-"))?,
+        block: Vec::new(),
+        next: 0,
+        text: Box::default(),
+    })
+}
+
 impl Lines {
     pub fn open(input: &Input) -> Result<Lines, QueryError> {
         let src = match &input.path {
@@ -231,7 +261,7 @@ impl Lines {
                     Source::Text(Box::new(BufReader::with_capacity(1 << 20, f)))
                 }
             }
-            None => Source::Text(Box::new(BufReader::with_capacity(1 << 20, io::stdin()))),
+            None => stdin_source()?,
         };
         Ok(Lines {
             src,
