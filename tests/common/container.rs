@@ -91,7 +91,17 @@ fn host_ok(argv: &[&str]) {
 
 /// Polls `f` every 100 ms until it returns `Some`, for at most `timeout`;
 /// panics naming `what` when the time is up.
-pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn poll<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll_telling(timeout, f, || what.to_string())
+}
+
+/// [`poll`], with what to say on a timeout made only then (e.g. what a
+/// process printed meanwhile).
+pub fn poll_telling<T>(
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    what: impl Fn() -> String,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -99,7 +109,8 @@ pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
         }
         assert!(
             Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {}",
+            what()
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::agents::{free_port, Proc};
-use super::container::poll;
+use super::container::{poll, poll_telling};
 
 pub struct Nats {
     nodes: Vec<Node>,
@@ -117,17 +117,17 @@ impl Nats {
     /// metadata current, a leader elected).
     pub fn wait_healthy(&self, i: usize) {
         let node = &self.nodes[i];
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while http_get(&node.http, "/healthz")
-            .is_none_or(|r| !r.lines().next().is_some_and(|l| l.contains(" 200 ")))
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nats node {i} not healthy after 60 s; it said:\n{}",
-                node.proc.as_ref().map(Proc::text).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        poll_telling(
+            Duration::from_secs(60),
+            || {
+                http_get(&node.http, "/healthz")
+                    .filter(|r| r.lines().next().is_some_and(|l| l.contains(" 200 ")))
+            },
+            || {
+                let said = node.proc.as_ref().map(Proc::text).unwrap_or_default();
+                format!("nats node {i} healthy; it said:\n{said}")
+            },
+        );
     }
 
     /// Messages in `stream` as the first running node's replica holds

@@ -213,11 +213,7 @@ enum Source {
 fn stdin_source() -> Result<Source, QueryError> {
     let name = Path::new("-");
     let mut stdin = io::stdin();
-    let mut head = Vec::with_capacity(4);
-    (&mut stdin)
-        .take(4)
-        .read_to_end(&mut head)
-        .map_err(QueryError::io(name))?;
+    let head = head(&mut stdin).map_err(QueryError::io(name))?;
     if !blocks::looks_like_blocks(&head) {
         let text = io::Cursor::new(head).chain(stdin);
         return Ok(Source::Text(Box::new(BufReader::with_capacity(
@@ -229,12 +225,27 @@ fn stdin_source() -> Result<Source, QueryError> {
     f.write_all(&head).map_err(QueryError::io(name))?;
     let len = head.len() as u64 + io::copy(&mut stdin, &mut f).map_err(QueryError::io(name))?;
     f.rewind().map_err(QueryError::io(name))?;
-    Ok(Source::Blocks {
-        reader: BlockReader::new(f, len, name).map_err(QueryError::blocks("-"))?,
-        block: Vec::new(),
-        next: 0,
-        text: Box::default(),
-    })
+    Source::blocks(f, len, name)
+}
+
+/// The first bytes of a file or stream, enough to tell blocks from text.
+fn head(r: impl Read) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(4);
+    r.take(4).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+impl Source {
+    /// A blocks file of `len` bytes, read from its start (`path` names it).
+    fn blocks(f: File, len: u64, path: &Path) -> Result<Source, QueryError> {
+        let name = path.display().to_string();
+        Ok(Source::Blocks {
+            reader: BlockReader::new(f, len, path).map_err(QueryError::blocks(&name))?,
+            block: Vec::new(),
+            next: 0,
+            text: Box::default(),
+        })
+    }
 }
 
 impl Lines {
@@ -242,21 +253,11 @@ impl Lines {
         let src = match &input.path {
             Some(p) => {
                 let mut f = File::open(p).map_err(QueryError::io(p))?;
-                let mut head = Vec::with_capacity(4);
-                (&mut f)
-                    .take(4)
-                    .read_to_end(&mut head)
-                    .map_err(QueryError::io(p))?;
+                let head = head(&mut f).map_err(QueryError::io(p))?;
                 f.rewind().map_err(QueryError::io(p))?;
                 if blocks::looks_like_blocks(&head) {
                     let len = f.metadata().map_err(QueryError::io(p))?.len();
-                    Source::Blocks {
-                        reader: BlockReader::new(f, len, p)
-                            .map_err(QueryError::blocks(&input.name()))?,
-                        block: Vec::new(),
-                        next: 0,
-                        text: Box::default(),
-                    }
+                    Source::blocks(f, len, p)?
                 } else {
                     Source::Text(Box::new(BufReader::with_capacity(1 << 20, f)))
                 }

@@ -114,7 +114,7 @@ enum Phase {
 const PHASES: [Phase; 4] = [Phase::HalfOpen, Phase::Open, Phase::Closing, Phase::LastAck];
 
 /// Counters of the current segment; index 0 is what the canonical source sent.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, Default)]
 #[repr(C)]
 struct Segment {
     first_ns: u64,
@@ -572,7 +572,8 @@ impl FlowTable {
         let active = self.cfg.active_ns;
         let f = &mut self.slots[idx as usize];
         if existing && p.ts_ns >= f.seg.first_ns.saturating_add(active) {
-            let rec = record(f, &self.addrs, &self.local, EndReason::Active, false);
+            let key = self.addrs.key(&f.stored_key());
+            let rec = record(f, &key, &self.local, EndReason::Active, false);
             out.push(rec);
             self.stats.records += 1;
             f.next_segment();
@@ -758,11 +759,12 @@ impl FlowTable {
 
     fn end(&mut self, idx: u32, reason: EndReason, out: &mut Vec<FlowRecord>) {
         let f = &self.slots[idx as usize];
-        out.push(record(f, &self.addrs, &self.local, reason, true));
+        let stored = f.stored_key();
+        let key = self.addrs.key(&stored);
+        out.push(record(f, &key, &self.local, reason, true));
         self.stats.records += 1;
-        let key = f.stored_key();
-        let (hash, phase) = (self.addrs.key(&key).hash64(), f.phase);
-        self.addrs.release(&key);
+        let (hash, phase) = (key.hash64(), f.phase);
+        self.addrs.release(&stored);
         self.index.remove(hash, idx);
         self.unlink(phase, idx);
         self.free.push(idx);
@@ -841,9 +843,9 @@ const RESERVE_MAX: usize = 1 << 16;
 fn reserved(max_flows: usize) -> (Vec<Flow>, Vec<Link>) {
     let n = max_flows.clamp(1, RESERVE_MAX);
     let (mut slots, mut links) = (Vec::new(), Vec::new());
-    if slots.try_reserve_exact(n).is_ok() && links.try_reserve_exact(n).is_err() {
-        slots = Vec::new();
-    }
+    // Refused: the vector grows on demand instead.
+    let _ = slots.try_reserve_exact(n);
+    let _ = links.try_reserve_exact(n);
     (slots, links)
 }
 
@@ -868,15 +870,15 @@ fn syn_only(flags: u8) -> bool {
     flags & (SYN | ACK | RST) == SYN
 }
 
+/// The record of `f`'s current segment; `k` is its key, given whole.
 fn record(
     f: &Flow,
-    addrs: &Addrs,
+    k: &FlowKey,
     local: &LocalNets,
     reason: EndReason,
     is_final: bool,
 ) -> FlowRecord {
     let (i, r) = if f.init_is_src { (0, 1) } else { (1, 0) };
-    let k = &addrs.key(&f.stored_key());
     let (src, src_port, dst, dst_port) = if f.init_is_src {
         (k.src_ip(), k.src_port, k.dst_ip(), k.dst_port)
     } else {
