@@ -11,12 +11,15 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 /// Two decimal digits per entry: "00" … "99".
-const PAIRS: &[u8; 200] = b"\
-0001020304050607080910111213141516171819\
-2021222324252627282930313233343536373839\
-4041424344454647484950515253545556575859\
-6061626364656667686970717273747576777879\
-8081828384858687888990919293949596979899";
+const PAIRS: [[u8; 2]; 100] = {
+    let mut t = [[0u8; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    t
+};
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -48,26 +51,72 @@ impl<'a> Line<'a> {
         self.len += s.len();
     }
 
-    /// `v` in decimal, as `itoa` and `Display` write it.
-    #[inline]
-    pub fn u64(&mut self, mut v: u64) {
-        let n = digits(v);
+    /// `v` in decimal, as `itoa` and `Display` write it. Every record has
+    /// three 19-digit numbers (flow id, first and last nanosecond), so long
+    /// numbers are cut into 8-digit chunks first: two 64-bit divisions
+    /// instead of nine, the rest in 32-bit arithmetic.
+    ///
+    /// Most fields are one or two digits (versions, protocols, segments,
+    /// flags, packet counts): those are written in place, the rest out of line.
+    #[inline(always)]
+    pub fn u64(&mut self, v: u64) {
+        if v < 10 {
+            self.push(b'0' + v as u8);
+        } else if v < 100 {
+            self.lit(&PAIRS[v as usize]);
+        } else {
+            self.long(v);
+        }
+    }
+
+    #[inline(never)]
+    fn long(&mut self, v: u64) {
+        const E8: u64 = 100_000_000;
+        const E16: u64 = E8 * E8;
+        if v < E8 {
+            self.upto8(v as u32);
+        } else if v < E16 {
+            self.upto8((v / E8) as u32);
+            self.exactly8((v % E8) as u32);
+        } else {
+            // v / E16 ≤ 1844: one to four digits.
+            self.upto8((v / E16) as u32);
+            let rest = v % E16;
+            self.exactly8((rest / E8) as u32);
+            self.exactly8((rest % E8) as u32);
+        }
+    }
+
+    /// `v` < 10^8, without leading zeros.
+    #[inline(always)]
+    fn upto8(&mut self, mut v: u32) {
+        let n = digits(u64::from(v));
         let end = self.len + n;
         let out = &mut self.buf[self.len..end];
         let mut at = n;
         while v >= 100 {
-            let pair = (v % 100) as usize * 2;
-            v /= 100;
             at -= 2;
-            out[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+            out[at..at + 2].copy_from_slice(&PAIRS[(v % 100) as usize]);
+            v /= 100;
         }
         if v >= 10 {
-            let pair = v as usize * 2;
-            out[..2].copy_from_slice(&PAIRS[pair..pair + 2]);
+            out[..2].copy_from_slice(&PAIRS[v as usize]);
         } else {
             out[0] = b'0' + v as u8;
         }
         self.len = end;
+    }
+
+    /// `v` < 10^8 as exactly eight digits, leading zeros kept.
+    #[inline(always)]
+    fn exactly8(&mut self, v: u32) {
+        let (hi, lo) = (v / 10_000, v % 10_000);
+        let out = &mut self.buf[self.len..self.len + 8];
+        out[0..2].copy_from_slice(&PAIRS[(hi / 100) as usize]);
+        out[2..4].copy_from_slice(&PAIRS[(hi % 100) as usize]);
+        out[4..6].copy_from_slice(&PAIRS[(lo / 100) as usize]);
+        out[6..8].copy_from_slice(&PAIRS[(lo % 100) as usize]);
+        self.len += 8;
     }
 
     /// The address as `Display` writes it (dotted quad; RFC 5952 for IPv6).
@@ -80,10 +129,20 @@ impl<'a> Line<'a> {
     }
 
     fn ipv4(&mut self, o: [u8; 4]) {
-        self.u64(u64::from(o[0]));
-        for b in &o[1..] {
+        self.octet(o[0]);
+        for &b in &o[1..] {
             self.push(b'.');
-            self.u64(u64::from(*b));
+            self.octet(b);
+        }
+    }
+
+    #[inline(always)]
+    fn octet(&mut self, b: u8) {
+        if b >= 100 {
+            self.push(b'0' + b / 100);
+            self.lit(&PAIRS[usize::from(b % 100)]);
+        } else {
+            self.u64(u64::from(b));
         }
     }
 
