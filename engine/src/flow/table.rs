@@ -309,7 +309,17 @@ impl TableSnapshot {
 
 impl FlowTable {
     pub fn new(cfg: TableConfig, local: Arc<LocalNets>) -> Self {
-        let (slots, links) = reserved(cfg.max_flows);
+        Self::with_reservation(cfg, local, RESERVE_UP_FRONT)
+    }
+
+    /// A table that grows its slab on demand, as tables do on Windows.
+    #[cfg(test)]
+    pub(super) fn growing(cfg: TableConfig, local: Arc<LocalNets>) -> Self {
+        Self::with_reservation(cfg, local, false)
+    }
+
+    fn with_reservation(cfg: TableConfig, local: Arc<LocalNets>, up_front: bool) -> Self {
+        let (slots, links) = reserved(cfg.max_flows, up_front);
         FlowTable {
             cfg,
             local,
@@ -833,19 +843,31 @@ impl FlowTable {
 /// Most flows a table reserves room for up front (6 MiB of address space).
 const RESERVE_MAX: usize = 1 << 16;
 
+/// Whether tables reserve their slab up front. Not on Windows: there the
+/// heap gives a block this large its own virtual allocation, committed
+/// whole (Raymond Chen, "There's also a large object heap for unmanaged
+/// code"), so 16 tables' reservations would be ~104 MB of commit charge
+/// from the start, counted against the page file whether touched or not.
+/// Its heap also returns such a block to the system when it is freed, so
+/// growing by doubling leaves no copies resident there.
+const RESERVE_UP_FRONT: bool = cfg!(not(windows));
+
 /// Empty slab and links with room for the table's bound (up to
 /// [`RESERVE_MAX`]) reserved but not touched: they then never move while
 /// they fill. Grown by doubling, the slab was copied into a new block at
 /// each growth, and the allocator kept the freed smaller blocks resident for
 /// reuse: ~7 MB of a 130 MB peak on a 590 k-flow file (BENCHMARKS.md).
 /// Untouched pages cost no memory; where the system refuses the reservation
-/// (strict overcommit), the vectors grow as before.
-fn reserved(max_flows: usize) -> (Vec<Flow>, Vec<Link>) {
-    let n = max_flows.clamp(1, RESERVE_MAX);
+/// (strict overcommit), or does not reserve without committing
+/// ([`RESERVE_UP_FRONT`]), the vectors grow on demand.
+fn reserved(max_flows: usize, up_front: bool) -> (Vec<Flow>, Vec<Link>) {
     let (mut slots, mut links) = (Vec::new(), Vec::new());
-    // Refused: the vector grows on demand instead.
-    let _ = slots.try_reserve_exact(n);
-    let _ = links.try_reserve_exact(n);
+    if up_front {
+        let n = max_flows.clamp(1, RESERVE_MAX);
+        // Refused: the vector grows on demand instead.
+        let _ = slots.try_reserve_exact(n);
+        let _ = links.try_reserve_exact(n);
+    }
     (slots, links)
 }
 
