@@ -51,13 +51,9 @@ impl<'a> Line<'a> {
         self.len += s.len();
     }
 
-    /// `v` in decimal, as `itoa` and `Display` write it. Every record has
-    /// three 19-digit numbers (flow id, first and last nanosecond), so long
-    /// numbers are cut into 8-digit chunks first: two 64-bit divisions
-    /// instead of nine, the rest in 32-bit arithmetic.
-    ///
-    /// Most fields are one or two digits (versions, protocols, segments,
-    /// flags, packet counts): those are written in place, the rest out of line.
+    /// `v` in decimal, as `itoa` and `Display` write it. Most fields are one
+    /// or two digits (versions, protocols, segments, flags, packet counts):
+    /// those are written in place, the rest out of line.
     #[inline(always)]
     pub fn u64(&mut self, v: u64) {
         if v < 10 {
@@ -69,6 +65,9 @@ impl<'a> Line<'a> {
         }
     }
 
+    /// Every record has three 19-digit numbers (flow id, first and last
+    /// nanosecond), so long numbers are cut into 8-digit chunks first: two
+    /// 64-bit divisions instead of nine, the rest in 32-bit arithmetic.
     #[inline(never)]
     fn long(&mut self, v: u64) {
         const E8: u64 = 100_000_000;
