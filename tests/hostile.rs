@@ -139,7 +139,8 @@ fn rss_peak_mib(pid: u32) -> f64 {
 
 /// Item 10: with 1,024 descriptors, 1,100 idle connections from someone
 /// without a certificate neither crash the collector nor keep an agent out
-/// for long; the flood is logged once, not per connection.
+/// for long; the flood is logged once per spell of full handshake slots, not
+/// per connection: the closes are counted and summed up when slots free.
 #[test]
 fn a_connection_flood_does_not_take_the_collector_down() {
     let d = tempfile::tempdir().unwrap();
@@ -160,7 +161,21 @@ fn a_connection_flood_does_not_take_the_collector_down() {
     assert_eq!(collected(&out, "agent-1"), replayed(&cap));
     assert!(c.child.try_wait().unwrap().is_none(), "{}", c.text());
     let t = c.text();
-    assert_eq!(t.matches("closing new ones at once").count(), 1, "{t}");
+    // Usually one spell. When the accept queue overflowed, the kernel lets
+    // the last connections in only as it retransmits their SYN-ACKs, and
+    // those that come after the first 64 time out make a second spell.
+    let warned = t.matches("closing new ones at once").count();
+    let spells_ended = t.matches("handshake slots free again").count();
+    assert!((1..=spells_ended + 1).contains(&warned), "{t}");
+    let closed: u64 = t
+        .lines()
+        .filter_map(|l| l.split("handshake slots free again; ").nth(1))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    // The flood's connections beyond the 64 slots were closed and counted
+    // (1,036 in one spell; a few dozen fewer when some came late and found
+    // slots free), not logged one by one.
+    assert!(closed >= 800, "{closed} counted\n{t}");
     drop(flood);
 }
 
