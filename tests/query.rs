@@ -291,8 +291,8 @@ fn files_and_standard_input_read_like_the_directory() {
     let want = naive_groups("service", recs.iter().filter(|r| r.agent == "agent-1"));
     let paths: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
     assert_eq!(query_groups("service", &paths, &[]).1, want);
-    let mut child = vmflow()
-        .args([
+    let o = common::run_with_stdin(
+        vmflow().args([
             "query",
             "-",
             "--group-by",
@@ -301,18 +301,9 @@ fn files_and_standard_input_read_like_the_directory() {
             "ndjson",
             "--top",
             "0",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        use std::io::Write;
-        stdin.write_all(text.as_bytes()).unwrap();
-    });
-    let o = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+        ]),
+        text.as_bytes(),
+    );
     assert!(o.status.success());
     let rows = String::from_utf8(o.stdout).unwrap().lines().count();
     assert_eq!(rows, want.len());

@@ -229,26 +229,13 @@ fn zstd(bytes: &[u8]) -> Vec<u8> {
 
 /// `replay -` with `input` on standard input.
 fn replay_stdin(input: &[u8], files: &[PathBuf]) -> std::process::Output {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = vmflow()
-        .args(["replay", "--threads", "1"])
-        .args(files)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        // The agent may stop reading early on damaged input.
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
+    common::run_with_stdin(
+        vmflow()
+            .args(["replay", "--threads", "1"])
+            .args(files)
+            .arg("-"),
+        input,
+    )
 }
 
 #[test]

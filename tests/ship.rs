@@ -80,21 +80,10 @@ fn a_blocks_store_holds_the_same_records_compactly() {
     };
     assert_eq!(multiset(&query(&["--output", "ndjson"], &out)), want);
     // An hour file on standard input (a pipe) reads as the file does.
-    let mut child = common::vmflow()
-        .args(["query", "-", "--output", "ndjson"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let bytes = std::fs::read(&files[0]).unwrap();
-    let writer = std::thread::spawn(move || {
-        use std::io::Write;
-        stdin.write_all(&bytes).unwrap();
-    });
-    let piped = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let piped = common::run_with_stdin(
+        common::vmflow().args(["query", "-", "--output", "ndjson"]),
+        &std::fs::read(&files[0]).unwrap(),
+    );
     assert!(
         piped.status.success(),
         "{}",

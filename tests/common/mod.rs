@@ -37,6 +37,29 @@ pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("vmflow runs")
 }
 
+/// Runs `cmd` with `input` on its standard input (a pipe, written from
+/// another thread so a large input cannot deadlock against the output).
+/// A write the command cut short by exiting is not an error here: callers
+/// judge its output.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command runs");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("the command runs");
+    writer.join().expect("the writer thread ends");
+    out
+}
+
 /// Writes a MaxMind-format database to `path` with mmdb-writer (installed
 /// by scripts/test.sh beside the ASN database): `inserts` are Python
 /// statements on the writer `w`, with `IPSet` and `MmdbU32` in scope.
