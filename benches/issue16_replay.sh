@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The replay bars of issue 16 in one command: the bench captures generated
-# (once, kept in DIR), then vmflow and nfpcapd in alternating runs on each
-# (benches/ab_replay.py), medians printed per file.
+# (once, kept in DIR), then vmflow, nfpcapd and the reader stage alone
+# (benches/reader_floor.rs: reading and decoding with no flow table and no
+# output, the floor of any replay, built from this checkout) in alternating
+# runs on each (benches/ab_replay.py), medians printed per file.
 #
 #   benches/issue16_replay.sh DIR [VMFLOW]
 #
@@ -28,6 +30,11 @@ if [ -z "$vmflow" ]; then
 fi
 command -v nfpcapd >/dev/null || { echo "missing nfpcapd (apt-get install nfdump)" >&2; exit 1; }
 mkdir -p "$dir"
+floor=$(cargo bench --locked --no-run --bench reader_floor --message-format=json 2>/dev/null |
+    python3 -c 'import sys, json
+for m in map(json.loads, sys.stdin):
+    if m.get("executable") and m["target"]["name"] == "reader_floor": print(m["executable"])')
+[ -x "$floor" ] || { echo "could not build benches/reader_floor.rs" >&2; exit 1; }
 
 gen() { # name packets slots [--lengths short]
     local f=$dir/$1.pcap
@@ -47,5 +54,6 @@ for f in 4ms5k 4ms 4m 1ms5k 1ms 1m; do
     echo "== $f"
     PACKETS=$packets python3 benches/ab_replay.py "$runs" "$dir/$f.pcap" \
         vmflow="$vmflow replay --out {o} {f}" \
-        nfpcapd='nfpcapd -r {f} -w {o} -e 300,60'
+        nfpcapd='nfpcapd -r {f} -w {o} -e 300,60' \
+        reader_floor="$floor {f} 1"
 done
