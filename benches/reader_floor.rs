@@ -21,11 +21,11 @@ use vmflow_engine::{Dispatch, Feed, Ingest, Routed};
 use vmflow_proto::EndReason;
 
 /// Takes every batch and forgets its packets, keeping the vectors.
-struct Drop {
+struct Discard {
     shards: usize,
 }
 
-impl Dispatch for Drop {
+impl Dispatch for Discard {
     fn shards(&self) -> usize {
         self.shards
     }
@@ -63,7 +63,7 @@ fn main() {
         let mut ingest = Ingest::new(
             &settings,
             None,
-            Drop {
+            Discard {
                 shards: cfg.threads(),
             },
         );
