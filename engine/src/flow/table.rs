@@ -421,14 +421,21 @@ impl FlowTable {
     pub fn prefetch(&self, hash: u64, deep: bool) {
         if deep {
             if let Some(slot) = self.index.first_guess(hash) {
-                if let Some(f) = self.slots.get(slot as usize) {
-                    let p = (f as *const Flow).cast::<u8>();
-                    super::index::prefetch(p);
-                    super::index::prefetch(p.wrapping_add(size_of::<Flow>() - 1));
-                }
+                self.prefetch_slot(slot);
             }
         } else {
             self.index.prefetch(hash);
+        }
+    }
+
+    /// Starts loading a flow's slot (both of its lines); NIL or a slot out
+    /// of range is ignored.
+    #[inline]
+    fn prefetch_slot(&self, idx: u32) {
+        if let Some(f) = self.slots.get(idx as usize) {
+            let p = (f as *const Flow).cast::<u8>();
+            super::index::prefetch(p);
+            super::index::prefetch(p.wrapping_add(size_of::<Flow>() - 1));
         }
     }
 
@@ -669,6 +676,9 @@ impl FlowTable {
                 if head == NIL {
                     break;
                 }
+                // The next head's slot is a cache miss of its own; started
+                // now, it loads while this head is judged and ended.
+                self.prefetch_slot(self.links[head as usize].next);
                 let timeout = self.timeout(phase);
                 let f = &self.slots[head as usize];
                 if f.queued_at.saturating_add(timeout) > self.now {
@@ -735,6 +745,7 @@ impl FlowTable {
         for phase in PHASES {
             while self.lists[phase as usize].head != NIL {
                 let head = self.lists[phase as usize].head;
+                self.prefetch_slot(self.links[head as usize].next);
                 let r = match phase {
                     Phase::Closing | Phase::LastAck => self.slots[head as usize].close,
                     Phase::HalfOpen | Phase::Open => reason,
