@@ -53,6 +53,7 @@ fn main() {
         return;
     };
     let runs: usize = args.get(1).map_or(7, |r| r.parse().expect("RUNS"));
+    assert!(runs > 0, "RUNS must be at least 1");
     let cfg = Config::default();
     let settings = cfg.engine_settings().expect("default settings");
     let mut walls = Vec::new();
